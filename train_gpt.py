@@ -326,6 +326,15 @@ class Logger:
             self.file = None
 
 
+def use_bf16(h: Hyperparameters, device: torch.device) -> bool:
+    return device.type == "cuda" if h.autocast_bf16 < 0 else bool(h.autocast_bf16)
+
+
+def amp_context(device: torch.device, bf16: bool):
+    """bf16 autocast on CUDA (or when forced); a no-op context in float32 otherwise."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write via a temporary file in the same folder, fsync, then rename: a reader never sees a partial file."""
     path = Path(path)
@@ -518,3 +527,36 @@ def count_target_bytes(x: np.ndarray, y: np.ndarray, tables: tuple[np.ndarray, n
     """Bytes carried by targets y given inputs x (same shape), in int64."""
     base, space, boundary = tables
     return int(base[y].astype(np.int64).sum() + (space[y] & ~boundary[x]).sum())
+
+
+# =====================================================================================================================
+# MODEL
+# =====================================================================================================================
+# (in progress) GPT(**model_config); model(idx) -> fp32 soft-capped logits (B, T, V); model(idx, targets) -> mean
+# CE; model(idx, targets, reduction="none") -> (B, T) CE; model.hidden(idx) -> (B, T, D) final-normed states;
+# model.project(hidden) -> fp32 soft-capped logits; model.set_loops(n); param_roles(model) -> {name: role}.
+
+
+# =====================================================================================================================
+# OPTIMISERS
+# =====================================================================================================================
+
+
+# =====================================================================================================================
+# EVALUATION
+# =====================================================================================================================
+
+
+# =====================================================================================================================
+# QUANTISATION AND ARTIFACT
+# =====================================================================================================================
+
+
+# =====================================================================================================================
+# TRAINING
+# =====================================================================================================================
+
+
+# =====================================================================================================================
+# MAIN
+# =====================================================================================================================
