@@ -1,0 +1,232 @@
+"""Export documents to shards in the official format, with a manifest beside them.
+
+    python data/export.py ../shared/data/text/fineweb_docs_200.jsonl --tokenizer fineweb_1024_bpe.model \\
+        --out data/datasets/my_sp1024 --val-docs 50 --shard-tokens 100000000
+
+Each document becomes BOS (id 1) + its tokens, no EOS; documents run on across shard boundaries. The first
+--val-docs documents go to fineweb_val_*.bin, the rest to fineweb_train_*.bin. Documents that are empty or only
+whitespace are dropped (counted in the manifest); a training document whose tokens equal a validation document's
+is dropped too (counted), so train and val share no document.
+
+Streaming with bounded memory: documents are read and encoded in batches (SentencePiece's multi-threaded batch
+encode), and at most one shard buffer is held. Everything is written into a staging folder inside --out and moved
+into place only when the whole export succeeded; manifest.json is written last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import datalib as dl  # noqa: E402
+
+DEFAULT_VAL_DOCS = 50_000
+DEFAULT_SHARD_TOKENS = 10**8
+BATCH_DOCS = 1024
+BATCH_CHARS = 8_000_000
+STAGING_PREFIX = ".export-staging-"
+TOKENIZER_COPY_NAME = "tokenizer.model"
+
+
+class ShardWriter:
+    """Fills fixed-size shards of one split; a shard is written (atomically) as soon as it is full."""
+
+    def __init__(self, folder: Path, split: str, shard_tokens: int):
+        self.folder, self.split, self.shard_tokens = folder, split, shard_tokens
+        self.buf = np.empty(shard_tokens, dtype=dl.tg.SHARD_TOKEN_DTYPE)
+        self.fill = 0
+        self.files: list[str] = []
+
+    def add(self, tokens: np.ndarray) -> None:
+        pos = 0
+        while pos < tokens.size:
+            take = min(self.shard_tokens - self.fill, tokens.size - pos)
+            self.buf[self.fill : self.fill + take] = tokens[pos : pos + take]
+            self.fill += take
+            pos += take
+            if self.fill == self.shard_tokens:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.fill:
+            name = dl.shard_name(self.split, len(self.files))
+            dl.tg.write_shard(self.folder / name, self.buf[: self.fill])
+            self.files.append(name)
+            self.fill = 0
+
+
+class SplitStats:
+    def __init__(self) -> None:
+        self.docs = 0
+        self.tokens = 0
+        self.hash = hashlib.sha256()  # over the split's document digests, in order
+
+    def as_dict(self, files: list[str]) -> dict[str, object]:
+        return {"docs": self.docs, "tokens": self.tokens, "files": files, "docs_sha256": self.hash.hexdigest()}
+
+
+def encode_batch(sp, texts: list[str], threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Encode a batch; return the flat stream (BOS + tokens per document) and each document's end offset."""
+    encoded = sp.encode(texts, num_threads=threads)
+    flat: list[int] = []
+    for ids in encoded:
+        flat.append(dl.tg.BOS_ID)
+        flat.extend(ids)
+    ends = np.cumsum(np.fromiter((len(ids) + 1 for ids in encoded), dtype=np.int64, count=len(encoded)))
+    return np.array(flat, dtype=dl.tg.SHARD_TOKEN_DTYPE), ends
+
+
+def export_documents(docs: Iterable[str], sp, out: Path, val_docs: int, shard_tokens: int, threads: int,
+                     stats: dl.DocStats | None = None, progress: dl.Progress | None = None) -> dict[str, object]:
+    """Encode and write the shards of `docs` into `out` (an existing, empty staging folder); return the split
+    summaries for the manifest. Raises DataError when the input has no documents or nothing is left for training."""
+    stats = stats if stats is not None else dl.DocStats()
+    progress = progress or dl.Progress("export", enabled=False)
+    vocab = sp.vocab_size()
+    writers = {s: ShardWriter(out, s, shard_tokens) for s in dl.SPLITS}
+    split_stats = {s: SplitStats() for s in dl.SPLITS}
+    val_digests: set[bytes] = set()
+    dropped_duplicates = 0
+    text_bytes = 0
+    for texts in dl.batched(docs, BATCH_DOCS, BATCH_CHARS):
+        text_bytes += sum(len(t.encode("utf-8")) for t in texts)
+        flat, ends = encode_batch(sp, texts, threads)
+        if flat.size and int(flat.max()) >= vocab:
+            raise dl.DataError(f"tokenizer produced id {int(flat.max())} >= its vocab size {vocab} (corrupt model?)")
+        raw = flat.tobytes()
+        start = 0
+        for end in ends.tolist():
+            digest = dl.doc_digest(raw[2 * (start + 1) : 2 * end])
+            split = "val" if split_stats["val"].docs < val_docs else "train"
+            if split == "val":
+                val_digests.add(digest)
+            elif digest in val_digests:
+                dropped_duplicates += 1
+                start = end
+                continue
+            st = split_stats[split]
+            st.docs += 1
+            st.tokens += end - start
+            st.hash.update(digest)
+            writers[split].add(flat[start:end])
+            start = end
+        done = split_stats["val"].docs + split_stats["train"].docs
+        progress(f"{done:,} docs ({split_stats['val'].docs:,} val), "
+                 f"{split_stats['val'].tokens + split_stats['train'].tokens:,} tokens, "
+                 f"{text_bytes / dl.MB / max(progress.elapsed(), 1e-9):.2f} MB/s of text")
+    for w in writers.values():
+        w.flush()
+    if split_stats["val"].docs == 0:
+        raise dl.DataError("the input holds no documents (every file empty, or only blank documents)")
+    if split_stats["train"].docs == 0:
+        raise dl.DataError(f"only {split_stats['val'].docs} documents, all taken by --val-docs {val_docs}: nothing is "
+                           "left for training; lower --val-docs or add documents")
+    stats.text_bytes = text_bytes
+    return {
+        "splits": {s: split_stats[s].as_dict(writers[s].files) for s in dl.SPLITS},
+        "dropped": {"empty_docs": stats.empty_docs, "bad_lines": stats.bad_lines,
+                    "train_docs_equal_to_a_val_doc": dropped_duplicates},
+        "text_bytes": text_bytes,
+    }
+
+
+def existing_outputs(out: Path) -> list[Path]:
+    return sorted([*out.glob(dl.VAL_GLOB), *out.glob(dl.TRAIN_GLOB), *out.glob(dl.MANIFEST_NAME)])
+
+
+def export(inputs: Sequence[str], tokenizer: Path, out: Path, val_docs: int = DEFAULT_VAL_DOCS,
+           shard_tokens: int = DEFAULT_SHARD_TOKENS, fmt: str = "auto", blocks: bool = False,
+           on_bad_line: str = "stop", threads: int = 0, overwrite: bool = False, copy_tokenizer: bool = False,
+           quiet: bool = False) -> dict[str, object]:
+    """The whole export: check arguments, write shards via a staging folder, then the manifest. Returns it."""
+    if val_docs < 0:
+        raise dl.DataError(f"--val-docs {val_docs} must be >= 0")
+    if not 0 < shard_tokens < 2**31:
+        raise dl.DataError(f"--shard-tokens {shard_tokens} must be in [1, 2^31 - 1]")
+    paths = dl.resolve_inputs(inputs)
+    sp = dl.load_tokenizer(tokenizer)
+    if sp.vocab_size() > 1 << 16:
+        raise dl.DataError(f"{tokenizer}: vocab {sp.vocab_size()} does not fit the uint16 shard format")
+    out.mkdir(parents=True, exist_ok=True)
+    old = existing_outputs(out)
+    if old and not overwrite:
+        raise dl.DataError(f"{out} already holds a dataset ({old[0].name}, {len(old)} file(s)); pass --overwrite "
+                           "to replace it or choose another --out")
+    threads = threads or os.cpu_count() or 1
+    progress = dl.Progress("export", enabled=not quiet)
+    stats = dl.DocStats()
+    staging = out / f"{STAGING_PREFIX}{os.getpid()}"
+    staging.mkdir()
+    try:
+        docs = dl.iter_documents(paths, fmt, blocks, on_bad_line, stats)
+        summary = export_documents(docs, sp, staging, val_docs, shard_tokens, threads, stats, progress)
+        if copy_tokenizer and tokenizer.resolve() != (out / TOKENIZER_COPY_NAME).resolve():
+            shutil.copyfile(tokenizer, staging / TOKENIZER_COPY_NAME)
+        manifest = {
+            "format": dl.MANIFEST_FORMAT,
+            "format_version": dl.MANIFEST_VERSION,
+            "tokenizer": {"path": str(tokenizer.resolve()), "sha256": dl.sha256_file(tokenizer),
+                          "vocab_size": sp.vocab_size()},
+            "bos_id": dl.tg.BOS_ID,
+            "append_eos": False,
+            "val_docs_requested": val_docs,
+            "shard_tokens": shard_tokens,
+            "doc_hash": f"blake2b-{8 * dl.DOC_DIGEST_BYTES} of each document's uint16 LE token ids (BOS excluded); "
+                        "a split's docs_sha256 is the sha256 of its digests in order",
+            "inputs": [str(p) for p in paths],
+            **summary,
+        }
+        dl.write_json(staging / dl.MANIFEST_NAME, manifest)
+        for path in old:
+            path.unlink()
+        for item in sorted(staging.iterdir(), key=lambda f: f.name == dl.MANIFEST_NAME):  # manifest last
+            os.replace(item, out / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    sv, st = manifest["splits"]["val"], manifest["splits"]["train"]
+    progress(f"wrote {len(sv['files'])} val + {len(st['files'])} train shards to {out}: val {sv['docs']:,} docs / "
+             f"{sv['tokens']:,} tokens, train {st['docs']:,} docs / {st['tokens']:,} tokens, "
+             f"{summary['text_bytes'] / dl.MB / max(progress.elapsed(), 1e-9):.2f} MB/s of text", force=True)
+    return manifest
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", help="documents: .jsonl files (a `text` field per line), text files (one "
+                   "document per file, or per blank-line block with --blocks), folders or globs")
+    p.add_argument("--tokenizer", type=Path, required=True, help="SentencePiece .model file")
+    p.add_argument("--out", type=Path, required=True, help="output folder for the shards and manifest.json")
+    p.add_argument("--val-docs", type=int, default=DEFAULT_VAL_DOCS, help="first N documents form the val split "
+                   f"(default {DEFAULT_VAL_DOCS:,}, the official value)")
+    p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard (default 10^8)")
+    p.add_argument("--format", choices=("auto", "jsonl", "text"), default="auto", help="input format (auto: by "
+                   "extension, .jsonl/.json are JSON lines)")
+    p.add_argument("--blocks", action="store_true", help="text files hold one document per blank-line block")
+    p.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop", help="what to do with a malformed "
+                   "JSON line: stop with its line number (default) or skip it with a warning")
+    p.add_argument("--threads", type=int, default=0, help="encoder threads (0 = all cores)")
+    p.add_argument("--copy-tokenizer", action="store_true", help=f"also copy the tokenizer to "
+                   f"<out>/{TOKENIZER_COPY_NAME}")
+    p.add_argument("--overwrite", action="store_true", help="replace the dataset already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    export(a.inputs, a.tokenizer, a.out, a.val_docs, a.shard_tokens, a.format, a.blocks, a.on_bad_line, a.threads,
+           a.overwrite, a.copy_tokenizer, a.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(dl.run_cli(main))
