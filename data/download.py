@@ -1,0 +1,208 @@
+"""Download the challenge's cached FineWeb export: all val shards, the first N train shards, the tokenizer.
+
+    python data/download.py --variant sp1024 --train-shards 10
+    python data/download.py --variant sp8192 --repo kevclark/parameter-golf --train-shards 4
+    python data/download.py --variant sp1024 --base-url /path/to/local/mirror     # or file:///path/to/mirror
+
+Manifest-driven: <base>/manifest.json lists the datasets (name fineweb10B_<variant>, stats.files_val,
+stats.files_train, tokenizer_name) and the tokenizers (model_path, vocab_path). Files land under --out as
+datasets/<name>/fineweb_{val,train}_%06d.bin and tokenizers/..., the manifest as datasets/manifest.json (where
+data/verify.py looks for it). A file already present and complete is skipped: a shard whose header matches its
+size, any file whose size / sha256 match the manifest when it lists them (optional "files": {path: {"bytes",
+"sha256"}}). Each download streams to a temporary name and is renamed only when complete and checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import datalib as dl  # noqa: E402
+
+DEFAULT_REPO = "willdepueoai/parameter-golf"
+HF_RESOLVE = "https://huggingface.co/datasets/{repo}/resolve/main/{root}"
+DEFAULT_REMOTE_ROOT = "datasets"
+VARIANTS = ("sp1024", "sp4096", "sp8192")
+CHUNK_BYTES = 1 << 20
+TIMEOUT_S = 60.0
+
+
+def base_url(base: str | None, repo: str, remote_root: str) -> str:
+    """A URL ending in '/': --base-url as given (http(s)://, file://, or a local folder), else the HF resolve URL."""
+    if base is None:
+        base = HF_RESOLVE.format(repo=repo, root=remote_root)
+    elif "://" not in base:
+        folder = Path(base)
+        if not folder.is_dir():
+            raise dl.DataError(f"--base-url {base}: no such folder (give a URL or a local mirror folder)")
+        base = folder.resolve().as_uri()
+    return base.rstrip("/") + "/"
+
+
+def fetch(url: str, dest: Path, expect_bytes: int | None = None, progress: dl.Progress | None = None) -> int:
+    """Stream `url` to a temporary file beside `dest`, check its length, then rename it; return the byte count."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.part{os.getpid()}")
+    got = 0
+    try:
+        try:
+            resp = urllib.request.urlopen(url, timeout=TIMEOUT_S)  # noqa: S310 (URL chosen by the user)
+        except urllib.error.HTTPError as e:
+            raise dl.DataError(f"{url}: HTTP {e.code} {e.reason}; check --variant, --repo and --base-url") from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise dl.DataError(f"{url}: cannot fetch ({reason}); check the network or --base-url") from None
+        with resp, open(tmp, "wb") as f:
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else expect_bytes
+            while chunk := resp.read(CHUNK_BYTES):
+                f.write(chunk)
+                got += len(chunk)
+                if progress:
+                    progress(f"{dest.name}: {got / dl.MB:.1f}" + (f" / {total / dl.MB:.1f}" if total else "") + " MB")
+            f.flush()
+            os.fsync(f.fileno())
+        if total is not None and got != total:
+            raise dl.DataError(f"{url}: received {got} bytes, expected {total} (interrupted transfer); run again")
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return got
+
+
+def file_complete(path: Path, info: dict) -> bool:
+    """True when `path` exists and passes every check we can make without the network."""
+    if not path.is_file():
+        return False
+    if info.get("bytes") is not None and path.stat().st_size != int(info["bytes"]):
+        return False
+    if info.get("sha256") and dl.sha256_file(path) != info["sha256"]:
+        return False
+    if path.suffix == ".bin":
+        try:
+            dl.tg.read_shard_header(path)
+        except dl.tg.ShardError:
+            return False
+    return True
+
+
+def check_downloaded(path: Path, info: dict, url: str) -> None:
+    if info.get("sha256") and dl.sha256_file(path) != info["sha256"]:
+        path.unlink()
+        raise dl.DataError(f"{url}: sha256 differs from the manifest's {info['sha256'][:16]}...; file removed, run "
+                           "again (or the mirror is corrupt)")
+    if path.suffix == ".bin":
+        try:
+            dl.tg.read_shard_header(path)
+        except dl.tg.ShardError as e:
+            path.unlink()
+            raise dl.DataError(f"{url}: downloaded shard is invalid ({e}); file removed") from None
+
+
+def plan(manifest: dict, variant: str, train_shards: int, source: str) -> tuple[str, list[str]]:
+    """The dataset name and the relative paths to fetch (val shards, first N train shards, tokenizer files)."""
+    name = f"fineweb10B_{variant}"
+    datasets = manifest.get("datasets") or []
+    entry = next((d for d in datasets if d.get("name") == name), None)
+    if entry is None:
+        names = ", ".join(str(d.get("name")) for d in datasets) or "none"
+        raise dl.DataError(f"{source}: no dataset {name!r} (it lists: {names}); try another --variant or --repo")
+    stats = entry.get("stats") or {}
+    try:
+        n_val, n_train = int(stats["files_val"]), int(stats["files_train"])
+    except (KeyError, TypeError, ValueError):
+        raise dl.DataError(f"{source}: dataset {name} lacks stats.files_val / stats.files_train") from None
+    if train_shards > n_train:
+        raise dl.DataError(f"--train-shards {train_shards}: {name} has only {n_train} train shards")
+    tok = next((t for t in manifest.get("tokenizers") or [] if t.get("name") == entry.get("tokenizer_name")), None)
+    if tok is None or not tok.get("model_path"):
+        raise dl.DataError(f"{source}: tokenizer {entry.get('tokenizer_name')!r} of {name} is not listed with a "
+                           "model_path")
+    folder = f"datasets/{name}"
+    files = [f"{folder}/{dl.shard_name('val', i)}" for i in range(n_val)]
+    files += [f"{folder}/{dl.shard_name('train', i)}" for i in range(train_shards)]
+    files += [tok[k] for k in ("model_path", "vocab_path") if tok.get(k)]
+    return name, files
+
+
+def safe_relpath(rel: str, source: str) -> str:
+    parts = Path(rel).parts
+    if not parts or Path(rel).is_absolute() or ".." in parts:
+        raise dl.DataError(f"{source}: refusing path {rel!r} (must be relative, without '..')")
+    return Path(rel).as_posix()
+
+
+def download(variant: str, train_shards: int, out: Path, base: str, quiet: bool = False) -> list[Path]:
+    """Fetch the manifest and the planned files; return the local paths of the planned files."""
+    if train_shards < 0:
+        raise dl.DataError(f"--train-shards {train_shards} must be >= 0")
+    progress = dl.Progress("download", enabled=not quiet)
+    manifest_url = base + dl.MANIFEST_NAME
+    local_manifest = out / "datasets" / dl.MANIFEST_NAME
+    try:
+        fetch(manifest_url, local_manifest)
+    except dl.DataError as e:
+        if not local_manifest.is_file():
+            raise
+        print(f"warning: {e}; using the local copy {local_manifest}", file=sys.stderr)
+    try:
+        manifest = json.loads(local_manifest.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise dl.DataError(f"{manifest_url}: not valid JSON ({e})") from None
+    name, rels = plan(manifest, variant, train_shards, manifest_url)
+    file_info = manifest.get("files") or {}
+    local: list[Path] = []
+    fetched = skipped = 0
+    t0 = time.perf_counter()
+    for i, rel in enumerate(rels, 1):
+        rel = safe_relpath(rel, manifest_url)
+        dest, info = out / rel, file_info.get(rel) or {}
+        local.append(dest)
+        if file_complete(dest, info):
+            skipped += 1
+            progress(f"[{i}/{len(rels)}] {rel}: present, skipped", force=True)
+            continue
+        url = base + urllib.parse.quote(rel)
+        n = fetch(url, dest, info.get("bytes"), progress)
+        check_downloaded(dest, info, url)
+        fetched += 1
+        progress(f"[{i}/{len(rels)}] {rel}: {n / dl.MB:.1f} MB", force=True)
+    progress(f"{name}: {fetched} fetched, {skipped} already present, under {out} "
+             f"({time.perf_counter() - t0:.1f}s)", force=True)
+    return local
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--variant", choices=VARIANTS, default="sp1024", help="tokenizer family (default sp1024)")
+    p.add_argument("--train-shards", type=int, default=1, help="how many train shards, from the first (default 1)")
+    p.add_argument("--out", type=Path, default=dl.ROOT / "data", help="local root (default: the repo's data/)")
+    p.add_argument("--repo", default=DEFAULT_REPO, help=f"Hugging Face dataset repo (default {DEFAULT_REPO}; the "
+                   "SP4096/SP8192 exports of later records live in kevclark/parameter-golf)")
+    p.add_argument("--remote-root", default=DEFAULT_REMOTE_ROOT, help="folder of the repo that holds manifest.json "
+                   f"(default {DEFAULT_REMOTE_ROOT})")
+    p.add_argument("--base-url", help="fetch from here instead of the repo: an http(s):// or file:// URL, or a local "
+                   "mirror folder, holding manifest.json")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    download(a.variant, a.train_shards, a.out, base_url(a.base_url, a.repo, a.remote_root), a.quiet)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(dl.run_cli(main))
