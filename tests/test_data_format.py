@@ -8,8 +8,9 @@ import os
 import datalib as dl
 import numpy as np
 import pytest
-import train_gpt as tg
 from conftest import shared_path
+
+import train_gpt as tg
 
 
 def _raw_shard(path, magic=tg.SHARD_MAGIC, version=tg.SHARD_VERSION, n=None, tokens=(1, 5, 6)):
