@@ -1,0 +1,329 @@
+"""Quantisation and artifact: GPTQ vs a slow reference, error bounds, the artifact format and its rejections,
+Hessian collection, size accounting, the packed script and the quantize.py CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train_gpt as tg
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+TOKENIZER = SHARED / "tokenizers" / "fineweb_1024_bpe.model"
+
+
+def tiny_h(**kw) -> tg.Hyperparameters:
+    """The tiny preset with every matrix quantised (its matrices are all under the passthrough size)."""
+    base = tg.Hyperparameters.from_env({"PRESET": "tiny", "RUN_ID": "t"})
+    return dataclasses.replace(base, passthrough_max_numel=0, **kw)
+
+
+def tiny_model(h: tg.Hyperparameters, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = tg.build_model(h.model_config())
+    with torch.no_grad():  # trained-looking weights: zero-init projections and gates get values too
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def gptq_reference(w, H, scale, bits, damp):
+    """Slow per-column GPTQ straight from the description: no blocks, every error pushed onto all later columns."""
+    W, H = w.clone().double(), H.clone().double()
+    s, qmax = scale.double(), 2 ** (bits - 1) - 1
+    for j in range(H.size(0)):
+        if H[j, j] == 0:
+            H[j, j], W[:, j] = 1.0, 0.0
+    H += damp * torch.diagonal(H).mean() * torch.eye(H.size(0), dtype=H.dtype)
+    perm = sorted(range(H.size(0)), key=lambda j: (-float(H[j, j]), j))
+    W, H = W[:, perm], H[perm][:, perm]
+    U = torch.linalg.cholesky(torch.linalg.inv(H), upper=True)
+    Q = torch.zeros_like(W)
+    for j in range(W.size(1)):
+        for r in range(W.size(0)):
+            Q[r, j] = min(max(round(float(W[r, j] / s[r])), -qmax), qmax)
+        err = (W[:, j] - Q[:, j] * s) / U[j, j]
+        for c in range(j, W.size(1)):
+            W[:, c] -= err * U[j, c]
+    out = torch.zeros_like(Q)
+    out[:, perm] = Q
+    return out.to(torch.int8)
+
+
+def correlated_hessian(cols: int, n: int = 2048, seed: int = 0, dead: int | None = None) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, cols, generator=g, dtype=torch.float64) @ torch.randn(cols, cols, generator=g,
+                                                                              dtype=torch.float64)
+    x = x + torch.randn(n, 1, generator=g, dtype=torch.float64) * 3  # a shared component: strongly correlated
+    if dead is not None:
+        x[:, dead] = 0
+    return x.T @ x / n
+
+
+def test_gptq_matches_slow_reference_same_integers():
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(12, 40, generator=g, dtype=torch.float64)
+    H = correlated_hessian(40, dead=7)
+    for bits in (3, 6):
+        scale = tg.sdclip_scale(w, 3.0, bits)
+        fast = tg.gptq_quantize(w, H, scale, bits, block=16, damp=0.01)
+        ref = gptq_reference(w, H, scale.double(), bits, 0.01)
+        assert torch.equal(fast, ref), (fast != ref).sum()
+        assert (fast[:, 7] == 0).all()  # the dead column
+
+
+def test_gptq_output_error_below_rtn_on_correlated_inputs():
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(64, 96, generator=g) * 0.02
+    H = correlated_hessian(96, seed=3).float()
+    for bits in (4, 6):
+        scale = tg.sdclip_scale(w, 12.0, bits)
+        rtn = tg.quantize_rtn(w, scale, bits).float() * scale.float()[:, None]
+        gq = tg.gptq_quantize(w, H, scale, bits).float() * scale.float()[:, None]
+        e_rtn, e_gptq = tg.hessian_error(w, rtn, H), tg.hessian_error(w, gq, H)
+        assert e_gptq < 0.5 * e_rtn, (bits, e_gptq, e_rtn)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 6, 7, 8])
+def test_rtn_error_bounds(bits):
+    g = torch.Generator().manual_seed(bits)
+    w = torch.randn(32, 256, generator=g)
+    w[0, 0] = 40.0  # an outlier beyond the clip
+    k, qmax = 3.0, 2 ** (bits - 1) - 1
+    scale = tg.sdclip_scale(w, k, bits)
+    q = tg.quantize_rtn(w, scale, bits)
+    assert q.dtype == torch.int8 and int(q.abs().max()) <= qmax
+    s = scale.float()[:, None]
+    inside = w.abs() <= qmax * s
+    err = (w - q.float() * s).abs()
+    assert (err[inside] <= s.expand_as(w)[inside] / 2 + 1e-6).all()
+    assert q[0, 0] == qmax  # clipped to the top code
+    assert torch.allclose(scale.float(), (k * w.std(dim=1, correction=0) / qmax).half().float())
+
+
+def build(h, model, hessians=None):
+    return tg.build_artifact(model.state_dict(), tg.param_roles(model), h.model_config(), h, hessians)
+
+
+def test_artifact_roundtrip_loads_strictly_and_reserialises_byte_identically():
+    h = tiny_h()
+    model = tiny_model(h)
+    blob, report = build(h, model)
+    assert report["model_bytes"] == len(blob) and report["roles"]["attn"]["bits"] == "6"
+    assert report["roles"]["control"]["store"] == "f32" and report["roles"]["embed"]["bits"] == "8"
+    cfg, state = tg.read_artifact(blob)
+    assert cfg == h.model_config()
+    loaded, _ = tg.load_artifact_model(blob, h.model_config())
+    for name, p in model.state_dict().items():
+        q = loaded.state_dict()[name]
+        assert q.dtype == p.dtype and q.shape == p.shape
+        rel, role = float((q - p).norm() / p.norm()), tg.param_roles(model)[name]
+        if role == "control":
+            assert rel == 0.0, name
+        else:  # uniform rounding error: scale / sqrt(12), scale = k * std / qmax
+            bits, k = tg._quant_setting(role, h)
+            assert rel < 1.1 * k / (2 ** (bits - 1) - 1) / 12**0.5, (name, rel)
+    assert build(h, model)[0] == blob  # deterministic
+    cfg2, entries = tg.decode_artifact(blob)
+    assert tg.encode_artifact(cfg2, entries, h.compressor, h.compress_level) == blob
+
+
+@pytest.mark.parametrize("codec", ["lzma", "zlib"])
+def test_other_codecs_roundtrip(codec):
+    h = tiny_h(compressor=codec, compress_level=9)
+    model = tiny_model(h)
+    blob, _ = build(h, model)
+    assert blob[5] == tg.ARTIFACT_CODECS[codec]
+    _, state = tg.read_artifact(blob)
+    zblob, _ = build(tiny_h(), model)
+    assert all(torch.equal(state[k], v) for k, v in tg.read_artifact(zblob)[1].items())
+
+
+def reframe(blob: bytes, payload: bytes | None = None, version: int | None = None, codec: str = "zstd") -> bytes:
+    """Re-frame an artifact with a VALID checksum (anyone can compute it): for crafted-artifact tests."""
+    magic, ver, codec_id, size, _ = tg.ARTIFACT_FRAME.unpack_from(blob)
+    body = blob[tg.ARTIFACT_FRAME.size :]
+    if payload is not None:
+        body, size, codec_id = tg.compress_bytes(payload, codec, 3), len(payload), tg.ARTIFACT_CODECS[codec]
+    prefix = struct.pack("<4sBBQ", magic, ver if version is None else version, codec_id, size)
+    return prefix + hashlib.blake2b(prefix + body, digest_size=16).digest() + body
+
+
+def payload_of(blob: bytes) -> bytes:
+    _, _, _, size, _ = tg.ARTIFACT_FRAME.unpack_from(blob)
+    return tg.decompress_bytes(blob[tg.ARTIFACT_FRAME.size :], "zstd", size)
+
+
+@pytest.fixture(scope="module")
+def blob_and_h():
+    h = tiny_h()
+    return build(h, tiny_model(h))[0], h
+
+
+def test_rejects_truncated_and_corrupt(blob_and_h):
+    blob, _ = blob_and_h
+    for bad, what in ((blob[:10], "truncated"), (blob[:-100], "checksum"),
+                      (blob[:60] + bytes([blob[60] ^ 1]) + blob[61:], "checksum")):
+        with pytest.raises(tg.ArtifactError, match=what):
+            tg.read_artifact(bad)
+
+
+def test_rejects_unknown_version_and_codec(blob_and_h):
+    blob, _ = blob_and_h
+    with pytest.raises(tg.ArtifactError, match="format version 9"):
+        tg.read_artifact(reframe(blob, version=9))
+    bad_codec = bytearray(reframe(blob))
+    bad_codec[5] = 77
+    with pytest.raises(tg.ArtifactError, match="unknown codec id 77"):
+        tg.read_artifact(bytes(bad_codec))
+
+
+def test_missing_zstandard_says_how_to_fix(blob_and_h, monkeypatch):
+    blob, _ = blob_and_h
+    monkeypatch.setitem(sys.modules, "zstandard", None)  # makes `import zstandard` raise ImportError
+    with pytest.raises(tg.ArtifactError, match="pip install zstandard .*COMPRESSOR=lzma"):
+        tg.read_artifact(blob)
+
+
+def test_rejects_config_mismatch_and_missing_tensors(blob_and_h):
+    blob, h = blob_and_h
+    other = dict(h.model_config(), model_dim=128)
+    with pytest.raises(tg.ArtifactError, match="model_dim=64 .expected 128"):
+        tg.load_artifact_model(blob, other)
+    payload = payload_of(blob)
+    (hlen,) = struct.unpack_from("<I", payload)
+    header = payload[4 : 4 + hlen].replace(b'"vocab_size":1024', b'"vocab_size":1024,"zz_new_knob":1')
+    crafted = reframe(blob, struct.pack("<I", len(header)) + header + payload[4 + hlen :])
+    with pytest.raises(tg.ArtifactError, match="zz_new_knob"):
+        tg.read_artifact(crafted)
+    state = tiny_model(h).state_dict()
+    del state["blocks.0.mlp.fc.weight"]
+    with pytest.raises(tg.ArtifactError, match="blocks.0.mlp.fc.weight"):
+        tg.build_artifact(state, tg.param_roles(tiny_model(h)), h.model_config(), h)
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, (f"touch {Boom_MARKER}",))
+
+
+Boom_MARKER = Path("/nonexistent")
+
+
+def test_crafted_artifacts_never_execute_code(blob_and_h, tmp_path):
+    global Boom_MARKER
+    blob, _ = blob_and_h
+    Boom_MARKER = tmp_path / "pwned"
+    evil = pickle.dumps({"state_dict": _Boom()})
+    torch_file = tmp_path / "evil.pt"
+    with open(torch_file, "wb") as f:
+        f.write(evil)
+    for crafted in (evil, torch_file.read_bytes(), tg.ARTIFACT_MAGIC + evil,
+                    reframe(blob, payload=evil),  # valid frame and checksum around a pickle
+                    reframe(blob, payload=struct.pack("<I", len(evil)) + evil)):
+        with pytest.raises(tg.ArtifactError):
+            tg.read_artifact(crafted)
+    payload = payload_of(blob)  # a well-formed header naming a callable as a dtype
+    (hlen,) = struct.unpack_from("<I", payload)
+    header = payload[4 : 4 + hlen].replace(b'"dtype":"float32"', b'"dtype":"os.system"', 1)
+    with pytest.raises(tg.ArtifactError, match="malformed"):
+        tg.read_artifact(reframe(blob, struct.pack("<I", len(header)) + header + payload[4 + hlen :]))
+    assert not Boom_MARKER.exists()
+    pickle.loads(evil)  # proves the payload was live: unpickling it does run the command
+    assert Boom_MARKER.exists()
+
+
+def test_collect_hessians_matches_direct_capture():
+    h = tiny_h()
+    model = tiny_model(h).eval()
+    model.set_loops(2)  # block 1..2 is the recurrent span: its matrices see two passes
+    roles = tg.param_roles(model)
+    x = [torch.randint(0, 1024, (2, 32), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    seen = []
+    hook = model.blocks[1].attn.c_q.register_forward_hook(lambda m, inp, out: seen.append(inp[0].reshape(-1, 64)))
+    H = tg.collect_hessians(model, x, roles, tg.Dist())
+    hook.remove()
+    expect = {n for n, r in roles.items() if r in ("attn", "mlp")} | {"tok_emb.weight"}
+    assert set(H) == expect
+    X = torch.cat(seen)
+    assert X.size(0) == 2 * 2 * 2 * 32  # batches x loop passes x B x T
+    torch.testing.assert_close(H["blocks.1.attn.c_q.weight"], X.T @ X / X.size(0))
+    hid = torch.cat([model.hidden(b).reshape(-1, 64) for b in x])
+    torch.testing.assert_close(H["tok_emb.weight"], hid.T @ hid / hid.size(0), rtol=1e-4, atol=1e-6)
+
+
+def test_gptq_artifact_beats_rtn_on_real_model_hessians():
+    h = tiny_h(quant_matrix_bits=4)
+    model = tiny_model(h).eval()
+    x = [torch.randint(0, 1024, (4, 64), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    H = tg.collect_hessians(model, x, tg.param_roles(model), tg.Dist())
+    _, rtn = build(dataclasses.replace(h, gptq=0), model, H)
+    _, gptq = build(h, model, H)
+    for name, r in gptq["tensors"].items():
+        if r.get("method") == "gptq" and r["role"] in ("attn", "mlp"):
+            assert r["hess_err"] < rtn["tensors"][name]["hess_err"], name
+    assert gptq["roles"]["mlp"]["method"] == "gptq" and gptq["gptq_seconds"] > 0
+
+
+def test_lqer_lowers_error_of_worst_matrices():
+    h = tiny_h(quant_matrix_bits=3)
+    model = tiny_model(h)
+    _, base = build(h, model)
+    blob, rep = build(dataclasses.replace(h, lqer_rank=4, lqer_top=2), model)
+    fixed = [n for n, r in rep["tensors"].items() if r.get("lqer")]
+    assert len(fixed) == 2
+    for n in fixed:
+        assert rep["tensors"][n]["rel_mse"] < base["tensors"][n]["rel_mse"]
+    tg.load_artifact_model(blob)
+
+
+def test_size_report_policies():
+    src = Path(ROOT / "train_gpt.py").read_text()
+    raw = tg.size_report(1000, src, "raw")
+    packed = tg.size_report(1000, src, "packed")
+    assert raw["code_bytes"] == len(src.encode()) == packed["code_bytes_raw"]
+    assert packed["code_bytes"] == packed["code_bytes_packed"] < raw["code_bytes"] / 2
+    assert raw["total_bytes"] == raw["code_bytes"] + 1000 and raw["under_limit"] and raw["limit"] == 16_000_000
+    assert not tg.size_report(16_000_000, src, "packed")["under_limit"]
+
+
+def test_packed_module_defines_the_same_functions(tmp_path):
+    src = (ROOT / "train_gpt.py").read_text()
+    packed = tg.pack_source(src)
+    assert packed.count("\n") == 2 and packed.startswith("import lzma,base64\nexec(")
+    path = tmp_path / "packed_gpt.py"
+    path.write_text(packed)
+    out = subprocess.run([sys.executable, "-c", (
+        "import sys, torch; sys.path.insert(0, sys.argv[1]); import packed_gpt as p, train_gpt as t\n"
+        "names = sorted(n for n in vars(t) if callable(getattr(t, n)) and getattr(getattr(t, n), '__module__', '')"
+        " == 'train_gpt')\n"
+        "assert names and all(callable(getattr(p, n, None)) for n in names), names\n"
+        "h = t.Hyperparameters.from_env({'PRESET': 'tiny', 'RUN_ID': 'x'})\n"
+        "assert p.Hyperparameters.from_env({'PRESET': 'tiny', 'RUN_ID': 'x'}).model_config() == h.model_config()\n"
+        "torch.manual_seed(0); a = t.build_model(h.model_config())\n"
+        "torch.manual_seed(0); b = p.build_model(h.model_config())\n"
+        "x = torch.randint(0, 1024, (2, 16))\n"
+        "assert torch.equal(a(x, x), b(x, x)); print(len(names))"), str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert int(out.stdout.split()[-1]) > 20
+
+
+def test_calibration_batches_come_from_train_shards_only(tmp_path):
+    tg.write_shard(tmp_path / "fineweb_train_000000.bin", np.full(5000, 7, dtype=np.uint16))
+    tg.write_shard(tmp_path / "fineweb_val_000000.bin", np.full(5000, 9, dtype=np.uint16))
+    h = dataclasses.replace(tiny_h(), data_path=str(tmp_path), gptq_calib_batches=3)
+    batches = list(tg.calibration_batches(h, tg.Dist()))
+    assert len(batches) == 3 and batches[0].shape == (32, 128) and batches[0].dtype == torch.int64
+    assert all(bool((b == 7).all()) for b in batches)
