@@ -15,6 +15,7 @@ size, any file whose size / sha256 match the manifest when it lists them (option
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import sys
@@ -64,13 +65,18 @@ def fetch(url: str, dest: Path, expect_bytes: int | None = None, progress: dl.Pr
         with resp, open(tmp, "wb") as f:
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else expect_bytes
-            while chunk := resp.read(CHUNK_BYTES):
-                f.write(chunk)
-                got += len(chunk)
-                if progress:
-                    progress(f"{dest.name}: {got / dl.MB:.1f}" + (f" / {total / dl.MB:.1f}" if total else "") + " MB")
-            f.flush()
-            os.fsync(f.fileno())
+            try:
+                while chunk := resp.read(CHUNK_BYTES):
+                    f.write(chunk)
+                    got += len(chunk)
+                    if progress:
+                        progress(f"{dest.name}: {got / dl.MB:.1f}" + (f" / {total / dl.MB:.1f}" if total else "")
+                                 + " MB")
+                f.flush()
+                os.fsync(f.fileno())
+            except (OSError, http.client.HTTPException) as e:
+                raise dl.DataError(f"{url}: transfer failed after {got} bytes ({e}); nothing was kept, run again "
+                                   "(complete files are skipped)") from None
         if total is not None and got != total:
             raise dl.DataError(f"{url}: received {got} bytes, expected {total} (interrupted transfer); run again")
         os.replace(tmp, dest)
