@@ -878,6 +878,7 @@ def build_optimizers(model: GPT, h: Hyperparameters, d: Dist) -> list[torch.opti
 # seen scored (rules 3 and 4 of SPEC section 1), and the final result refuses to exist unless every target was
 # scored exactly once across all ranks.
 LORA_ROLES = ("attn", "mlp", "head")  # linear layers that get per-document adapters in LoRA TTT
+LORA_SEED_STRIDE = 1_000_003  # adapter init seed = SEED * stride + document index
 
 
 @dataclass
@@ -1134,17 +1135,20 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
 class LoraAdapters:
     """Per-document low-rank adapters on the model's own linear layers (roles in LORA_ROLES), attached with forward
     hooks: row b of a batch gets out += (x_b @ A_b) @ B_b. B starts at zero, so a fresh adapter is the unadapted
-    model. Documents in a batch share no parameter, and Adam is elementwise, so they stay independent."""
+    model. Documents in a batch share no parameter, and Adam is elementwise, so they stay independent; A is drawn
+    from a generator seeded by (seed, document index), so a document's score does not depend on its batch or rank."""
 
-    def __init__(self, model: nn.Module, n_docs: int, rank: int):
+    def __init__(self, model: nn.Module, docs: np.ndarray, rank: int, seed: int):
         roles = param_roles(model)
+        gens = [torch.Generator().manual_seed(seed * LORA_SEED_STRIDE + int(doc)) for doc in docs]
         self.params: list[nn.Parameter] = []
         self.handles = []
         for name, mod in model.named_modules():
             if isinstance(mod, nn.Linear) and roles.get(f"{name}.weight") in LORA_ROLES:
                 dev, fan_in = mod.weight.device, mod.in_features
-                a = nn.Parameter(torch.randn(n_docs, fan_in, rank, device=dev) / math.sqrt(fan_in))
-                b = nn.Parameter(torch.zeros(n_docs, rank, mod.out_features, device=dev))
+                a = torch.stack([torch.randn(fan_in, rank, generator=g) for g in gens]) / math.sqrt(fan_in)
+                a = nn.Parameter(a.to(dev))
+                b = nn.Parameter(torch.zeros(len(docs), rank, mod.out_features, device=dev))
                 self.params += [a, b]
                 self.handles.append(mod.register_forward_hook(self._hook(a, b)))
 
@@ -1174,7 +1178,7 @@ def _ttt_lora(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpar
     for g in range(0, len(mine), h.ttt_lora_docs):
         docs = np.sort(mine[g : g + h.ttt_lora_docs])
         lo0, hi0 = doc_lo[docs], doc_hi[docs]
-        adapters = LoraAdapters(net, len(docs), h.ttt_lora_rank)
+        adapters = LoraAdapters(net, docs, h.ttt_lora_rank, h.seed)
         opt = torch.optim.Adam(adapters.params, lr=h.ttt_lora_lr, betas=(h.beta1, h.beta2), eps=h.adam_eps)
         n_steps = -(-int((hi0 - lo0).max()) // chunk)
         for k in range(n_steps):
