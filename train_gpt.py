@@ -59,14 +59,14 @@ PRESETS: dict[str, dict[str, object]] = {
                      train_seq_len=1024, train_batch_tokens=524_288, muon_polar_express=0, muon_eq_r=0,
                      muon_wd=0.0, muon_momentum=0.95, muon_momentum_warmup_start=0.85,
                      muon_momentum_warmup_steps=500, matrix_lr=0.04, tied_embed_lr=0.05, scalar_lr=0.04,
-                     grad_clip_norm=0.0, ema_decay=0.0, warmdown_frac=0.0, warmdown_iters=1200, quant_matrix_bits=8,
+                     grad_clip_norm=0.0, ema_decay=0.0, warmdown_frac=0.0, warmdown_iters=1200, min_lr=0.0, quant_matrix_bits=8,
                      quant_embed_bits=8, gptq=0, compressor="zlib"),
     # A CPU-sized model for smoke runs, tests and the sample dataset (vocab 1024).
     "tiny": dict(vocab_size=1024, num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0,
                  loop_start=1, loop_end=2, num_loops=2, parallel_start=2, rope_dims=8, train_seq_len=128,
                  train_batch_tokens=4096, iterations=200, max_wallclock_seconds=0.0, warmup_steps=2,
                  val_loss_every=0, train_log_every=20, val_batch_tokens=16384, eval_batch_seqs=16,
-                 muon_momentum_warmup_steps=50, gptq_calib_batches=4, data_path="./data/sample",
+                 muon_momentum_warmup_steps=50, ema_decay=0.97, gptq_calib_batches=4, data_path="./data/sample",
                  tokenizer_path="./data/sample/tokenizer.model"),
 }
 
@@ -452,7 +452,9 @@ class TokenStream:
         self.file_idx = (self.file_idx + 1) % len(self.files)
         self.tokens, self.pos = load_shard(self.files[self.file_idx]), 0
 
-    def take(self, n: int) -> np.ndarray:
+    def take(self, n: int, overlap: int = 0) -> np.ndarray:
+        """Return the next n tokens; the last `overlap` of them are read again by the next call (y's last target
+        is x's next input, so consecutive steps tile the stream exactly)."""
         out, need = [], n
         while need > 0:
             if self.pos >= len(self.tokens):
@@ -462,6 +464,7 @@ class TokenStream:
             out.append(chunk)
             self.pos += len(chunk)
             need -= len(chunk)
+        self.pos -= overlap  # the last chunk holds >= 1 token of the current file, so this stays in it
         return np.concatenate(out) if len(out) > 1 else np.array(out[0])
 
 
@@ -482,7 +485,7 @@ class DistributedTokenLoader:
     def next_batch(self, global_tokens: int, seq_len: int, accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (x, y) of shape (B, seq_len) for one micro-step of this rank."""
         local = global_tokens // (self.world_size * accum_steps)
-        span = self.stream.take(local * self.world_size + 1)
+        span = self.stream.take(local * self.world_size + 1, overlap=1)
         start = self.rank * local
         chunk = torch.from_numpy(span[start : start + local + 1].astype(np.int64))
         x, y = chunk[:-1].view(-1, seq_len), chunk[1:].view(-1, seq_len)

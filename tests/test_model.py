@@ -1,0 +1,233 @@
+"""The model of train_gpt.py against hand-written references: causality, GQA, XSA, recurrence, parallel residuals,
+U-Net skips, SmearGate masking, and the plain baseline with every feature off."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import train_gpt as tg
+
+torch.set_num_threads(1)
+
+
+def config(preset: str = "tiny", **over) -> dict:
+    env = {"PRESET": preset, **{k.upper(): str(v) for k, v in over.items()}}
+    return tg.Hyperparameters.from_env(env).model_config()
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every parameter (zero-initialised gates and projections included) a random value, so that every path
+    of the forward really contributes."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model
+
+
+ALL_ON = dict(xsa=1, smear_gate=1, attn_out_gate=1, skip_gates=1, unet_skips=1, ln_scale=1, x0_mix=1, rope_dims=8,
+              parallel_start=2, loop_start=1, loop_end=2, num_loops=3, num_layers=5)
+
+
+def test_shapes_and_losses():
+    model = tg.build_model(config())
+    idx = torch.randint(0, 1024, (2, 32))
+    logits = model(idx)
+    assert logits.shape == (2, 32, 1024) and logits.dtype == torch.float32
+    per_token = model(idx, idx, reduction="none")
+    assert per_token.shape == (2, 32)
+    assert torch.allclose(model(idx, idx), per_token.mean(), atol=1e-6)
+    assert logits.abs().max() <= 30.0  # soft cap
+    assert torch.allclose(model.project(model.hidden(idx)), logits)
+
+
+@pytest.mark.parametrize("loops", [1, 3])
+def test_causality_with_every_feature_on(loops):
+    model = randomize(tg.build_model(config(**ALL_ON))).eval()
+    model.set_loops(loops)
+    T = 24
+    idx = torch.randint(2, 1024, (1, T))
+    idx[0, 5] = idx[0, 13] = tg.BOS_ID
+    base = model(idx)
+    for t in (0, 4, 5, 12, 20):
+        changed = idx.clone()
+        changed[0, t + 1 :] = torch.randint(2, 1024, (T - t - 1,))
+        changed[0, t + 1] = (idx[0, t + 1] + 7) % 1024
+        out = model(changed)
+        assert torch.allclose(out[0, : t + 1], base[0, : t + 1], atol=1e-5), f"position <= {t} saw the future"
+        assert not torch.allclose(out[0, t + 1], base[0, t + 1]), "the changed token must matter"
+
+
+def reference_attention(attn: tg.Attention, x: torch.Tensor) -> torch.Tensor:
+    """Multi-head attention with K/V repeated per query head and an explicit causal softmax."""
+    B, T, D = x.shape
+    H, Hkv, hd = attn.num_heads, attn.num_kv_heads, attn.head_dim
+    q = (x @ attn.c_q.weight.T).view(B, T, H, hd).transpose(1, 2)
+    k = (x @ attn.c_k.weight.T).view(B, T, Hkv, hd).transpose(1, 2)
+    v = (x @ attn.c_v.weight.T).view(B, T, Hkv, hd).transpose(1, 2)
+    q = tg.rotate_half_dims(tg.rms_norm(q), attn.rope_dims, attn.rope_base) * attn.q_gain[None, :, None, None]
+    k = tg.rotate_half_dims(tg.rms_norm(k), attn.rope_dims, attn.rope_base)
+    k, v = k.repeat_interleave(H // Hkv, dim=1), v.repeat_interleave(H // Hkv, dim=1)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(hd)
+    scores = scores.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), 1), float("-inf"))
+    y = scores.softmax(-1) @ v  # (B, H, T, hd)
+    if attn.xsa:
+        vn = F.normalize(v, dim=-1)
+        y = y - (y * vn).sum(-1, keepdim=True) * vn
+    y = y.transpose(1, 2)
+    if attn.gate is not None:
+        y = y * 2 * torch.sigmoid(x[..., : attn.gate_inputs] @ attn.gate.weight.T).unsqueeze(-1)
+    return y.reshape(B, T, D) @ attn.proj.weight.T
+
+
+@pytest.mark.parametrize("xsa,gate", [(False, False), (True, True)])
+def test_gqa_equals_repeated_kv_attention(xsa, gate):
+    torch.manual_seed(0)
+    attn = randomize(tg.Attention(64, 8, 2, rope_dims=4, rope_base=10000.0, qk_gain_init=1.5, xsa=xsa,
+                                  out_gate=gate, gate_inputs=12))
+    x = torch.randn(2, 16, 64)
+    assert torch.allclose(attn(x), reference_attention(attn, x), atol=1e-5)
+
+
+def test_xsa_output_is_orthogonal_to_own_value():
+    attn = randomize(tg.Attention(32, 4, 4, rope_dims=0, rope_base=1e4, qk_gain_init=1.0, xsa=True, out_gate=False,
+                                  gate_inputs=12))
+    captured = {}
+    attn.proj.register_forward_hook(lambda m, inp, out: captured.setdefault("y", inp[0]))
+    x = torch.randn(1, 10, 32)
+    attn(x)
+    y = captured["y"].view(1, 10, 4, 8)
+    v = (x @ attn.c_v.weight.T).view(1, 10, 4, 8)
+    assert (y * F.normalize(v, dim=-1)).sum(-1).abs().max() < 1e-5
+
+
+def test_partial_rope_leaves_tail_dims_alone_and_preserves_norms():
+    x = torch.randn(1, 2, 6, 16)
+    y = tg.rotate_half_dims(x, 4, 10000.0)
+    assert torch.equal(y[..., 4:], x[..., 4:])
+    assert torch.allclose(y[..., :4].norm(dim=-1), x[..., :4].norm(dim=-1), atol=1e-5)
+    assert torch.equal(y[..., 0, :], x[..., 0, :])  # position 0 has angle 0
+
+
+def test_recurrence_matches_hand_unrolled_reference():
+    cfg = config(num_layers=4, loop_start=1, loop_end=2, num_loops=3, unet_skips=0, smear_gate=0)
+    model = randomize(tg.build_model(cfg))
+    model.set_loops(3)
+    assert model.layer_order() == [0, 1, 2, 1, 2, 1, 2, 3]
+    idx = torch.randint(0, 1024, (2, 16))
+    x = x0 = tg.rms_norm(model.tok_emb(idx))
+    for i in [0, 1, 2, 1, 2, 1, 2, 3]:
+        x = model.blocks[i](x, x0)
+    assert torch.allclose(model.hidden(idx), tg.rms_norm(x), atol=1e-5)
+    model.set_loops(1)
+    assert model.layer_order() == [0, 1, 2, 3]
+
+
+def test_frontier_and_seed_layer_orders():
+    frontier = tg.build_model(config("frontier", num_layers=11, model_dim=64, num_heads=4, num_kv_heads=2,
+                                     vocab_size=64))
+    frontier.set_loops(3)
+    assert frontier.layer_order() == [0, 1, 2, 3, 4, 5, 3, 4, 5, 3, 4, 5, 6, 7, 8, 9, 10]  # 17 virtual layers
+    h = tg.Hyperparameters.from_env({"PRESET": "seed", "MODEL_DIM": "64", "NUM_HEADS": "4", "NUM_KV_HEADS": "2"})
+    seed = tg.build_model(h.model_config())
+    seed.set_loops(h.num_loops)
+    assert len(seed.blocks) == 3 and len(seed.layer_order()) == 24 and h.eval_loops == 12
+    assert all(b.parallel for b in seed.blocks)
+
+
+def test_parallel_and_sequential_blocks_match_their_formulas():
+    dim = 32
+    for parallel in (False, True):
+        attn = tg.Attention(dim, 4, 2, 0, 1e4, 1.0, False, False, 12)
+        mlp = tg.MLP(dim, 64, "leaky_relu2", 0.5)
+        block = randomize(tg.Block(3, dim, attn, mlp, parallel=parallel, ln_scale=True, x0_mix=True))
+        x, x0 = torch.randn(2, 8, dim), torch.randn(2, 8, dim)
+        s = 1 / math.sqrt(4)
+        r = block.resid_mix[0] * x + block.resid_mix[1] * x0
+        if parallel:
+            n = tg.rms_norm(r) * s
+            expected = r + block.attn_scale * attn(n) + block.mlp_scale * mlp(n)
+        else:
+            r = r + block.attn_scale * attn(tg.rms_norm(r) * s)
+            expected = r + block.mlp_scale * mlp(tg.rms_norm(r) * s)
+        assert torch.allclose(block(x, x0), expected, atol=1e-5)
+
+
+def test_leaky_relu_squared_mlp():
+    mlp = randomize(tg.MLP(8, 16, "leaky_relu2", 0.5))
+    x = torch.randn(3, 8)
+    h = x @ mlp.fc.weight.T
+    assert torch.allclose(mlp(x), torch.where(h > 0, h, 0.5 * h).square() @ mlp.proj.weight.T, atol=1e-6)
+    relu = tg.MLP(8, 16, "relu2", 0.5)
+    assert relu.slope == 0.0
+
+
+def test_unet_skips_follow_the_baseline_push_pop_order():
+    cfg = config(num_layers=5, num_loops=1, smear_gate=0, skip_gates=0)
+    model = randomize(tg.build_model(cfg))
+    idx = torch.randint(0, 1024, (1, 12))
+    x = x0 = tg.rms_norm(model.tok_emb(idx))
+    skips = []
+    for i in range(2):  # encoder: blocks 0, 1 push
+        x = model.blocks[i](x, x0)
+        skips.append(x)
+    for k, i in enumerate(range(2, 5)):  # decoder: blocks 2, 3 pop (block 4 has nothing left)
+        if skips:
+            x = x + model.skip_weights[k] * skips.pop()
+        x = model.blocks[i](x, x0)
+    assert torch.allclose(model.hidden(idx), tg.rms_norm(x), atol=1e-5)
+
+
+def test_smear_gate_is_masked_at_bos():
+    smear = randomize(tg.SmearGate(12))
+    x = torch.randn(1, 6, 16)
+    idx = torch.tensor([[5, 6, tg.BOS_ID, 7, 8, tg.BOS_ID]])
+    out = smear(x, idx)
+    assert torch.equal(out[0, 2], x[0, 2]) and torch.equal(out[0, 5], x[0, 5])  # BOS never sees the old doc
+    assert not torch.allclose(out[0, 3], x[0, 3])
+    assert torch.equal(out[0, 0], x[0, 0])  # nothing before position 0
+
+
+def test_baseline_preset_is_the_plain_baseline():
+    """All features off: 9 layers, relu^2 2x MLP, vocab 1024: the challenge baseline's 17,059,912 parameters."""
+    h = tg.Hyperparameters.from_env({"PRESET": "baseline"})
+    model = tg.build_model(h.model_config())
+    assert sum(p.numel() for p in model.parameters()) == 17_059_912
+    assert model.smear is None and model.skip_gates is None and model.layer_order() == list(range(9))
+    assert all(b.attn.gate is None and not b.attn.xsa and not b.parallel and b.norm_scale == 1.0 for b in model.blocks)
+
+
+def test_frontier_defaults_size():
+    h = tg.Hyperparameters.from_env({})
+    model = tg.build_model(h.model_config())
+    n = sum(p.numel() for p in model.parameters())
+    assert 35_500_000 < n < 36_500_000  # SPEC: 35.9M
+    roles = tg.param_roles(model)
+    assert roles["tok_emb.weight"] == "embed" and roles["blocks.0.mlp.fc.weight"] == "mlp"
+    assert roles["blocks.0.attn.c_q.weight"] == "attn" and roles["blocks.0.attn.gate.weight"] == "control"
+
+
+def test_build_model_rejects_a_foreign_config():
+    cfg = config()
+    cfg.pop("xsa")
+    cfg["bogus"] = 1
+    with pytest.raises(ValueError, match="missing \\['xsa'\\], unknown \\['bogus'\\]"):
+        tg.build_model(cfg)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    h = tg.Hyperparameters.from_env({"PRESET": "tiny"})
+    model = randomize(tg.build_model(h.model_config()))
+    path = tmp_path / "m.ckpt.pt"
+    tg.save_checkpoint(path, h.model_config(), model.state_dict(), {"seed": 1})
+    cfg, state, hp = tg.load_checkpoint(path)
+    clone = tg.build_model(cfg)
+    clone.load_state_dict(state, strict=True)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), clone.state_dict().values()))
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt"):
+        tg.load_checkpoint(tmp_path / "bad.pt")

@@ -1,0 +1,134 @@
+"""Muon against a slow reference, near-orthogonality of its update, the schedules, and optimiser coverage."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import train_gpt as tg
+
+torch.set_num_threads(1)
+
+PE = [(8.1566, -22.4833, 15.8788), (4.0429, -2.8089, 0.5000), (3.8917, -2.7725, 0.5061), (3.2858, -2.3681, 0.4645),
+      (2.3465, -1.7098, 0.4232)]
+
+
+def slow_newton_schulz(g: torch.Tensor, steps: int, polar: bool, row_norm: bool) -> torch.Tensor:
+    """Element-by-element transcription of SPEC section 5, in float64."""
+    x = g.double().clone()
+    if row_norm:
+        for i in range(x.size(0)):
+            x[i] = x[i] / (x[i].norm() + 1e-7)
+    tall = x.size(0) > x.size(1)
+    if tall:
+        x = x.T.clone()
+    x = x / (x.norm() + 1e-7)
+    for s in range(steps):
+        a, b, c = PE[min(s, 4)] if polar else (3.4445, -4.7750, 2.0315)
+        A = x @ x.T
+        B = b * A + c * (A @ A)
+        x = a * x + B @ x
+    return x.T if tall else x
+
+
+def slow_muon(ws, grads_per_step, lr, mu, wd, nesterov, polar, row_norm, steps=5):
+    ws = [w.double().clone() for w in ws]
+    bufs = [torch.zeros_like(w) for w in ws]
+    for grads in grads_per_step:
+        for i, (w, g) in enumerate(zip(ws, grads)):
+            g = g.double()
+            bufs[i] = mu * bufs[i] + g
+            u = g + mu * bufs[i] if nesterov else bufs[i]
+            o = slow_newton_schulz(u, steps, polar, row_norm) * max(1.0, w.size(0) / w.size(1)) ** 0.5
+            ws[i] = w * (1 - lr * wd) - lr * o
+    return ws
+
+
+@pytest.mark.parametrize("nesterov,polar,row_norm,wd", [(True, True, True, 0.095), (True, False, False, 0.0),
+                                                        (False, True, False, 0.0)])
+def test_muon_matches_slow_reference(nesterov, polar, row_norm, wd):
+    torch.manual_seed(0)
+    shapes = [(16, 8), (8, 24), (12, 12)]
+    params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    init = [p.detach().clone() for p in params]
+    grads = [[torch.randn(s) for s in shapes] for _ in range(3)]
+    opt = tg.Muon(params, lr=0.02, momentum=0.95, nesterov=nesterov, backend_steps=5, polar_express=polar,
+                  row_normalize=row_norm, weight_decay=wd)
+    for step_grads in grads:
+        for p, g in zip(params, step_grads):
+            p.grad = g.clone()
+        opt.step()
+    expected = slow_muon(init, grads, 0.02, 0.95, wd, nesterov, polar, row_norm)
+    for p, e in zip(params, expected):
+        assert torch.allclose(p.detach().double(), e, atol=1e-5), (p.detach().double() - e).abs().max()
+
+
+@pytest.mark.parametrize("polar,lo,hi", [(False, 0.55, 1.2), (True, 0.8, 1.2)])
+def test_orthogonalized_update_is_nearly_orthogonal(polar, lo, hi):
+    torch.manual_seed(1)
+    for shape in [(64, 32), (32, 96), (48, 48)]:
+        g = torch.randn(shape) @ torch.diag(torch.logspace(0, 1, shape[1]))  # condition numbers 7 to 300
+        s = torch.linalg.svdvals(tg.orthogonalize(g, 5, polar, False))
+        assert lo < s.min() and s.max() < hi, (shape, s.min(), s.max())  # all singular values pulled to ~1
+
+
+def test_polar_express_coefficients_are_the_published_ones():
+    assert [tuple(c) for c in tg.NS_POLAR_EXPRESS] == PE
+    assert tg.NS_CLASSIC == (3.4445, -4.7750, 2.0315)
+
+
+def test_muon_rejects_non_matrices():
+    with pytest.raises(ValueError, match="2-D"):
+        tg.Muon([torch.nn.Parameter(torch.zeros(3))], lr=0.1, momentum=0.9, nesterov=True, backend_steps=5,
+                polar_express=True, row_normalize=False, weight_decay=0.0)
+
+
+def test_every_parameter_has_exactly_one_optimiser():
+    h = tg.Hyperparameters.from_env({"PRESET": "tiny"})
+    model = tg.build_model(h.model_config())
+    muon, adam = tg.build_optimizers(model, h, tg.Dist())
+    muon_ids = {id(p) for g in muon.param_groups for p in g["params"]}
+    roles = tg.param_roles(model)
+    for name, p in model.named_parameters():
+        assert (id(p) in muon_ids) == (roles[name] in ("attn", "mlp")), name
+    lrs = {g["base_lr"] for g in adam.param_groups}
+    assert lrs == {h.tied_embed_lr, h.scalar_lr}
+
+
+def test_an_untagged_parameter_is_refused():
+    h = tg.Hyperparameters.from_env({"PRESET": "tiny"})
+    model = tg.build_model(h.model_config())
+    model.extra = torch.nn.Parameter(torch.zeros(3))
+    with pytest.raises(ValueError, match="extra"):
+        tg.build_optimizers(model, h, tg.Dist())
+
+
+def env(**kw) -> tg.Hyperparameters:
+    return tg.Hyperparameters.from_env({"PRESET": "tiny", **{k.upper(): str(v) for k, v in kw.items()}})
+
+
+def test_lr_schedule_by_time_constant_then_linear_to_the_floor():
+    h = env(warmdown_frac=0.5, min_lr=0.1, max_wallclock_seconds=100)
+    budget = 100_000.0
+    assert tg.lr_multiplier(h, 0, 0.0, budget, 50) == 1.0
+    assert tg.lr_multiplier(h, 0, 50_000.0, budget, 50) == pytest.approx(1.0)
+    assert tg.lr_multiplier(h, 0, 75_000.0, budget, 50) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert tg.lr_multiplier(h, 0, 100_000.0, budget, 50) == pytest.approx(0.1)
+    assert tg.lr_multiplier(h, 0, 120_000.0, budget, 50) == pytest.approx(0.1)
+
+
+def test_lr_schedule_by_iterations_and_by_warmdown_iters():
+    h = env(warmdown_frac=0.25, min_lr=0.0, iterations=100)
+    assert tg.lr_multiplier(h, 70, 0.0, 0.0, 0.0) == 1.0
+    assert tg.lr_multiplier(h, 90, 0.0, 0.0, 0.0) == pytest.approx(0.4)
+    h = env(warmdown_iters=10, min_lr=0.0, iterations=100)
+    assert tg.lr_multiplier(h, 95, 0.0, 0.0, 0.0) == pytest.approx(0.5)
+    # by time: 10 steps of 100 ms left of a 10 s budget -> the last second decays
+    assert tg.lr_multiplier(h, 0, 9_500.0, 10_000.0, 100.0) == pytest.approx(0.5)
+
+
+def test_momentum_warmup():
+    h = env(muon_momentum_warmup_start=0.85, muon_momentum=0.95, muon_momentum_warmup_steps=100)
+    assert tg.muon_momentum(h, 0) == pytest.approx(0.85)
+    assert tg.muon_momentum(h, 50) == pytest.approx(0.90)
+    assert tg.muon_momentum(h, 500) == pytest.approx(0.95)
