@@ -327,3 +327,94 @@ def test_calibration_batches_come_from_train_shards_only(tmp_path):
     batches = list(tg.calibration_batches(h, tg.Dist()))
     assert len(batches) == 3 and batches[0].shape == (32, 128) and batches[0].dtype == torch.int64
     assert all(bool((b == 7).all()) for b in batches)
+
+
+# ---- quantize.py (called in-process: main(argv) -> exit status)
+
+
+@pytest.fixture(scope="module")
+def cli_setup(tmp_path_factory):
+    """A float checkpoint of a tiny model and a data folder: random training tokens, the real val prefix."""
+    import quantize
+
+    tmp = tmp_path_factory.mktemp("cli")
+    h = tiny_h()
+    model = tiny_model(h)
+    ckpt = tmp / "tiny.ckpt.pt"
+    tg.save_checkpoint(ckpt, h.model_config(), model.state_dict(), dataclasses.asdict(h))
+    data = tmp / "data"
+    tg.write_shard(data / "fineweb_train_000000.bin", np.random.default_rng(0).integers(0, 1024, 20_000))
+    val = SHARED / "fineweb_val_prefix" / "fineweb_val_000000.bin"
+    if val.is_file():
+        tg.write_shard(data / "fineweb_val_000000.bin", tg.load_shard(val)[:2049])
+    return quantize, tmp, ckpt, data, h
+
+
+def test_cli_quantize_inspect_roundtrip(cli_setup, capsys):
+    quantize, tmp, ckpt, data, h = cli_setup
+    out = tmp / "a.pgz"
+    out.write_bytes(b"old")
+    assert quantize.main(["quantize", str(ckpt), "-o", str(out), "--data-path", str(data),
+                          "--set", "PASSTHROUGH_MAX_NUMEL=0", "CLIP_K_MLP=10"]) == 0
+    text = capsys.readouterr().out
+    assert "gptq" in text and "total_bytes:" in text and "UNDER" in text
+    _, entries = tg.decode_artifact(out.read_bytes())
+    mlp = [e["meta"] for e in entries if e["meta"]["role"] == "mlp"]
+    assert mlp and all(m["k"] == 10.0 and m["method"] == "gptq" for m in mlp)
+    assert quantize.main(["inspect", str(out), "--tensors"]) == 0
+    assert "blocks.0.mlp.fc.weight" in capsys.readouterr().out
+    if not TOKENIZER.is_file() or not (data / "fineweb_val_000000.bin").is_file():
+        pytest.skip(f"shared data not available under {SHARED}")
+    assert quantize.main(["roundtrip", str(out), "--checkpoint", str(ckpt), "--data-path", str(data),
+                          "--tokenizer-path", str(TOKENIZER), "--set", "EVAL_SEQ_LEN=256"]) == 0
+    text = capsys.readouterr().out
+    assert "float" in text and "quantised" in text and "quantisation tax" in text
+
+
+def test_cli_bad_inputs_exit_2_with_one_line_and_keep_files(cli_setup, capsys, tmp_path):
+    quantize, tmp, ckpt, data, h = cli_setup
+    keep = tmp_path / "keep.pgz"
+    keep.write_bytes(b"precious")
+    cases = [
+        (["inspect", str(tmp_path / "none.pgz")], "no such artifact"),
+        (["inspect", str(ckpt)], "not a quantised artifact"),
+        (["quantize", str(ckpt), "-o", str(keep), "--data-path", str(tmp_path)], "matches none"),
+        (["quantize", str(ckpt), "-o", str(keep), "--set", "NOPE=1"], "no such setting"),
+        (["quantize", str(ckpt), "-o", str(keep), "--set", "GPTQ=0", "COMPRESSOR=brotli"], "COMPRESSOR"),
+        (["fit", str(ckpt), "-o", str(keep), "--target", "20000", "--set", "GPTQ=0"], "unreachable"),
+        (["pack", "-o", str(ROOT / "train_gpt.py")], "refusing"),
+    ]
+    for argv, msg in cases:
+        assert quantize.main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert msg in err and "\n" not in err, (argv, err)
+    assert keep.read_bytes() == b"precious"
+    state = torch.load(ckpt, weights_only=True)
+    del state["state_dict"]["blocks.1.attn.c_k.weight"]
+    broken = tmp_path / "broken.pt"
+    torch.save(state, broken)
+    assert quantize.main(["quantize", str(broken), "-o", str(keep), "--set", "GPTQ=0"]) == 2
+    assert "blocks.1.attn.c_k.weight" in capsys.readouterr().err
+
+
+def test_cli_fit_lands_just_under_target(cli_setup, capsys):
+    quantize, tmp, ckpt, data, h = cli_setup
+    src = (ROOT / "train_gpt.py").read_text()
+    code = tg.size_report(0, src, "raw")["code_bytes"]
+    args = ["--set", "GPTQ=0", "PASSTHROUGH_MAX_NUMEL=0", "COMPRESS_LEVEL=9"]
+    loose = tmp / "loose.pgz"
+    assert quantize.main(["quantize", str(ckpt), "-o", str(loose), *args]) == 0
+    target = code + len(loose.read_bytes()) - 4000  # 4 KB below the default settings
+    out = tmp / "fit.pgz"
+    assert quantize.main(["fit", str(ckpt), "-o", str(out), "--target", str(target), "--embed-bits", "7,8", *args]) == 0
+    assert "fit: QUANT_MATRIX_BITS=6" in capsys.readouterr().out
+    size = code + len(out.read_bytes())
+    assert target - 1500 < size <= target
+
+
+def test_cli_pack_writes_a_runnable_script(tmp_path, capsys):
+    import quantize
+
+    out = tmp_path / "train_gpt.py"
+    assert quantize.main(["pack", "-o", str(out)]) == 0
+    assert out.read_text() == tg.pack_source((ROOT / "train_gpt.py").read_text())
