@@ -30,8 +30,8 @@ import datalib as dl  # noqa: E402
 
 DEFAULT_VAL_DOCS = 50_000
 DEFAULT_SHARD_TOKENS = 10**8
-BATCH_DOCS = 1024
-BATCH_CHARS = 8_000_000
+BATCH_DOCS = 512
+BATCH_CHARS = 2_000_000
 STAGING_PREFIX = ".export-staging-"
 TOKENIZER_COPY_NAME = "tokenizer.model"
 
