@@ -894,12 +894,6 @@ class EvalResult:
     target_losses: np.ndarray | None = field(default=None, repr=False)  # CE per target position, when asked for
     updates: list[tuple[int, int]] = field(default_factory=list, repr=False)  # TTT: target ranges each step used
 
-    def log_lines(self, name: str, wall_seconds: float | None = None) -> tuple[str, str]:
-        wall = "" if wall_seconds is None else f" wall_time:{1000 * wall_seconds:.0f}ms"
-        return (f"{name} val_loss:{self.val_loss:.4f} val_bpb:{self.val_bpb:.4f} eval_time:{1000 * self.seconds:.0f}ms",
-                f"{name}_exact val_loss:{self.val_loss:.8f} val_bpb:{self.val_bpb:.8f} targets:{self.targets} "
-                f"bytes:{self.bytes} eval_time:{1000 * self.seconds:.0f}ms{wall}")
-
 
 def prepare_val_tokens(tokens: np.ndarray, seq_len: int, include_tail: bool) -> np.ndarray:
     """The official truncation to ((N-1)//seq_len)*seq_len + 1 tokens, or all N with include_tail."""
@@ -1405,8 +1399,7 @@ def _gptq_wins(w: torch.Tensor, q_rtn: torch.Tensor, q_gptq: torch.Tensor, scale
 
 def _add_lqer(entries: list[dict], floats: dict[str, torch.Tensor], rank: int, top: int) -> None:
     """LQER: a rank-r SVD of the quantisation error W - W_hat, in LQER_BITS ints, for the `top` largest errors."""
-    errors = {e["meta"]["name"]: floats[e["meta"]["name"]] - dequantize_entry(e).float().to(floats[e["meta"]["name"]].device)
-              for e in entries if e["meta"]["store"] == "q"}
+    errors = {n: floats[n] - dequantize_entry(e).to(floats[n].device) for e in entries if (n := e["meta"]["name"]) in floats}
     worst = set(sorted(errors, key=lambda n: -float(errors[n].norm()))[:top])
     for e in entries:
         name = e["meta"]["name"]
@@ -1437,9 +1430,8 @@ def _part_specs(m: dict) -> list[tuple[str, str, torch.dtype, list[int]]]:
         return [(m["store"], "data", dtype, m["shape"])]
     (rows, cols), r = m["shape"], m.get("lqer", 0)
     specs = [("q", "q", torch.int8, [rows, cols]), ("scale", "scale", torch.float16, [rows])]
-    if r:
-        specs += [("lqer_q", "la", torch.int8, [rows * r]), ("lqer_s", "la_s", torch.float16, [-(-rows * r // LQER_GROUP)]),
-                  ("lqer_q", "lb", torch.int8, [r * cols]), ("lqer_s", "lb_s", torch.float16, [-(-r * cols // LQER_GROUP)])]
+    for key, n in (("la", rows * r), ("lb", r * cols)) if r else ():
+        specs += [("lqer_q", key, torch.int8, [n]), ("lqer_s", key + "_s", torch.float16, [-(-n // LQER_GROUP)])]
     return specs
 
 
@@ -1557,17 +1549,22 @@ def decode_artifact(blob: bytes) -> tuple[dict, list[dict]]:
     return model_config, entries
 
 
-def check_model_config(expected: dict, got: dict, what: str = "artifact") -> None:
-    diff = sorted(k for k in set(expected) | set(got) if expected.get(k) != got.get(k))
+def check_model_config(got: dict, expected: dict | None = None, what: str = "artifact") -> None:
+    """Refuse a model config whose keys are not MODEL_CONFIG_KEYS or (given `expected`) whose values differ."""
+    keys = set(MODEL_CONFIG_KEYS)
+    if set(got) != keys:
+        raise ArtifactError(f"{what}'s model config does not fit this train_gpt.py: missing {sorted(keys - set(got))}"
+                            f", unknown {sorted(set(got) - keys)}")
+    diff = [k for k in MODEL_CONFIG_KEYS if expected is not None and expected.get(k) != got[k]]
     if diff:
         raise ArtifactError(f"{what} does not match the model config: " +
-                            ", ".join(f"{k}={got.get(k)!r} (expected {expected.get(k)!r})" for k in diff[:4]))
+                            ", ".join(f"{k}={got[k]!r} (expected {expected.get(k)!r})" for k in diff[:4]))
 
 
 def build_artifact(state_dict: dict[str, torch.Tensor], roles: dict[str, str], model_config: dict,
                    h: Hyperparameters, hessians: dict | None = None) -> tuple[bytes, dict]:
     """Quantise a float state_dict and encode it; the report has per-tensor and per-role figures and model_bytes."""
-    check_model_config({k: model_config.get(k) for k in MODEL_CONFIG_KEYS}, model_config, "model_config")
+    check_model_config(model_config, what="model_config")
     entries, report = quantize_state_dict(state_dict, roles, h, hessians)
     blob = encode_artifact(model_config, entries, h.compressor, h.compress_level)
     roles_out: dict[str, dict] = {}
@@ -1592,18 +1589,14 @@ def build_artifact(state_dict: dict[str, torch.Tensor], roles: dict[str, str], m
 def read_artifact(blob: bytes) -> tuple[dict, dict[str, torch.Tensor]]:
     """(model_config, dequantised float state_dict) of an artifact; strict-loadable into build_model(model_config)."""
     model_config, entries = decode_artifact(blob)
-    missing = [k for k in MODEL_CONFIG_KEYS if k not in model_config]
-    if missing or set(model_config) - set(MODEL_CONFIG_KEYS):
-        raise ArtifactError(f"artifact's model config does not fit this train_gpt.py: missing {missing}, unknown "
-                            f"{sorted(set(model_config) - set(MODEL_CONFIG_KEYS))}")
+    check_model_config(model_config)
     return model_config, {e["meta"]["name"]: dequantize_entry(e) for e in entries}
 
 
 def load_artifact_model(blob: bytes, expected_config: dict | None = None) -> tuple[GPT, dict]:
     """Build the model an artifact describes and load its weights strictly (one-line errors on any mismatch)."""
     model_config, state = read_artifact(blob)
-    if expected_config is not None:
-        check_model_config(expected_config, model_config)
+    check_model_config(model_config, expected_config)
     model = build_model(model_config)
     want = {n: tuple(t.shape) for n, t in model.state_dict().items()}
     got = {n: tuple(t.shape) for n, t in state.items()}

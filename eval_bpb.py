@@ -1,0 +1,242 @@
+"""eval_bpb.py: score a model in bits per byte, or let it write text; a command-line tool over train_gpt.py's
+EVALUATION section (it keeps no copy of the scoring code).
+
+    python eval_bpb.py --artifact model.pgz --val 'data/sample/fineweb_val_*.bin' --tokenizer data/sample/tokenizer.model
+    python eval_bpb.py --checkpoint model.ckpt.pt --mode ttt --ttt-mode lora
+    python eval_bpb.py --artifact old.pgz --code records/track_10min_16mb/2026-05-01_x/train_gpt.py --mode sliding
+    torchrun --standalone --nproc_per_node=2 eval_bpb.py --artifact model.pgz --mode sliding   # gloo on CPU
+    python eval_bpb.py --artifact model.pgz --sample "The capital of France" --max-new-tokens 60 --top-k 40
+
+Settings, lowest precedence first: Hyperparameters defaults (PRESET and the upper-case environment variables, as
+for train_gpt.py), the hyperparameters a float checkpoint recorded, the model config stored in the artifact or
+checkpoint, then the flags below. --code imports that train_gpt.py by path and uses its own build_model,
+read_artifact/load_checkpoint and eval functions, so a past record's artifact is rescored by the code that made it.
+Prints `NAME val_loss:… val_bpb:…` and `NAME_exact …` with 8 decimals, targets, bytes, the scoring-loop time and the
+full wall time. Exit status 2 with a one-line message on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import os
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+NEEDED = ("Hyperparameters", "build_model", "build_byte_tables", "load_token_split", "prepare_val_tokens",
+          "eval_flat", "eval_sliding", "eval_ttt", "init_distributed", "cleanup_distributed")
+FLAG_FIELDS = {  # flag dest -> Hyperparameters field
+    "seq_len": "eval_seq_len", "stride": "eval_stride", "batch_seqs": "eval_batch_seqs", "loops": "eval_loops",
+    "ttt_mode": "ttt_mode", "ttt_chunk_tokens": "ttt_chunk_tokens", "ttt_lr": "ttt_lr", "ttt_epochs": "ttt_epochs",
+    "ttt_momentum": "ttt_momentum", "ttt_grad_clip": "ttt_grad_clip", "ttt_lora_rank": "ttt_lora_rank",
+    "ttt_lora_lr": "ttt_lora_lr", "ttt_lora_chunk": "ttt_lora_chunk", "ttt_lora_docs": "ttt_lora_docs",
+    "device": "device", "seed": "seed",
+}  # fmt: skip
+
+
+class UsageError(ValueError):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--artifact", help="a quantised artifact written by train_gpt.py / quantize.py")
+    src.add_argument("--checkpoint", help="a float checkpoint written by train_gpt.py (save_checkpoint)")
+    p.add_argument("--code", help="score with THIS train_gpt.py (e.g. a record's), imported by path")
+    p.add_argument("--val", help="glob of val shards (default: DATA_PATH/fineweb_val_*.bin)")
+    p.add_argument("--tokenizer", help="SentencePiece .model (default: TOKENIZER_PATH)")
+    p.add_argument("--mode", choices=("flat", "sliding", "ttt"), default="sliding", help="default: sliding")
+    p.add_argument("--name", help="label of the printed lines (default: eval_MODE)")
+    p.add_argument("--include-tail", action="store_true", help="also score the tail the official loader drops")
+    p.add_argument("--max-tokens", type=int, default=0, help="score only this many val targets (quick checks)")
+    g = p.add_argument_group("window and TTT knobs (default: from the model's settings)")
+    g.add_argument("--seq-len", type=int, help="window length (EVAL_SEQ_LEN)")
+    g.add_argument("--stride", type=int, help="sliding-window stride (EVAL_STRIDE)")
+    g.add_argument("--batch-seqs", type=int, help="windows per forward (EVAL_BATCH_SEQS)")
+    g.add_argument("--loops", type=int, help="times the recurrent span runs (EVAL_LOOPS)")
+    g.add_argument("--ttt-mode", choices=("sgd", "lora"), help="TTT flavour for --mode ttt")
+    for flag, kind in (("chunk-tokens", int), ("lr", float), ("epochs", int), ("momentum", float),
+                       ("grad-clip", float), ("lora-rank", int), ("lora-lr", float), ("lora-chunk", int),
+                       ("lora-docs", int)):
+        g.add_argument(f"--ttt-{flag}", type=kind, help=f"TTT_{flag.upper().replace('-', '_')}")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: DEVICE (auto)")
+    s = p.add_argument_group("text generation (instead of scoring)")
+    s.add_argument("--sample", metavar="PROMPT", help="decode a continuation of PROMPT and print it")
+    s.add_argument("--max-new-tokens", type=int, default=100)
+    s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    s.add_argument("--top-k", type=int, default=50, help="0 = the whole vocabulary")
+    s.add_argument("--seed", type=int, help="sampling seed (default: SEED)")
+    return p.parse_args(argv)
+
+
+def load_code(path: str | None) -> ModuleType:
+    """The train_gpt module: ours, or the file at `path` imported under its own name."""
+    if path is None:
+        import train_gpt
+
+        return train_gpt
+    file = Path(path)
+    if not file.is_file():
+        raise UsageError(f"--code {path}: no such file")
+    spec = importlib.util.spec_from_file_location(f"rescore_{abs(hash(str(file.resolve())))}", file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise UsageError(f"--code {path}: importing it failed ({type(e).__name__}: {e})") from None
+    missing = [name for name in NEEDED if not hasattr(module, name)]
+    if missing:
+        raise UsageError(f"--code {path} does not define {', '.join(missing)}: it is not a train_gpt.py this tool "
+                         "can rescore with (needs the build_model / eval_* API of this toolkit)")
+    return module
+
+
+def load_model(tg: ModuleType, args: argparse.Namespace) -> tuple[torch.nn.Module, dict, dict]:
+    """(model on CPU, model_config, recorded hyperparameters) from --artifact or --checkpoint."""
+    if args.artifact:
+        if not hasattr(tg, "read_artifact"):
+            raise UsageError(f"--code {args.code} defines no read_artifact: it cannot read artifacts")
+        path = Path(args.artifact)
+        if not path.is_file():
+            raise UsageError(f"--artifact {path}: no such file")
+        model_config, state = tg.read_artifact(path.read_bytes())
+        recorded = {}
+    else:
+        if not hasattr(tg, "load_checkpoint"):
+            raise UsageError(f"--code {args.code} defines no load_checkpoint: it cannot read float checkpoints")
+        model_config, state, recorded = tg.load_checkpoint(args.checkpoint)
+    what = args.artifact or args.checkpoint
+    try:
+        model = tg.build_model(model_config)
+        model.load_state_dict(state, strict=True)
+    except (TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"{what}: its weights do not fit the model the code builds ({first})") from None
+    return model, model_config, recorded
+
+
+def make_hparams(tg: ModuleType, args: argparse.Namespace, model_config: dict, recorded: dict):
+    """Hyperparameters: environment/preset, then the checkpoint's recorded values, the model config, the flags."""
+    names = {f.name for f in dataclasses.fields(tg.Hyperparameters)}
+    env = {k: v for k, v in os.environ.items() if k.isupper()}
+    for key, value in recorded.items():
+        if key in names and key not in ("run_id", "device") and key.upper() not in os.environ:
+            env[key.upper()] = str(value)
+    env.update({k.upper(): str(v) for k, v in model_config.items() if k in names})
+    env.update({FLAG_FIELDS[k].upper(): str(v) for k, v in vars(args).items() if k in FLAG_FIELDS and v is not None})
+    env["INCLUDE_TAIL"] = "1" if args.include_tail else env.get("INCLUDE_TAIL", "0")
+    env.setdefault("RUN_ID", "eval_bpb")
+    return tg.Hyperparameters.from_env(env)
+
+
+def generate(model: torch.nn.Module, ids: list[int], max_new_tokens: int, temperature: float, top_k: int,
+             window: int, device: torch.device, gen: torch.Generator) -> list[int]:
+    """Autoregressive decoding from the model's own soft-capped logits (context: the last `window` tokens)."""
+    out = list(ids)
+    with torch.inference_mode():
+        for _ in range(max_new_tokens):
+            ctx = torch.tensor(out[-window:], dtype=torch.long, device=device)[None]
+            logits = model(ctx)[0, -1].float().cpu()
+            if temperature == 0:
+                out.append(int(logits.argmax()))
+                continue
+            logits = logits / temperature
+            if 0 < top_k < logits.numel():
+                logits[logits < torch.topk(logits, top_k).values[-1]] = -float("inf")
+            out.append(int(torch.multinomial(torch.softmax(logits, -1), 1, generator=gen)))
+    return out
+
+
+def check_args(args: argparse.Namespace) -> None:
+    for name in ("seq_len", "batch_seqs", "ttt_chunk_tokens", "ttt_lora_rank", "ttt_lora_chunk", "ttt_lora_docs"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise UsageError(f"--{name.replace('_', '-')} {value}: must be positive")
+    if args.stride is not None and args.stride <= 0:
+        raise UsageError(f"--stride {args.stride}: must be positive (windows would never advance)")
+    if args.max_tokens < 0 or args.max_new_tokens <= 0 or args.temperature < 0 or args.top_k < 0:
+        raise UsageError("--max-tokens, --temperature and --top-k must be >= 0 and --max-new-tokens positive")
+
+
+def run(args: argparse.Namespace, t_start: float) -> None:
+    import sentencepiece as spm
+
+    check_args(args)
+    tg = load_code(args.code)
+    model, model_config, recorded = load_model(tg, args)
+    h = make_hparams(tg, args, model_config, recorded)
+    tok_path = args.tokenizer or h.tokenizer_path
+    if not Path(tok_path).is_file():
+        raise UsageError(f"tokenizer {tok_path}: no such file (pass --tokenizer)")
+    sp = spm.SentencePieceProcessor(model_file=str(tok_path))
+    if int(sp.vocab_size()) != int(model_config["vocab_size"]):
+        raise UsageError(f"the model's vocab_size {model_config['vocab_size']} differs from the tokenizer's "
+                         f"{sp.vocab_size()} ({tok_path}): pass the tokenizer the model was trained with")
+    d = tg.init_distributed(h.device)
+    try:
+        model = model.to(d.device).eval()
+        model.set_loops(h.eval_loops or h.num_loops)
+        if args.sample is not None:
+            if d.rank == 0:
+                sample(model, sp, args, h, d)
+            return
+        score(tg, model, sp, args, h, d, t_start)
+    finally:
+        tg.cleanup_distributed()
+
+
+def sample(model: torch.nn.Module, sp, args: argparse.Namespace, h, d) -> None:
+    gen = torch.Generator().manual_seed(h.seed)
+    ids = [int(sp.bos_id())] + sp.encode(args.sample)
+    out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_k, h.effective_eval_seq_len,
+                   d.device, gen)
+    print(sp.decode(out[1:]), flush=True)
+
+
+def score(tg: ModuleType, model: torch.nn.Module, sp, args: argparse.Namespace, h, d, t_start: float) -> None:
+    main = d.rank == 0
+    tables = tg.build_byte_tables(sp, int(h.vocab_size))
+    pattern = args.val or os.path.join(h.data_path, "fineweb_val_*.bin")
+    val = tg.load_token_split(pattern, int(h.vocab_size))
+    if args.max_tokens:
+        val = val[: args.max_tokens + 1]
+    val = tg.prepare_val_tokens(val, h.effective_eval_seq_len, bool(h.include_tail))
+    if args.mode == "ttt" and h.ttt_mode == "off":
+        raise UsageError("--mode ttt needs --ttt-mode sgd or lora (or TTT_MODE)")
+    if main:
+        knobs = f"window:{h.effective_eval_seq_len} stride:{h.eval_stride} batch_seqs:{h.eval_batch_seqs}"
+        if args.mode == "ttt":
+            knobs += f" ttt_mode:{h.ttt_mode}"
+        print(f"rescore source:{args.artifact or args.checkpoint} code:{args.code or 'train_gpt.py'} "
+              f"mode:{args.mode} {knobs} loops:{h.eval_loops or h.num_loops} world_size:{d.world_size} "
+              f"device:{d.device.type} val_tokens:{len(val)}", flush=True)
+    fn = {"flat": tg.eval_flat, "sliding": tg.eval_sliding, "ttt": tg.eval_ttt}[args.mode]
+    res = fn(model, val, tables, h, d)
+    if main:
+        name = args.name or f"eval_{args.mode}"
+        wall = time.perf_counter() - t_start
+        print(f"{name} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} eval_time:{1000 * res.seconds:.0f}ms")
+        print(f"{name}_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} targets:{res.targets} "
+              f"bytes:{res.bytes} eval_time:{1000 * res.seconds:.0f}ms wall_time:{1000 * wall:.0f}ms", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    t_start = time.perf_counter()
+    args = parse_args(argv)
+    try:
+        run(args, t_start)
+    except (UsageError, ValueError, FileNotFoundError) as e:
+        print(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
