@@ -1,0 +1,274 @@
+"""The training loop of train_gpt.py: config errors, loader tiling, warm-up rollback, EMA, wallclock stop, non-finite
+loss, and real runs end to end on shared data (in-process, under torchrun with 2 gloo ranks, and interrupted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import train_gpt as tg
+from conftest import REPO, shared_path
+
+torch.set_num_threads(1)
+
+# A CPU-sized run: 2 layers looped, 64-token sequences, a few steps; every feature of the frontier stays on.
+SMALL = dict(PRESET="tiny", NUM_LAYERS="3", MODEL_DIM="32", NUM_HEADS="2", NUM_KV_HEADS="1", LOOP_START="1",
+             LOOP_END="1", PARALLEL_START="2", ROPE_DIMS="8", TRAIN_SEQ_LEN="64", TRAIN_BATCH_TOKENS="512",
+             GRAD_ACCUM_STEPS="1", ITERATIONS="12", WARMUP_STEPS="2", TRAIN_LOG_EVERY="4", EVAL_STRIDE="32",
+             EVAL_BATCH_SEQS="64", GPTQ_CALIB_BATCHES="2", VAL_MAX_TOKENS="4096", LOOP_START_FRAC="0.5")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> dict[str, str]:
+    """Real FineWeb documents in official shards: 6 val documents, 3 train shards, the official sp1024 tokenizer."""
+    import sentencepiece as spm
+
+    tok = shared_path("tokenizers", "fineweb_1024_bpe.model")
+    docs = [json.loads(line)["text"] for line in shared_path("text", "fineweb_docs_200.jsonl").open()][:46]
+    ids = spm.SentencePieceProcessor(model_file=str(tok)).encode(docs)
+    stream = [np.array([tg.BOS_ID, *e], dtype=np.uint16) for e in ids]
+    root = tmp_path_factory.mktemp("ds")
+    tg.write_shard(root / "fineweb_val_000000.bin", np.concatenate(stream[:6]))
+    train = np.concatenate(stream[6:])
+    for i, part in enumerate(np.array_split(train, 3)):
+        tg.write_shard(root / f"fineweb_train_{i:06d}.bin", part)
+    return {"DATA_PATH": str(root), "TOKENIZER_PATH": str(tok)}
+
+
+def run_inprocess(dataset, tmp_path, **over) -> tuple[str, Path]:
+    env = {**SMALL, **dataset, "LOG_DIR": str(tmp_path / "logs"), "RUN_ID": "r",
+           "ARTIFACT_PATH": str(tmp_path / "art" / "r.pgz"), **{k: str(v) for k, v in over.items()}}
+    tg.run(tg.Hyperparameters.from_env(env), tg.Dist())
+    return (tmp_path / "logs" / "r.txt").read_text(), tmp_path / "art" / "r.pgz"
+
+
+def metric(log: str, key: str, field: str = "val_loss") -> float:
+    return float(re.findall(rf"^{key} .*?{field}:([0-9.]+)", log, re.M)[-1])
+
+
+# ---------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"NUM_HEADS": "abc"}, "NUM_HEADS='abc' is not a valid int"),
+    ({"MATRIX_LR": "fast"}, "MATRIX_LR='fast'"),
+    ({"NUM_HEADS": "3"}, "NUM_HEADS=3: must divide MODEL_DIM=64"),
+    ({"NUM_KV_HEADS": "3"}, "NUM_KV_HEADS=3: must divide NUM_HEADS=4"),
+    ({"LOOP_END": "9"}, "LOOP_END=9"),
+    ({"LOOP_START": "3", "LOOP_END": "2"}, "LOOP_END=2"),
+    ({"ITERATIONS": "-1"}, "ITERATIONS=-1: must be positive"),
+    ({"WARMDOWN_FRAC": "1.5"}, "WARMDOWN_FRAC=1.5"),
+    ({"PRESET": "huge"}, "PRESET='huge' is unknown"),
+    ({"TTT_MODE": "both"}, "TTT_MODE='both'"),
+])  # fmt: skip
+def test_bad_config_names_the_variable(env, needle):
+    with pytest.raises(ValueError) as e:
+        tg.Hyperparameters.from_env({"PRESET": "tiny", **env})
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_config_is_frozen_and_env_overrides_the_preset():
+    h = tg.Hyperparameters.from_env({"PRESET": "tiny", "MODEL_DIM": "96", "LOGIT_SOFTCAP": "15"})
+    assert h.model_dim == 96 and h.logit_softcap == 15.0 and h.num_layers == 4
+    with pytest.raises(Exception):
+        h.model_dim = 1  # type: ignore[misc]
+
+
+def test_batch_that_does_not_split_evenly_is_refused():
+    h = tg.Hyperparameters.from_env({"PRESET": "tiny", "TRAIN_BATCH_TOKENS": "1000"})
+    with pytest.raises(ValueError, match="TRAIN_BATCH_TOKENS=1000 does not split evenly"):
+        tg.grad_accum_steps(h, tg.Dist())
+    h = tg.Hyperparameters.from_env({"PRESET": "tiny"})
+    assert tg.grad_accum_steps(h, tg.Dist()) == 8 and tg.grad_accum_steps(h, tg.Dist(world_size=8)) == 1
+
+
+def test_missing_shards_and_small_vocab_are_refused(tmp_path, dataset):
+    with pytest.raises(FileNotFoundError, match="fineweb_val_"):
+        run_inprocess({**dataset, "DATA_PATH": str(tmp_path)}, tmp_path)
+    with pytest.raises(ValueError, match="VOCAB_SIZE=512 is smaller"):
+        run_inprocess(dataset, tmp_path, VOCAB_SIZE=512)
+
+
+def test_val_split_shorter_than_one_sequence_is_refused(dataset, tmp_path):
+    with pytest.raises(ValueError):
+        run_inprocess(dataset, tmp_path, VAL_MAX_TOKENS=10)
+
+
+# ---------------------------------------------------------------- loader
+
+
+def test_global_batch_is_identical_for_any_world_size_and_stream_is_tiled(dataset):
+    pattern = os.path.join(dataset["DATA_PATH"], "fineweb_train_*.bin")
+    stream = np.concatenate([tg.load_shard(p) for p in tg.list_shards(pattern)]).astype(np.int64)
+
+    def rows(world: int, accum: int, steps: int) -> list[tuple]:
+        loaders = [tg.DistributedTokenLoader(pattern, r, world, torch.device("cpu")) for r in range(world)]
+        out = []
+        for _ in range(steps * accum):
+            for ld in loaders:
+                x, y = ld.next_batch(2048, 64, accum)
+                out += [(tuple(a.tolist()), tuple(b.tolist())) for a, b in zip(x, y)]
+        return out
+
+    one, two = rows(1, 8, 3), rows(2, 4, 3)
+    assert sorted(one) == sorted(two) and len(one) == 3 * 2048 // 64
+    flat_x = np.array([t for x, _ in one for t in x])
+    assert np.array_equal(flat_x, stream[: len(flat_x)])  # consecutive, nothing skipped
+    assert all(x[1:] == y[:-1] for x, y in one)
+
+
+def test_loader_wraps_around_and_restores_state(dataset):
+    pattern = os.path.join(dataset["DATA_PATH"], "fineweb_train_*.bin")
+    ld = tg.DistributedTokenLoader(pattern, 0, 1, torch.device("cpu"))
+    total = sum(len(tg.load_shard(p)) for p in tg.list_shards(pattern))
+    for _ in range(total // 4096 + 2):
+        ld.next_batch(4096, 64, 1)
+    state = ld.state_dict()
+    a = ld.next_batch(4096, 64, 1)
+    ld.load_state_dict(state)
+    assert torch.equal(a[0], ld.next_batch(4096, 64, 1)[0])
+
+
+# ---------------------------------------------------------------- loop pieces
+
+
+def small_setup(dataset, **over):
+    h = tg.Hyperparameters.from_env({**SMALL, **dataset, **over})
+    torch.manual_seed(h.seed)
+    model = tg.build_model(h.model_config())
+    opts = tg.build_optimizers(model, h, tg.Dist())
+    loader = tg.DistributedTokenLoader(os.path.join(h.data_path, "fineweb_train_*.bin"), 0, 1, torch.device("cpu"))
+    return h, model, opts, loader
+
+
+class ListLog(list):
+    def __call__(self, msg: str, console: bool = True) -> None:
+        self.append(msg)
+
+
+def test_warmup_is_rolled_back_exactly(dataset):
+    h, model, opts, loader = small_setup(dataset, WARMUP_STEPS="4", NUM_LOOPS="2")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    reference = tg.train_step(model, loader, opts, h, tg.Dist(), 1, 1.0, 0.9)  # what step 1 should see
+    h, model, opts, loader = small_setup(dataset, WARMUP_STEPS="4", NUM_LOOPS="2")
+    tg.warmup_and_restore(model, model, loader, opts, h, tg.Dist(), 1, tg.Logger(None, enabled=False))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(not opt.state for opt in opts) and loader.state_dict() == {"file_idx": 0, "pos": 0}
+    assert model.loops == 1
+    assert torch.equal(tg.train_step(model, loader, opts, h, tg.Dist(), 1, 1.0, 0.9), reference)
+
+
+def test_ema_tracks_the_weights(dataset):
+    h, model, opts, loader = small_setup(dataset)
+    ema = tg.EMA(model, 0.5)
+    start = [s.clone() for s in ema.shadow]
+    tg.train_step(model, loader, opts, h, tg.Dist(), 1, 1.0, 0.9)
+    ema.update(model)
+    for s0, s, p in zip(start, ema.shadow, model.parameters()):
+        assert torch.allclose(s, 0.5 * s0 + 0.5 * p.detach())
+    assert any(not torch.equal(s0, s) for s0, s in zip(start, ema.shadow))
+
+
+def test_non_finite_loss_stops_cleanly_naming_the_step(dataset, monkeypatch):
+    h, model, opts, loader = small_setup(dataset, ITERATIONS="50", EMA_DECAY="0")
+    real = tg.train_step
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 7 else loss
+
+    monkeypatch.setattr(tg, "train_step", poisoned)
+    with pytest.raises(tg.NonFiniteLoss, match="at step 7"):
+        tg.train(model, model, loader, opts, None, h, tg.Dist(), 1, None, tg.Logger(None, enabled=False))
+    assert calls["n"] == 8  # detected at the next agreed check (a log step here), not at the end of the run
+
+
+def test_wallclock_cap_stops_before_the_budget(dataset):
+    h, model, opts, loader = small_setup(dataset, ITERATIONS="100000", MAX_WALLCLOCK_SECONDS="3", GPTQ="0")
+    lines = ListLog()
+    stats = tg.train(model, model, loader, opts, None, h, tg.Dist(), 1, None, lines)
+    assert 0 < stats["steps"] < 100000 and stats["train_ms"] <= 3000.0
+    assert any(m.startswith("stopping_early: wallclock_cap") for m in lines)
+    assert any(m.startswith("recurrence_on") for m in lines)  # at 50% of the budget
+
+
+# ---------------------------------------------------------------- real runs
+
+
+def test_end_to_end_run_learns_exports_and_round_trips(dataset, tmp_path):
+    log, artifact = run_inprocess(dataset, tmp_path, ITERATIONS=30, WARMUP_STEPS=2)
+    losses = [float(x) for x in re.findall(r"^step:\d+/30 train_loss:([0-9.]+)", log, re.M)]
+    assert len(losses) >= 3 and losses[-1] < losses[0] - 0.5, losses
+    source = (REPO / "train_gpt.py").read_text()
+    assert source in log and log.startswith("==== train_gpt.py source sha256:")
+    for key in ("run_id:r", "world_size:1 grad_accum_steps:1", "model_params:", "final_float_exact",
+                "gptq_calibration_time:", "under_limit:1", "final_int6_roundtrip_exact", "pre_ema",
+                "final_int6_sliding_window_exact", "val_targets:", "eval_time_total:", "recurrence_on", "run_complete"):
+        assert key in log, key
+    assert artifact.is_file() and artifact.with_suffix(".ckpt.pt").is_file()
+    assert not [p for p in artifact.parent.iterdir() if ".tmp" in p.name]
+    model_bytes = int(re.search(r"model_bytes:(\d+)", log).group(1))
+    assert model_bytes == artifact.stat().st_size
+    # the round trip costs little, and the float score is what the float checkpoint gives
+    assert abs(metric(log, "final_int6_roundtrip") - metric(log, "final_float")) < 0.05
+    cfg, state = tg.read_artifact(artifact.read_bytes())
+    model = tg.build_model(cfg)
+    model.load_state_dict(state, strict=True)
+
+
+def test_seeded_cpu_run_is_bitwise_repeatable(dataset, tmp_path):
+    a, _ = run_inprocess(dataset, tmp_path / "a", ITERATIONS=6, GPTQ=0, EVAL_STRIDE=0)
+    b, _ = run_inprocess(dataset, tmp_path / "b", ITERATIONS=6, GPTQ=0, EVAL_STRIDE=0)
+    pick = lambda log: re.findall(r"^(?:step:\d+/6 train_loss:\S+|final_\S+_exact .*)", log, re.M)  # noqa: E731
+    assert pick(a) == pick(b) and len(pick(a)) >= 3
+
+
+def launch(dataset, tmp_path, nproc: int | None, **over) -> subprocess.Popen:
+    env = {**os.environ, **SMALL, **dataset, "LOG_DIR": str(tmp_path / "logs"), "RUN_ID": "r", "OMP_NUM_THREADS": "1",
+           "ARTIFACT_PATH": str(tmp_path / "art" / "r.pgz"), **{k: str(v) for k, v in over.items()}}
+    script = str(REPO / "train_gpt.py")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, script] if nproc is None else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script]
+    return subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_two_gloo_ranks_agree_with_one_process(dataset, tmp_path):
+    over = dict(ITERATIONS=6, GPTQ=0, EVAL_STRIDE=0, GRAD_ACCUM_STEPS=0, TRAIN_BATCH_TOKENS=1024, WARMUP_STEPS=1)
+    one, two = launch(dataset, tmp_path / "one", None, **over), launch(dataset, tmp_path / "two", 2, **over)
+    out_one, out_two = one.communicate(timeout=300)[0], two.communicate(timeout=300)[0]
+    assert one.returncode == 0, out_one[-2000:]
+    assert two.returncode == 0, out_two[-2000:]
+    log1 = (tmp_path / "one" / "logs" / "r.txt").read_text()
+    log2 = (tmp_path / "two" / "logs" / "r.txt").read_text()
+    assert "world_size:1 grad_accum_steps:8" in log1 and "world_size:2 grad_accum_steps:4" in log2
+    for key in ("final_float_exact", "final_int6_roundtrip_exact"):
+        assert metric(log1, key) == pytest.approx(metric(log2, key), abs=2e-4)
+
+
+def test_sigterm_keeps_the_log_and_leaves_no_partial_artifact(dataset, tmp_path):
+    proc = launch(dataset, tmp_path, None, ITERATIONS=100000, TRAIN_LOG_EVERY=1)
+    deadline = time.time() + 120
+    log = tmp_path / "logs" / "r.txt"
+    while time.time() < deadline and not (log.exists() and "\nstep:2/" in log.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, out[-2000:]
+    assert "interrupted" in out
+    text = log.read_text()
+    assert "\nstep:2/100000" in text and not text.rstrip().endswith("run_complete")
+    art = tmp_path / "art"
+    assert not art.exists() or not any(art.iterdir())
