@@ -240,7 +240,11 @@ def _decimals(text: str) -> int:
 
 def _split_source(path: Path, data: bytes) -> tuple[bytes | None, str | None, str, str]:
     """(source, sha256, format, the log text after the source)."""
-    m = SOURCE_HEADER.search(data)
+    headers = list(SOURCE_HEADER.finditer(data))
+    if len(headers) > 1:
+        raise RecordError(f"{path}: holds {len(headers)} runs (a RUN_ID was reused and the log appended to); "
+                          f"keep one run per log")
+    m = headers[0] if headers else None
     if m:
         sha, n = m.group(1).decode(), int(m.group(2))
         source = data[m.end(): m.end() + n]
@@ -310,6 +314,9 @@ def parse_log(path: str | os.PathLike) -> RunLog:
                 run.total_bytes = int(kv["total_bytes"])
             elif "gptq_calibration_time" in kv:
                 run.gptq_calibration_ms = _ms(*re.match(TIME, kv["gptq_calibration_time"]).groups())
+            elif "train_time_total" in kv:
+                total = _ms(*re.match(TIME, kv["train_time_total"]).groups())
+                run.train_time_ms = max(run.train_time_ms or 0.0, total)
             elif "val_targets" in kv:
                 run.val_targets, run.val_bytes = int(kv["val_targets"]), int(kv["val_bytes"])
             else:
@@ -350,23 +357,46 @@ def summary(run: RunLog) -> dict:
 # CODE PACKING (the self-extracting wrapper policy)
 # =====================================================================================================================
 
-_STUB = 'import lzma,base64;exec(lzma.decompress(base64.b85decode("{}")).decode())\n'
+def pack_with(code_path: Path) -> bytes:
+    """The packed form of the submitted script, made by that script's own pack_source.
 
-
-def pack_source(source: bytes) -> bytes:
-    """A two-line-free, self-extracting wrapper: lzma-9e of the source, base85, exec'd by a stub."""
-    blob = base64.b85encode(lzma.compress(source, preset=9 | lzma.PRESET_EXTREME)).decode("ascii")
-    return _STUB.format(blob).encode("ascii")
-
-
-def unpack_source(packed: bytes) -> bytes:
-    """Recover the source from a wrapper written by pack_source, without executing anything."""
+    Only `pack_source` and the literal upper-case constants of the script are run, not the whole module:
+    no torch import, no side effects.
+    """
+    source = code_path.read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    keep = [n for n in tree.body if (isinstance(n, ast.FunctionDef) and n.name == "pack_source") or
+            (isinstance(n, ast.Assign) and isinstance(n.value, ast.Constant)
+             and all(isinstance(t, ast.Name) and t.id.isupper() for t in n.targets))]
+    if not any(isinstance(n, ast.FunctionDef) for n in keep):
+        raise RecordError(f"--code {code_path}: the logs use code_policy packed but the script has no pack_source")
+    namespace: dict = {}
     try:
-        tree = ast.parse(packed.decode("ascii"))
-        literal = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str))
-        return lzma.decompress(base64.b85decode(literal))
-    except (SyntaxError, StopIteration, UnicodeDecodeError, ValueError, lzma.LZMAError) as e:
-        raise RecordError(f"{PACKED_NAME}: not a wrapper this tool understands ({type(e).__name__})") from None
+        exec(compile(ast.Module(body=keep, type_ignores=[]), str(code_path), "exec"), namespace)
+        return namespace["pack_source"](source).encode("utf-8")
+    except Exception as e:  # noqa: BLE001 (any failure of the script's packer is reported as bad input)
+        raise RecordError(f"--code {code_path}: its pack_source failed ({type(e).__name__}: {e})") from None
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body and \
+                isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and \
+                isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def packed_matches(packed: bytes, code: bytes) -> bool:
+    """Does the wrapper hold the same program as the readable file (docstrings aside)? Decoded, never executed."""
+    try:
+        stub = ast.parse(packed.decode("ascii"))
+        blob = next(n.value for n in ast.walk(stub) if isinstance(n, ast.Constant) and isinstance(n.value, str))
+        inner = ast.parse(lzma.decompress(base64.b85decode(blob)).decode("utf-8"))
+    except (SyntaxError, StopIteration, UnicodeDecodeError, ValueError, lzma.LZMAError):
+        return False
+    return ast.dump(inner) == ast.dump(_strip_docstrings(ast.parse(code)))
 
 
 # =====================================================================================================================
@@ -691,7 +721,7 @@ def build(logs: list[Path], code_path: Path, meta: dict, slug: str, out_root: Pa
     if len(policies) > 1:
         raise RecordError(f"logs use different code policies {sorted(policies)}; re-run with one CODE_POLICY")
     policy = policies.pop()
-    packed = pack_source(code) if policy == "packed" else None
+    packed = pack_with(code_path) if policy == "packed" else None
     findings = check_runs(runs, code, packed, time_limit_s)
     errors = [f for f in findings if f.level == "error"]
     if errors:
@@ -766,8 +796,8 @@ def check_folder(folder: Path, time_limit_s: float = TIME_LIMIT_S) -> list[Findi
     if code is None:
         out.append(Finding("error", f"{folder}: no train_gpt.py"))
     packed = packed_path.read_bytes() if packed_path.is_file() else None
-    if packed is not None and code is not None and unpack_source(packed) != code:
-        out.append(Finding("error", f"{PACKED_NAME} does not unpack to train_gpt.py"))
+    if packed is not None and code is not None and not packed_matches(packed, code):
+        out.append(Finding("error", f"{PACKED_NAME} does not hold the program in train_gpt.py"))
     policies = {r.size_line.get("code_policy") for r in runs} - {None}
     if "packed" in policies and packed is None:
         out.append(Finding("error", f"logs count packed code bytes but the folder has no {PACKED_NAME}"))
