@@ -1,7 +1,7 @@
 """eval_bpb.py: score a model in bits per byte, or let it write text; a command-line tool over train_gpt.py's
 EVALUATION section (it keeps no copy of the scoring code).
 
-    python eval_bpb.py --artifact model.pgz --val 'data/sample/fineweb_val_*.bin' --tokenizer data/sample/tokenizer.model
+    PRESET=tiny python eval_bpb.py --artifact model.pgz --val 'data/sample/fineweb_val_*.bin' --mode flat
     python eval_bpb.py --checkpoint model.ckpt.pt --mode ttt --ttt-mode lora
     python eval_bpb.py --artifact old.pgz --code records/track_10min_16mb/2026-05-01_x/train_gpt.py --mode sliding
     torchrun --standalone --nproc_per_node=2 eval_bpb.py --artifact model.pgz --mode sliding   # gloo on CPU
@@ -28,8 +28,18 @@ from types import ModuleType
 
 import torch
 
-NEEDED = ("Hyperparameters", "build_model", "build_byte_tables", "load_token_split", "prepare_val_tokens",
-          "eval_flat", "eval_sliding", "eval_ttt", "init_distributed", "cleanup_distributed")
+NEEDED = (
+    "Hyperparameters",
+    "build_model",
+    "build_byte_tables",
+    "load_token_split",
+    "prepare_val_tokens",
+    "eval_flat",
+    "eval_sliding",
+    "eval_ttt",
+    "init_distributed",
+    "cleanup_distributed",
+)
 FLAG_FIELDS = {  # flag dest -> Hyperparameters field
     "seq_len": "eval_seq_len", "stride": "eval_stride", "batch_seqs": "eval_batch_seqs", "loops": "eval_loops",
     "ttt_mode": "ttt_mode", "ttt_chunk_tokens": "ttt_chunk_tokens", "ttt_lr": "ttt_lr", "ttt_epochs": "ttt_epochs",
@@ -61,9 +71,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--batch-seqs", type=int, help="windows per forward (EVAL_BATCH_SEQS)")
     g.add_argument("--loops", type=int, help="times the recurrent span runs (EVAL_LOOPS)")
     g.add_argument("--ttt-mode", choices=("sgd", "lora"), help="TTT flavour for --mode ttt")
-    for flag, kind in (("chunk-tokens", int), ("lr", float), ("epochs", int), ("momentum", float),
-                       ("grad-clip", float), ("lora-rank", int), ("lora-lr", float), ("lora-chunk", int),
-                       ("lora-docs", int)):
+    for flag, kind in (
+        ("chunk-tokens", int),
+        ("lr", float),
+        ("epochs", int),
+        ("momentum", float),
+        ("grad-clip", float),
+        ("lora-rank", int),
+        ("lora-lr", float),
+        ("lora-chunk", int),
+        ("lora-docs", int),
+    ):
         g.add_argument(f"--ttt-{flag}", type=kind, help=f"TTT_{flag.upper().replace('-', '_')}")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: DEVICE (auto)")
     s = p.add_argument_group("text generation (instead of scoring)")
@@ -93,8 +111,10 @@ def load_code(path: str | None) -> ModuleType:
         raise UsageError(f"--code {path}: importing it failed ({type(e).__name__}: {e})") from None
     missing = [name for name in NEEDED if not hasattr(module, name)]
     if missing:
-        raise UsageError(f"--code {path} does not define {', '.join(missing)}: it is not a train_gpt.py this tool "
-                         "can rescore with (needs the build_model / eval_* API of this toolkit)")
+        raise UsageError(
+            f"--code {path} does not define {', '.join(missing)}: it is not a train_gpt.py this tool "
+            "can rescore with (needs the build_model / eval_* API of this toolkit)"
+        )
     return module
 
 
@@ -106,7 +126,10 @@ def load_model(tg: ModuleType, args: argparse.Namespace) -> tuple[torch.nn.Modul
         path = Path(args.artifact)
         if not path.is_file():
             raise UsageError(f"--artifact {path}: no such file")
-        model_config, state = tg.read_artifact(path.read_bytes())
+        try:
+            model_config, state = tg.read_artifact(path.read_bytes())
+        except ValueError as e:
+            raise UsageError(f"--artifact {path}: {e}") from None
         recorded = {}
     else:
         if not hasattr(tg, "load_checkpoint"):
@@ -136,8 +159,16 @@ def make_hparams(tg: ModuleType, args: argparse.Namespace, model_config: dict, r
     return tg.Hyperparameters.from_env(env)
 
 
-def generate(model: torch.nn.Module, ids: list[int], max_new_tokens: int, temperature: float, top_k: int,
-             window: int, device: torch.device, gen: torch.Generator) -> list[int]:
+def generate(
+    model: torch.nn.Module,
+    ids: list[int],
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int,
+    window: int,
+    device: torch.device,
+    gen: torch.Generator,
+) -> list[int]:
     """Autoregressive decoding from the model's own soft-capped logits (context: the last `window` tokens)."""
     out = list(ids)
     with torch.inference_mode():
@@ -177,8 +208,10 @@ def run(args: argparse.Namespace, t_start: float) -> None:
         raise UsageError(f"tokenizer {tok_path}: no such file (pass --tokenizer)")
     sp = spm.SentencePieceProcessor(model_file=str(tok_path))
     if int(sp.vocab_size()) != int(model_config["vocab_size"]):
-        raise UsageError(f"the model's vocab_size {model_config['vocab_size']} differs from the tokenizer's "
-                         f"{sp.vocab_size()} ({tok_path}): pass the tokenizer the model was trained with")
+        raise UsageError(
+            f"the model's vocab_size {model_config['vocab_size']} differs from the tokenizer's "
+            f"{sp.vocab_size()} ({tok_path}): pass the tokenizer the model was trained with"
+        )
     d = tg.init_distributed(h.device)
     try:
         model = model.to(d.device).eval()
@@ -195,8 +228,9 @@ def run(args: argparse.Namespace, t_start: float) -> None:
 def sample(model: torch.nn.Module, sp, args: argparse.Namespace, h, d) -> None:
     gen = torch.Generator().manual_seed(h.seed)
     ids = [int(sp.bos_id())] + sp.encode(args.sample)
-    out = generate(model, ids, args.max_new_tokens, args.temperature, args.top_k, h.effective_eval_seq_len,
-                   d.device, gen)
+    out = generate(
+        model, ids, args.max_new_tokens, args.temperature, args.top_k, h.effective_eval_seq_len, d.device, gen
+    )
     print(sp.decode(out[1:]), flush=True)
 
 
@@ -214,17 +248,23 @@ def score(tg: ModuleType, model: torch.nn.Module, sp, args: argparse.Namespace, 
         knobs = f"window:{h.effective_eval_seq_len} stride:{h.eval_stride} batch_seqs:{h.eval_batch_seqs}"
         if args.mode == "ttt":
             knobs += f" ttt_mode:{h.ttt_mode}"
-        print(f"rescore source:{args.artifact or args.checkpoint} code:{args.code or 'train_gpt.py'} "
-              f"mode:{args.mode} {knobs} loops:{h.eval_loops or h.num_loops} world_size:{d.world_size} "
-              f"device:{d.device.type} val_tokens:{len(val)}", flush=True)
+        print(
+            f"rescore source:{args.artifact or args.checkpoint} code:{args.code or 'train_gpt.py'} "
+            f"mode:{args.mode} {knobs} loops:{h.eval_loops or h.num_loops} world_size:{d.world_size} "
+            f"device:{d.device.type} val_tokens:{len(val)}",
+            flush=True,
+        )
     fn = {"flat": tg.eval_flat, "sliding": tg.eval_sliding, "ttt": tg.eval_ttt}[args.mode]
     res = fn(model, val, tables, h, d)
     if main:
         name = args.name or f"eval_{args.mode}"
         wall = time.perf_counter() - t_start
         print(f"{name} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} eval_time:{1000 * res.seconds:.0f}ms")
-        print(f"{name}_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} targets:{res.targets} "
-              f"bytes:{res.bytes} eval_time:{1000 * res.seconds:.0f}ms wall_time:{1000 * wall:.0f}ms", flush=True)
+        print(
+            f"{name}_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} targets:{res.targets} "
+            f"bytes:{res.bytes} eval_time:{1000 * res.seconds:.0f}ms wall_time:{1000 * wall:.0f}ms",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1203,8 +1203,9 @@ def eval_ttt(model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperpa
     """Score-first test-time training (h.ttt_mode sgd or lora) on a copy of the model; the caller's is untouched."""
     if h.ttt_mode not in ("sgd", "lora"):
         raise ValueError(f"TTT_MODE={h.ttt_mode!r}: eval_ttt needs sgd or lora")
-    sliding_plan(len(val_tokens), h.effective_eval_seq_len, h.eval_stride or h.effective_eval_seq_len)  # checks
-    if h.ttt_mode == "lora" and h.ttt_lora_chunk > h.effective_eval_seq_len:
+    window = h.effective_eval_seq_len
+    sliding_plan(len(val_tokens), window, (h.eval_stride or window) if h.ttt_mode == "sgd" else window)  # checks
+    if h.ttt_mode == "lora" and h.ttt_lora_chunk > window:
         raise ValueError(f"TTT_LORA_CHUNK={h.ttt_lora_chunk} is longer than the window {h.effective_eval_seq_len}")
     ledger = ScoreLedger(val_tokens, tables, d, keep_losses)
     src = getattr(model, "_orig_mod", model)
@@ -1685,7 +1686,6 @@ def size_report(model_bytes: int, source: str, policy: str) -> dict:
 # TRAINING
 # =====================================================================================================================
 
-STOP_CHECK_EVERY = 10  # steps between the ranks' agreed clock readings (each costs one host sync)
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, for the MFU estimate
 
 
@@ -1789,8 +1789,9 @@ def train_flops_per_token(base: GPT, seq_len: int) -> float:
 
 def train(model: nn.Module, base: GPT, loader: DistributedTokenLoader, optimizers: list, ema: EMA | None,
           h: Hyperparameters, d: Dist, accum_steps: int, validate, log: Logger) -> dict:
-    """The wallclock-bounded loop. Clock readings are synchronised and agreed across ranks every STOP_CHECK_EVERY
-    steps (every step near the end), so every rank takes the same decisions: stop, recurrence on, LR."""
+    """The wallclock-bounded loop. The clock is read (a host sync) and agreed across ranks only on logging steps and
+    on a few extra checks: steps 1, 2, 4, ... at the start and ever closer ones as the budget runs out. Every rank
+    takes the same decisions (stop, recurrence on, LR from the agreed time) with no per-step synchronisation."""
     budget_ms = 1000.0 * max(h.max_wallclock_seconds - (h.gptq_reserve_seconds if h.gptq else 0.0), 0.0)
     budget_ms = budget_ms if h.max_wallclock_seconds > 0 else 0.0
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if d.device.type == "cuda" and k in
@@ -1798,7 +1799,7 @@ def train(model: nn.Module, base: GPT, loader: DistributedTokenLoader, optimizer
     loops_on = h.num_loops > 1 and h.loop_start_frac == 0.0
     base.set_loops(h.num_loops if loops_on else 1)
     step, train_ms, agreed_ms, agreed_step, step_ms = 0, 0.0, 0.0, 0, 0.0
-    every_step, stop_reason, loss = False, "", None
+    next_check, stop_reason, loss = 1, "", None
     bad_step = torch.full((), -1, device=d.device, dtype=torch.int64)
     t0 = synced_clock(d)
     while True:
@@ -1820,7 +1821,7 @@ def train(model: nn.Module, base: GPT, loader: DistributedTokenLoader, optimizer
         step += 1
         bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step, bad_step)
         log_now = step % h.train_log_every == 0 or step == h.iterations
-        if not (every_step or log_now or step % STOP_CHECK_EVERY == 0):
+        if not (log_now or step >= next_check):
             continue
         now = torch.tensor([train_ms + 1000.0 * (synced_clock(d) - t0), float(bad_step.item())], dtype=torch.float64)
         now = all_reduce_(now.to(d.device), "max").cpu()  # every rank now holds the same reading
@@ -1835,13 +1836,14 @@ def train(model: nn.Module, base: GPT, loader: DistributedTokenLoader, optimizer
                 if peak else ""
             log(f"step:{step}/{h.iterations} train_loss:{loss.item():.4f} train_time:{agreed_ms:.0f}ms "
                 f"step_avg:{agreed_ms / step:.2f}ms tok_s:{tok_s:.0f}{mfu}")
+        left_steps = (budget_ms - agreed_ms) / max(step_ms, 1e-9) if budget_ms else h.iterations
+        next_check = step + max(1, min(h.train_log_every, step, int(0.5 * left_steps)))
         progress = agreed_ms / budget_ms if budget_ms else step / h.iterations
         if not loops_on and h.num_loops > 1 and progress >= h.loop_start_frac:
             loops_on = True
             base.set_loops(h.num_loops)
             log(f"recurrence_on step:{step} train_time:{agreed_ms:.0f}ms")
         if budget_ms:
-            every_step = budget_ms - agreed_ms < 2 * STOP_CHECK_EVERY * step_ms
             if agreed_ms + step_ms > budget_ms:  # the next step would end past the budget
                 stop_reason = "wallclock_cap"
                 log(f"stopping_early: wallclock_cap train_time:{agreed_ms:.0f}ms step:{step}/{h.iterations}")
