@@ -498,8 +498,9 @@ def _check_bytes(run: RunLog, who: str, code: bytes | None, packed: bytes | None
 
 def _check_times(run: RunLog, who: str, limit_s: float) -> list[Finding]:
     out = []
+    missing = "unchecked" if run.fmt == "public" else "error"
     if run.train_time_ms is None:
-        out.append(Finding("unchecked", f"{who}: no train_time in the log"))
+        out.append(Finding(missing, f"{who}: no train_time in the log"))
     else:
         used = run.train_time_ms + (run.gptq_calibration_ms or 0.0)
         if limit_s and used > limit_s * 1e3:
@@ -507,7 +508,7 @@ def _check_times(run: RunLog, who: str, limit_s: float) -> list[Finding]:
             out.append(Finding("error", f"{who}: training {run.train_time_ms / 1e3:.3f} s{extra} > {limit_s:g} s"))
     ev = run.eval_time_ms
     if ev is None:
-        out.append(Finding("unchecked", f"{who}: no eval_time in the log"))
+        out.append(Finding(missing, f"{who}: no eval_time in the log"))
     elif limit_s and ev > limit_s * 1e3:
         out.append(Finding("error", f"{who}: scoring {ev / 1e3:.3f} s > {limit_s:g} s"))
     return out
