@@ -102,7 +102,8 @@ def role_compressed_bytes(blob: bytes, codec: str, level: int) -> dict[str, int]
     parts: dict[str, list[bytes]] = {}
     for e in entries:
         for _, t in tg._entry_parts(e):
-            parts.setdefault(e["meta"]["role"], []).append(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            raw = t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            parts.setdefault(e["meta"]["role"], []).append(raw)
     return {role: len(tg.compress_bytes(b"".join(p), codec, level)) for role, p in parts.items()}
 
 
@@ -111,7 +112,8 @@ def print_report(report: dict, blob: bytes, h: tg.Hyperparameters, calib_s: floa
     log(f"{'role':8} {'tensors':>7} {'params':>10} {'bits':>5} {'clip_k':>7} {'method':>9} {'stored_B':>10} "
         f"{'alone_B':>10} {'rel_mse':>9} {'hess_err':>9}")
     for role, r in report["roles"].items():
-        errs = [(t["hess_err"], t["params"]) for t in report["tensors"].values() if t["role"] == role and "hess_err" in t]
+        errs = [(t["hess_err"], t["params"]) for t in report["tensors"].values()
+                if t["role"] == role and "hess_err" in t]
         hess = sum(e * n for e, n in errs) / sum(n for _, n in errs) if errs else float("nan")
         log(f"{role:8} {r['tensors']:>7} {r['params']:>10} {r['bits']:>5} {r['k']:>7} {r['method'] or r['store']:>9} "
             f"{r['stored_bytes']:>10} {alone[role]:>10} {r['rel_mse']:>9.2e} {hess:>9.2e}")
@@ -120,7 +122,8 @@ def print_report(report: dict, blob: bytes, h: tg.Hyperparameters, calib_s: floa
         f"params:{report['params']} bytes_per_param:{len(blob) / max(report['params'], 1):.4f}")
     log(f"model_bytes:{sizes['model_bytes']} code_bytes:{sizes['code_bytes']} ({sizes['code_policy']}; raw "
         f"{sizes['code_bytes_raw']}, packed {sizes['code_bytes_packed']}) total_bytes:{sizes['total_bytes']} "
-        f"limit:{sizes['limit']} {'UNDER' if sizes['under_limit'] else 'OVER'} by {abs(sizes['limit'] - sizes['total_bytes'])}")
+        f"limit:{sizes['limit']} {'UNDER' if sizes['under_limit'] else 'OVER'} by "
+        f"{abs(sizes['limit'] - sizes['total_bytes'])}")
     return sizes
 
 
