@@ -28,6 +28,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -685,8 +686,10 @@ def readme_text(sub: dict, runs: list[RunLog], stats: dict) -> str:
     lines += [f"- {k}: {'yes' if ok else 'NO'}" for k, ok in sub["compliance"].items()]
     cfg = {k: v for k, v in runs[0].config.items() if k not in ("seed", "run_id", "git_commit", "device")}
     lines += [
-        "", "## Configuration (from the first log)", "", "```",
-        " ".join(f"{k}:{v}" for k, v in cfg.items()), "```", "",
+        "", "## Configuration (resolved, from the first log)", "", "```",
+        textwrap.fill(" ".join(f"{k}:{v}" for k, v in cfg.items()), 116, break_long_words=False), "```", "",
+        "## Reproduce", "", f"Seeds {', '.join(str(r.seed) for r in runs)}; every log lists its full configuration.",
+        "TODO(author): the exact command line (environment variables and launcher).", "",
         "## What changed", "", "TODO(author): what this submission changes against its starting point.", "",
         "## Why", "", "TODO(author): why it should help; negative results are welcome too.", "",
         "## Credits", "", "TODO(author): where each idea came from (people, pull requests, papers).", "",
