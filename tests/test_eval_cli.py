@@ -229,43 +229,9 @@ def test_end_to_end_run_is_reproduced_by_rescoring(tmp_path):
     log = _subprocess([sys.executable, str(REPO / "train_gpt.py")], tmp_path, env)
     logged = exact(log, "final_int6_roundtrip")
     artifact = tmp_path / re.search(r"^artifact_path:(\S+)$", log, re.M).group(1)
-    val = str(sample / "fineweb_val_*.bin")
-    out = _subprocess(
-        [
-            sys.executable,
-            str(REPO / "eval_bpb.py"),
-            "--artifact",
-            str(artifact),
-            "--mode",
-            "flat",
-            "--val",
-            val,
-            "--max-tokens",
-            "4096",
-        ],
-        tmp_path,
-        {"PRESET": "tiny"},
-    )
-    got = exact(out, "eval_flat")
+    rescore = [sys.executable, str(REPO / "eval_bpb.py"), "--artifact", str(artifact), "--max-tokens", "4096"]
+    rescore += ["--val", str(sample / "fineweb_val_*.bin"), "--tokenizer", str(sample / "tokenizer.model")]
+    got = exact(_subprocess([*rescore, "--mode", "flat"], tmp_path, {"PRESET": "tiny"}), "eval_flat")
     assert (got["val_loss"], got["val_bpb"]) == (logged["val_loss"], logged["val_bpb"])
-    out = _subprocess(
-        [
-            sys.executable,
-            str(REPO / "eval_bpb.py"),
-            "--artifact",
-            str(artifact),
-            "--mode",
-            "ttt",
-            "--ttt-mode",
-            "sgd",
-            "--ttt-chunk-tokens",
-            "1024",
-            "--val",
-            val,
-            "--max-tokens",
-            "4096",
-        ],
-        tmp_path,
-        {"PRESET": "tiny"},
-    )
-    assert exact(out, "eval_ttt")["targets"] == "4096"
+    ttt = ["--mode", "ttt", "--ttt-mode", "sgd", "--ttt-chunk-tokens", "1024"]
+    assert exact(_subprocess([*rescore, *ttt], tmp_path, {"PRESET": "tiny"}), "eval_ttt")["targets"] == "4096"
