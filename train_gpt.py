@@ -1237,7 +1237,8 @@ QUANT_ROLES = ("attn", "mlp", "embed", "head")  # large 2-D matrices of these ro
 STORE_ORDER = ("attn", "mlp", "embed", "head", "control", "buffer")  # tensor order inside every stream
 STREAM_WIDTHS = {"q": 1, "scale": 2, "f16": 2, "f32": 4, "raw": 1, "lqer_q": 1, "lqer_s": 2}  # byte-shuffle width
 STORE_DTYPES = {str(t).removeprefix("torch."): t for t in (torch.float32, torch.float16, torch.bfloat16, torch.int64,
-                                                            torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool)}
+                                                            torch.int32, torch.int16, torch.int8, torch.uint8,
+                                                            torch.bool)}
 FP16_TINY = torch.finfo(torch.float16).tiny  # smallest normal fp16: floor of every stored scale
 LQER_BITS = 4  # both low-rank factors: symmetric ints with one fp16 scale per group
 LQER_GROUP = 64
@@ -1400,7 +1401,8 @@ def _gptq_wins(w: torch.Tensor, q_rtn: torch.Tensor, q_gptq: torch.Tensor, scale
 
 def _add_lqer(entries: list[dict], floats: dict[str, torch.Tensor], rank: int, top: int) -> None:
     """LQER: a rank-r SVD of the quantisation error W - W_hat, in LQER_BITS ints, for the `top` largest errors."""
-    errors = {n: floats[n] - dequantize_entry(e).to(floats[n].device) for e in entries if (n := e["meta"]["name"]) in floats}
+    errors = {n: floats[n] - dequantize_entry(e).to(floats[n].device)
+              for e in entries if (n := e["meta"]["name"]) in floats}
     worst = set(sorted(errors, key=lambda n: -float(errors[n].norm()))[:top])
     for e in entries:
         name = e["meta"]["name"]
