@@ -992,9 +992,10 @@ class ScoreLedger:
         """All-reduce the sums, verify every target was scored exactly once, and divide once."""
         base, space, boundary = self.tables
         x, y = self.val[:-1], self.val[1:]
-        target_bytes = base[y].astype(np.int64) + (space[y] & ~boundary[x])
-        mine = self.counts[1:].astype(np.int64)
-        sums = all_reduce_(torch.tensor([int(mine.sum()), int((mine * target_bytes).sum())], device=self.d.device))
+        target_bytes = base[y].astype(np.int32) + (space[y] & ~boundary[x])
+        mine = self.counts[1:]
+        local = [int(mine.sum(dtype=np.int64)), int((mine * target_bytes).sum(dtype=np.int64))]
+        sums = all_reduce_(torch.tensor(local, dtype=torch.int64, device=self.d.device))
         counts = all_reduce_(torch.from_numpy(self.counts).to(self.d.device)).cpu().numpy()
         bad = np.flatnonzero(counts[1:] != 1)
         if counts[0] or bad.size:
