@@ -66,7 +66,7 @@ PRESETS: dict[str, dict[str, object]] = {
                  loop_start=1, loop_end=2, num_loops=2, parallel_start=2, rope_dims=8, train_seq_len=128,
                  train_batch_tokens=4096, iterations=200, max_wallclock_seconds=0.0, warmup_steps=2,
                  val_loss_every=0, train_log_every=20, val_batch_tokens=16384, eval_batch_seqs=16,
-                 muon_momentum_warmup_steps=50, ema_decay=0.97, gptq_calib_batches=4, data_path="./data/sample",
+                 muon_momentum_warmup_steps=50, ema_decay=0.97, gptq_calib_batches=4, passthrough_max_numel=2048, data_path="./data/sample",
                  tokenizer_path="./data/sample/tokenizer.model"),
 }
 
@@ -696,6 +696,7 @@ class GPT(nn.Module):
         n_skip = min(self.n_enc, num_layers - self.n_enc) if unet_skips else 0
         self.skip_weights = tag(nn.Parameter(torch.ones(n_skip, model_dim)), "control") if n_skip else None
         self.skip_gates = tag(nn.Parameter(torch.zeros(n_skip, model_dim)), "control") if n_skip and skip_gates else None
+        self.role_map = {name: p.role for name, p in self.named_parameters()}
 
     def set_loops(self, loops: int) -> None:
         self.loops = max(1, int(loops))
@@ -747,7 +748,9 @@ def build_model(model_config: dict) -> GPT:
 
 
 def param_roles(model: nn.Module) -> dict[str, str]:
-    roles = {name: getattr(p, "role", None) for name, p in model.named_parameters()}
+    """{name: role} from the tags; a GPT also keeps them by name (copy.deepcopy drops attributes of Parameters)."""
+    by_name = getattr(model, "role_map", {})
+    roles = {name: getattr(p, "role", None) or by_name.get(name) for name, p in model.named_parameters()}
     untagged = [n for n, r in roles.items() if r not in ROLES]
     if untagged:
         raise ValueError(f"parameters without a role tag: {untagged}")
@@ -1211,9 +1214,6 @@ def eval_ttt(model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperpa
     ledger = ScoreLedger(val_tokens, tables, d, keep_losses)
     src = getattr(model, "_orig_mod", model)
     net = copy.deepcopy(src).eval()
-    for p, q in zip(src.parameters(), net.parameters()):  # deepcopy drops the role tags LoRA selects layers by
-        if hasattr(p, "role"):
-            q.role = p.role
     vt = torch.from_numpy(val_tokens.astype(np.int64)).to(d.device)
     t0 = _sync_time(d)
     (_ttt_sgd if h.ttt_mode == "sgd" else _ttt_lora)(net, vt, ledger, h, d)
@@ -1880,9 +1880,8 @@ def git_commit() -> str:
         return "unknown"
 
 
-def log_header(log: Logger, h: Hyperparameters, d: Dist, accum_steps: int) -> None:
+def log_header(log: Logger, src: bytes, h: Hyperparameters, d: Dist, accum_steps: int) -> None:
     """The log opens with the exact source that ran (a records tool compares it to the submitted file)."""
-    src = Path(__file__).read_bytes()
     log(f"==== train_gpt.py source sha256:{hashlib.sha256(src).hexdigest()} bytes:{len(src)} ====", console=False)
     text = src.decode("utf-8")
     log(text[:-1] if text.endswith("\n") else text, console=False)
@@ -1924,8 +1923,14 @@ def run(h: Hyperparameters, d: Dist) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     accum = grad_accum_steps(h, d)
-    log = Logger(os.path.join(h.log_dir, f"{h.run_id}.txt"), enabled=d.is_main)
-    log_header(log, h, d, accum)
+    log_path = os.path.join(h.log_dir, f"{h.run_id}.txt")
+    if os.path.exists(log_path):
+        raise ValueError(f"RUN_ID={h.run_id}: {log_path} already exists; choose a new RUN_ID (one log per run)")
+    if d.enabled:
+        dist.barrier()  # no rank creates the log before every rank has checked it is new
+    source = Path(__file__).read_bytes()  # read once: the log and the size line describe the same bytes
+    log = Logger(log_path, enabled=d.is_main)
+    log_header(log, source, h, d, accum)
     if not Path(h.tokenizer_path).is_file():
         raise FileNotFoundError(f"TOKENIZER_PATH={h.tokenizer_path}: no such file (data/download.py fetches it)")
     tables = build_byte_tables(spm.SentencePieceProcessor(model_file=h.tokenizer_path), h.vocab_size)
@@ -1980,18 +1985,22 @@ def run(h: Hyperparameters, d: Dist) -> None:
         t0 = synced_clock(d)
         hessians = collect_hessians(base, calibration_batches(h, d), param_roles(base), d)
         log(f"gptq_calibration_time:{1000 * (synced_clock(d) - t0):.0f}ms")
-    blob, _report = build_artifact(state, param_roles(base), h.model_config(), h, hessians)
-    if d.is_main:
+    if d.is_main:  # the other ranks wait at the barrier, then everyone reads the artifact back from disk
+        blob, report = build_artifact(state, param_roles(base), h.model_config(), h, hessians)
         atomic_write_bytes(artifact_path, blob)
+        for role, r in report["roles"].items():
+            log(f"quant_role:{role} tensors:{r['tensors']} params:{r['params']} bits:{r['bits']} k:{r['k']} "
+                f"method:{r['method']} rel_mse:{r['rel_mse']:.3e}")
     if d.enabled:
         dist.barrier()
     log(f"artifact_path:{artifact_path}")
-    sizes = size_report(len(blob), Path(__file__).read_text(encoding="utf-8"), h.code_policy)
+    blob = Path(artifact_path).read_bytes()  # every rank scores what is on disk
+    sizes = size_report(len(blob), source.decode("utf-8"), h.code_policy)
     log(" ".join(f"{k}:{int(sizes[k])}" for k in ("code_bytes", "model_bytes", "total_bytes", "limit", "under_limit"))
         + f" code_policy:{sizes['code_policy']}")
     log(f"code_bytes_raw:{sizes['code_bytes_raw']} code_bytes_packed:{sizes['code_bytes_packed']}")
 
-    model_config, qstate = read_artifact(Path(artifact_path).read_bytes())  # every rank reads what is on disk
+    model_config, qstate = read_artifact(blob)
     qmodel = build_model(model_config).to(d.device)
     qmodel.load_state_dict(qstate, strict=True)
     qmodel.eval()

@@ -25,7 +25,8 @@ torch.set_num_threads(1)
 SMALL = dict(PRESET="tiny", NUM_LAYERS="3", MODEL_DIM="32", NUM_HEADS="2", NUM_KV_HEADS="1", LOOP_START="1",
              LOOP_END="1", PARALLEL_START="2", ROPE_DIMS="8", TRAIN_SEQ_LEN="64", TRAIN_BATCH_TOKENS="512",
              GRAD_ACCUM_STEPS="1", ITERATIONS="12", WARMUP_STEPS="2", TRAIN_LOG_EVERY="4", EVAL_STRIDE="32",
-             EVAL_BATCH_SEQS="64", GPTQ_CALIB_BATCHES="2", VAL_MAX_TOKENS="4096", LOOP_START_FRAC="0.5")
+             EVAL_BATCH_SEQS="64", GPTQ_CALIB_BATCHES="2", VAL_MAX_TOKENS="4096", LOOP_START_FRAC="0.5",
+             PASSTHROUGH_MAX_NUMEL="256")  # so that even these small matrices are stored as int6 (GPTQ)
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +221,7 @@ def test_end_to_end_run_learns_exports_and_round_trips(dataset, tmp_path):
         assert key in log, key
     assert artifact.is_file() and artifact.with_suffix(".ckpt.pt").is_file()
     assert not [p for p in artifact.parent.iterdir() if ".tmp" in p.name]
+    assert re.search(r"^quant_role:mlp tensors:\d+ params:\d+ bits:6 k:12.0 method:gptq", log, re.M)
     model_bytes = int(re.search(r"model_bytes:(\d+)", log).group(1))
     assert model_bytes == artifact.stat().st_size
     # the round trip costs little, and the float score is what the float checkpoint gives
