@@ -97,7 +97,15 @@ def test_missing_shards_and_small_vocab_are_refused(tmp_path, dataset):
     with pytest.raises(FileNotFoundError, match="fineweb_val_"):
         run_inprocess({**dataset, "DATA_PATH": str(tmp_path)}, tmp_path)
     with pytest.raises(ValueError, match="VOCAB_SIZE=512 is smaller"):
-        run_inprocess(dataset, tmp_path, VOCAB_SIZE=512)
+        run_inprocess(dataset, tmp_path / "vocab", VOCAB_SIZE=512)
+
+
+def test_a_reused_run_id_is_refused_and_its_log_kept(tmp_path, dataset):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "r.txt").write_text("an earlier run")
+    with pytest.raises(ValueError, match="RUN_ID=r: .* already exists"):
+        run_inprocess(dataset, tmp_path)
+    assert (tmp_path / "logs" / "r.txt").read_text() == "an earlier run"
 
 
 def test_val_split_shorter_than_one_sequence_is_refused(dataset, tmp_path):
