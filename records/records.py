@@ -62,6 +62,9 @@ TOTAL_EVAL = re.compile(rf"^(?:total_eval_time|eval_time_total):\s*{TIME}")
 KV_TOKEN = re.compile(r"^([a-z][a-z0-9_]*):(\S*)$")
 PUBLIC_KV = re.compile(r"^([a-z][a-z0-9_]*):\s+(\S+)$")
 SEED_IN_NAME = re.compile(r"seed[_-]?(\d+)", re.I)
+HEADER_KEYS = {"run_id", "python", "torch", "cuda", "device", "world_size", "grad_accum_steps", "git_commit"}
+PER_RUN_KEYS = ("seed", "run_id")  # config keys that differ between the seeds of one record
+CONFIG_END_KEYS = {"model_params", "warmup_step"}  # our config block ends at model_params; public logs at warm-up
 
 
 class RecordError(ValueError):
@@ -174,7 +177,9 @@ class RunLog:
     fmt: str  # "toolkit" (our train_gpt.py) | "public" (the challenge repository's records)
     source: bytes | None = None
     source_sha256: str | None = None
-    config: dict[str, str] = field(default_factory=dict)
+    header: dict[str, str] = field(default_factory=dict)  # our format: run_id, python/torch/cuda, device, … git_commit
+    config: dict[str, str] = field(default_factory=dict)  # the resolved hyperparameters, nothing else
+    facts: dict[str, str] = field(default_factory=dict)  # every other key:value line (first value of a key wins)
     steps: int | None = None
     iterations: int | None = None
     train_time_ms: float | None = None
@@ -195,8 +200,9 @@ class RunLog:
 
     @property
     def seed(self) -> int | None:
-        if "seed" in self.config:
-            return int(self.config["seed"])
+        value = self.config.get("seed", self.facts.get("seed", ""))
+        if re.fullmatch(r"-?\d+", value):
+            return int(value)
         m = SEED_IN_NAME.search(self.path.name)
         return int(m.group(1)) if m else None
 
@@ -265,6 +271,75 @@ def _split_source(path: Path, data: bytes) -> tuple[bytes | None, str | None, st
     return None, None, "public", text
 
 
+def _time_value(value: str) -> float:
+    m = re.fullmatch(TIME, value)
+    if not m:
+        raise ValueError(f"{value!r} is not a time such as 12ms, 3.5s or 9.2m")
+    return _ms(m.group(1), m.group(2))
+
+
+def _parse_line(run: RunLog, line: str, phase: str) -> str:
+    """Record what one non-empty line says; return the phase after it (header -> config -> after)."""
+    if line == "run_complete":
+        run.complete = True
+    elif m := STEP_TRAIN.match(line):
+        run.steps, run.iterations = int(m.group(1)), int(m.group(2))
+        run.train_time_ms = _ms(m.group(4), m.group(5))
+        run.step_avg_ms = float(m.group(6)) if m.group(6) else run.step_avg_ms
+    elif m := STEP_VAL.match(line):
+        run.steps, run.iterations = int(m.group(1)), int(m.group(2))
+        if m.group(5):
+            run.train_time_ms = _ms(m.group(5), m.group(6))
+        run.step_avg_ms = float(m.group(7)) if m.group(7) else run.step_avg_ms
+    elif m := STOP.match(line):
+        run.stopped_early = True
+        run.train_time_ms = _ms(m.group(1), m.group(2))
+        run.steps, run.iterations = int(m.group(3)), int(m.group(4))
+    elif m := SCORE_LINE.match(line):
+        if not NOT_A_SCORE.search(m.group(1)):
+            t = EVAL_TIME.search(m.group(4))
+            run.scores.append(Score(m.group(1), float(m.group(2)), float(m.group(3)),
+                                    _ms(t.group(1), t.group(2)) if t else None, _decimals(m.group(3))))
+    elif m := TOTAL_SIZE.match(line):
+        if m.group(1) or run.total_bytes is None:  # a tagged (compressed) total beats the raw-torch one
+            run.total_bytes = int(m.group(2).replace(",", ""))
+    elif m := MODEL_SIZE.match(line):
+        if m.group(1) or run.model_bytes is None:
+            run.model_bytes = int(m.group(2).replace(",", ""))
+    elif m := CODE_SIZE.match(line):
+        run.code_bytes = int(m.group(1).replace(",", ""))
+    elif m := TOTAL_EVAL.match(line):
+        run.eval_time_total_ms = _ms(m.group(1), m.group(2))
+    elif run.fmt == "toolkit" and phase == "config" and (m := re.match(r"([a-z][a-z0-9_]*):(.*)$", line)) \
+            and m.group(1) not in CONFIG_END_KEYS:
+        run.config[m.group(1)] = m.group(2)  # our script logs one hyperparameter per line, value verbatim
+        return phase
+    elif (kv := _kv_line(line)) is None:
+        return phase
+    elif {"code_bytes", "model_bytes", "total_bytes"} <= kv.keys():
+        run.size_line = kv
+        run.code_bytes, run.model_bytes = int(kv["code_bytes"]), int(kv["model_bytes"])
+        run.total_bytes = int(kv["total_bytes"])
+    elif "gptq_calibration_time" in kv:
+        run.gptq_calibration_ms = _time_value(kv["gptq_calibration_time"])
+    elif "train_time_total" in kv:
+        run.train_time_ms = max(run.train_time_ms or 0.0, _time_value(kv["train_time_total"]))
+    elif "val_targets" in kv:
+        run.val_targets, run.val_bytes = int(kv["val_targets"]), int(kv["val_bytes"])
+    elif phase == "header" and kv.keys() <= HEADER_KEYS:
+        run.header.update(kv)
+        return "config" if "git_commit" in kv else phase
+    elif phase != "after" and not kv.keys() & CONFIG_END_KEYS:
+        run.config.update(kv)
+        return "config"
+    else:
+        for k, v in kv.items():
+            run.facts.setdefault(k, v)
+        ends = bool(kv.keys() & (CONFIG_END_KEYS if run.fmt == "toolkit" else {"warmup_step"}))
+        return "after" if ends or phase == "after" else phase
+    return "after"
+
+
 def parse_log(path: str | os.PathLike) -> RunLog:
     """Parse one log; raise RecordError when it is cut short or carries no final score."""
     path = Path(path)
@@ -274,55 +349,16 @@ def parse_log(path: str | os.PathLike) -> RunLog:
         raise RecordError(f"{path}: cannot read log ({e.strerror})") from None
     source, sha, fmt, text = _split_source(path, data)
     run = RunLog(path=path, fmt=fmt, source=source, source_sha256=sha)
+    phase = "header" if fmt == "toolkit" else "config"
     for raw in text.splitlines():
         line = raw.strip()
-        if not line:
-            continue
-        if line == "run_complete":
-            run.complete = True
-        elif m := STEP_TRAIN.match(line):
-            run.steps, run.iterations = int(m.group(1)), int(m.group(2))
-            run.train_time_ms = _ms(m.group(4), m.group(5))
-            run.step_avg_ms = float(m.group(6)) if m.group(6) else run.step_avg_ms
-        elif m := STEP_VAL.match(line):
-            run.steps, run.iterations = int(m.group(1)), int(m.group(2))
-            if m.group(5):
-                run.train_time_ms = _ms(m.group(5), m.group(6))
-            run.step_avg_ms = float(m.group(7)) if m.group(7) else run.step_avg_ms
-        elif m := STOP.match(line):
-            run.stopped_early = True
-            run.train_time_ms = _ms(m.group(1), m.group(2))
-            run.steps, run.iterations = int(m.group(3)), int(m.group(4))
-        elif m := SCORE_LINE.match(line):
-            if not NOT_A_SCORE.search(m.group(1)):
-                t = EVAL_TIME.search(m.group(4))
-                run.scores.append(Score(m.group(1), float(m.group(2)), float(m.group(3)),
-                                        _ms(t.group(1), t.group(2)) if t else None, _decimals(m.group(3))))
-        elif m := TOTAL_SIZE.match(line):
-            if m.group(1) or run.total_bytes is None:  # a tagged (compressed) total beats the raw-torch one
-                run.total_bytes = int(m.group(2).replace(",", ""))
-        elif m := MODEL_SIZE.match(line):
-            if m.group(1) or run.model_bytes is None:
-                run.model_bytes = int(m.group(2).replace(",", ""))
-        elif m := CODE_SIZE.match(line):
-            run.code_bytes = int(m.group(1).replace(",", ""))
-        elif m := TOTAL_EVAL.match(line):
-            run.eval_time_total_ms = _ms(m.group(1), m.group(2))
-        elif (kv := _kv_line(line)) is not None:
-            if "total_bytes" in kv and "code_bytes" in kv:
-                run.size_line = kv
-                run.code_bytes, run.model_bytes = int(kv["code_bytes"]), int(kv["model_bytes"])
-                run.total_bytes = int(kv["total_bytes"])
-            elif "gptq_calibration_time" in kv:
-                run.gptq_calibration_ms = _ms(*re.match(TIME, kv["gptq_calibration_time"]).groups())
-            elif "train_time_total" in kv:
-                total = _ms(*re.match(TIME, kv["train_time_total"]).groups())
-                run.train_time_ms = max(run.train_time_ms or 0.0, total)
-            elif "val_targets" in kv:
-                run.val_targets, run.val_bytes = int(kv["val_targets"]), int(kv["val_bytes"])
-            else:
-                for k, v in kv.items():
-                    run.config.setdefault(k, v)
+        if line:
+            try:
+                phase = _parse_line(run, line, phase)
+            except (ValueError, KeyError) as e:
+                why = f"no {e} field" if isinstance(e, KeyError) else str(e)
+                raise RecordError(f"{path}: malformed line {line[:80]!r} ({why}); use the log as the run wrote "
+                                  f"it") from None
     run.finals = list(run.scores)
     if fmt == "toolkit":
         run.scores = [s for s in run.scores if s.name.startswith("final_") and s.name.endswith("_exact")]
@@ -475,11 +511,12 @@ def _check_bytes(run: RunLog, who: str, code: bytes | None, packed: bytes | None
         if run.total_bytes != run.code_bytes + run.model_bytes:
             out.append(Finding("error", f"{who}: total_bytes {run.total_bytes} != code_bytes + model_bytes "
                                         f"({run.code_bytes} + {run.model_bytes}); log edited?"))
-        if "code_bytes_raw" in run.config and run.code_bytes != int(run.config[f"code_bytes_{policy}"]):
+        counted = run.facts.get(f"code_bytes_{policy}")
+        if "code_bytes_raw" in run.facts and (counted is None or str(run.code_bytes) != counted):
             out.append(Finding("error", f"{who}: code_bytes {run.code_bytes} is not code_bytes_{policy} "
-                                        f"{run.config[f'code_bytes_{policy}']}"))
-        if run.source is not None and int(run.config.get("code_bytes_raw", len(run.source))) != len(run.source):
-            out.append(Finding("error", f"{who}: code_bytes_raw {run.config['code_bytes_raw']} != the "
+                                        f"{counted} (code policy {policy!r}); log edited?"))
+        if run.source is not None and run.facts.get("code_bytes_raw", str(len(run.source))) != str(len(run.source)):
+            out.append(Finding("error", f"{who}: code_bytes_raw {run.facts['code_bytes_raw']} != the "
                                         f"{len(run.source)}-byte source the log embeds"))
     total = run.total_bytes
     if policy == "packed" and packed is not None and run.model_bytes is not None:
@@ -601,7 +638,7 @@ def _round(x: float | None, nd: int = 8) -> float | None:
 def submission_json(runs: list[RunLog], meta: dict, stats: dict, findings: list[Finding], policy: str,
                     code_bytes: int) -> dict:
     first = runs[0]
-    cfg = first.config
+    env = first.header
     max_bytes = max(r.total_bytes for r in runs)
     errors = {f.what for f in findings if f.level == "error"}
     sub = {
@@ -617,8 +654,8 @@ def submission_json(runs: list[RunLog], meta: dict, stats: dict, findings: list[
             "log": _log_name(r)} for r in runs},
         "score_metric": first.score.name,
         "bytes_total": max_bytes, "bytes_code": code_bytes, "artifact_bytes_max": max_bytes, "code_policy": policy,
-        "hardware": f"{cfg.get('world_size', '1')}x {cfg.get('device', 'unknown device')}",
-        "python_version": cfg.get("python"), "pytorch_version": cfg.get("torch"), "cuda_version": cfg.get("cuda"),
+        "hardware": f"{env.get('world_size', '1')}x {env.get('device', 'unknown device')}",
+        "python_version": env.get("python"), "pytorch_version": env.get("torch"), "cuda_version": env.get("cuda"),
         "source_sha256": first.source_sha256,
         "compliance": {
             "train_under_600s": all(r.train_time_ms + (r.gptq_calibration_ms or 0) <= TIME_LIMIT_S * 1e3
@@ -684,10 +721,10 @@ def readme_text(sub: dict, runs: list[RunLog], stats: dict) -> str:
         lines += [f"{v['test']}: t = {v['t']:.4f}, df = {v['df']:.2f}, p = {v['p_value']:.3g}.", ""]
     lines += ["## Compliance (checked by `records/records.py check`)", ""]
     lines += [f"- {k}: {'yes' if ok else 'NO'}" for k, ok in sub["compliance"].items()]
-    cfg = {k: v for k, v in runs[0].config.items() if k not in ("seed", "run_id", "git_commit", "device")}
+    cfg = " ".join(f"{k}:{v}" for k, v in runs[0].config.items() if k not in PER_RUN_KEYS)
     lines += [
         "", "## Configuration (resolved, from the first log)", "", "```",
-        textwrap.fill(" ".join(f"{k}:{v}" for k, v in cfg.items()), 116, break_long_words=False), "```", "",
+        textwrap.fill(cfg, 116, break_long_words=False) if cfg else "(the log lists no configuration)", "```", "",
         "## Reproduce", "", f"Seeds {', '.join(str(r.seed) for r in runs)}; every log lists its full configuration.",
         "TODO(author): the exact command line (environment variables and launcher).", "",
         "## What changed", "", "TODO(author): what this submission changes against its starting point.", "",
@@ -721,6 +758,9 @@ def build(logs: list[Path], code_path: Path, meta: dict, slug: str, out_root: Pa
     if any(r.fmt != "toolkit" for r in runs):
         bad = next(r for r in runs if r.fmt != "toolkit")
         raise RecordError(f"{bad.path}: not a log of this toolkit's train_gpt.py (no source block); build needs them")
+    if unnamed := [r.path.name for r in runs if r.seed is None]:
+        raise RecordError(f"{', '.join(unnamed)}: no seed line and no seed in the file name; build names each log "
+                          f"train_seed<N>.log, so use logs of this toolkit's train_gpt.py")
     policies = {r.size_line.get("code_policy", "raw") for r in runs}
     if len(policies) > 1:
         raise RecordError(f"logs use different code policies {sorted(policies)}; re-run with one CODE_POLICY")
@@ -756,7 +796,11 @@ def build(logs: list[Path], code_path: Path, meta: dict, slug: str, out_root: Pa
             old = dest.with_name(f".{dest.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(dest, old)
-            os.replace(tmp, dest)
+            try:
+                os.replace(tmp, dest)
+            except OSError:
+                os.replace(old, dest)  # put the previous folder back
+                raise
             shutil.rmtree(old)
         else:
             os.replace(tmp, dest)
@@ -823,6 +867,8 @@ def _check_submission(folder: Path, runs: list[RunLog]) -> list[Finding]:
         sub = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         return [Finding("error", f"{path}: unreadable ({e})")]
+    if not isinstance(sub, dict):
+        return [Finding("error", f"{path}: holds a {type(sub).__name__}, not a JSON object")]
     out = []
 
     def agree(key: str, claimed, actual, label: str = "") -> None:
@@ -839,17 +885,18 @@ def _check_submission(folder: Path, runs: list[RunLog]) -> list[Finding]:
     results = sub.get("seed_results") or {}
     if isinstance(results, dict) and results:
         for seed, res in results.items():
-            run = by_seed.get(int(seed)) if str(seed).lstrip("-").isdigit() else None
-            if run is None:
-                out.append(Finding("error", f"submission.json seed_results has seed {seed} but no log of that seed"))
+            run = by_seed.get(int(seed)) if re.fullmatch(r"-?\d+", str(seed)) else None
+            if run is None or not isinstance(res, dict):
+                why = "is not an object" if run is not None else "but no log of that seed"
+                out.append(Finding("error", f"submission.json seed_results has seed {seed} {why}"))
                 continue
             agree("val_loss", res.get("val_loss"), run.score.val_loss, f"seed {seed} ")
             agree("val_bpb", res.get("val_bpb"), run.score.val_bpb, f"seed {seed} ")
             agree("artifact_bytes", res.get("artifact_bytes"), run.total_bytes, f"seed {seed} ")
             agree("steps", res.get("steps"), run.steps, f"seed {seed} ")
-    if isinstance(sub.get("seeds"), list) and sorted(sub["seeds"]) != sorted(r.seed for r in runs if r.seed):
-        out.append(Finding("error", f"submission.json seeds {sub['seeds']} but the logs are seeds "
-                                    f"{sorted(r.seed for r in runs if r.seed is not None)}"))
+    seeds = sorted(r.seed for r in runs if r.seed is not None)
+    if isinstance(sub.get("seeds"), list) and sorted(map(str, sub["seeds"])) != sorted(map(str, seeds)):
+        out.append(Finding("error", f"submission.json seeds {sub['seeds']} but the logs are seeds {seeds}"))
     agree("val_loss", sub.get("val_loss"), statistics.fmean(r.score.val_loss for r in runs))
     agree("val_bpb", sub.get("val_bpb"), statistics.fmean(r.score.val_bpb for r in runs))
     if len(runs) > 1:
@@ -876,34 +923,51 @@ def _prev_best_args(p: argparse.ArgumentParser) -> None:
                                                                            "test (H1: ours have lower loss)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def make_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("parse", help="print what each log says, as JSON")
-    p.add_argument("logs", nargs="+", type=Path)
-    p = sub.add_parser("stats", help="mean, std and significance of the per-seed scores")
-    p.add_argument("logs", nargs="+", type=Path)
+    log_help = "a run log (logs/<RUN_ID>.txt, or a public record's train log)"
+    p = sub.add_parser("parse", help="print what each log says, as JSON",
+                       description="Print the facts parsed from each log (score, steps, times, bytes, config) as JSON.")
+    p.add_argument("logs", nargs="+", type=Path, metavar="LOG", help=log_help)
+    p = sub.add_parser("stats", help="mean, std and significance of the per-seed scores",
+                       description="Mean and std of the per-seed scores; with --prev-best-* a one-sided t-test "
+                                   f"against (best - {RECORD_MARGIN_NATS} nats), with --against Welch's test.")
+    p.add_argument("logs", nargs="+", type=Path, metavar="LOG", help=log_help + "; one per seed")
     _prev_best_args(p)
-    p = sub.add_parser("build", help="check the logs and write records/<track>/<date>_<name>/")
-    p.add_argument("logs", nargs="+", type=Path)
-    p.add_argument("--track", required=True, choices=TRACKS)
+    p = sub.add_parser("build", help="check the logs and write records/<track>/<date>_<name>/",
+                       description="Check the logs against the rules and write records/<track>/<date>_<name>/ "
+                                   "atomically; on any violation nothing is written (exit 2).")
+    p.add_argument("logs", nargs="+", type=Path, metavar="LOG", help="logs of this toolkit's train_gpt.py, one per "
+                                                                      "seed (they embed the source that ran)")
+    p.add_argument("--track", required=True, choices=TRACKS, help="the leaderboard track")
     p.add_argument("--name", required=True, help="folder name after the date, e.g. tiny_cpu_smoke")
-    p.add_argument("--code", type=Path, default=Path("train_gpt.py"), help="the train_gpt.py to submit")
-    p.add_argument("--author", required=True)
-    p.add_argument("--github-id", required=True)
+    p.add_argument("--code", type=Path, default=Path("train_gpt.py"),
+                   help="the train_gpt.py to submit; must be byte-identical to the logs' source (default: %(default)s)")
+    p.add_argument("--author", required=True, help="author's name for submission.json")
+    p.add_argument("--github-id", required=True, help="author's GitHub user name")
     p.add_argument("--blurb", default="", help="one sentence for submission.json (words, not numbers)")
     p.add_argument("--summary", default="", help="technique_summary for submission.json")
     p.add_argument("--title", help="human-readable name (default: --name)")
-    p.add_argument("--date", default=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"))
+    p.add_argument("--date", default=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
+                   help="YYYY-MM-DD in the folder name (default: today, UTC)")
     p.add_argument("--out", type=Path, default=RECORDS_ROOT, help="records root (default: this folder)")
     p.add_argument("--force", action="store_true", help="replace an existing folder of the same name")
     p.add_argument("--time-limit", type=float, default=TIME_LIMIT_S, help="seconds for training and for scoring "
                                                                            "(0: not enforced, unlimited compute)")
     _prev_best_args(p)
-    p = sub.add_parser("check", help="re-verify a record folder (ours or the public repository's)")
-    p.add_argument("folders", nargs="+", type=Path)
-    p.add_argument("--time-limit", type=float, default=TIME_LIMIT_S)
-    args = ap.parse_args(argv)
+    p = sub.add_parser("check", help="re-verify a record folder (ours or the public repository's)",
+                       description="Re-check a record folder: its logs against the rules, train_gpt.py against the "
+                                   "logs' source, submission.json against the logs. Exit 0: no violation (warnings "
+                                   "and unchecked items are printed), 1: a violation, 2: bad input.")
+    p.add_argument("folders", nargs="+", type=Path, metavar="FOLDER", help="records/<track>/<date>_<name>")
+    p.add_argument("--time-limit", type=float, default=TIME_LIMIT_S,
+                   help="seconds for training and for scoring (0: not enforced; default: %(default)g)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
     try:
         if args.cmd == "parse":
             print(json.dumps([summary(parse_log(p)) for p in args.logs], indent=2))

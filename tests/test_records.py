@@ -35,7 +35,8 @@ def render_log(seed: int = 1337, val_loss: float = 2.07269931, source: bytes = S
              f"run_id:run_{seed}", "python:3.11.7 torch:2.13.0 cuda:none", "device:cpu (2 threads)",
              "world_size:1 grad_accum_steps:8", "git_commit:unknown", "preset:tiny", f"seed:{seed}",
              "train_seq_len:1024", "max_wallclock_seconds:600.0", "vocab_size:1024", f"code_policy:{policy}",
-             "model_params:181725"]
+             "device:auto", "model_params:181725", "warmup_step:1/2",
+             "quant_role:attn tensors:16 params:49152 bits:6 k:13.0 method:gptq rel_mse:2.151e-02"]
     for s in range(0, steps, steps // 4):
         lines.append(f"step:{s}/20000 train_loss:{val_loss + 1:.4f} train_time:{train_ms * s // steps}ms "
                      f"step_avg:{train_ms / max(s, 1):.2f}ms tok_s:4096")
@@ -160,7 +161,29 @@ def test_parse_toolkit_log(tmp_path):
     assert run.eval_time_ms == 381_400 and run.gptq_calibration_ms == 1_500
     assert (run.code_bytes, run.model_bytes, run.total_bytes) == (len(SOURCE), 15_000_000, 15_000_000 + len(SOURCE))
     assert run.tokens_per_byte == SP1024_TOKENS / SP1024_BYTES
-    assert run.config["preset"] == "tiny" and run.config["device"] == "cpu (2 threads)"
+    assert run.header == {"run_id": "run_7", "python": "3.11.7", "torch": "2.13.0", "cuda": "none",
+                          "device": "cpu (2 threads)", "world_size": "1", "grad_accum_steps": "8",
+                          "git_commit": "unknown"}
+    assert run.config == {"preset": "tiny", "seed": "7", "train_seq_len": "1024", "max_wallclock_seconds": "600.0",
+                          "vocab_size": "1024", "code_policy": "raw", "device": "auto"}
+    assert run.facts["model_params"] == "181725" and run.facts["warmup_step"] == "1/2"
+    assert run.facts["code_bytes_raw"] == str(len(SOURCE)) and run.facts["quant_role"] == "attn"
+
+
+def test_config_block_stops_at_model_params(tmp_path):
+    """The README's configuration is the hyperparameter block only, never the lines the run logs after it."""
+    dest, _ = build(tmp_path)
+    readme = (dest / "README.md").read_text()
+    block = readme.split("## Configuration (resolved, from the first log)\n\n```\n")[1].split("\n```")[0]
+    assert block.split() == ["preset:tiny", "train_seq_len:1024", "max_wallclock_seconds:600.0", "vocab_size:1024",
+                             "code_policy:raw", "device:auto"]
+    log = render_log(seed=4).replace("preset:tiny\n", "data_path:/data/with space\npreset:tiny\n")
+    (tmp_path / "space.txt").write_text(log)
+    assert R.parse_log(tmp_path / "space.txt").config["data_path"] == "/data/with space"  # value kept verbatim
+    (tmp_path / "nocfg.txt").write_text(re.sub(r"git_commit:unknown\n.*?(?=model_params)", "git_commit:x\n",
+                                               render_log(seed=5), flags=re.S))
+    run = R.parse_log(tmp_path / "nocfg.txt")
+    assert run.config == {} and run.header["git_commit"] == "x" and run.seed is None
 
 
 def test_parse_time_fallbacks(tmp_path):
@@ -187,6 +210,14 @@ def test_truncated_and_broken_logs(tmp_path):
         assert "\n" not in str(e.value) and p.name in str(e.value)
     with pytest.raises(R.RecordError, match="cannot read"):
         R.parse_log(tmp_path / "missing.txt")
+    for bad, msg in [("gptq_calibration_time:1500ms", "gptq_calibration_time:soon"),
+                     ("val_targets:130048 val_bytes:312934", "val_targets:130048"),
+                     ("train_steps:4000 train_time_total:598000ms", "train_steps:4000 train_time_total:12parsecs")]:
+        p = tmp_path / "malformed.txt"
+        p.write_text(good.replace(bad, msg))
+        with pytest.raises(R.RecordError, match="malformed line") as e:
+            R.parse_log(p)
+        assert "\n" not in str(e.value) and msg in str(e.value)
 
 
 PUBLIC_OLD = """model_params:17059912
@@ -222,10 +253,19 @@ def test_parse_public_formats(tmp_path):
     (tmp_path / "train_seed42.log").write_text(PUBLIC_NEW.replace("seed: 42\n", ""))
     old, new = R.parse_log(tmp_path / "a.log"), R.parse_log(tmp_path / "train_seed42.log")
     assert old.fmt == "public" and old.seed == 1337 and old.score.val_bpb == 1.2243657
+    assert old.config == {"world_size": "8", "grad_accum_steps": "1", "seed": "1337"} and not old.header
+    assert old.facts == {"model_params": "17059912"}
     assert (old.code_bytes, old.model_bytes, old.total_bytes) == (47642, 15815847, 15863489)
     assert old.train_time_ms == 599_038 and old.eval_time_ms == 1401 and old.steps == 13718
     assert new.seed == 42 and new.score.name == "quantized_ttt" and new.score.val_loss == 2.79180191
     assert new.total_bytes == 15_991_930 and new.train_time_ms == 588_029 and new.eval_time_ms == 453_800
+    prefix = ("Running Python 3.12.3\n| 0  NVIDIA H100 80GB HBM3  On | 00000000:18:00.0 Off |  0 |\n"
+              "Hyperparameters:\n  adam_eps: 1e-08\n  seed: 42\nmodel_params:35944536\nwarmup_step: 1/20\n"
+              "train_shards: 80\n")
+    (tmp_path / "c.log").write_text(prefix + PUBLIC_NEW.replace("seed: 42\n", ""))
+    newest = R.parse_log(tmp_path / "c.log")  # public fallback: key:value lines before the warm-up, model_params aside
+    assert newest.config == {"adam_eps": "1e-08", "seed": "42"} and newest.seed == 42
+    assert newest.facts == {"model_params": "35944536", "warmup_step": "1/20", "train_shards": "80"}
 
 
 # ------------------------------------------------------------------------------------------------ checks and stats
@@ -338,6 +378,18 @@ def test_build_refuses_violations_and_writes_nothing(tmp_path):
     assert [p.name for p in (tmp_path / "records" / "track_non_record_16mb").iterdir()] == ["2026-05-01_tiny_smoke"]
 
 
+def test_build_needs_a_seed_and_keeps_seed_zero(tmp_path):
+    logs = write_logs(tmp_path, [dict(seed=0), dict(seed=2)])
+    logs[1].write_text(logs[1].read_text().replace("seed:2\n", ""))
+    code = tmp_path / "train_gpt.py"
+    code.write_bytes(SOURCE)
+    with pytest.raises(R.RecordError, match="run1.txt: no seed line"):
+        R.build(logs, code, META, "x", out_root=tmp_path / "records")
+    dest, _ = build(tmp_path, [dict(seed=0), dict(seed=2)])
+    assert json.loads((dest / "submission.json").read_text())["seeds"] == [0, 2]
+    assert _errors(R.check_folder(dest)) == []
+
+
 def test_check_catches_tampering(tmp_path):
     dest, _ = build(tmp_path)
     sub_path, code_path, log_path = dest / "submission.json", dest / "train_gpt.py", dest / "train_seed2.log"
@@ -415,6 +467,35 @@ def test_help_runs_as_a_script():
     out = subprocess.run([sys.executable, str(ROOT / "records" / "records.py"), "build", "--help"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "--prev-best-bpb" in out.stdout
+
+
+def test_every_argument_has_help(capsys):
+    subparsers = next(a for a in R.make_parser()._actions if isinstance(a, R.argparse._SubParsersAction))
+    assert sorted(subparsers.choices) == ["build", "check", "parse", "stats"]
+    for name, parser in subparsers.choices.items():
+        assert parser.description, name
+        assert [a.dest for a in parser._actions if not a.help] == [], name
+        with pytest.raises(SystemExit) as e:
+            R.main([name, "--help"])
+        assert e.value.code == 0 and parser.description.split()[0] in capsys.readouterr().out
+
+
+COMMITTED = sorted(ROOT.glob("records/track_*/*/"))
+
+
+@pytest.mark.skipif(not COMMITTED, reason="no record folder committed under records/track_*/")
+@pytest.mark.parametrize("folder", COMMITTED, ids=[f"{f.parent.name}/{f.name}" for f in COMMITTED])
+def test_committed_record_folders_pass_check(folder):
+    """Regression guard: every record folder in the repository passes `check` (warnings allowed)."""
+    findings = R.check_folder(folder)
+    assert _errors(findings) == [] and any(f.level == "ok" for f in findings)
+    assert R.main(["check", str(folder)]) == 0
+    for log in R.find_logs(folder):  # their configuration is the hyperparameter block and nothing after it
+        run = R.parse_log(log)
+        if run.fmt == "toolkit":
+            after = {"model_params", "warmup_step", "quant_role", "tensors", "code_bytes_raw", "code_bytes_packed"}
+            assert run.config and not run.config.keys() & after and run.config["seed"] == str(run.seed)
+            assert "git_commit" in run.header and "model_params" in run.facts
 
 
 @pytest.mark.slow
