@@ -40,7 +40,6 @@ TRACKS = ("track_10min_16mb", "track_non_record_16mb")
 RECORDS_ROOT = Path(__file__).resolve().parent
 PACKED_NAME = "train_gpt_packed.py"
 STDLIB = set(sys.stdlib_module_names)
-PIP_NAMES = {"sentencepiece": "sentencepiece", "zstandard": "zstandard", "brotli": "brotli", "numpy": "numpy"}
 
 SOURCE_HEADER = re.compile(rb"^==== train_gpt\.py source sha256:([0-9a-f]{64}) bytes:(\d+) ====\n", re.M)
 SOURCE_END = b"==== end of source ===="
@@ -387,6 +386,7 @@ def summary(run: RunLog) -> dict:
         "model_bytes": run.model_bytes, "total_bytes": run.total_bytes,
         "code_policy": run.size_line.get("code_policy"), "tokens_per_byte": run.tokens_per_byte,
         "gptq_calibration_ms": run.gptq_calibration_ms, "scores": [vars(x) for x in run.scores],
+        "header": run.header, "config": run.config,
     }
 
 
@@ -687,7 +687,7 @@ def requirements_for(source: bytes) -> list[str]:
             names.update(a.name.split(".")[0] for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module.split(".")[0])
-    return sorted(PIP_NAMES.get(n, n) for n in names - STDLIB - {"torch", "__future__"})
+    return sorted(names - STDLIB - {"torch", "__future__"})  # every module the toolkit imports has its pip name
 
 
 def readme_text(sub: dict, runs: list[RunLog], stats: dict) -> str:
@@ -904,6 +904,14 @@ def _check_submission(folder: Path, runs: list[RunLog]) -> list[Finding]:
         agree("val_loss_std", sub.get("val_loss_std"), statistics.stdev(r.score.val_loss for r in runs))
     totals = [r.total_bytes for r in runs if r.total_bytes is not None]
     agree("bytes_total", sub.get("bytes_total"), max(totals) if len(totals) == len(runs) else None)
+    shas = {r.source_sha256 for r in runs if r.source_sha256}
+    if sub.get("source_sha256") is not None and len(shas) == 1 and sub["source_sha256"] != next(iter(shas)):
+        out.append(Finding("error", f"submission.json source_sha256 {str(sub['source_sha256'])[:12]} but the logs ran "
+                                    f"{next(iter(shas))[:12]}"))
+    policies = {r.size_line["code_policy"] for r in runs if "code_policy" in r.size_line}
+    if sub.get("code_policy") is not None and len(policies) == 1 and sub["code_policy"] not in policies:
+        out.append(Finding("error", f"submission.json code_policy {sub['code_policy']!r} but the logs counted "
+                                    f"{policies.pop()!r} code bytes"))
     if sub.get("code_policy") != "packed":
         codes = {r.code_bytes for r in runs if r.code_bytes is not None}
         agree("bytes_code", sub.get("bytes_code"), codes.pop() if len(codes) == 1 else None)

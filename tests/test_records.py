@@ -400,6 +400,9 @@ def test_check_catches_tampering(tmp_path):
     sub_path.write_text(json.dumps(sub))
     errs = _errors(R.check_folder(dest))
     assert any("val_bpb" in e for e in errs) and any("seed 1 artifact_bytes" in e for e in errs)
+    sub_path.write_text(json.dumps({**json.loads(original[0]), "source_sha256": "0" * 64, "code_policy": "packed"}))
+    errs = _errors(R.check_folder(dest))
+    assert any("source_sha256 000000000000" in e for e in errs) and any("code_policy 'packed'" in e for e in errs)
     sub_path.write_text(original[0])
     code_path.write_bytes(original[1] + b"# edit\n")
     assert any("differs from the code" in e for e in _errors(R.check_folder(dest)))
@@ -450,7 +453,8 @@ def test_cli_exit_codes_and_one_line_errors(tmp_path, capsys):
     assert R.main(["stats", *map(str, logs), "--prev-best-loss", "1.2460"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--prev-best-bpb" in err
-    assert R.main(["parse", str(logs[0])]) == 0 and json.loads(capsys.readouterr().out)[0]["seed"] == 1
+    parsed = (R.main(["parse", str(logs[0])]), json.loads(capsys.readouterr().out)[0])
+    assert parsed[0] == 0 and parsed[1]["seed"] == 1 and parsed[1]["config"]["preset"] == "tiny"
     code = tmp_path / "train_gpt.py"
     code.write_bytes(SOURCE)
     args = ["build", *map(str, logs), "--track", "track_non_record_16mb", "--name", "cli", "--code", str(code),
