@@ -1,12 +1,21 @@
-"""Quantisation benchmark: bpb tax (quantised minus float) and artifact bytes of four exports of one model.
+"""Quantisation benchmark: bpb tax (quantised minus float) and artifact bytes of the exports of one model.
 
-    python benchmarks/bench_quant.py --checkpoint logs/RUN.ckpt.pt --data-path data/sample
+    python benchmarks/bench_quant.py --checkpoint artifacts/RUN.ckpt.pt --data-path DATA --sliding
     python benchmarks/bench_quant.py --train-steps 150 --data-path data/sample   # trains a tiny model first
+    python benchmarks/bench_quant.py --fullsize-codecs --checkpoint artifacts/RUN.ckpt.pt
 
 Exports: int8 percentile round-to-nearest + zlib-9 (the baseline's export, in our container), int6 SDClip RTN +
 zstd-22, int6 SDClip GPTQ + zstd-22, and GPTQ + LQER. Every variant is written, read back, loaded strictly and
-scored with eval_flat on the official val prefix (../shared/data). Also: bytes per parameter, GPTQ calibration and
-solve time, the codecs side by side and the byte-shuffle on/off, all measured here in one process.
+scored on the official val prefix (../shared/data), flat and with --sliding also sliding-window. Each tax comes
+with a standard error over val windows (per-window sums of the per-token loss difference), and the GPTQ-RTN
+difference with its own paired error. Then an equal-bytes comparison: the attn/mlp clip k is swept for RTN and
+GPTQ alike, and GPTQ's tax is set against RTN's tax interpolated at GPTQ's bytes. Then the codecs and the
+byte-shuffle, re-encoding the GPTQ artifact's entries.
+
+--fullsize-codecs instead answers the codec question at full size: the default model (Hyperparameters.from_env({}))
+gets synthetic matrices (row stds and within-row standardised values resampled from the --checkpoint model's
+matrices of the same role, and plain Gaussian rows with log-normal row std), is quantised with SDClip RTN at the
+default bits and k, and the same entries are encoded with zstd-22, lzma-9 and zlib-9 (bytes, encode and decode s).
 """
 
 from __future__ import annotations
@@ -27,7 +36,16 @@ sys.path.insert(0, str(ROOT))
 import train_gpt as tg  # noqa: E402 (after the path setup above)
 
 SHARED = ROOT.parent / "shared" / "data"
+VAL_PATH = SHARED / "fineweb_val_prefix" / "fineweb_val_000000.bin"
+TOK_PATH = SHARED / "tokenizers" / "fineweb_1024_bpe.model"
 BASELINE_PERCENTILE = 0.9999984  # the baseline's per-row clip quantile for int8
+CODECS = (("zstd", 22), ("lzma", 9), ("zlib", 9))
+GAUSS_ROW_STD_SIGMA = 0.3  # log-normal spread of row stds in the Gaussian full-size variant
+MATRIX_ROLES = ("attn", "mlp", "embed", "head")
+
+
+class UsageError(ValueError):
+    """Bad input: printed as one line, exit status 2."""
 
 
 def log(msg: str) -> None:
@@ -69,84 +87,137 @@ def percentile_int8_entries(state: dict, roles: dict, h: tg.Hyperparameters) -> 
     return entries
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", help="float checkpoint from train_gpt.py (else a quick tiny training runs)")
-    p.add_argument("--data-path", default=str(ROOT / "data" / "sample"), help="folder with fineweb_train_*.bin")
-    p.add_argument("--train-steps", type=int, default=150)
-    p.add_argument("--val-tokens", type=int, default=32_768, help="val prefix tokens scored per variant")
-    p.add_argument("--passthrough-max-numel", type=int, default=0,
-                   help="tensors up to this size stay float (0: quantise every matrix, needed at tiny sizes)")
-    p.add_argument("--seed", type=int, default=1337)
-    a = p.parse_args()
-    val_path = SHARED / "fineweb_val_prefix" / "fineweb_val_000000.bin"
-    tok_path = SHARED / "tokenizers" / "fineweb_1024_bpe.model"
-    if not val_path.is_file() or not tok_path.is_file():
-        sys.exit(f"bench_quant.py: shared data not found under {SHARED}")
+def load_checkpoint_model(path: str) -> tuple[torch.nn.Module, dict, tg.Hyperparameters]:
+    if not Path(path).is_file():
+        raise UsageError(f"--checkpoint {path}: no such file (train_gpt.py writes artifacts/RUN_ID.ckpt.pt)")
+    try:
+        config, state, recorded = tg.load_checkpoint(path)
+    except (tg.ArtifactError, ValueError, RuntimeError) as e:
+        raise UsageError(f"--checkpoint {path}: {e}") from None
+    names = {f.name for f in dataclasses.fields(tg.Hyperparameters)}
+    h = tg.Hyperparameters(**{k: v for k, v in recorded.items() if k in names})
+    model = tg.build_model(config)
+    model.load_state_dict(state, strict=True)
+    return model.eval(), config, h
+
+
+def window_se(diff: np.ndarray, window: int, nbytes: int) -> float:
+    """Standard error (bpb) of a summed per-token loss difference, from its per-window sums (windows independent)."""
+    sums = diff[1:].reshape(-1, window).sum(axis=1)
+    return float(math.sqrt(len(sums)) * sums.std(ddof=1) / (math.log(2) * nbytes))
+
+
+def interpolate(x: float, xs: list[float], ys: list[float]) -> float | None:
+    """Piecewise-linear y(x) through the points (xs, ys); None outside their range."""
+    pts = sorted(zip(xs, ys))
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= x <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return None
+
+
+def bench_exports(a: argparse.Namespace) -> None:
+    if not VAL_PATH.is_file() or not TOK_PATH.is_file():
+        raise UsageError(f"shared data not found under {SHARED} (val prefix and fineweb_1024_bpe.model)")
+    if not list(Path(a.data_path).glob("fineweb_train_*.bin")):
+        raise UsageError(f"--data-path {a.data_path}: no fineweb_train_*.bin (GPTQ calibration reads training shards)")
     d = tg.Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     if a.checkpoint:
-        config, state, recorded = tg.load_checkpoint(a.checkpoint)
-        h = tg.Hyperparameters(**{k: v for k, v in recorded.items() if k in {f.name for f in dataclasses.fields(
-            tg.Hyperparameters)}})
-        model = tg.build_model(config)
-        model.load_state_dict(state, strict=True)
-        model.eval()
+        model, config, h = load_checkpoint_model(a.checkpoint)
     else:
         h = tg.Hyperparameters.from_env({"PRESET": "tiny", "RUN_ID": "bench", "TRAIN_BATCH_TOKENS": "2048"})
         model = quick_train(dataclasses.replace(h, data_path=a.data_path), a.train_steps, a.seed)
         config = h.model_config()
-    h = dataclasses.replace(h, data_path=a.data_path, passthrough_max_numel=a.passthrough_max_numel, seed=a.seed)
+    h = dataclasses.replace(h, data_path=a.data_path, passthrough_max_numel=a.passthrough_max_numel, seed=a.seed,
+                            gptq_calib_batches=a.calib_batches or h.gptq_calib_batches)
     model = model.to(d.device)
     state, roles = model.state_dict(), tg.param_roles(model)
-    tables = tg.build_byte_tables(spm.SentencePieceProcessor(model_file=str(tok_path)), h.vocab_size)
-    val = np.asarray(tg.load_shard(val_path)[: a.val_tokens + 1])
-    val = tg.prepare_val_tokens(val, h.effective_eval_seq_len, False)
-    model.set_loops(h.eval_loops or h.num_loops)
-    float_res = tg.eval_flat(model, val, tables, h, d)
+    tables = tg.build_byte_tables(spm.SentencePieceProcessor(model_file=str(TOK_PATH)), h.vocab_size)
+    window = h.effective_eval_seq_len
+    val = tg.prepare_val_tokens(np.asarray(tg.load_shard(VAL_PATH)[: a.val_tokens + 1]), window, False)
+    evals = {"flat": tg.eval_flat} | ({"sliding": tg.eval_sliding} if a.sliding else {})
+    loops = h.eval_loops or h.num_loops
+
+    def evaluate(net: torch.nn.Module, kinds: tuple[str, ...]) -> dict[str, tg.EvalResult]:
+        net.to(d.device).eval().set_loops(loops)
+        return {kind: evals[kind](net, val, tables, h, d, keep_losses=True) for kind in kinds}
+
+    t0 = time.perf_counter()
+    ref = evaluate(model, tuple(evals))
     nparams = sum(t.numel() for t in state.values())
-    log(f"model: {nparams} params, float val_bpb {float_res.val_bpb:.5f} on {len(val) - 1} val tokens")
+    nq = sum(t.numel() for n, t in state.items() if roles.get(n) in MATRIX_ROLES and t.ndim == 2
+             and t.numel() > h.passthrough_max_numel)
+    log(f"model: {nparams:,} params ({nq:,} in quantised matrices), float val_bpb flat {ref['flat'].val_bpb:.5f}"
+        + (f", sliding {ref['sliding'].val_bpb:.5f}" if a.sliding else "")
+        + f" on {len(val) - 1:,} val tokens ({time.perf_counter() - t0:.1f}s)")
 
     t0 = time.perf_counter()
     hessians = tg.collect_hessians(model, tg.calibration_batches(h, d), roles, d)
     calib_s = time.perf_counter() - t0
     log(f"gptq calibration: {h.gptq_calib_batches} batches in {calib_s:.2f}s")
 
-    def score(name: str, blob: bytes, seconds: float) -> dict:
+    def score(name: str, blob: bytes, seconds: float, kinds: tuple[str, ...]) -> dict:
         qmodel, _ = tg.load_artifact_model(blob, config)
-        qmodel.to(d.device).eval().set_loops(h.eval_loops or h.num_loops)
-        res = tg.eval_flat(qmodel, val, tables, h, d)
-        row = {"name": name, "bytes": len(blob), "bpp": len(blob) / nparams, "bpb": res.val_bpb,
-               "tax": res.val_bpb - float_res.val_bpb, "seconds": seconds}
-        log(f"{name}: {len(blob)} bytes, val_bpb {res.val_bpb:.5f}, tax {row['tax']:+.5f}")
+        res = evaluate(qmodel, kinds)
+        row = {"name": name, "bytes": len(blob), "bpp": len(blob) / nparams, "seconds": seconds, "losses": {}}
+        for kind, r in res.items():
+            diff = r.target_losses - ref[kind].target_losses
+            row[kind] = (r.val_bpb, r.val_bpb - ref[kind].val_bpb, window_se(diff, window, r.bytes))
+            row["losses"][kind] = r.target_losses
+        log(f"{name}: {len(blob):,} bytes, " + ", ".join(f"{kind} val_bpb {row[kind][0]:.5f} tax {row[kind][1]:+.5f}"
+                                                          f" ± {row[kind][2]:.5f}" for kind in kinds))
         return row
 
-    rows = []
-    t0 = time.perf_counter()
-    blob = tg.encode_artifact(config, percentile_int8_entries(state, roles, h), "zlib", 9)
-    rows.append(score("int8 percentile RTN + zlib-9 (baseline)", blob, time.perf_counter() - t0))
-    variants = [("int6 SDClip RTN + zstd-22", dict(gptq=0)), ("int6 SDClip GPTQ + zstd-22", dict(gptq=1)),
-                ("int6 SDClip GPTQ + LQER r4 top4 + zstd-22", dict(gptq=1, lqer_rank=4, lqer_top=4))]
-    gptq_blob = b""
-    for name, kw in variants:
+    def build(kinds: tuple[str, ...], name: str, **kw) -> tuple[dict, bytes]:
         hh = dataclasses.replace(h, quant_matrix_bits=6, compressor="zstd", compress_level=22, **kw)
         t0 = time.perf_counter()
         blob, report = tg.build_artifact(state, roles, config, hh, hessians)
-        rows.append(score(name, blob, report["gptq_seconds"] if kw["gptq"] else time.perf_counter() - t0))
-        if kw == dict(gptq=1):
-            gptq_blob = blob
+        return score(name, blob, report["gptq_seconds"] if hh.gptq else time.perf_counter() - t0, kinds), blob
 
-    log("\n| export | bytes | bytes/param | val_bpb | tax (bpb) | GPTQ solve s |")
-    log("|---|---:|---:|---:|---:|---:|")
+    kinds = tuple(evals)
+    t0 = time.perf_counter()
+    blob = tg.encode_artifact(config, percentile_int8_entries(state, roles, h), "zlib", 9)
+    rows = [score("int8 percentile RTN + zlib-9 (baseline)", blob, time.perf_counter() - t0, kinds)]
+    rtn, _ = build(kinds, "int6 SDClip RTN + zstd-22", gptq=0)
+    gptq, gptq_blob = build(kinds, "int6 SDClip GPTQ + zstd-22", gptq=1)
+    lqer, _ = build(kinds, f"int6 SDClip GPTQ + LQER r{a.lqer_rank} top{a.lqer_top} + zstd-22", gptq=1,
+                    lqer_rank=a.lqer_rank, lqer_top=a.lqer_top)
+    rows += [rtn, gptq, lqer]
+
+    log("\n| export | bytes | bytes/param | " + " | ".join(f"{k} val_bpb | {k} tax ± se" for k in kinds)
+        + " | GPTQ solve s |")
+    log("|---|---:|---:|" + "---:|---:|" * len(kinds) + "---:|")
     for r in rows:
-        log(f"| {r['name']} | {r['bytes']:,} | {r['bpp']:.4f} | {r['bpb']:.5f} | {r['tax']:+.5f} | "
+        cells = " | ".join(f"{r[k][0]:.5f} | {r[k][1]:+.5f} ± {r[k][2]:.5f}" for k in kinds)
+        log(f"| {r['name']} | {r['bytes']:,} | {r['bpp']:.4f} | {cells} | "
             + (f"{r['seconds']:.2f} |" if "GPTQ" in r["name"] else "- |"))
-    log(f"float val_bpb {float_res.val_bpb:.5f}; GPTQ calibration {calib_s:.2f}s")
+    log("float val_bpb " + ", ".join(f"{k} {ref[k].val_bpb:.5f}" for k in kinds)
+        + f"; GPTQ calibration {calib_s:.2f}s ({h.gptq_calib_batches} batches)")
+    for k in kinds:
+        diff = gptq["losses"][k] - rtn["losses"][k]
+        log(f"{k}: GPTQ minus RTN {gptq[k][1] - rtn[k][1]:+.5f} ± {window_se(diff, window, ref[k].bytes):.5f} bpb "
+            f"(paired); GPTQ tax / RTN tax = {gptq[k][1] / rtn[k][1]:.3f}" if rtn[k][1] else "")
 
-    # codecs and the byte-shuffle on the GPTQ artifact's entries
+    if a.sweep_k:
+        sweep = {"rtn": [], "gptq": []}
+        for k in a.sweep_k:
+            for method in sweep:
+                row, _ = build(("flat",), f"{method} k={k:g}", gptq=int(method == "gptq"), clip_k_attn=k,
+                               clip_k_mlp=k)
+                sweep[method].append((k, row["bytes"], row["flat"][1], row["flat"][2]))
+        rb, rt = [r[1] for r in sweep["rtn"]], [r[2] for r in sweep["rtn"]]
+        log("\nEqual bytes: attn/mlp clip k swept (embedding fixed), flat tax; RTN's tax interpolated at GPTQ's bytes")
+        log("| k | RTN bytes | RTN tax ± se | GPTQ bytes | GPTQ tax ± se | RTN tax at GPTQ bytes | GPTQ / RTN |")
+        log("|---:|---:|---:|---:|---:|---:|---:|")
+        for (k, b_r, t_r, s_r), (_, b_g, t_g, s_g) in zip(sweep["rtn"], sweep["gptq"]):
+            at = interpolate(b_g, rb, rt)
+            log(f"| {k:g} | {b_r:,} | {t_r:+.5f} ± {s_r:.5f} | {b_g:,} | {t_g:+.5f} ± {s_g:.5f} | "
+                + (f"{at:+.5f} | {t_g / at:.3f} |" if at else "out of range | - |"))
+
     cfg, entries = tg.decode_artifact(gptq_blob)
     log("\n| codec / layout | bytes | encode s |")
     log("|---|---:|---:|")
-    for codec, level in (("zstd", 22), ("lzma", 9), ("zlib", 9)):
+    for codec, level in CODECS:
         for shuffle in (True, False):
             saved = dict(tg.STREAM_WIDTHS)
             if not shuffle:
@@ -160,5 +231,122 @@ def main() -> None:
         f"{math.ceil(time.process_time())}s CPU")
 
 
+def role_samples(state: dict, roles: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+    """Per role of a trained model: (standardised values w/row_std, row std / the matrix's median row std,
+    median row std) pooled over its 2-D matrices."""
+    pools: dict[str, list] = {}
+    for name, t in state.items():
+        role = roles.get(name)
+        if role not in MATRIX_ROLES or t.ndim != 2:
+            continue
+        w = t.float()
+        std = w.std(dim=1, correction=0)
+        live = std > 0
+        z, std = (w[live] / std[live, None]).reshape(-1), std[live]
+        p = pools.setdefault(role, [[], [], []])
+        p[0].append(z)
+        p[1].append(std / std.median())
+        p[2].append(float(std.median()))
+    return {r: (torch.cat(p[0]), torch.cat(p[1]), float(np.median(p[2]))) for r, p in pools.items()}
+
+
+def synthetic_state(state: dict, roles: dict, samples: dict | None, gen: torch.Generator) -> dict:
+    """The default model's state with every quantised-role matrix replaced: resampled from `samples` (role-wise,
+    i.i.d.), or Gaussian rows with log-normal row std when `samples` is None."""
+    out = {}
+    for name, t in state.items():
+        role = roles.get(name)
+        if role not in MATRIX_ROLES or t.ndim != 2:
+            out[name] = t
+            continue
+        rows, cols = t.shape
+        if samples is None:
+            row_std = 0.02 * torch.exp(GAUSS_ROW_STD_SIGMA * torch.randn(rows, generator=gen))
+            out[name] = torch.randn(rows, cols, generator=gen) * row_std[:, None]
+            continue
+        z, rel, med = samples[role if role in samples else "embed" if role == "head" else "mlp"]
+        zi = torch.randint(len(z), (rows * cols,), generator=gen)
+        ri = torch.randint(len(rel), (rows,), generator=gen)
+        out[name] = z[zi].view(rows, cols) * (med * rel[ri])[:, None]
+    return out
+
+
+def order0_bits(entries: list[dict]) -> float:
+    """Order-0 entropy (bytes) of the integer codes, per tensor: the floor for a coder of independent symbols."""
+    total = 0.0
+    for e in entries:
+        if e["meta"]["store"] == "q":
+            counts = np.bincount(e["q"].numpy().astype(np.int16).reshape(-1) + 128, minlength=256)
+            p = counts[counts > 0] / counts.sum()
+            total += -(p * np.log2(p)).sum() * counts.sum() / 8
+    return total
+
+
+def bench_fullsize_codecs(a: argparse.Namespace) -> None:
+    h = dataclasses.replace(tg.Hyperparameters.from_env({"RUN_ID": "bench"}), gptq=0, lqer_rank=0)
+    torch.manual_seed(a.seed)
+    model = tg.build_model(h.model_config())
+    state, roles = model.state_dict(), tg.param_roles(model)
+    nparams = sum(t.numel() for t in state.values())
+    variants: list[tuple[str, dict | None]] = [("gaussian rows, log-normal row std", None)]
+    if a.checkpoint:
+        small, _, _ = load_checkpoint_model(a.checkpoint)
+        samples = role_samples(small.state_dict(), tg.param_roles(small))
+        for role, (z, rel, _) in samples.items():
+            tail = float((z.abs() > 4).float().mean())
+            log(f"{role}: {len(z):,} values, kurtosis {float((z**4).mean()):.2f} (Gaussian 3), |z|>4 {tail:.2e}, "
+                f"row std / median p10-p90 {float(rel.quantile(0.1)):.2f}-{float(rel.quantile(0.9)):.2f}")
+        variants.insert(0, (f"resampled from {Path(a.checkpoint).name}", samples))
+    log(f"default model: {nparams:,} params; int{h.quant_matrix_bits} attn k={h.clip_k_attn} mlp "
+        f"k={h.clip_k_mlp}, int{h.quant_embed_bits} embed k={h.clip_k_embed}, SDClip RTN, torch threads "
+        f"{torch.get_num_threads()}")
+    log("\n| weights | codec | bytes | bytes/param | encode s | decode s |")
+    log("|---|---|---:|---:|---:|---:|")
+    for label, samples in variants:
+        gen = torch.Generator().manual_seed(a.seed)
+        entries, _ = tg.quantize_state_dict(synthetic_state(state, roles, samples, gen), roles, h)
+        floor = order0_bits(entries)
+        for codec, level in CODECS:
+            t0 = time.perf_counter()
+            blob = tg.encode_artifact(h.model_config(), entries, codec, level)
+            enc = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            tg.decode_artifact(blob)
+            dec = time.perf_counter() - t0
+            log(f"| {label} | {codec}-{level} | {len(blob):,} | {len(blob) / nparams:.4f} | {enc:.1f} | {dec:.1f} |")
+        log(f"| {label} | order-0 entropy of the int codes alone | {floor:,.0f} | {floor / nparams:.4f} | - | - |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", help="float checkpoint from train_gpt.py (else a quick tiny training runs)")
+    p.add_argument("--data-path", default=str(ROOT / "data" / "sample"), help="folder with fineweb_train_*.bin")
+    p.add_argument("--train-steps", type=int, default=150)
+    p.add_argument("--val-tokens", type=int, default=131_072, help="val prefix tokens scored per variant")
+    p.add_argument("--passthrough-max-numel", type=int, default=0,
+                   help="tensors up to this size stay float (0: quantise every matrix, needed at tiny sizes)")
+    p.add_argument("--calib-batches", type=int, default=0, help="GPTQ calibration batches (0: the run's setting)")
+    p.add_argument("--sliding", action="store_true", help="also score every variant with the sliding window")
+    p.add_argument("--sweep-k", type=lambda s: [float(v) for v in s.split(",") if v], default=[],
+                   help="comma-separated attn/mlp clip k values for the equal-bytes RTN vs GPTQ comparison")
+    p.add_argument("--lqer-rank", type=int, default=4)
+    p.add_argument("--lqer-top", type=int, default=4)
+    p.add_argument("--fullsize-codecs", action="store_true",
+                   help="only the full-size codec comparison (weights resampled from --checkpoint, and Gaussian)")
+    p.add_argument("--seed", type=int, default=1337)
+    a = p.parse_args(argv)
+    try:
+        if a.val_tokens < 1 or a.calib_batches < 0 or a.lqer_rank < 0 or a.lqer_top < 0:
+            raise UsageError("--val-tokens must be positive; --calib-batches, --lqer-rank, --lqer-top >= 0")
+        if any(k <= 0 for k in a.sweep_k):
+            raise UsageError(f"--sweep-k {a.sweep_k}: every k must be positive")
+        bench_fullsize_codecs(a) if a.fullsize_codecs else bench_exports(a)
+    except UsageError as e:
+        print(f"bench_quant.py: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
