@@ -59,15 +59,15 @@ PRESETS: dict[str, dict[str, object]] = {
                      train_seq_len=1024, train_batch_tokens=524_288, muon_polar_express=0, muon_eq_r=0,
                      muon_wd=0.0, muon_momentum=0.95, muon_momentum_warmup_start=0.85,
                      muon_momentum_warmup_steps=500, matrix_lr=0.04, tied_embed_lr=0.05, scalar_lr=0.04,
-                     grad_clip_norm=0.0, ema_decay=0.0, warmdown_frac=0.0, warmdown_iters=1200, min_lr=0.0, quant_matrix_bits=8,
-                     quant_embed_bits=8, gptq=0, compressor="zlib"),
+                     grad_clip_norm=0.0, ema_decay=0.0, warmdown_frac=0.0, warmdown_iters=1200, min_lr=0.0,
+                     quant_matrix_bits=8, quant_embed_bits=8, gptq=0, compressor="zlib"),
     # A CPU-sized model for smoke runs, tests and the sample dataset (vocab 1024).
     "tiny": dict(vocab_size=1024, num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0,
                  loop_start=1, loop_end=2, num_loops=2, parallel_start=2, rope_dims=8, train_seq_len=128,
                  train_batch_tokens=4096, iterations=200, max_wallclock_seconds=0.0, warmup_steps=2,
                  val_loss_every=0, train_log_every=20, val_batch_tokens=16384, eval_batch_seqs=16,
-                 muon_momentum_warmup_steps=50, ema_decay=0.97, gptq_calib_batches=4, passthrough_max_numel=2048, data_path="./data/sample",
-                 tokenizer_path="./data/sample/tokenizer.model"),
+                 muon_momentum_warmup_steps=50, ema_decay=0.97, gptq_calib_batches=4, passthrough_max_numel=2048,
+                 data_path="./data/sample", tokenizer_path="./data/sample/tokenizer.model"),
 }
 
 
@@ -227,9 +227,9 @@ class Hyperparameters:
         need(0 <= self.rope_dims <= head_dim and self.rope_dims % 2 == 0, "rope_dims",
              f"must be even and in [0, head_dim={head_dim}]")
         need(0 <= self.loop_start <= self.loop_end < self.num_layers, "loop_end",
-             f"the loop span LOOP_START={self.loop_start}..LOOP_END must lie in [0, NUM_LAYERS-1={self.num_layers - 1}]")
-        need(-1 <= self.parallel_start < max(self.num_layers, 1) or self.parallel_start == self.num_layers,
-             "parallel_start", f"must be -1 or a block index below NUM_LAYERS={self.num_layers}")
+             f"the span LOOP_START={self.loop_start}..LOOP_END must lie in [0, NUM_LAYERS-1={self.num_layers - 1}]")
+        need(-1 <= self.parallel_start < self.num_layers, "parallel_start",
+             f"must be -1 or a block index below NUM_LAYERS={self.num_layers}")
         need(self.mlp_act in ("leaky_relu2", "relu2"), "mlp_act", "must be leaky_relu2 or relu2")
         need(self.ttt_mode in ("off", "sgd", "lora"), "ttt_mode", "must be off, sgd or lora")
         need(self.compressor in ("zstd", "lzma", "zlib"), "compressor", "must be zstd, lzma or zlib")
@@ -638,7 +638,8 @@ class Block(nn.Module):
         self.norm_scale = 1.0 / math.sqrt(index + 1) if ln_scale else 1.0
         self.attn_scale = tag(nn.Parameter(torch.ones(dim)), "control")
         self.mlp_scale = tag(nn.Parameter(torch.ones(dim)), "control")
-        self.resid_mix = tag(nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim)))), "control") if x0_mix else None
+        mix = torch.stack((torch.ones(dim), torch.zeros(dim)))  # (2, dim): weights of x and of x0
+        self.resid_mix = tag(nn.Parameter(mix), "control") if x0_mix else None
 
     def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         if self.resid_mix is not None:
@@ -695,7 +696,8 @@ class GPT(nn.Module):
         self.n_enc = num_layers // 2
         n_skip = min(self.n_enc, num_layers - self.n_enc) if unet_skips else 0
         self.skip_weights = tag(nn.Parameter(torch.ones(n_skip, model_dim)), "control") if n_skip else None
-        self.skip_gates = tag(nn.Parameter(torch.zeros(n_skip, model_dim)), "control") if n_skip and skip_gates else None
+        gates = n_skip and skip_gates
+        self.skip_gates = tag(nn.Parameter(torch.zeros(n_skip, model_dim)), "control") if gates else None
         self.role_map = {name: p.role for name, p in self.named_parameters()}
 
     def set_loops(self, loops: int) -> None:
@@ -863,8 +865,8 @@ def build_optimizers(model: GPT, h: Hyperparameters, d: Dist) -> list[torch.opti
                 polar_express=bool(h.muon_polar_express), row_normalize=bool(h.muon_eq_r), weight_decay=h.muon_wd,
                 rank=d.rank, world_size=d.world_size)
     embed_lr = h.tied_embed_lr if h.tie_embeddings else h.embed_lr
-    adam_groups = [dict(params=ps, lr=lr, base_lr=lr) for ps, lr in
-                   ((by_role["embed"], embed_lr), (by_role["head"], h.head_lr), (by_role["control"], h.scalar_lr)) if ps]
+    adam_groups = [dict(params=by_role[role], lr=lr, base_lr=lr) for role, lr in
+                   (("embed", embed_lr), ("head", h.head_lr), ("control", h.scalar_lr)) if by_role[role]]
     adam = torch.optim.AdamW(adam_groups, betas=(h.beta1, h.beta2), eps=h.adam_eps, weight_decay=h.adam_wd,
                              fused=d.device.type == "cuda")
     optimizers: list[torch.optim.Optimizer] = [muon, adam]

@@ -3,6 +3,7 @@ loss, and real runs end to end on shared data (in-process, under torchrun with 2
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -15,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, shared_path
 
 import train_gpt as tg
-from conftest import REPO, shared_path
 
 torch.set_num_threads(1)
 
@@ -81,7 +82,7 @@ def test_bad_config_names_the_variable(env, needle):
 def test_config_is_frozen_and_env_overrides_the_preset():
     h = tg.Hyperparameters.from_env({"PRESET": "tiny", "MODEL_DIM": "96", "LOGIT_SOFTCAP": "15"})
     assert h.model_dim == 96 and h.logit_softcap == 15.0 and h.num_layers == 4
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         h.model_dim = 1  # type: ignore[misc]
 
 
