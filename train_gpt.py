@@ -1271,13 +1271,9 @@ def quantize_rtn(w: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tenso
 
 def gptq_quantize(w: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, bits: int, block: int = 128,
                   damp: float = 0.01) -> torch.Tensor:
-    """Full-Hessian GPTQ (SPEC section 6) with a fixed per-row scale; returns int8 codes shaped like w.
-
-    Dead columns (H_jj = 0) get H_jj = 1 and W_:j = 0; damping adds `damp` * mean(diag H); columns are taken in
-    descending diag(H) order; U = upper Cholesky factor of H^-1. Column j's rounding error, divided by U_jj, is
-    pushed onto the rest of its block through row j of U and onto later blocks once per block. Runs in w's dtype
-    (at least fp32) on w's device.
-    """
+    """Full-Hessian GPTQ (SPEC section 6) with a fixed per-row scale; returns int8 codes shaped like w. Columns go in
+    descending diag(H) order; each one's rounding error is pushed onto the later columns through U, the upper Cholesky
+    factor of the damped H^-1 (lazily, once per block, beyond the current block). Runs in w's dtype (>= fp32)."""
     dtype = torch.promote_types(w.dtype, torch.float32)
     W, H = w.to(dtype).clone(), H.to(device=w.device, dtype=dtype).clone()
     s = scale.to(device=w.device, dtype=dtype)[:, None]
@@ -1341,6 +1337,7 @@ def dequantize_entry(e: dict) -> torch.Tensor:
 
 
 def _quant_setting(role: str, h: Hyperparameters) -> tuple[int, float]:
+    report = {}
     bits = h.quant_matrix_bits if role in ("attn", "mlp") else h.quant_embed_bits
     return bits, {"attn": h.clip_k_attn, "mlp": h.clip_k_mlp}.get(role, h.clip_k_embed)
 
@@ -1356,7 +1353,7 @@ def quantize_state_dict(state_dict: dict[str, torch.Tensor], roles: dict[str, st
         raise ArtifactError(f"state_dict lacks {len(missing)} tensor(s) of the model, e.g. {missing[:3]}: "
                             "the checkpoint does not match the model config")
     hessians = hessians or {}
-    entries, report, floats, gptq_s = [], {}, {}, 0.0
+    entries, floats, gptq_s = [], {}, 0.0
     for name in sorted(state_dict, key=lambda n: (STORE_ORDER.index(roles.get(n, "buffer")), n)):
         t, role = state_dict[name].detach(), roles.get(name, "buffer")
         meta = {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "role": role}
@@ -1366,7 +1363,6 @@ def quantize_state_dict(state_dict: dict[str, torch.Tensor], roles: dict[str, st
             store = "raw" if not t.is_floating_point() else "f32" if role in ("control", "buffer") else "f16"
             data = t.cpu() if store == "raw" else t.cpu().to(torch.float32 if store == "f32" else torch.float16)
             entries.append({"meta": {**meta, "store": store}, "data": data})
-            report[name] = {"role": role, "store": store, "params": t.numel()}
             continue
         bits, k = _quant_setting(role, h)
         w, H = t.float(), hessians.get(name)
@@ -1378,21 +1374,21 @@ def quantize_state_dict(state_dict: dict[str, torch.Tensor], roles: dict[str, st
             gptq_s += time.perf_counter() - t0
             if role != "embed" or _gptq_wins(w, q, qg, scale, H):
                 q, method = qg, "gptq"
-        entry = {"meta": {**meta, "store": "q", "bits": bits, "k": k, "method": method}, "q": q.cpu(),
-                 "scale": scale.cpu()}
-        entries.append(entry)
+        entries.append({"meta": {**meta, "store": "q", "bits": bits, "k": k, "method": method}, "q": q.cpu(),
+                        "scale": scale.cpu()})
         floats[name] = w
-        report[name] = {"role": role, "store": "q", "params": t.numel(), "bits": bits, "k": k, "method": method}
     if h.lqer_rank > 0:
         _add_lqer(entries, floats, h.lqer_rank, h.lqer_top)
     for e in entries:
-        name = e["meta"]["name"]
-        if name in floats:
-            w, w_hat, H = floats[name], dequantize_entry(e).to(floats[name].device), hessians.get(name)
-            report[name]["rel_mse"] = float((w - w_hat).square().sum() / w.square().sum().clamp_min(1e-30))
-            report[name]["lqer"] = e["meta"].get("lqer", 0)
+        m = e["meta"]
+        r = report[m["name"]] = {"role": m["role"], "store": m["store"], "params": math.prod(m["shape"])}
+        if m["store"] == "q":
+            w, H = floats[m["name"]], hessians.get(m["name"])
+            w_hat = dequantize_entry(e).to(w.device)
+            r.update(bits=m["bits"], k=m["k"], method=m["method"], lqer=m.get("lqer", 0),
+                     rel_mse=float((w - w_hat).square().sum() / w.square().sum().clamp_min(1e-30)))
             if H is not None:
-                report[name]["hess_err"] = hessian_error(w.to(H.device), w_hat.to(H.device), H)
+                r["hess_err"] = hessian_error(w.to(H.device), w_hat.to(H.device), H)
     return entries, {"tensors": report, "gptq_seconds": gptq_s}
 
 
@@ -1406,6 +1402,7 @@ def _gptq_wins(w: torch.Tensor, q_rtn: torch.Tensor, q_gptq: torch.Tensor, scale
 
 
 def _add_lqer(entries: list[dict], floats: dict[str, torch.Tensor], rank: int, top: int) -> None:
+    """The module of a codec named in ARTIFACT_CODECS (COMPRESSOR is checked by Hyperparameters)."""
     """LQER: a rank-r SVD of the quantisation error W - W_hat, in LQER_BITS ints, for the `top` largest errors."""
     errors = {n: floats[n] - dequantize_entry(e).to(floats[n].device)
               for e in entries if (n := e["meta"]["name"]) in floats}
@@ -1423,13 +1420,7 @@ def _add_lqer(entries: list[dict], floats: dict[str, torch.Tensor], rank: int, t
 
 
 def _entry_parts(e: dict) -> list[tuple[str, torch.Tensor]]:
-    m = e["meta"]
-    if m["store"] != "q":
-        return [(m["store"], e["data"])]
-    parts = [("q", e["q"]), ("scale", e["scale"])]
-    if m.get("lqer"):
-        parts += [("lqer_q", e["la"]), ("lqer_s", e["la_s"]), ("lqer_q", e["lb"]), ("lqer_s", e["lb_s"])]
-    return parts
+    return [(stream, e[key]) for stream, key, _, _ in _part_specs(e["meta"])]
 
 
 def _part_specs(m: dict) -> list[tuple[str, str, torch.dtype, list[int]]]:
@@ -1459,11 +1450,9 @@ def _codec(name: str):
         except ImportError:
             raise ArtifactError("codec zstd is not installed: pip install zstandard (or set COMPRESSOR=lzma)") from None
         return zstandard
-    if name not in ARTIFACT_CODECS:
-        raise ArtifactError(f"unknown codec {name!r}; choose one of {', '.join(ARTIFACT_CODECS)}")
     import lzma
 
-    return lzma if name == "lzma" else zlib
+    return {"lzma": lzma, "zlib": zlib}[name]
 
 
 def compress_bytes(data: bytes, codec: str, level: int) -> bytes:
@@ -1576,22 +1565,20 @@ def build_artifact(state_dict: dict[str, torch.Tensor], roles: dict[str, str], m
     check_model_config(model_config, what="model_config")
     entries, report = quantize_state_dict(state_dict, roles, h, hessians)
     blob = encode_artifact(model_config, entries, h.compressor, h.compress_level)
-    roles_out: dict[str, dict] = {}
+    by_role: dict[str, list[dict]] = {}
     for e in entries:
-        m, r = e["meta"], report["tensors"][e["meta"]["name"]]
-        agg = roles_out.setdefault(m["role"], {"tensors": 0, "params": 0, "stored_bytes": 0, "err_sum": 0.0})
-        agg["tensors"] += 1
-        agg["params"] += r["params"]
-        agg["stored_bytes"] += sum(t.numel() * t.element_size() for _, t in _entry_parts(e))
-        agg["err_sum"] += r.get("rel_mse", 0.0) * r["params"]
-        for key in ("bits", "k", "method", "store"):
-            agg.setdefault(key, set()).add(r.get(key))
-    for agg in roles_out.values():
-        agg["rel_mse"] = agg.pop("err_sum") / max(agg["params"], 1)
-        for key in ("bits", "k", "method", "store"):
-            agg[key] = "/".join(str(v) for v in sorted(agg[key], key=str) if v is not None) or "-"
-    report.update(roles=roles_out, model_bytes=len(blob), compressor=h.compressor, params=sum(
-        a["params"] for a in roles_out.values()))
+        by_role.setdefault(e["meta"]["role"], []).append(e)
+    roles_out = {}
+    for role, es in by_role.items():
+        rs = [report["tensors"][e["meta"]["name"]] for e in es]
+        params = sum(r["params"] for r in rs)
+        roles_out[role] = {"tensors": len(es), "params": params,
+                           "stored_bytes": sum(t.numel() * t.element_size() for e in es for _, t in _entry_parts(e)),
+                           "rel_mse": sum(r.get("rel_mse", 0.0) * r["params"] for r in rs) / max(params, 1),
+                           **{key: "/".join(sorted({str(r[key]) for r in rs if key in r})) or "-"
+                              for key in ("bits", "k", "method", "store")}}
+    report.update(roles=roles_out, model_bytes=len(blob), compressor=h.compressor,
+                  params=sum(a["params"] for a in roles_out.values()))
     return blob, report
 
 
@@ -1671,9 +1658,8 @@ def pack_source(source: str) -> str:
 
     tree = ast.parse(source)
     for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body and \
-                isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant) and \
-                isinstance(node.body[0].value.value, str):
+        scope = isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        if scope and ast.get_docstring(node, clean=False) is not None:
             node.body = node.body[1:] or [ast.Pass()]
     packed = lzma.compress(ast.unparse(tree).encode(), preset=9 | lzma.PRESET_EXTREME)
     return PACK_STUB.format(base64.b85encode(packed).decode())
@@ -1681,8 +1667,6 @@ def pack_source(source: str) -> str:
 
 def size_report(model_bytes: int, source: str, policy: str) -> dict:
     """Artifact size under a code-bytes policy: raw (the readable file) or packed (its self-extracting form)."""
-    if policy not in ("raw", "packed"):
-        raise ValueError(f"CODE_POLICY={policy!r} must be raw or packed")
     raw, packed = len(source.encode()), len(pack_source(source).encode())
     code = raw if policy == "raw" else packed
     return {"code_bytes": code, "code_bytes_raw": raw, "code_bytes_packed": packed, "model_bytes": model_bytes,
