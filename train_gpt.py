@@ -887,6 +887,7 @@ def build_optimizers(model: GPT, h: Hyperparameters, d: Dist) -> list[torch.opti
 # scored exactly once across all ranks.
 LORA_ROLES = ("attn", "mlp", "head")  # linear layers that get per-document adapters in LoRA TTT
 LORA_SEED_STRIDE = 1_000_003  # adapter init seed = SEED * stride + document index
+PAD_MODES = ("edge", "constant", "constant")  # a padding window of a plan: the last start, the empty range [0, 0)
 
 
 @dataclass
@@ -912,12 +913,10 @@ def prepare_val_tokens(tokens: np.ndarray, seq_len: int, include_tail: bool) -> 
     return np.ascontiguousarray(tokens[:keep], dtype=np.uint16)
 
 
-def sliding_plan(n: int, window: int, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Window starts and the target range [lo, hi) each one scores, tiling positions 1..n-1 exactly once.
-
-    Windows start every `stride` tokens; the first scores all its targets, later ones their last `stride`, and one
-    final window ending at the last target scores whatever is left (fewer than `stride`). stride == window is flat.
-    """
+def sliding_plan(n: int, window: int, stride: int) -> np.ndarray:
+    """Rows (starts, lo, hi), one column per window: its start and the target range [lo, hi) it scores, tiling
+    positions 1..n-1 exactly once. Windows start every `stride` tokens; the first scores all its targets, later ones
+    their last `stride`, and one final window ending at the last target scores whatever is left."""
     if stride <= 0:
         raise ValueError(f"EVAL_STRIDE={stride}: the stride must be positive")
     if stride > window:
@@ -926,12 +925,9 @@ def sliding_plan(n: int, window: int, stride: int) -> tuple[np.ndarray, np.ndarr
     if n < window + 1:
         raise ValueError(f"{n} val tokens are fewer than one window of {window} + 1")
     last = n - 1 - window
-    starts = np.arange(0, last + 1, stride, dtype=np.int64)
-    if starts[-1] != last:
-        starts = np.append(starts, last)
+    starts = np.unique(np.append(np.arange(0, last + 1, stride), last)).astype(np.int64)
     hi = starts + window + 1
-    lo = np.concatenate(([1], hi[:-1]))
-    return starts, lo, hi
+    return np.stack((starts, np.concatenate(([1], hi[:-1])), hi))
 
 
 def document_spans(val_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -942,9 +938,9 @@ def document_spans(val_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts + 1, np.append(starts[1:] + 1, n)
 
 
-def rank_share(n_items: int, d: Dist) -> range:
+def rank_share(n_items: int, d: Dist) -> slice:
     """This rank's contiguous share of n_items (every item owned by exactly one rank)."""
-    return range(n_items * d.rank // d.world_size, n_items * (d.rank + 1) // d.world_size)
+    return slice(n_items * d.rank // d.world_size, n_items * (d.rank + 1) // d.world_size)
 
 
 class ScoreLedger:
@@ -964,20 +960,18 @@ class ScoreLedger:
         self.losses = np.zeros(len(val_tokens)) if keep_losses else None
         self.updates: list[tuple[int, int]] = []  # target ranges each TTT gradient used, in order
 
-    def score(self, ce: torch.Tensor, first: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+    def score(self, ce: torch.Tensor, first: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> torch.Tensor:
         """Add per-token losses ce (B, L) of windows whose column 0 predicts position first[i]; only positions in
-        [lo[i], hi[i]) count."""
-        ce = ce.detach()
-        self.loss += torch.where(_target_mask(ce, first, lo, hi), ce.double(), 0.0).sum()
-        rows = ce.double().cpu().numpy() if self.losses is not None else None
-        for i, (f, a, b) in enumerate(zip(first.tolist(), lo.tolist(), hi.tolist())):
-            if a >= b:
-                continue
-            assert f <= a and b - f <= ce.size(1), f"window does not cover its target range [{a}, {b})"
-            self.counts[a:b] += 1
-            self.seen[a:b] += 1
-            if rows is not None:
-                self.losses[a:b] = rows[i, a - f : b - f]
+        [lo[i], hi[i]) count. Returns that (B, L) mask."""
+        pos = first[:, None] + np.arange(ce.size(1))
+        keep = (pos >= lo[:, None]) & (pos < hi[:, None])
+        mask = torch.from_numpy(keep).to(ce.device)
+        self.loss += torch.where(mask, ce.detach().double(), 0.0).sum()
+        np.add.at(self.counts, pos[keep], 1)
+        np.add.at(self.seen, pos[keep], 1)
+        if self.losses is not None:
+            self.losses[pos[keep]] = ce.detach().double().cpu().numpy()[keep]
+        return mask
 
     def sync(self, lo: int, hi: int) -> None:
         """Learn from all ranks which positions in [lo, hi) were scored (every rank must call this)."""
@@ -986,21 +980,16 @@ class ScoreLedger:
 
     def check_trainable(self, lo: int, hi: int) -> None:
         """The guard: a gradient may use targets [lo, hi) only if each was already scored, exactly once."""
-        bad = np.flatnonzero(self.seen[lo:hi] != 1)
-        if lo < 1 or hi > len(self.val) or bad.size:
-            where = lo + int(bad[0]) if bad.size else lo
-            raise AssertionError(f"TTT legality: an update would train on target position {where} (range [{lo}, "
-                                 f"{hi})) that has been scored {int(self.seen[where]) if bad.size else 0} times")
+        bad = np.flatnonzero(self.seen[lo:hi] != 1)  # position 0 is never scored, so lo < 1 fails here too
+        if bad.size:
+            p = lo + int(bad[0])
+            raise AssertionError(f"TTT legality: an update would train on target position {p} (range [{lo}, {hi})) "
+                                 f"that has been scored {int(self.seen[p])} times")
         self.updates.append((lo, hi))
 
     def result(self, seconds: float) -> EvalResult:
-        """All-reduce the sums, verify every target was scored exactly once, and divide once."""
-        base, space, boundary = self.tables
-        x, y = self.val[:-1], self.val[1:]
-        target_bytes = base[y].astype(np.int32) + (space[y] & ~boundary[x])
-        mine = self.counts[1:]
-        local = [int(mine.sum(dtype=np.int64)), int((mine * target_bytes).sum(dtype=np.int64))]
-        sums = all_reduce_(torch.tensor(local, dtype=torch.int64, device=self.d.device))
+        """Verify over all ranks that every target was scored exactly once, so the targets and their bytes are the
+        whole split's; all-reduce the loss and divide once."""
         counts = all_reduce_(torch.from_numpy(self.counts).to(self.d.device)).cpu().numpy()
         bad = np.flatnonzero(counts[1:] != 1)
         if counts[0] or bad.size:
@@ -1010,25 +999,18 @@ class ScoreLedger:
         losses = None
         if self.losses is not None:
             losses = all_reduce_(torch.from_numpy(self.losses).to(self.d.device)).cpu().numpy()
-        targets, nbytes = (int(v) for v in sums.tolist())
+        targets, nbytes = len(self.val) - 1, count_target_bytes(self.val[:-1], self.val[1:], self.tables)
         return EvalResult(loss / targets, loss / (math.log(2) * nbytes), targets, nbytes, seconds, losses)
 
 
-def _target_mask(ce: torch.Tensor, first: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> torch.Tensor:
-    """(B, L) mask of the columns of windows (column 0 predicts position first[i]) inside [lo[i], hi[i])."""
-    dev = ce.device
-    pos = torch.as_tensor(first, device=dev)[:, None] + torch.arange(ce.size(1), device=dev)
-    return (pos >= torch.as_tensor(lo, device=dev)[:, None]) & (pos < torch.as_tensor(hi, device=dev)[:, None])
-
-
-def _windows(vt: torch.Tensor, starts: np.ndarray, lengths: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and targets (B, max length) of windows val[s : s+L]; columns past a window's length are padding (token
-    0), which a causal model never lets reach the columns before them."""
+def _windows(vt: torch.Tensor, starts: np.ndarray, lengths: np.ndarray) -> tuple[torch.Tensor, ...]:
+    """Inputs, targets and the mask of real targets (B, max length) of windows val[s : s+L]; columns past a window's
+    length are padding (token 0), which a causal model never lets reach the columns before them."""
     cols = torch.arange(int(lengths.max()) + 1, device=vt.device)
     idx = torch.as_tensor(starts, device=vt.device)[:, None] + cols  # (B, L+1)
-    w = vt[idx.clamp_(max=vt.numel() - 1)]
-    w = torch.where(cols <= torch.as_tensor(lengths, device=vt.device)[:, None], w, 0)
-    return w[:, :-1], w[:, 1:]
+    real = cols <= torch.as_tensor(lengths, device=vt.device)[:, None]
+    w = torch.where(real, vt[idx.clamp_(max=vt.numel() - 1)], 0)
+    return w[:, :-1], w[:, 1:], real[:, 1:]
 
 
 def _per_token_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, h: Hyperparameters, d: Dist) -> torch.Tensor:
@@ -1036,21 +1018,16 @@ def _per_token_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, h: Hyperpa
         return model(x, y, reduction="none").float()  # (B, L) from the soft-capped fp32 logits
 
 
-def _take(arrays: tuple[np.ndarray, ...], sel: range) -> tuple[np.ndarray, ...]:
-    return tuple(a[sel.start : sel.stop] for a in arrays)
-
-
-def _score_windows(model: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, plan: tuple[np.ndarray, ...],
-                   window: int, h: Hyperparameters, d: Dist) -> None:
-    """Score every window of `plan` (starts, lo, hi), h.eval_batch_seqs windows per forward, without gradients."""
-    starts, lo, hi = plan
+def _score_windows(model: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, plan: np.ndarray, window: int,
+                   h: Hyperparameters, d: Dist) -> None:
+    """Score every window of `plan` (rows starts, lo, hi), h.eval_batch_seqs windows per forward, without
+    gradients."""
     B = h.eval_batch_seqs
     with torch.inference_mode():
-        for i in range(0, len(starts), B):
+        for i in range(0, plan.shape[1], B):
             # a short last batch is padded with rows that score nothing ([0, 0)): one shape, one compiled graph
-            s, a, b = (np.pad(v[i : i + B], (0, B - len(v[i : i + B])), mode=m)
-                       for v, m in ((starts, "edge"), (lo, "constant"), (hi, "constant")))
-            x, y = _windows(vt, s, np.full(B, window))
+            s, a, b = (np.pad(v, (0, B - len(v)), mode=m) for v, m in zip(plan[:, i : i + B], PAD_MODES))
+            x, y, _ = _windows(vt, s, np.full(B, window))
             ledger.score(_per_token_ce(model, x, y, h, d), s + 1, a, b)
 
 
@@ -1060,16 +1037,18 @@ def _sync_time(d: Dist) -> float:
     return time.perf_counter()
 
 
-def _evaluate(model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, stride: int,
-              keep_losses: bool) -> EvalResult:
+def eval_sliding(model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, *,
+                 keep_losses: bool = False) -> EvalResult:
+    """Windows of h.effective_eval_seq_len every h.eval_stride tokens, each target scored once with >= window -
+    stride tokens of context (SPEC section 7)."""
     window = h.effective_eval_seq_len
-    plan = sliding_plan(len(val_tokens), window, stride)
+    plan = sliding_plan(len(val_tokens), window, h.eval_stride)
     ledger = ScoreLedger(val_tokens, tables, d, keep_losses)
     vt = torch.from_numpy(val_tokens.astype(np.int64)).to(d.device)
     was_training = model.training
     model.eval()
     t0 = _sync_time(d)
-    _score_windows(model, vt, ledger, _take(plan, rank_share(len(plan[0]), d)), window, h, d)
+    _score_windows(model, vt, ledger, plan[:, rank_share(plan.shape[1], d)], window, h, d)
     seconds = _sync_time(d) - t0
     model.train(was_training)
     return ledger.result(seconds)
@@ -1078,15 +1057,9 @@ def _evaluate(model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperp
 def eval_flat(model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, *,
               keep_losses: bool = False) -> EvalResult:
     """Non-overlapping windows of h.effective_eval_seq_len (with INCLUDE_TAIL, one last window ending at the final
-    token scores the remainder)."""
-    return _evaluate(model, val_tokens, tables, h, d, h.effective_eval_seq_len, keep_losses)
-
-
-def eval_sliding(model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, *,
-                 keep_losses: bool = False) -> EvalResult:
-    """Windows of h.effective_eval_seq_len every h.eval_stride tokens, each target scored once with >= window -
-    stride tokens of context (SPEC section 7)."""
-    return _evaluate(model, val_tokens, tables, h, d, h.eval_stride, keep_losses)
+    token scores the remainder): sliding with stride = window."""
+    flat = dataclasses.replace(h, eval_stride=h.effective_eval_seq_len)
+    return eval_sliding(model, val_tokens, tables, flat, d, keep_losses=keep_losses)
 
 
 def _all_reduce_grads(params: list[nn.Parameter]) -> None:
@@ -1102,25 +1075,21 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
     (momentum, cosine LR over chunks, gradients all-reduced, clipped)."""
     window = h.effective_eval_seq_len
     plan = sliding_plan(vt.numel(), window, h.eval_stride or window)
-    chunk_of = (plan[1] - 1) // h.ttt_chunk_tokens
-    bounds = np.concatenate(([0], np.flatnonzero(np.diff(chunk_of)) + 1, [len(chunk_of)]))
-    n_chunks = len(bounds) - 1
+    chunks = np.split(plan, np.flatnonzero(np.diff((plan[1] - 1) // h.ttt_chunk_tokens)) + 1, axis=1)
     params = list(net.parameters())
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.SGD(params, lr=h.ttt_lr, momentum=h.ttt_momentum)
-    for c in range(n_chunks):
-        b0, b1 = int(bounds[c]), int(bounds[c + 1])
-        share = rank_share(b1 - b0, d)
-        _score_windows(net, vt, ledger, _take(plan, range(b0 + share.start, b0 + share.stop)), window, h, d)
-        lo, hi = int(plan[1][b0]), int(plan[2][b1 - 1])
+    for c, chunk in enumerate(chunks):
+        _score_windows(net, vt, ledger, chunk[:, rank_share(chunk.shape[1], d)], window, h, d)
+        lo, hi = int(chunk[1, 0]), int(chunk[2, -1])
         ledger.sync(lo, hi)
-        if c == n_chunks - 1 or h.ttt_epochs == 0:
+        if c == len(chunks) - 1 or h.ttt_epochs == 0:
             continue
         for group in opt.param_groups:
-            group["lr"] = h.ttt_lr * 0.5 * (1.0 + math.cos(math.pi * c / max(n_chunks - 1, 1)))
+            group["lr"] = h.ttt_lr * 0.5 * (1.0 + math.cos(math.pi * c / max(len(chunks) - 1, 1)))
         seq_lo = np.arange(lo, hi, window)
-        (seq_lo,) = _take((seq_lo,), rank_share(len(seq_lo), d))
+        seq_lo = seq_lo[rank_share(len(seq_lo), d)]
         seq_hi = np.minimum(seq_lo + window, hi)
         for a, b in zip(seq_lo.tolist(), seq_hi.tolist()):
             ledger.check_trainable(a, b)
@@ -1128,9 +1097,9 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
             with torch.enable_grad():
                 for i in range(0, len(seq_lo), h.eval_batch_seqs):
                     a, b = seq_lo[i : i + h.eval_batch_seqs], seq_hi[i : i + h.eval_batch_seqs]
-                    x, y = _windows(vt, a - 1, b - a)
+                    x, y, real = _windows(vt, a - 1, b - a)
                     ce = _per_token_ce(net, x, y, h, d)
-                    (torch.where(_target_mask(ce, a, a, b), ce, 0.0).sum() / (hi - lo)).backward()
+                    (torch.where(real, ce, 0.0).sum() / (hi - lo)).backward()
             _all_reduce_grads(params)
             if h.ttt_grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(params, h.ttt_grad_clip)
@@ -1138,37 +1107,31 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
             opt.zero_grad(set_to_none=True)
 
 
-class LoraAdapters:
+def _attach_lora(model: nn.Module, docs: np.ndarray, rank: int, seed: int) -> tuple[list[nn.Parameter], list]:
     """Per-document low-rank adapters on the model's own linear layers (roles in LORA_ROLES), attached with forward
     hooks: row b of a batch gets out += (x_b @ A_b) @ B_b. B starts at zero, so a fresh adapter is the unadapted
     model. Documents in a batch share no parameter, and Adam is elementwise, so they stay independent; A is drawn
-    from a generator seeded by (seed, document index), so a document's score does not depend on its batch or rank."""
+    from a generator seeded by (seed, document index), so a document's score does not depend on its batch or rank.
+    Returns the parameters and the hook handles."""
+    roles = param_roles(model)
+    gens = [torch.Generator().manual_seed(seed * LORA_SEED_STRIDE + int(doc)) for doc in docs]
+    params, handles = [], []
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear) and roles.get(f"{name}.weight") in LORA_ROLES:
+            a = torch.stack([torch.randn(mod.in_features, rank, generator=g) for g in gens])
+            a = nn.Parameter((a / math.sqrt(mod.in_features)).to(mod.weight.device))
+            b = nn.Parameter(torch.zeros(len(docs), rank, mod.out_features, device=mod.weight.device))
+            params += [a, b]
+            handles.append(mod.register_forward_hook(_lora_hook(a, b)))
+    return params, handles
 
-    def __init__(self, model: nn.Module, docs: np.ndarray, rank: int, seed: int):
-        roles = param_roles(model)
-        gens = [torch.Generator().manual_seed(seed * LORA_SEED_STRIDE + int(doc)) for doc in docs]
-        self.params: list[nn.Parameter] = []
-        self.handles = []
-        for name, mod in model.named_modules():
-            if isinstance(mod, nn.Linear) and roles.get(f"{name}.weight") in LORA_ROLES:
-                dev, fan_in = mod.weight.device, mod.in_features
-                a = torch.stack([torch.randn(fan_in, rank, generator=g) for g in gens]) / math.sqrt(fan_in)
-                a = nn.Parameter(a.to(dev))
-                b = nn.Parameter(torch.zeros(len(docs), rank, mod.out_features, device=dev))
-                self.params += [a, b]
-                self.handles.append(mod.register_forward_hook(self._hook(a, b)))
 
-    @staticmethod
-    def _hook(a: nn.Parameter, b: nn.Parameter):
-        def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
-            x = inputs[0].reshape(a.size(0), -1, a.size(1))  # (n_docs, tokens, in)
-            return out + torch.bmm(torch.bmm(x, a.to(x.dtype)), b.to(x.dtype)).view(out.shape)
+def _lora_hook(a: nn.Parameter, b: nn.Parameter):
+    def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
+        x = inputs[0].reshape(a.size(0), -1, a.size(1))  # (n_docs, tokens, in)
+        return out + torch.bmm(torch.bmm(x, a.to(x.dtype)), b.to(x.dtype)).view(out.shape)
 
-        return hook
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
+    return hook
 
 
 def _ttt_lora(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameters, d: Dist) -> None:
@@ -1184,27 +1147,26 @@ def _ttt_lora(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpar
     for g in range(0, len(mine), h.ttt_lora_docs):
         docs = np.sort(mine[g : g + h.ttt_lora_docs])
         lo0, hi0 = doc_lo[docs], doc_hi[docs]
-        adapters = LoraAdapters(net, docs, h.ttt_lora_rank, h.seed)
-        opt = torch.optim.Adam(adapters.params, lr=h.ttt_lora_lr, betas=(h.beta1, h.beta2), eps=h.adam_eps)
+        params, handles = _attach_lora(net, docs, h.ttt_lora_rank, h.seed)
+        opt = torch.optim.Adam(params, lr=h.ttt_lora_lr, betas=(h.beta1, h.beta2), eps=h.adam_eps)
         n_steps = -(-int((hi0 - lo0).max()) // chunk)
         for k in range(n_steps):
             lo = np.minimum(lo0 + k * chunk, hi0)
             hi = np.minimum(lo + chunk, hi0)
             starts = np.maximum(lo0 - 1, hi - 1 - window)  # the window ends at the chunk's last target
-            x, y = _windows(vt, starts, np.maximum(hi - 1 - starts, 1))
+            x, y, _ = _windows(vt, starts, np.maximum(hi - 1 - starts, 1))
             with torch.enable_grad():
                 ce = _per_token_ce(net, x, y, h, d)
-                ledger.score(ce, starts + 1, lo, hi)  # scored with the adapters as they are, before the step
+                keep = ledger.score(ce, starts + 1, lo, hi)  # scored with the adapters as they are, before the step
                 if k == n_steps - 1:
                     break
-                for a, b in zip(lo.tolist(), hi.tolist()):
-                    if a < b:
-                        ledger.check_trainable(a, b)
-                keep = _target_mask(ce, starts + 1, lo, hi)
+                for a, b in zip(lo[lo < hi].tolist(), hi[lo < hi].tolist()):
+                    ledger.check_trainable(a, b)
                 (torch.where(keep, ce, 0.0).sum(1) / keep.sum(1).clamp(min=1)).sum().backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-        adapters.remove()
+        for handle in handles:
+            handle.remove()
 
 
 def eval_ttt(model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, *,
@@ -1212,13 +1174,10 @@ def eval_ttt(model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperpa
     """Score-first test-time training (h.ttt_mode sgd or lora) on a copy of the model; the caller's is untouched."""
     if h.ttt_mode not in ("sgd", "lora"):
         raise ValueError(f"TTT_MODE={h.ttt_mode!r}: eval_ttt needs sgd or lora")
-    window = h.effective_eval_seq_len
-    sliding_plan(len(val_tokens), window, (h.eval_stride or window) if h.ttt_mode == "sgd" else window)  # checks
-    if h.ttt_mode == "lora" and h.ttt_lora_chunk > window:
+    if h.ttt_mode == "lora" and h.ttt_lora_chunk > h.effective_eval_seq_len:
         raise ValueError(f"TTT_LORA_CHUNK={h.ttt_lora_chunk} is longer than the window {h.effective_eval_seq_len}")
     ledger = ScoreLedger(val_tokens, tables, d, keep_losses)
-    src = getattr(model, "_orig_mod", model)
-    net = copy.deepcopy(src).eval()
+    net = copy.deepcopy(getattr(model, "_orig_mod", model)).eval()
     vt = torch.from_numpy(val_tokens.astype(np.int64)).to(d.device)
     t0 = _sync_time(d)
     (_ttt_sgd if h.ttt_mode == "sgd" else _ttt_lora)(net, vt, ledger, h, d)
