@@ -1201,9 +1201,8 @@ ARTIFACT_MAX_PAYLOAD = 1 << 32  # refuse to inflate more than 4 GiB, whatever th
 QUANT_ROLES = ("attn", "mlp", "embed", "head")  # large 2-D matrices of these roles are stored as integers
 STORE_ORDER = ("attn", "mlp", "embed", "head", "control", "buffer")  # tensor order inside every stream
 STREAM_WIDTHS = {"q": 1, "scale": 2, "f16": 2, "f32": 4, "raw": 1, "lqer_q": 1, "lqer_s": 2}  # byte-shuffle width
-STORE_DTYPES = {str(t).removeprefix("torch."): t for t in (torch.float32, torch.float16, torch.bfloat16, torch.int64,
-                                                            torch.int32, torch.int16, torch.int8, torch.uint8,
-                                                            torch.bool)}
+STORE_DTYPES = {n: getattr(torch, n) for n in ("float32", "float16", "bfloat16", "int64", "int32", "int16", "int8",
+                                               "uint8", "bool")}
 FP16_TINY = torch.finfo(torch.float16).tiny  # smallest normal fp16: floor of every stored scale
 LQER_BITS = 4  # both low-rank factors: symmetric ints with one fp16 scale per group
 LQER_GROUP = 64
@@ -1272,11 +1271,10 @@ def hessian_error(w: torch.Tensor, w_hat: torch.Tensor, H: torch.Tensor) -> floa
 
 def _quant_groups(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric ints with one absmax fp16 scale per LQER_GROUP consecutive values (flattened)."""
-    qmax, flat = 2 ** (bits - 1) - 1, x.float().reshape(-1)
+    flat = x.float().reshape(-1)
     g = F.pad(flat, (0, -flat.numel() % LQER_GROUP)).view(-1, LQER_GROUP)
-    s = (g.abs().amax(1) / qmax).clamp_min(FP16_TINY).half()
-    q = torch.clamp(torch.round(g / s.float()[:, None]), -qmax, qmax).to(torch.int8)
-    return q.reshape(-1)[: flat.numel()], s
+    s = (g.abs().amax(1) / (2 ** (bits - 1) - 1)).clamp_min(FP16_TINY).half()
+    return quantize_rtn(g, s, bits).reshape(-1)[: flat.numel()], s
 
 
 def _dequant_groups(q: torch.Tensor, s: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -1296,7 +1294,6 @@ def dequantize_entry(e: dict) -> torch.Tensor:
 
 
 def _quant_setting(role: str, h: Hyperparameters) -> tuple[int, float]:
-    report = {}
     bits = h.quant_matrix_bits if role in ("attn", "mlp") else h.quant_embed_bits
     return bits, {"attn": h.clip_k_attn, "mlp": h.clip_k_mlp}.get(role, h.clip_k_embed)
 
@@ -1331,6 +1328,7 @@ def quantize_state_dict(state_dict: dict[str, torch.Tensor], roles: dict[str, st
             t0 = time.perf_counter()
             qg = gptq_quantize(w.to(H.device), H, scale, bits, h.gptq_block, h.gptq_damp).to(w.device)
             gptq_s += time.perf_counter() - t0
+    report = {}
             if role != "embed" or _gptq_wins(w, q, qg, scale, H):
                 q, method = qg, "gptq"
         entries.append({"meta": {**meta, "store": "q", "bits": bits, "k": k, "method": method}, "q": q.cpu(),
@@ -1354,23 +1352,18 @@ def quantize_state_dict(state_dict: dict[str, torch.Tensor], roles: dict[str, st
 def _gptq_wins(w: torch.Tensor, q_rtn: torch.Tensor, q_gptq: torch.Tensor, scale: torch.Tensor,
                H: torch.Tensor) -> bool:
     s = scale.float()[:, None]
-    r, g = (q_rtn.float() * s).to(H.device), (q_gptq.float() * s).to(H.device)
-    w = w.to(H.device)
+    w, r, g = (x.to(H.device) for x in (w, q_rtn.float() * s, q_gptq.float() * s))
     hess = hessian_error(w, g, H) / max(hessian_error(w, r, H), 1e-30)
     return hess + float((w - g).square().sum() / (w - r).square().sum().clamp_min(1e-30)) < 2.0
 
 
 def _add_lqer(entries: list[dict], floats: dict[str, torch.Tensor], rank: int, top: int) -> None:
-    """The module of a codec named in ARTIFACT_CODECS (COMPRESSOR is checked by Hyperparameters)."""
     """LQER: a rank-r SVD of the quantisation error W - W_hat, in LQER_BITS ints, for the `top` largest errors."""
     errors = {n: floats[n] - dequantize_entry(e).to(floats[n].device)
               for e in entries if (n := e["meta"]["name"]) in floats}
     worst = set(sorted(errors, key=lambda n: -float(errors[n].norm()))[:top])
-    for e in entries:
-        name = e["meta"]["name"]
-        if name not in worst:
-            continue
-        U, S, Vh = torch.linalg.svd(errors[name].float(), full_matrices=False)
+    for e in [e for e in entries if e["meta"]["name"] in worst]:
+        U, S, Vh = torch.linalg.svd(errors[e["meta"]["name"]], full_matrices=False)
         r = min(rank, S.numel())
         root = S[:r].sqrt()
         e["la"], e["la_s"] = (x.cpu() for x in _quant_groups(U[:, :r] * root, LQER_BITS))
@@ -1396,6 +1389,7 @@ def _part_specs(m: dict) -> list[tuple[str, str, torch.dtype, list[int]]]:
 
 def _shuffle(b: bytes, width: int, inverse: bool = False) -> bytes:
     """Byte-shuffle: all first bytes of the elements, then all second bytes, ... (or the inverse)."""
+    """The module of a codec named in ARTIFACT_CODECS (COMPRESSOR is checked by Hyperparameters)."""
     if width == 1 or not b:
         return b
     a = np.frombuffer(b, dtype=np.uint8)
@@ -1483,10 +1477,9 @@ def decode_artifact(blob: bytes) -> tuple[dict, list[dict]]:
             raise ValueError("payload length does not match its streams")
         cursor, entries = dict.fromkeys(streams, 0), []
         for m in metas:
-            if m["store"] not in ("q", "f16", "f32", "raw") or m["dtype"] not in STORE_DTYPES:
+            q_ok = m["store"] != "q" or len(m["shape"]) == 2 and 2 <= m["bits"] <= 8 and m.get("lqer", 0) >= 0
+            if m["store"] not in ("q", "f16", "f32", "raw") or m["dtype"] not in STORE_DTYPES or not q_ok:
                 raise ValueError(f"bad storage {m['store']!r}/{m['dtype']!r} for {m['name']!r}")
-            if m["store"] == "q" and not (len(m["shape"]) == 2 and 2 <= m["bits"] <= 8 and m.get("lqer", 0) >= 0):
-                raise ValueError(f"bad quantised tensor {m['name']!r}")
             e = {"meta": m}
             for stream, key, dtype, shape in _part_specs(m):
                 n = math.prod(shape) * dtype.itemsize
@@ -1578,8 +1571,7 @@ def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor], roles: d
     """H = mean X^T X of the inputs of every attn/mlp matrix (forward hooks: a looped block adds every pass) and of the
     output projection (the final hidden states; the tied embedding or the untied head), all-reduced over ranks.
     Pass the uncompiled model."""
-    out_name = next((n for n, r in roles.items() if r == "head"), None) or \
-        next((n for n, r in roles.items() if r == "embed"), None)
+    out_name = next((n for want in ("head", "embed") for n, r in roles.items() if r == want), None)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
 
