@@ -1300,10 +1300,9 @@ def _quant_setting(role: str, h: Hyperparameters) -> tuple[int, float]:
 
 def quantize_state_dict(state_dict: dict[str, torch.Tensor], roles: dict[str, str], h: Hyperparameters,
                         hessians: dict[str, torch.Tensor] | None = None) -> tuple[list[dict], dict]:
-    """Quantise per role (SDClip RTN, or GPTQ where a Hessian is given and GPTQ=1; LQER for the LQER_TOP worst
-    matrices when LQER_RANK > 0) and return storage entries in stream order plus a per-tensor report. The tied
-    embedding is also the input lookup, so GPTQ replaces RTN there only if it lowers the sum of the output error and
-    the plain weight error (each relative to RTN's)."""
+    """Quantise per role (SDClip RTN; GPTQ where a Hessian is given and GPTQ=1; LQER on the LQER_TOP worst matrices)
+    into storage entries in stream order plus a report. The tied embedding is also the input lookup, so GPTQ replaces
+    RTN there only if it lowers output error + plain weight error (each relative to RTN's)."""
     missing = sorted(set(roles) - set(state_dict))
     if missing:
         raise ArtifactError(f"state_dict lacks {len(missing)} tensor(s) of the model, e.g. {missing[:3]}: "
@@ -1322,13 +1321,13 @@ def quantize_state_dict(state_dict: dict[str, torch.Tensor], roles: dict[str, st
             continue
         bits, k = _quant_setting(role, h)
         w, H = t.float(), hessians.get(name)
+    report = {}
         scale = sdclip_scale(w, k, bits)
         q, method = quantize_rtn(w, scale, bits), "rtn"
         if H is not None and h.gptq:
             t0 = time.perf_counter()
             qg = gptq_quantize(w.to(H.device), H, scale, bits, h.gptq_block, h.gptq_damp).to(w.device)
             gptq_s += time.perf_counter() - t0
-    report = {}
             if role != "embed" or _gptq_wins(w, q, qg, scale, H):
                 q, method = qg, "gptq"
         entries.append({"meta": {**meta, "store": "q", "bits": bits, "k": k, "method": method}, "q": q.cpu(),
@@ -1381,6 +1380,7 @@ def _part_specs(m: dict) -> list[tuple[str, str, torch.dtype, list[int]]]:
         dtype = {"f16": torch.float16, "f32": torch.float32}.get(m["store"], STORE_DTYPES[m["dtype"]])
         return [(m["store"], "data", dtype, m["shape"])]
     (rows, cols), r = m["shape"], m.get("lqer", 0)
+    """The module of a codec named in ARTIFACT_CODECS (COMPRESSOR is checked by Hyperparameters)."""
     specs = [("q", "q", torch.int8, [rows, cols]), ("scale", "scale", torch.float16, [rows])]
     for key, n in (("la", rows * r), ("lb", r * cols)) if r else ():
         specs += [("lqer_q", key, torch.int8, [n]), ("lqer_s", key + "_s", torch.float16, [-(-n // LQER_GROUP)])]
@@ -1389,9 +1389,6 @@ def _part_specs(m: dict) -> list[tuple[str, str, torch.dtype, list[int]]]:
 
 def _shuffle(b: bytes, width: int, inverse: bool = False) -> bytes:
     """Byte-shuffle: all first bytes of the elements, then all second bytes, ... (or the inverse)."""
-    """The module of a codec named in ARTIFACT_CODECS (COMPRESSOR is checked by Hyperparameters)."""
-    if width == 1 or not b:
-        return b
     a = np.frombuffer(b, dtype=np.uint8)
     return (a.reshape(width, -1).T if inverse else a.reshape(-1, width).T).tobytes()
 
@@ -1568,9 +1565,8 @@ def calibration_batches(h: Hyperparameters, d: Dist) -> Iterator[torch.Tensor]:
 @torch.no_grad()
 def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor], roles: dict[str, str],
                      d: Dist) -> dict[str, torch.Tensor]:
-    """H = mean X^T X of the inputs of every attn/mlp matrix (forward hooks: a looped block adds every pass) and of the
-    output projection (the final hidden states; the tied embedding or the untied head), all-reduced over ranks.
-    Pass the uncompiled model."""
+    """H = mean X^T X of the inputs of every attn/mlp matrix (a looped block adds every pass) and of the output head
+    or tied embedding (the final hidden states), all-reduced over ranks. Pass the uncompiled model."""
     out_name = next((n for want in ("head", "embed") for n, r in roles.items() if r == want), None)
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
