@@ -933,9 +933,8 @@ def sliding_plan(n: int, window: int, stride: int) -> np.ndarray:
 def document_spans(val_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Target ranges [lo, hi) of the documents: each starts at a BOS (or at position 0) and runs to the next BOS,
     which it predicts as its last target, so the ranges tile 1..n-1 and no context crosses a document."""
-    n = len(val_tokens)
-    starts = np.concatenate(([0], np.flatnonzero(val_tokens[1 : n - 1] == BOS_ID) + 1)).astype(np.int64)
-    return starts + 1, np.append(starts[1:] + 1, n)
+    lo = np.concatenate(([1], np.flatnonzero(val_tokens[1:-1] == BOS_ID) + 2)).astype(np.int64)
+    return lo, np.append(lo[1:], len(val_tokens))
 
 
 def rank_share(n_items: int, d: Dist) -> slice:
@@ -948,11 +947,10 @@ class ScoreLedger:
 
     def __init__(self, val_tokens: np.ndarray, tables: tuple[np.ndarray, np.ndarray, np.ndarray], d: Dist,
                  keep_losses: bool = False):
-        base = tables[0]
-        if val_tokens.size and int(val_tokens.max()) >= len(base):
-            bad = int(np.argmax(val_tokens >= len(base)))
-            raise ValueError(f"val token id {int(val_tokens[bad])} at position {bad} is outside the vocabulary "
-                             f"(size {len(base)}): the val shards do not belong to this tokenizer/model")
+        bad = np.flatnonzero(val_tokens >= len(tables[0]))
+        if bad.size:
+            raise ValueError(f"val token id {val_tokens[bad[0]]} at position {bad[0]} is outside the vocabulary "
+                             f"(size {len(tables[0])}): the val shards do not belong to this tokenizer/model")
         self.val, self.tables, self.d = val_tokens, tables, d
         self.counts = np.zeros(len(val_tokens), dtype=np.uint8)  # times this rank scored each position
         self.seen = np.zeros(len(val_tokens), dtype=np.uint8)  # times scored by any rank, as far as this rank knows
@@ -978,29 +976,31 @@ class ScoreLedger:
         t = torch.from_numpy(self.counts[lo:hi].astype(np.int32)).to(self.d.device)
         self.seen[lo:hi] = all_reduce_(t).cpu().numpy().astype(np.uint8)
 
-    def check_trainable(self, lo: int, hi: int) -> None:
-        """The guard: a gradient may use targets [lo, hi) only if each was already scored, exactly once."""
-        bad = np.flatnonzero(self.seen[lo:hi] != 1)  # position 0 is never scored, so lo < 1 fails here too
-        if bad.size:
-            p = lo + int(bad[0])
-            raise AssertionError(f"TTT legality: an update would train on target position {p} (range [{lo}, {hi})) "
-                                 f"that has been scored {int(self.seen[p])} times")
-        self.updates.append((lo, hi))
+    def check_trainable(self, lo: int | np.ndarray, hi: int | np.ndarray) -> None:
+        """The guard: a gradient may use targets [lo, hi) (one range, or arrays of them) only if each was already
+        scored, exactly once. Position 0 is never scored, so lo < 1 fails too."""
+        for a, b in zip(np.atleast_1d(lo).tolist(), np.atleast_1d(hi).tolist()):
+            bad = np.flatnonzero(self.seen[a:b] != 1)
+            if bad.size:
+                p = a + int(bad[0])
+                raise AssertionError(f"TTT legality: an update would train on target position {p} (range [{a}, {b}))"
+                                     f" that has been scored {int(self.seen[p])} times")
+            self.updates.append((a, b))
 
     def result(self, seconds: float) -> EvalResult:
         """Verify over all ranks that every target was scored exactly once, so the targets and their bytes are the
         whole split's; all-reduce the loss and divide once."""
         counts = all_reduce_(torch.from_numpy(self.counts).to(self.d.device)).cpu().numpy()
-        bad = np.flatnonzero(counts[1:] != 1)
-        if counts[0] or bad.size:
-            p = int(bad[0]) + 1 if bad.size else 0
+        bad = np.flatnonzero(counts != (np.arange(len(counts)) > 0))  # position 0 is context only, never a target
+        if bad.size:
+            p = int(bad[0])
             raise AssertionError(f"scoring covered target position {p} {int(counts[p])} times (must be exactly once)")
         loss = float(all_reduce_(self.loss.clone()).item())
         losses = None
         if self.losses is not None:
             losses = all_reduce_(torch.from_numpy(self.losses).to(self.d.device)).cpu().numpy()
         targets, nbytes = len(self.val) - 1, count_target_bytes(self.val[:-1], self.val[1:], self.tables)
-        return EvalResult(loss / targets, loss / (math.log(2) * nbytes), targets, nbytes, seconds, losses)
+        return EvalResult(loss / targets, loss / (math.log(2) * nbytes), targets, nbytes, seconds, losses, self.updates)
 
 
 def _windows(vt: torch.Tensor, starts: np.ndarray, lengths: np.ndarray) -> tuple[torch.Tensor, ...]:
@@ -1020,8 +1020,7 @@ def _per_token_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, h: Hyperpa
 
 def _score_windows(model: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, plan: np.ndarray, window: int,
                    h: Hyperparameters, d: Dist) -> None:
-    """Score every window of `plan` (rows starts, lo, hi), h.eval_batch_seqs windows per forward, without
-    gradients."""
+    """Score every window of `plan` (rows starts, lo, hi), h.eval_batch_seqs windows per forward."""
     B = h.eval_batch_seqs
     with torch.inference_mode():
         for i in range(0, plan.shape[1], B):
@@ -1063,9 +1062,8 @@ def eval_flat(model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperp
 
 
 def _all_reduce_grads(params: list[nn.Parameter]) -> None:
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = all_reduce_(torch.cat([g.reshape(-1) for g in grads]))
-    for p, g in zip(params, flat.split([g.numel() for g in grads])):
+    flat = all_reduce_(torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in params]))
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
         p.grad = g.view_as(p)
 
 
@@ -1076,9 +1074,7 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
     window = h.effective_eval_seq_len
     plan = sliding_plan(vt.numel(), window, h.eval_stride or window)
     chunks = np.split(plan, np.flatnonzero(np.diff((plan[1] - 1) // h.ttt_chunk_tokens)) + 1, axis=1)
-    params = list(net.parameters())
-    for p in params:
-        p.requires_grad_(True)
+    params = list(net.requires_grad_(True).parameters())
     opt = torch.optim.SGD(params, lr=h.ttt_lr, momentum=h.ttt_momentum)
     for c, chunk in enumerate(chunks):
         _score_windows(net, vt, ledger, chunk[:, rank_share(chunk.shape[1], d)], window, h, d)
@@ -1086,13 +1082,11 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
         ledger.sync(lo, hi)
         if c == len(chunks) - 1 or h.ttt_epochs == 0:
             continue
-        for group in opt.param_groups:
-            group["lr"] = h.ttt_lr * 0.5 * (1.0 + math.cos(math.pi * c / max(len(chunks) - 1, 1)))
+        opt.param_groups[0]["lr"] = h.ttt_lr * 0.5 * (1.0 + math.cos(math.pi * c / max(len(chunks) - 1, 1)))
         seq_lo = np.arange(lo, hi, window)
         seq_lo = seq_lo[rank_share(len(seq_lo), d)]
         seq_hi = np.minimum(seq_lo + window, hi)
-        for a, b in zip(seq_lo.tolist(), seq_hi.tolist()):
-            ledger.check_trainable(a, b)
+        ledger.check_trainable(seq_lo, seq_hi)
         for _ in range(h.ttt_epochs):
             with torch.enable_grad():
                 for i in range(0, len(seq_lo), h.eval_batch_seqs):
@@ -1108,11 +1102,10 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
 
 
 def _attach_lora(model: nn.Module, docs: np.ndarray, rank: int, seed: int) -> tuple[list[nn.Parameter], list]:
-    """Per-document low-rank adapters on the model's own linear layers (roles in LORA_ROLES), attached with forward
-    hooks: row b of a batch gets out += (x_b @ A_b) @ B_b. B starts at zero, so a fresh adapter is the unadapted
-    model. Documents in a batch share no parameter, and Adam is elementwise, so they stay independent; A is drawn
-    from a generator seeded by (seed, document index), so a document's score does not depend on its batch or rank.
-    Returns the parameters and the hook handles."""
+    """Per-document low-rank adapters (parameters, hook handles) on the linear layers of roles LORA_ROLES: row b of a
+    batch gets out += (x_b @ A_b) @ B_b. B starts at zero, so a fresh adapter is the unadapted model. Documents share
+    no parameter and Adam is elementwise, so they stay independent; A is drawn from a generator seeded by (seed,
+    document index), so a document's score does not depend on its batch or rank."""
     roles = param_roles(model)
     gens = [torch.Generator().manual_seed(seed * LORA_SEED_STRIDE + int(doc)) for doc in docs]
     params, handles = [], []
@@ -1122,16 +1115,13 @@ def _attach_lora(model: nn.Module, docs: np.ndarray, rank: int, seed: int) -> tu
             a = nn.Parameter((a / math.sqrt(mod.in_features)).to(mod.weight.device))
             b = nn.Parameter(torch.zeros(len(docs), rank, mod.out_features, device=mod.weight.device))
             params += [a, b]
-            handles.append(mod.register_forward_hook(_lora_hook(a, b)))
+
+            def hook(mod: nn.Module, inputs: tuple, out: torch.Tensor, a=a, b=b) -> torch.Tensor:  # binds this a, b
+                x = inputs[0].reshape(a.size(0), -1, a.size(1))  # (n_docs, tokens, in)
+                return out + torch.bmm(torch.bmm(x, a.to(x.dtype)), b.to(x.dtype)).view(out.shape)
+
+            handles.append(mod.register_forward_hook(hook))
     return params, handles
-
-
-def _lora_hook(a: nn.Parameter, b: nn.Parameter):
-    def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
-        x = inputs[0].reshape(a.size(0), -1, a.size(1))  # (n_docs, tokens, in)
-        return out + torch.bmm(torch.bmm(x, a.to(x.dtype)), b.to(x.dtype)).view(out.shape)
-
-    return hook
 
 
 def _ttt_lora(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameters, d: Dist) -> None:
@@ -1142,8 +1132,7 @@ def _ttt_lora(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpar
     doc_lo, doc_hi = document_spans(vt.cpu().numpy())
     order = np.argsort(doc_lo - doc_hi, kind="stable")  # longest first, so a batch's documents end together
     mine = order[d.rank :: d.world_size]
-    for p in net.parameters():
-        p.requires_grad_(False)
+    net.requires_grad_(False)
     for g in range(0, len(mine), h.ttt_lora_docs):
         docs = np.sort(mine[g : g + h.ttt_lora_docs])
         lo0, hi0 = doc_lo[docs], doc_hi[docs]
@@ -1160,8 +1149,7 @@ def _ttt_lora(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpar
                 keep = ledger.score(ce, starts + 1, lo, hi)  # scored with the adapters as they are, before the step
                 if k == n_steps - 1:
                     break
-                for a, b in zip(lo[lo < hi].tolist(), hi[lo < hi].tolist()):
-                    ledger.check_trainable(a, b)
+                ledger.check_trainable(lo[lo < hi], hi[lo < hi])
                 (torch.where(keep, ce, 0.0).sum(1) / keep.sum(1).clamp(min=1)).sum().backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -1181,8 +1169,7 @@ def eval_ttt(model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperpa
     vt = torch.from_numpy(val_tokens.astype(np.int64)).to(d.device)
     t0 = _sync_time(d)
     (_ttt_sgd if h.ttt_mode == "sgd" else _ttt_lora)(net, vt, ledger, h, d)
-    seconds = _sync_time(d) - t0
-    return dataclasses.replace(ledger.result(seconds), updates=ledger.updates)
+    return ledger.result(_sync_time(d) - t0)
 
 
 # =====================================================================================================================
