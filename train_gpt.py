@@ -1308,7 +1308,6 @@ def quantize_state_dict(state_dict: dict[str, torch.Tensor], roles: dict[str, st
             continue
         bits, k = _quant_setting(role, h)
         w, H = t.float(), hessians.get(name)
-    report = {}
         scale = sdclip_scale(w, k, bits)
         q, method = quantize_rtn(w, scale, bits), "rtn"
         if H is not None and h.gptq:
@@ -1322,6 +1321,7 @@ def quantize_state_dict(state_dict: dict[str, torch.Tensor], roles: dict[str, st
         floats[name] = w
     if h.lqer_rank > 0:
         _add_lqer(entries, floats, h.lqer_rank, h.lqer_top)
+    report = {}
     for e in entries:
         m = e["meta"]
         r = report[m["name"]] = {"role": m["role"], "store": m["store"], "params": math.prod(m["shape"])}
@@ -1367,7 +1367,6 @@ def _part_specs(m: dict) -> list[tuple[str, str, torch.dtype, list[int]]]:
         dtype = {"f16": torch.float16, "f32": torch.float32}.get(m["store"], STORE_DTYPES[m["dtype"]])
         return [(m["store"], "data", dtype, m["shape"])]
     (rows, cols), r = m["shape"], m.get("lqer", 0)
-    """The module of a codec named in ARTIFACT_CODECS (COMPRESSOR is checked by Hyperparameters)."""
     specs = [("q", "q", torch.int8, [rows, cols]), ("scale", "scale", torch.float16, [rows])]
     for key, n in (("la", rows * r), ("lb", r * cols)) if r else ():
         specs += [("lqer_q", key, torch.int8, [n]), ("lqer_s", key + "_s", torch.float16, [-(-n // LQER_GROUP)])]
@@ -1381,6 +1380,7 @@ def _shuffle(b: bytes, width: int, inverse: bool = False) -> bytes:
 
 
 def _codec(name: str):
+    """The module of a codec named in ARTIFACT_CODECS (COMPRESSOR is checked by Hyperparameters)."""
     if name == "zstd":
         try:
             import zstandard
