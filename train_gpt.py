@@ -902,10 +902,9 @@ class EvalResult:
 
 
 def prepare_val_tokens(tokens: np.ndarray, seq_len: int, include_tail: bool) -> np.ndarray:
-    """The official truncation to ((N-1)//seq_len)*seq_len + 1 tokens, or all N with include_tail."""
+    """The official truncation to ((N-1)//seq_len)*seq_len + 1 tokens, or all N with include_tail (seq_len > 0, as
+    h.effective_eval_seq_len always is)."""
     n = len(tokens)
-    if seq_len <= 0:
-        raise ValueError(f"EVAL_SEQ_LEN={seq_len}: the window must be positive")
     if n < seq_len + 1:
         raise ValueError(f"the val split has {n} tokens, fewer than one window of {seq_len} + 1: use a longer val "
                          f"split or a smaller EVAL_SEQ_LEN")
@@ -988,8 +987,7 @@ class ScoreLedger:
             self.updates.append((a, b))
 
     def result(self, seconds: float) -> EvalResult:
-        """Verify over all ranks that every target was scored exactly once, so the targets and their bytes are the
-        whole split's; all-reduce the loss and divide once."""
+        """All-reduce; once every target is known scored exactly once, targets and bytes are the whole split's."""
         counts = all_reduce_(torch.from_numpy(self.counts).to(self.d.device)).cpu().numpy()
         bad = np.flatnonzero(counts != (np.arange(len(counts)) > 0))  # position 0 is context only, never a target
         if bad.size:
