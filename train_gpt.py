@@ -1219,7 +1219,7 @@ def gptq_quantize(w: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, bits: i
     factor of the damped H^-1 (lazily, once per block, beyond the current block). Runs in w's dtype (>= fp32)."""
     dtype = torch.promote_types(w.dtype, torch.float32)
     W, H = w.to(dtype).clone(), H.to(device=w.device, dtype=dtype).clone()
-    s = scale.to(device=w.device, dtype=dtype)[:, None]
+    s = scale.to(device=w.device, dtype=dtype)
     qmax, cols = 2 ** (bits - 1) - 1, W.size(1)
     dead = H.diagonal() == 0
     H[dead, dead] = 1.0
@@ -1239,11 +1239,9 @@ def gptq_quantize(w: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, bits: i
         i2 = min(i1 + block, cols)
         Wb, Ub, Eb = W[:, i1:i2].clone(), U[i1:i2, i1:i2], torch.empty_like(W[:, i1:i2])
         for j in range(i2 - i1):
-            q = torch.clamp(torch.round(Wb[:, j : j + 1] / s), -qmax, qmax)  # (rows, 1)
-            Q[:, i1 + j : i1 + j + 1] = q
-            err = (Wb[:, j : j + 1] - q * s) / Ub[j, j]
-            Wb[:, j:] -= err * Ub[j : j + 1, j:]
-            Eb[:, j : j + 1] = err
+            Q[:, i1 + j] = q = torch.clamp(torch.round(Wb[:, j] / s), -qmax, qmax)
+            Eb[:, j] = err = (Wb[:, j] - q * s) / Ub[j, j]
+            Wb[:, j:] -= err[:, None] * Ub[j, j:]
         W[:, i2:] -= Eb @ U[i1:i2, i2:]
     return Q[:, torch.argsort(perm)].to(torch.int8)
 
@@ -1410,19 +1408,15 @@ def decompress_bytes(data: bytes, codec: str, size: int) -> bytes:
 
 
 def encode_artifact(model_config: dict, entries: list[dict], codec: str, level: int) -> bytes:
-    streams: dict[str, list[bytes]] = {s: [] for s in STREAM_WIDTHS}
-    for e in entries:
-        for stream, t in _entry_parts(e):
-            streams[stream].append(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    data = {s: b"".join(parts) for s, parts in streams.items()}
+    data = {s: b"".join(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+                        for e in entries for stream, t in _entry_parts(e) if stream == s) for s in STREAM_WIDTHS}
     header = {"model_config": model_config, "tensors": [e["meta"] for e in entries],
               "streams": [[s, len(data[s]), STREAM_WIDTHS[s]] for s in STREAM_WIDTHS]}
     hbytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     payload = struct.pack("<I", len(hbytes)) + hbytes + b"".join(_shuffle(data[s], STREAM_WIDTHS[s]) for s in data)
     body = compress_bytes(payload, codec, level)
-    prefix = ARTIFACT_FRAME.pack(ARTIFACT_MAGIC, ARTIFACT_VERSION, ARTIFACT_CODECS[codec], len(payload), bytes(16))
-    digest = hashlib.blake2b(prefix[:-16] + body, digest_size=16).digest()
-    return prefix[:-16] + digest + body
+    frame = ARTIFACT_FRAME.pack(ARTIFACT_MAGIC, ARTIFACT_VERSION, ARTIFACT_CODECS[codec], len(payload), bytes(16))[:-16]
+    return frame + hashlib.blake2b(frame + body, digest_size=16).digest() + body
 
 
 def decode_artifact(blob: bytes) -> tuple[dict, list[dict]]:
@@ -1467,10 +1461,8 @@ def decode_artifact(blob: bytes) -> tuple[dict, list[dict]]:
                 n = math.prod(shape) * dtype.itemsize
                 if min(shape, default=0) < 0 or cursor[stream] + n > len(streams[stream]):
                     raise ValueError(f"tensor {m['name']!r} overruns stream {stream!r}")
-                chunk = bytearray(streams[stream][cursor[stream] : cursor[stream] + n])
-                e[key] = torch.frombuffer(chunk, dtype=torch.uint8).view(dtype).reshape(shape) if n else \
-                    torch.empty(shape, dtype=dtype)
-                cursor[stream] += n
+                chunk = torch.tensor(np.frombuffer(streams[stream], np.uint8, n, cursor[stream]))  # a copy
+                e[key], cursor[stream] = chunk.view(dtype).reshape(shape), cursor[stream] + n
             entries.append(e)
         if any(cursor[s] != len(streams[s]) for s in streams):
             raise ValueError("streams hold bytes no tensor claims")
@@ -1499,11 +1491,9 @@ def build_artifact(state_dict: dict[str, torch.Tensor], roles: dict[str, str], m
     check_model_config(model_config, what="model_config")
     entries, report = quantize_state_dict(state_dict, roles, h, hessians)
     blob = encode_artifact(model_config, entries, h.compressor, h.compress_level)
-    by_role: dict[str, list[dict]] = {}
-    for e in entries:
-        by_role.setdefault(e["meta"]["role"], []).append(e)
     roles_out = {}
-    for role, es in by_role.items():
+    for role in dict.fromkeys(e["meta"]["role"] for e in entries):
+        es = [e for e in entries if e["meta"]["role"] == role]
         rs = [report["tensors"][e["meta"]["name"]] for e in es]
         params = sum(r["params"] for r in rs)
         roles_out[role] = {"tensors": len(es), "params": params,
