@@ -199,36 +199,54 @@ def bench_exports(a: argparse.Namespace) -> None:
             f"(paired); GPTQ tax / RTN tax = {gptq[k][1] / rtn[k][1]:.3f}" if rtn[k][1] else "")
 
     if a.sweep_k:
-        sweep = {"rtn": [], "gptq": []}
+        sweep: dict[str, list] = {"rtn": [], "gptq": []}
         for k in a.sweep_k:
             for method in sweep:
-                row, _ = build(("flat",), f"{method} k={k:g}", gptq=int(method == "gptq"), clip_k_attn=k,
-                               clip_k_mlp=k)
-                sweep[method].append((k, row["bytes"], row["flat"][1], row["flat"][2]))
-        rb, rt = [r[1] for r in sweep["rtn"]], [r[2] for r in sweep["rtn"]]
-        log("\nEqual bytes: attn/mlp clip k swept (embedding fixed), flat tax; RTN's tax interpolated at GPTQ's bytes")
-        log("| k | RTN bytes | RTN tax ± se | GPTQ bytes | GPTQ tax ± se | RTN tax at GPTQ bytes | GPTQ / RTN |")
+                row, blob = build(("flat",), f"{method} k={k:g}", gptq=int(method == "gptq"), clip_k_attn=k,
+                                  clip_k_mlp=k)
+                cfg, entries = tg.decode_artifact(blob)
+                lz = len(tg.encode_artifact(cfg, entries, "lzma", 9))
+                sweep[method].append((k, row["bytes"], lz, row["flat"][1], row["flat"][2]))
+        rb, rt = [r[2] for r in sweep["rtn"]], [r[3] for r in sweep["rtn"]]
+        log("\nEqual bytes: attn/mlp clip k swept (embedding fixed), flat tax; RTN's tax interpolated at GPTQ's "
+            "lzma-9 bytes (zstd-22 sizes jump with the data's offset, see the codec table)")
+        log("| k | RTN zstd / lzma bytes | RTN tax ± se | GPTQ zstd / lzma bytes | GPTQ tax ± se | RTN tax at GPTQ's "
+            "lzma bytes | GPTQ / RTN |")
         log("|---:|---:|---:|---:|---:|---:|---:|")
-        for (k, b_r, t_r, s_r), (_, b_g, t_g, s_g) in zip(sweep["rtn"], sweep["gptq"]):
+        for (k, z_r, b_r, t_r, s_r), (_, z_g, b_g, t_g, s_g) in zip(sweep["rtn"], sweep["gptq"]):
             at = interpolate(b_g, rb, rt)
-            log(f"| {k:g} | {b_r:,} | {t_r:+.5f} ± {s_r:.5f} | {b_g:,} | {t_g:+.5f} ± {s_g:.5f} | "
+            log(f"| {k:g} | {z_r:,} / {b_r:,} | {t_r:+.5f} ± {s_r:.5f} | {z_g:,} / {b_g:,} | {t_g:+.5f} ± {s_g:.5f} | "
                 + (f"{at:+.5f} | {t_g / at:.3f} |" if at else "out of range | - |"))
 
     cfg, entries = tg.decode_artifact(gptq_blob)
-    log("\n| codec / layout | bytes | encode s |")
+    log(f"\nGPTQ artifact re-encoded; bytes min-max over {a.offsets} header shifts of 0..{a.offsets - 1} bytes")
+    log("| codec / layout | bytes | encode s |")
     log("|---|---:|---:|")
     for codec, level in CODECS:
         for shuffle in (True, False):
             saved = dict(tg.STREAM_WIDTHS)
             if not shuffle:
                 tg.STREAM_WIDTHS.update(dict.fromkeys(tg.STREAM_WIDTHS, 1))
-            t0 = time.perf_counter()
-            n = len(tg.encode_artifact(cfg, entries, codec, level))
+            sizes, seconds, _ = codec_sizes(cfg, entries, codec, level, a.offsets)
             tg.STREAM_WIDTHS.update(saved)
-            seconds = time.perf_counter() - t0
-            log(f"| {codec}-{level}, byte-shuffle {'on' if shuffle else 'off'} | {n:,} | {seconds:.2f} |")
+            log(f"| {codec}-{level}, byte-shuffle {'on' if shuffle else 'off'} | {span(sizes)} | {seconds:.2f} |")
     log(f"\nparams {nparams}, torch {torch.__version__}, device {d.device}, threads {torch.get_num_threads()}, "
         f"{math.ceil(time.process_time())}s CPU")
+
+
+def codec_sizes(config: dict, entries: list[dict], codec: str, level: int,
+                shifts: int) -> tuple[list[int], float, bytes]:
+    """Artifact bytes with the payload shifted by 0..shifts-1 bytes (a padding key in a copy of the model config;
+    measurement only: zstd's output size depends on where the streams fall), the mean encode time, and the
+    unshifted artifact."""
+    blobs, t0 = [], time.perf_counter()
+    for n in range(shifts):
+        blobs.append(tg.encode_artifact({**config, "pad": "x" * n} if n else config, entries, codec, level))
+    return [len(b) for b in blobs], (time.perf_counter() - t0) / shifts, blobs[0]
+
+
+def span(sizes: list[int]) -> str:
+    return f"{sizes[0]:,}" if len(sizes) == 1 else f"{min(sizes):,}-{max(sizes):,} (shift 0: {sizes[0]:,})"
 
 
 def role_samples(state: dict, roles: dict) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
@@ -307,13 +325,11 @@ def bench_fullsize_codecs(a: argparse.Namespace) -> None:
         entries, _ = tg.quantize_state_dict(synthetic_state(state, roles, samples, gen), roles, h)
         floor = order0_bits(entries)
         for codec, level in CODECS:
-            t0 = time.perf_counter()
-            blob = tg.encode_artifact(h.model_config(), entries, codec, level)
-            enc = time.perf_counter() - t0
+            sizes, enc, blob = codec_sizes(h.model_config(), entries, codec, level, a.offsets)
             t0 = time.perf_counter()
             tg.decode_artifact(blob)
             dec = time.perf_counter() - t0
-            log(f"| {label} | {codec}-{level} | {len(blob):,} | {len(blob) / nparams:.4f} | {enc:.1f} | {dec:.1f} |")
+            log(f"| {label} | {codec}-{level} | {span(sizes)} | {sizes[0] / nparams:.4f} | {enc:.1f} | {dec:.1f} |")
         log(f"| {label} | order-0 entropy of the int codes alone | {floor:,.0f} | {floor / nparams:.4f} | - | - |")
 
 
@@ -334,11 +350,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lqer-top", type=int, default=4)
     p.add_argument("--fullsize-codecs", action="store_true",
                    help="only the full-size codec comparison (weights resampled from --checkpoint, and Gaussian)")
+    p.add_argument("--offsets", type=int, default=1,
+                   help="codec tables: encode with the payload shifted by 0..N-1 bytes and report min-max bytes")
     p.add_argument("--seed", type=int, default=1337)
     a = p.parse_args(argv)
     try:
-        if a.val_tokens < 1 or a.calib_batches < 0 or a.lqer_rank < 0 or a.lqer_top < 0:
-            raise UsageError("--val-tokens must be positive; --calib-batches, --lqer-rank, --lqer-top >= 0")
+        if a.val_tokens < 1 or a.calib_batches < 0 or a.lqer_rank < 0 or a.lqer_top < 0 or a.offsets < 1:
+            raise UsageError("--val-tokens and --offsets must be positive; --calib-batches, --lqer-rank and "
+                             "--lqer-top must be >= 0")
         if any(k <= 0 for k in a.sweep_k):
             raise UsageError(f"--sweep-k {a.sweep_k}: every k must be positive")
         bench_fullsize_codecs(a) if a.fullsize_codecs else bench_exports(a)
