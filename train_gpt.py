@@ -1543,13 +1543,12 @@ def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor], roles: d
     """H = mean X^T X of the inputs of every attn/mlp matrix (a looped block adds every pass) and of the output head
     or tied embedding (the final hidden states), all-reduced over ranks. Pass the uncompiled model."""
     out_name = next((n for want in ("head", "embed") for n, r in roles.items() if r == want), None)
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
+    sums: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (sum of X^T X, rows of X)
 
     def add(name: str, x: torch.Tensor) -> None:
         x = x.detach().reshape(-1, x.size(-1)).float()
-        sums[name] = sums[name].addmm_(x.T, x) if name in sums else x.T @ x
-        counts[name] = counts.get(name, 0) + x.size(0)
+        xtx, n = sums.get(name, (0.0, 0))
+        sums[name] = (x.T @ x + xtx, n + x.size(0))
 
     hooks = []
     for mname, mod in model.named_modules():
@@ -1565,11 +1564,8 @@ def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor], roles: d
     finally:
         for hk in hooks:
             hk.remove()
-    hessians = {}
-    for name in sorted(sums):
-        n = all_reduce_(torch.tensor([float(counts[name])], device=sums[name].device))
-        hessians[name] = all_reduce_(sums[name]) / n.clamp_min(1.0)
-    return hessians
+    return {name: all_reduce_(xtx) / all_reduce_(torch.tensor([float(n)], device=xtx.device)).clamp_min(1.0)
+            for name, (xtx, n) in sorted(sums.items())}
 
 
 def pack_source(source: str) -> str:
