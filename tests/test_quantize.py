@@ -155,14 +155,14 @@ def reframe(blob: bytes, payload: bytes | None = None, version: int | None = Non
     magic, ver, codec_id, size, _ = tg.ARTIFACT_FRAME.unpack_from(blob)
     body = blob[tg.ARTIFACT_FRAME.size :]
     if payload is not None:
-        body, size, codec_id = tg.compress_bytes(payload, codec, 3), len(payload), tg.ARTIFACT_CODECS[codec]
+        body, size, codec_id = tg.compress_parts([payload], codec, 3), len(payload), tg.ARTIFACT_CODECS[codec]
     prefix = struct.pack("<4sBBQ", magic, ver if version is None else version, codec_id, size)
     return prefix + hashlib.blake2b(prefix + body, digest_size=16).digest() + body
 
 
 def payload_of(blob: bytes) -> bytes:
     _, _, _, size, _ = tg.ARTIFACT_FRAME.unpack_from(blob)
-    return tg.decompress_bytes(blob[tg.ARTIFACT_FRAME.size :], "zstd", size)
+    return tg.decompress_parts(blob[tg.ARTIFACT_FRAME.size :], "zstd", size)
 
 
 @pytest.fixture(scope="module")
@@ -450,3 +450,35 @@ def test_packed_script_trains_to_the_same_loss(tmp_path):
         lines.append([ln.split(" train_time")[0].split(" eval_time")[0] for ln in out.stdout.splitlines()
                       if "train_loss:" in ln or "_exact" in ln])
     assert len(lines[0]) >= 4 and lines[0] == lines[1], lines
+
+
+def _frames(body: bytes) -> list[bytes]:
+    (n,) = struct.unpack_from("<H", body)
+    sizes = [tg.ARTIFACT_PART.unpack_from(body, 2 + i * tg.ARTIFACT_PART.size)[0] for i in range(n)]
+    pos, out = 2 + n * tg.ARTIFACT_PART.size, []
+    for c in sizes:
+        out.append(body[pos : pos + c])
+        pos += c
+    return out
+
+
+def _with_body(blob: bytes, body: bytes, size: int) -> bytes:
+    """An artifact around any body, with a valid checksum."""
+    magic, ver, codec_id, _, _ = tg.ARTIFACT_FRAME.unpack_from(blob)
+    prefix = struct.pack("<4sBBQ", magic, ver, codec_id, size)
+    return prefix + hashlib.blake2b(prefix + body, digest_size=16).digest() + body
+
+
+def test_part_index_is_checked_and_parts_are_independent(blob_and_h):
+    blob, _ = blob_and_h
+    payload = payload_of(blob)
+    body = tg.compress_parts([payload[:100], payload[100:]], "zstd", 3)
+    assert tg.decompress_parts(body, "zstd", len(payload)) == payload
+    lying = body[:2] + tg.ARTIFACT_PART.pack(5, 100) + body[2 + tg.ARTIFACT_PART.size :]  # sizes that do not add up
+    for bad in (body[:-1], lying, b"\x01"):
+        with pytest.raises(tg.ArtifactError, match="part index is malformed"):
+            tg.read_artifact(_with_body(blob, bad, len(payload)))
+    # one frame per part: a longer header leaves every stream's compressed bytes exactly as they were
+    streams = [payload[100:5000], payload[5000:]]
+    a, b = (tg.compress_parts([hdr, *streams], "zstd", 22) for hdr in (payload[:100], payload[:100] + b"xyz"))
+    assert _frames(a)[1:] == _frames(b)[1:] and _frames(a)[0] != _frames(b)[0]
