@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -26,3 +27,13 @@ def shared_path(*parts: str) -> Path:
 def shared_data() -> Path:
     """The shared real-data folder (../shared/data); skips when absent."""
     return shared_path()
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tests run in one intra-op thread: on two shared cores, two threads that fight other processes are several
+    times slower than one, and results do not depend on the thread count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -22,14 +22,6 @@ VOCAB = 1024
 LN_V = float(np.float32(math.log(VOCAB)))  # the fp32 loss a uniform prediction gives
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared cores: one intra-op thread is several times faster than two that fight other processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def sp() -> spm.SentencePieceProcessor:

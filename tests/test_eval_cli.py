@@ -24,13 +24,6 @@ SEQ = 32
 MAX_TOKENS = 2048
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, str]:

@@ -11,8 +11,6 @@ import torch.nn.functional as F
 
 import train_gpt as tg
 
-torch.set_num_threads(1)
-
 
 def config(preset: str = "tiny", **over) -> dict:
     env = {"PRESET": preset, **{k.upper(): str(v) for k, v in over.items()}}

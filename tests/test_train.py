@@ -20,8 +20,6 @@ from conftest import REPO, shared_path
 
 import train_gpt as tg
 
-torch.set_num_threads(1)
-
 # A CPU-sized run: 2 layers looped, 64-token sequences, a few steps; every feature of the frontier stays on.
 SMALL = dict(PRESET="tiny", NUM_LAYERS="3", MODEL_DIM="32", NUM_HEADS="2", NUM_KV_HEADS="1", LOOP_START="1",
              LOOP_END="1", PARALLEL_START="2", ROPE_DIMS="8", TRAIN_SEQ_LEN="64", TRAIN_BATCH_TOKENS="512",
