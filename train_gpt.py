@@ -1833,6 +1833,20 @@ def log_header(log: Logger, src: bytes, h: Hyperparameters, d: Dist, accum_steps
         log(f"{f.name}:{getattr(h, f.name)}")
 
 
+def check_tokenizer_matches_data(tokenizer_path: str, data_path: str) -> None:
+    """A wrong tokenizer of the right vocab size would silently mis-count bytes: when the shards' manifest
+    (data/export.py writes one) records the tokenizer's sha256, the file given must have it."""
+    manifest = Path(data_path) / "manifest.json"
+    try:
+        expected = json.loads(manifest.read_text())["tokenizer"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no manifest of ours (e.g. the official download): nothing to compare with
+    got = hashlib.sha256(Path(tokenizer_path).read_bytes()).hexdigest()
+    if got != expected:
+        raise ValueError(f"TOKENIZER_PATH={tokenizer_path} (sha256 {got[:12]}…) is not the tokenizer the shards in "
+                         f"{data_path} were made with (sha256 {expected[:12]}…, {manifest})")
+
+
 def grad_accum_steps(h: Hyperparameters, d: Dist) -> int:
     accum = h.grad_accum_steps or (8 // d.world_size if 8 % d.world_size == 0 else 1)
     if h.train_batch_tokens % (d.world_size * accum * h.train_seq_len):
@@ -1871,6 +1885,7 @@ def run(h: Hyperparameters, d: Dist) -> None:
     log_header(log, source, h, d, accum)
     if not Path(h.tokenizer_path).is_file():
         raise FileNotFoundError(f"TOKENIZER_PATH={h.tokenizer_path}: no such file (data/download.py fetches it)")
+    check_tokenizer_matches_data(h.tokenizer_path, h.data_path)
     tables = build_byte_tables(spm.SentencePieceProcessor(model_file=h.tokenizer_path), h.vocab_size)
     val_tokens = load_token_split(os.path.join(h.data_path, "fineweb_val_*.bin"), h.vocab_size)
     if h.val_max_tokens:

@@ -282,3 +282,18 @@ def test_sigterm_keeps_the_log_and_leaves_no_partial_artifact(dataset, tmp_path)
     assert "\nstep:2/100000" in text and not text.rstrip().endswith("run_complete")
     art = tmp_path / "art"
     assert not art.exists() or not any(art.iterdir())
+
+
+def test_a_tokenizer_other_than_the_datasets_is_refused(dataset, tmp_path):
+    import hashlib
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(dataset["DATA_PATH"], data)
+    official = Path(dataset["TOKENIZER_PATH"])
+    sha = hashlib.sha256(official.read_bytes()).hexdigest()
+    (data / "manifest.json").write_text(json.dumps({"tokenizer": {"sha256": sha}}))
+    tg.check_tokenizer_matches_data(str(official), str(data))  # the right one passes
+    wrong = shared_path("tokenizers", "wrong_fineweb_1024_bpe.model")  # same vocab size, other content
+    with pytest.raises(ValueError, match="is not the tokenizer the shards"):
+        run_inprocess({**dataset, "DATA_PATH": str(data), "TOKENIZER_PATH": str(wrong)}, tmp_path)
