@@ -238,6 +238,8 @@ def score(tg: ModuleType, model: torch.nn.Module, sp, args: argparse.Namespace, 
     main = d.rank == 0
     tables = tg.build_byte_tables(sp, int(h.vocab_size))
     pattern = args.val or os.path.join(h.data_path, "fineweb_val_*.bin")
+    if hasattr(tg, "check_tokenizer_matches_data"):  # older records' code lacks it
+        tg.check_tokenizer_matches_data(str(args.tokenizer or h.tokenizer_path), os.path.dirname(pattern))
     val = tg.load_token_split(pattern, int(h.vocab_size))
     if args.max_tokens:
         val = val[: args.max_tokens + 1]
