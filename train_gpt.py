@@ -330,6 +330,13 @@ class Logger:
             self.file = None
 
 
+def synced_clock(d: Dist) -> float:
+    """Seconds, after the device has finished its queued work (a host sync on CUDA)."""
+    if d.device.type == "cuda":
+        torch.cuda.synchronize(d.device)
+    return time.perf_counter()
+
+
 def use_bf16(h: Hyperparameters, device: torch.device) -> bool:
     return device.type == "cuda" if h.autocast_bf16 < 0 else bool(h.autocast_bf16)
 
@@ -1028,12 +1035,6 @@ def _score_windows(model: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, plan
             ledger.score(_per_token_ce(model, x, y, h, d), s + 1, a, b)
 
 
-def _sync_time(d: Dist) -> float:
-    if d.device.type == "cuda":
-        torch.cuda.synchronize(d.device)
-    return time.perf_counter()
-
-
 def eval_sliding(model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, *,
                  keep_losses: bool = False) -> EvalResult:
     """Windows of h.effective_eval_seq_len every h.eval_stride tokens, each target scored once with >= window -
@@ -1044,9 +1045,9 @@ def eval_sliding(model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyp
     vt = torch.from_numpy(val_tokens.astype(np.int64)).to(d.device)
     was_training = model.training
     model.eval()
-    t0 = _sync_time(d)
+    t0 = synced_clock(d)
     _score_windows(model, vt, ledger, plan[:, rank_share(plan.shape[1], d)], window, h, d)
-    seconds = _sync_time(d) - t0
+    seconds = synced_clock(d) - t0
     model.train(was_training)
     return ledger.result(seconds)
 
@@ -1165,9 +1166,9 @@ def eval_ttt(model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperpa
     ledger = ScoreLedger(val_tokens, tables, d, keep_losses)
     net = copy.deepcopy(getattr(model, "_orig_mod", model)).eval()
     vt = torch.from_numpy(val_tokens.astype(np.int64)).to(d.device)
-    t0 = _sync_time(d)
+    t0 = synced_clock(d)
     (_ttt_sgd if h.ttt_mode == "sgd" else _ttt_lora)(net, vt, ledger, h, d)
-    return ledger.result(_sync_time(d) - t0)
+    return ledger.result(synced_clock(d) - t0)
 
 
 # =====================================================================================================================
@@ -1789,12 +1790,6 @@ def train(model: nn.Module, base: GPT, loader: DistributedTokenLoader, optimizer
                 stop_reason = "wallclock_cap"
                 log(f"stopping_early: wallclock_cap train_time:{agreed_ms:.0f}ms step:{step}/{h.iterations}")
     return {"steps": step, "train_ms": agreed_ms}
-
-
-def synced_clock(d: Dist) -> float:
-    if d.device.type == "cuda":
-        torch.cuda.synchronize(d.device)
-    return time.perf_counter()
 
 
 # =====================================================================================================================

@@ -99,11 +99,11 @@ def main() -> None:
     batches = [(w[:, :-1], w[:, 1:]) for w in vt[idx].split(args.batch_seqs)]
 
     def ideal_pass() -> float:
-        t0 = tg._sync_time(d)
+        t0 = tg.synced_clock(d)
         with torch.inference_mode(), tg.amp_context(device, tg.use_bf16(h, device)):
             for x, y in batches:
                 model(x, y, reduction="none")
-        return tg._sync_time(d) - t0
+        return tg.synced_clock(d) - t0
 
     ideal = min(ideal_pass() for _ in range(args.repeats))
     win_tokens = len(starts) * args.seq_len
