@@ -1948,9 +1948,7 @@ def run(h: Hyperparameters, d: Dist) -> None:
         + f" code_policy:{sizes['code_policy']}")
     log(f"code_bytes_raw:{sizes['code_bytes_raw']} code_bytes_packed:{sizes['code_bytes_packed']}")
 
-    model_config, qstate = read_artifact(blob)
-    qmodel = build_model(model_config).to(d.device)
-    qmodel.load_state_dict(qstate, strict=True)
+    qmodel = load_artifact_model(blob, h.model_config())[0].to(d.device)
     qmodel.eval()
     qmodel.set_loops(eval_loops)
     scored = qmodel
