@@ -28,6 +28,8 @@ from types import ModuleType
 
 import torch
 
+from train_gpt import UserError as TGUserError
+
 NEEDED = (
     "Hyperparameters",
     "build_model",
@@ -128,7 +130,7 @@ def load_model(tg: ModuleType, args: argparse.Namespace) -> tuple[torch.nn.Modul
             raise UsageError(f"--artifact {path}: no such file")
         try:
             model_config, state = tg.read_artifact(path.read_bytes())
-        except ValueError as e:
+        except (ValueError, TGUserError) as e:
             raise UsageError(f"--artifact {path}: {e}") from None
         recorded = {}
     else:
@@ -274,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         run(args, t_start)
-    except (UsageError, ValueError, FileNotFoundError) as e:
+    except (UsageError, TGUserError, ValueError, FileNotFoundError) as e:
         print(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr)
         return 2
     return 0

@@ -48,6 +48,11 @@ import torch.nn.functional as F
 
 BYTE_LIMIT = 16_000_000
 
+
+class UserError(Exception):
+    """Bad input from the user (a setting, a file, a path): reported as one line naming it, never a traceback.
+    Every other exception is a bug and keeps its traceback."""
+
 PRESETS: dict[str, dict[str, object]] = {
     # The strongest known design under the rules (SPEC section 4): the library defaults below.
     "frontier": {},
@@ -374,7 +379,7 @@ SHARD_TOKEN_DTYPE = np.dtype("<u2")
 BOS_ID = 1
 
 
-class ShardError(ValueError):
+class ShardError(UserError):
     """A shard file that is not in the official format; the message names the file and what is wrong."""
 
 
@@ -404,21 +409,6 @@ def load_shard(path: str | os.PathLike) -> np.ndarray:
     if n == 0:
         return np.zeros(0, dtype=SHARD_TOKEN_DTYPE)
     return np.memmap(path, dtype=SHARD_TOKEN_DTYPE, mode="r", offset=SHARD_HEADER_BYTES, shape=(n,))
-
-
-def shard_bytes(tokens: np.ndarray) -> bytes:
-    """Serialise tokens (any integer array with values < 65536) as an official shard."""
-    tokens = np.asarray(tokens)
-    if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) > 0xFFFF):
-        raise ShardError("token ids must be in [0, 65535] to fit the uint16 shard format")
-    header = np.zeros(SHARD_HEADER_INTS, dtype="<i4")
-    header[:3] = (SHARD_MAGIC, SHARD_VERSION, tokens.size)
-    return header.tobytes() + tokens.astype(SHARD_TOKEN_DTYPE, copy=False).tobytes()
-
-
-def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:
-    """Write a shard atomically (no partial file under the final name on interruption or a full disk)."""
-    atomic_write_bytes(path, shard_bytes(tokens))
 
 
 def list_shards(pattern: str) -> list[Path]:
@@ -1198,7 +1188,7 @@ GPTQ_DAMP_RETRIES = 4  # Cholesky failure: multiply the damping by 10 and retry
 PACK_STUB = 'import lzma,base64\nexec(lzma.decompress(base64.b85decode("{}")))\n'
 
 
-class ArtifactError(ValueError):
+class ArtifactError(UserError):
     """An artifact or checkpoint that cannot be built or read; the message says what is wrong and how to fix it."""
 
 

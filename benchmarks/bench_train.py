@@ -24,6 +24,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+import toolkit as tk  # noqa: E402
 import train_gpt as tg  # noqa: E402
 
 SHARED_VAL = REPO.parent / "shared" / "data" / "fineweb_val_prefix" / "fineweb_val_000000.bin"
@@ -39,7 +40,7 @@ def make_data(folder: Path, vocab: int) -> None:
         tokens = np.array(tg.load_shard(SHARED_VAL))
     else:
         tokens = np.random.default_rng(0).integers(0, vocab, 1 << 20, dtype=np.uint16)
-    tg.write_shard(folder / "fineweb_train_000000.bin", np.tile(tokens, 4))
+    tk.write_shard(folder / "fineweb_train_000000.bin", np.tile(tokens, 4))
 
 
 def time_config(env: dict[str, str], d: tg.Dist, steps: int, warmup: int) -> dict[str, float]:

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import train_gpt as tg  # noqa: E402  (needs the repository root on sys.path)
+import train_gpt as tg  # noqa: E402
 
 # The official SentencePiece BPE settings (SPEC section 2); only vocab_size varies.
 OFFICIAL_SP_SETTINGS: dict[str, object] = dict(

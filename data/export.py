@@ -28,6 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import datalib as dl  # noqa: E402
 
+import toolkit  # noqa: E402  (datalib put the repository root on sys.path)
+
 DEFAULT_VAL_DOCS = 50_000
 DEFAULT_SHARD_TOKENS = 10**8
 BATCH_DOCS = 512
@@ -58,7 +60,7 @@ class ShardWriter:
     def flush(self) -> None:
         if self.fill:
             name = dl.shard_name(self.split, len(self.files))
-            dl.tg.write_shard(self.folder / name, self.buf[: self.fill])
+            toolkit.write_shard(self.folder / name, self.buf[: self.fill])
             self.files.append(name)
             self.fill = 0
 

@@ -14,6 +14,7 @@ import sentencepiece as spm
 import tokenizer as tk
 from conftest import shared_path
 
+import toolkit
 import train_gpt as tg
 
 SPACE = "\u2581"
@@ -226,7 +227,7 @@ def test_refuse_then_overwrite(tmp_path, official_tok, capsys):
 
 def test_interrupted_export_leaves_no_shards(tmp_path, official_tok, monkeypatch):
     calls = {"n": 0}
-    real = tg.write_shard
+    real = toolkit.write_shard
 
     def dies_on_third(path, tokens):
         calls["n"] += 1
@@ -234,7 +235,7 @@ def test_interrupted_export_leaves_no_shards(tmp_path, official_tok, monkeypatch
             raise KeyboardInterrupt
         real(path, tokens)
 
-    monkeypatch.setattr(tg, "write_shard", dies_on_third)
+    monkeypatch.setattr(toolkit, "write_shard", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         ex.export([str(shared_path("text", "fineweb_docs_200.jsonl"))], official_tok, tmp_path / "o", val_docs=10,
                   shard_tokens=50_000, quiet=True)

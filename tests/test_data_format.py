@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
+import toolkit as tk
 import train_gpt as tg
 
 
@@ -23,7 +24,7 @@ def _raw_shard(path, magic=tg.SHARD_MAGIC, version=tg.SHARD_VERSION, n=None, tok
 
 def test_round_trip_and_size(tmp_path):
     toks = np.random.default_rng(0).integers(0, 65536, size=1000)
-    tg.write_shard(tmp_path / "a.bin", toks)
+    tk.write_shard(tmp_path / "a.bin", toks)
     assert (tmp_path / "a.bin").stat().st_size == 1024 + 2 * 1000
     got = tg.load_shard(tmp_path / "a.bin")
     assert isinstance(got, np.memmap) and got.dtype == np.dtype("<u2")
@@ -66,7 +67,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(OSError):
-        tg.write_shard(tmp_path / "fineweb_train_000000.bin", np.arange(10))
+        tk.write_shard(tmp_path / "fineweb_train_000000.bin", np.arange(10))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -78,7 +79,7 @@ def test_stream_docs_across_shard_boundaries(tmp_path):
     files = []
     for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
         files.append(tmp_path / dl.shard_name("train", i))
-        tg.write_shard(files[-1], stream[a:b])
+        tk.write_shard(files[-1], stream[a:b])
     got = list(dl.iter_stream_docs(files, "train"))
     assert len(got) == len(docs)
     for g, d in zip(got, docs):
@@ -86,7 +87,7 @@ def test_stream_docs_across_shard_boundaries(tmp_path):
 
 
 def test_stream_must_start_with_bos(tmp_path):
-    tg.write_shard(tmp_path / "fineweb_val_000000.bin", np.array([5, 1, 6]))
+    tk.write_shard(tmp_path / "fineweb_val_000000.bin", np.array([5, 1, 6]))
     with pytest.raises(dl.DataError, match="does not start with BOS"):
         list(dl.iter_stream_docs([tmp_path / "fineweb_val_000000.bin"], "val"))
 

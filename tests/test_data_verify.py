@@ -15,6 +15,7 @@ import sample
 import verify as vf
 from conftest import REPO, shared_path
 
+import toolkit as tk
 import train_gpt as tg
 
 
@@ -66,7 +67,7 @@ def test_wrong_tokenizer_by_hash_and_by_round_trip(copy):
 def test_official_val_prefix_without_manifest(tmp_path):
     """The real official val prefix (cut-off last document included) passes with the official tokenizer."""
     shutil.copy(shared_path("fineweb_val_prefix", "fineweb_val_000000.bin"), tmp_path / "fineweb_val_000000.bin")
-    tg.write_shard(tmp_path / "fineweb_train_000000.bin", np.array([1, 300, 301]))
+    tk.write_shard(tmp_path / "fineweb_train_000000.bin", np.array([1, 300, 301]))
     report = vf.verify(tmp_path, shared_path("tokenizers", "fineweb_1024_bpe.model"), echo=False)
     assert not report.failures
     assert any("109 documents, 131,072 tokens" in m for _, _, m in report.lines)
@@ -90,7 +91,7 @@ def test_token_id_above_vocab(copy):
     f = copy / "fineweb_train_000001.bin"
     toks = np.array(tg.load_shard(f))
     toks[17] = 5000
-    tg.write_shard(f, toks)
+    tk.write_shard(f, toks)
     fails = failures(copy)
     assert f"train token ids: {f}: token id 5000 at position 17 is >= the vocab size 1024" in fails[0]
     assert any(m.startswith("train documents: the documents' sha256") for m in fails)
@@ -119,8 +120,8 @@ def test_missing_split_and_missing_folder(copy, tmp_path, capsys):
 def test_train_val_overlap(tmp_path):
     sp = dl.load_tokenizer(shared_path("tokenizers", "fineweb_1024_bpe.model"))
     docs = [[1, *sp.encode(t)] for t in ("a val document", "another val one", "train text", "more train")]
-    tg.write_shard(tmp_path / "fineweb_val_000000.bin", np.concatenate(docs[:2]))
-    tg.write_shard(tmp_path / "fineweb_train_000000.bin", np.concatenate([docs[2], docs[1], docs[3]]))
+    tk.write_shard(tmp_path / "fineweb_val_000000.bin", np.concatenate(docs[:2]))
+    tk.write_shard(tmp_path / "fineweb_train_000000.bin", np.concatenate([docs[2], docs[1], docs[3]]))
     msg = only_failure(tmp_path, shared_path("tokenizers", "fineweb_1024_bpe.model"))
     assert msg.startswith("train/val disjoint: 1 train document(s) equal a val document (first: train document 1)")
 
@@ -129,12 +130,12 @@ def test_byte_rule_mismatch_and_missing_bos(tmp_path):
     """A lone byte piece decodes to U+FFFD (3 bytes) while the byte rule counts 1: verify must say so."""
     sp = dl.load_tokenizer(shared_path("tokenizers", "fineweb_1024_bpe.model"))
     lone = sp.piece_to_id("<0xFF>")
-    tg.write_shard(tmp_path / "fineweb_val_000000.bin", np.array([1, *sp.encode("fine"), 1, lone]))
-    tg.write_shard(tmp_path / "fineweb_train_000000.bin", np.array([1, *sp.encode("train")]))
+    tk.write_shard(tmp_path / "fineweb_val_000000.bin", np.array([1, *sp.encode("fine"), 1, lone]))
+    tk.write_shard(tmp_path / "fineweb_train_000000.bin", np.array([1, *sp.encode("train")]))
     fails = failures(tmp_path, shared_path("tokenizers", "fineweb_1024_bpe.model"))
     assert fails[0] == ("val byte rule: 1 of 2 val documents: the byte rule's count differs from the decoded text's "
                         "UTF-8 length (first: document 1, 1 vs 3 bytes)")
-    tg.write_shard(tmp_path / "fineweb_train_000000.bin", np.array([300, 1, 301]))
+    tk.write_shard(tmp_path / "fineweb_train_000000.bin", np.array([300, 1, 301]))
     assert any("train split does not start with BOS" in m for m in failures(tmp_path))
 
 

@@ -18,6 +18,7 @@ import torch
 from conftest import REPO, shared_path
 
 import eval_bpb
+import toolkit as tk
 import train_gpt as tg
 
 SEQ = 32
@@ -140,7 +141,7 @@ def test_code_flag_uses_that_file(files, capsys, tmp_path):
 
 def test_bad_inputs_exit_2_with_one_line(files, capsys, tmp_path):
     bad_shard = tmp_path / "fineweb_val_000000.bin"
-    tg.write_shard(bad_shard, np.array([1, 5, 2000, 7] * 40, dtype=np.uint16))
+    tk.write_shard(bad_shard, np.array([1, 5, 2000, 7] * 40, dtype=np.uint16))
     (tmp_path / "junk.pgz").write_bytes(b"not an artifact" * 10)
     art = ["--artifact", files["artifact"]]
     cases = {

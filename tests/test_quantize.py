@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import toolkit as tk
 import train_gpt as tg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -321,8 +322,8 @@ def test_packed_module_defines_the_same_functions(tmp_path):
 
 
 def test_calibration_batches_come_from_train_shards_only(tmp_path):
-    tg.write_shard(tmp_path / "fineweb_train_000000.bin", np.full(5000, 7, dtype=np.uint16))
-    tg.write_shard(tmp_path / "fineweb_val_000000.bin", np.full(5000, 9, dtype=np.uint16))
+    tk.write_shard(tmp_path / "fineweb_train_000000.bin", np.full(5000, 7, dtype=np.uint16))
+    tk.write_shard(tmp_path / "fineweb_val_000000.bin", np.full(5000, 9, dtype=np.uint16))
     h = dataclasses.replace(tiny_h(), data_path=str(tmp_path), gptq_calib_batches=3)
     batches = list(tg.calibration_batches(h, tg.Dist()))
     assert len(batches) == 3 and batches[0].shape == (32, 128) and batches[0].dtype == torch.int64
@@ -343,10 +344,10 @@ def cli_setup(tmp_path_factory):
     ckpt = tmp / "tiny.ckpt.pt"
     tg.save_checkpoint(ckpt, h.model_config(), model.state_dict(), dataclasses.asdict(h))
     data = tmp / "data"
-    tg.write_shard(data / "fineweb_train_000000.bin", np.random.default_rng(0).integers(0, 1024, 20_000))
+    tk.write_shard(data / "fineweb_train_000000.bin", np.random.default_rng(0).integers(0, 1024, 20_000))
     val = SHARED / "fineweb_val_prefix" / "fineweb_val_000000.bin"
     if val.is_file():
-        tg.write_shard(data / "fineweb_val_000000.bin", tg.load_shard(val)[:2049])
+        tk.write_shard(data / "fineweb_val_000000.bin", tg.load_shard(val)[:2049])
     return quantize, tmp, ckpt, data, h
 
 
@@ -434,8 +435,8 @@ def test_packed_script_trains_to_the_same_loss(tmp_path):
         pytest.skip(f"shared tokenizer not available: {TOKENIZER}")
     rng = np.random.default_rng(0)
     data = tmp_path / "data"
-    tg.write_shard(data / "fineweb_train_000000.bin", rng.integers(0, 1024, 30_000))
-    tg.write_shard(data / "fineweb_val_000000.bin", rng.integers(0, 1024, 3_000))
+    tk.write_shard(data / "fineweb_train_000000.bin", rng.integers(0, 1024, 30_000))
+    tk.write_shard(data / "fineweb_val_000000.bin", rng.integers(0, 1024, 3_000))
     packed = tmp_path / "packed" / "train_gpt.py"
     packed.parent.mkdir()
     packed.write_text(tg.pack_source((ROOT / "train_gpt.py").read_text()))

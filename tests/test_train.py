@@ -18,6 +18,7 @@ import pytest
 import torch
 from conftest import REPO, shared_path
 
+import toolkit as tk
 import train_gpt as tg
 
 # A CPU-sized run: 2 layers looped, 64-token sequences, a few steps; every feature of the frontier stays on.
@@ -38,10 +39,10 @@ def dataset(tmp_path_factory) -> dict[str, str]:
     ids = spm.SentencePieceProcessor(model_file=str(tok)).encode(docs)
     stream = [np.array([tg.BOS_ID, *e], dtype=np.uint16) for e in ids]
     root = tmp_path_factory.mktemp("ds")
-    tg.write_shard(root / "fineweb_val_000000.bin", np.concatenate(stream[:6]))
+    tk.write_shard(root / "fineweb_val_000000.bin", np.concatenate(stream[:6]))
     train = np.concatenate(stream[6:])
     for i, part in enumerate(np.array_split(train, 3)):
-        tg.write_shard(root / f"fineweb_train_{i:06d}.bin", part)
+        tk.write_shard(root / f"fineweb_train_{i:06d}.bin", part)
     return {"DATA_PATH": str(root), "TOKENIZER_PATH": str(tok)}
 
 
