@@ -1779,7 +1779,7 @@ def train(model: nn.Module, base: GPT, loader: DistributedTokenLoader, optimizer
             if agreed_ms + step_ms > budget_ms:  # the next step would end past the budget
                 stop_reason = "wallclock_cap"
                 log(f"stopping_early: wallclock_cap train_time:{agreed_ms:.0f}ms step:{step}/{h.iterations}")
-    return {"steps": step, "train_ms": agreed_ms}
+    return {"steps": step, "train_ms": agreed_ms, "stop_reason": stop_reason or "iterations"}
 
 
 # =====================================================================================================================
@@ -1848,7 +1848,7 @@ def score(model: nn.Module, label: str, val_tokens: np.ndarray, tables, h: Hyper
     extra = f" stride:{h.eval_stride}" if mode == "sliding" else ""
     log(f"{label} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f}{extra} eval_time:{1000 * res.seconds:.0f}ms")
     log(f"{label}_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f}")
-    return res
+    return label, res
 
 
 def run(h: Hyperparameters, d: Dist) -> None:
@@ -1913,16 +1913,17 @@ def run(h: Hyperparameters, d: Dist) -> None:
         with torch.no_grad():
             for name, p in base.named_parameters():
                 p.copy_(ema.state_dict()[name])
-    score(base, "final_float", val_tokens, tables, h, d, log)
+    scored_float = score(base, "final_float", val_tokens, tables, h, d, log)
     state = {k: v.detach() for k, v in base.state_dict().items()}
     artifact_path = h.artifact_path or os.path.join("artifacts", f"{h.run_id}.pgz")
     if d.is_main:
         save_checkpoint(Path(artifact_path).with_suffix(".ckpt.pt"), h.model_config(), state, dataclasses.asdict(h))
-    hessians = None
+    hessians, calib_ms = None, None
     if h.gptq:
         t0 = synced_clock(d)
         hessians = collect_hessians(base, calibration_batches(h, d), param_roles(base), d)
-        log(f"gptq_calibration_time:{1000 * (synced_clock(d) - t0):.0f}ms")
+        calib_ms = 1000 * (synced_clock(d) - t0)
+        log(f"gptq_calibration_time:{calib_ms:.0f}ms")
     if d.is_main:  # the other ranks wait at the barrier, then everyone reads the artifact back from disk
         blob, report = build_artifact(state, param_roles(base), h.model_config(), h, hessians)
         atomic_write_bytes(artifact_path, blob)
@@ -1953,9 +1954,19 @@ def run(h: Hyperparameters, d: Dist) -> None:
         results.append(score(scored, f"{tag_}_sliding_window", val_tokens, tables, h, d, log, "sliding"))
     if h.ttt_mode != "off":
         results.append(score(qmodel, f"{tag_}_ttt", val_tokens, tables, h, d, log, "ttt"))
+    scores = [dict(name=n, val_loss=r.val_loss, val_bpb=r.val_bpb, eval_time_ms=1000 * r.seconds)
+              for n, r in [scored_float, *results]]
+    results = [r for _, r in results]
     log(f"val_targets:{results[-1].targets} val_bytes:{results[-1].bytes}")
     log(f"eval_time_total:{1000 * sum(r.seconds for r in results):.0f}ms")
     log(f"train_steps:{stats['steps']} train_time_total:{stats['train_ms']:.0f}ms")
+    summary = dict(format="pgolf-run-summary", version=1, run_id=h.run_id, seed=h.seed, preset=h.preset,
+                   world_size=d.world_size, source_sha256=hashlib.sha256(source).hexdigest(), **sizes,
+                   train_steps=stats["steps"], train_time_ms=stats["train_ms"], stop_reason=stats["stop_reason"],
+                   gptq_calibration_ms=calib_ms, scores=scores, final=scores[-1]["name"],
+                   val_targets=results[-1].targets, val_bytes=results[-1].bytes,
+                   eval_time_total_ms=1000 * sum(r.seconds for r in results), config=dataclasses.asdict(h))
+    log("run_summary " + json.dumps(summary, sort_keys=True, separators=(",", ":")))
     log("run_complete")
     log.close()
 
