@@ -1,8 +1,9 @@
 """Shared helpers of the data tools (download, tokenizer, export, verify, sample).
 
-The shard format and the byte rule live in train_gpt.py (DATA and METRIC sections); this module only adds what the
-offline tools need around them: user errors with one-line messages, document readers, tokenizer loading, document
-hashes, the export manifest and progress lines.
+The shard format, the byte rule, the token-id range check and the standalone "▁" check live in train_gpt.py (DATA and
+METRIC sections), the user-error type, the CLI runner and the shard writer in toolkit.py; this module only adds what
+the offline tools need around them: document readers, tokenizer loading and proof by content, document hashes, the
+export manifest and progress lines.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import toolkit  # noqa: E402
 import train_gpt as tg  # noqa: E402
 
 # The official SentencePiece BPE settings (SPEC section 2); only vocab_size varies.
@@ -39,22 +41,9 @@ SPLITS = ("val", "train")
 DOC_DIGEST_BYTES = 16
 PROGRESS_EVERY_S = 2.0
 MB = 1_000_000
+PROVE_BATCH_DOCS = 256
 
-
-class DataError(Exception):
-    """A user error: the message is one line naming the file or value and how to fix it."""
-
-
-def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
-    """Run a tool's main; user errors print `error: ...` on one line and give exit code 2 (no traceback)."""
-    try:
-        return main(argv)
-    except (DataError, tg.ShardError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: no partial file was left under a final name", file=sys.stderr)
-        return 130
+DataError = toolkit.UserError  # the project's one user-error type (one line, exit 2 through toolkit.run_cli)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -78,30 +67,78 @@ def split_files(folder: Path, split: str) -> list[Path]:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def has_space_piece(sp) -> bool:
-    pid = sp.piece_to_id(tg.SPACE_PIECE)
-    return pid != sp.unk_id() and sp.id_to_piece(pid) == tg.SPACE_PIECE
-
-
-def load_tokenizer(path: str | os.PathLike, require_space_piece: bool = True):
-    """Load a SentencePiece model; refuse a missing file, a non-model file, or a model without a standalone "▁"."""
+def load_tokenizer(path: str | os.PathLike, label: str | None = None):
+    """Load a SentencePiece model; refuse a missing file, a non-model file, a BOS id other than the shards' and
+    (through train_gpt.build_byte_tables, the byte rule's own check) a model without a standalone "▁". Messages
+    name `label` (default: the path)."""
     import sentencepiece as spm
 
     path = Path(path)
+    label = label or str(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such tokenizer file (pass --tokenizer PATH to a SentencePiece .model)")
+        raise DataError(f"{label}: no such tokenizer file (pass --tokenizer PATH to a SentencePiece .model)")
     sp = spm.SentencePieceProcessor()
     try:
         sp.load(str(path))
     except (RuntimeError, OSError) as e:
-        raise DataError(f"{path}: not a SentencePiece model ({str(e).splitlines()[0][:120]})") from None
-    if require_space_piece and not has_space_piece(sp):
-        raise DataError(f'{path}: tokenizer has no standalone "{tg.SPACE_PIECE}" piece, so the byte rule would '
-                        "miscount spaces; retrain it with data/tokenizer.py (official settings)")
+        raise DataError(f"{label}: not a SentencePiece model ({str(e).splitlines()[0][:120]})") from None
+    try:
+        tg.build_byte_tables(sp, sp.vocab_size())
+    except (ValueError, tg.UserError) as e:  # the only refusal possible here: no standalone "▁" piece
+        raise DataError(f"{label}: {e}") from None
     if sp.bos_id() != tg.BOS_ID:
-        raise DataError(f"{path}: BOS id is {sp.bos_id()}, the shard format needs {tg.BOS_ID}; retrain with "
-                        "data/tokenizer.py (official settings)")
+        raise DataError(
+            f"{label}: BOS id is {sp.bos_id()}, the shard format needs {tg.BOS_ID}; retrain with "
+            "data/tokenizer.py (official settings)"
+        )
     return sp
+
+
+def prove_tokenizer(
+    sp,
+    val_tokens: np.ndarray,
+    *,
+    tokenizer: str = "the tokenizer",
+    source: str = "the val shards",
+    max_docs: int = 0,
+    threads: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> None:
+    """Prove by content that `sp` is the tokenizer `val_tokens` were made with, or raise UserError naming both.
+
+    val_tokens: a val stream (uint16, BOS-delimited documents, ids below sp.vocab_size(): tg.load_token_split(pattern,
+    sp.vocab_size()) checks that). Each document (the first `max_docs`, 0 = all) is decoded and encoded again; with the
+    right tokenizer this gives back its tokens exactly (every document of the official val prefix), while a look-alike
+    of the same vocab size decodes them into other text that re-encodes differently (all of them). No hash or manifest
+    is needed. `tokenizer` and `source` name the files in the message."""
+    starts = np.flatnonzero(np.asarray(val_tokens) == tg.BOS_ID)
+    ends = np.append(starts[1:], len(val_tokens))
+    if max_docs:
+        starts, ends = starts[:max_docs], ends[:max_docs]
+    if not len(starts):
+        raise DataError(
+            f"{source}: no BOS (id {tg.BOS_ID}) in the val tokens, so there is no document to prove "
+            f"{tokenizer} against (not a val split of the official format?)"
+        )
+    bad, first = 0, -1
+    for lo in range(0, len(starts), PROVE_BATCH_DOCS):
+        ids = [
+            val_tokens[a + 1 : b].tolist()
+            for a, b in zip(starts[lo : lo + PROVE_BATCH_DOCS].tolist(), ends[lo : lo + PROVE_BATCH_DOCS].tolist())
+        ]
+        again = sp.encode(sp.decode(ids), num_threads=threads)
+        for j, (want, got) in enumerate(zip(ids, again)):
+            if got != want:
+                bad += 1
+                first = lo + j if first < 0 else first
+        if progress:
+            progress(f"{min(lo + PROVE_BATCH_DOCS, len(starts)):,} val documents re-encoded")
+    if bad:
+        raise DataError(
+            f"{tokenizer} is not the tokenizer {source} were made with: {bad} of {len(starts)} val "
+            f"documents do not re-encode to their tokens (first: document {first}); use the tokenizer "
+            "the shards were made with"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -141,8 +178,9 @@ def _decode_utf8(raw: bytes, where: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise DataError(f"{where}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); convert the "
-                        "file to UTF-8") from None
+        raise DataError(
+            f"{where}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start}); convert the file to UTF-8"
+        ) from None
 
 
 def _jsonl_docs(path: Path, on_bad_line: str, stats: DocStats) -> Iterator[str]:
@@ -182,11 +220,18 @@ def _block_docs(path: Path) -> Iterator[str]:
         yield "".join(block)
 
 
-def iter_documents(paths: Sequence[Path], fmt: str = "auto", blocks: bool = False, on_bad_line: str = "stop",
-                   stats: DocStats | None = None) -> Iterator[str]:
+def iter_documents(
+    paths: Sequence[Path],
+    fmt: str = "auto",
+    blocks: bool = False,
+    on_bad_line: str = "stop",
+    stats: DocStats | None = None,
+    keep_empty: bool = False,
+) -> Iterator[str]:
     """Yield document texts, streaming. fmt: jsonl (a `text` field per line), text (one document per file, or per
     blank-line block with blocks=True) or auto (by extension). Documents that are empty or only whitespace are
-    dropped and counted (every document must carry tokens so that document hashes identify it)."""
+    dropped and counted (every document must carry tokens so that document hashes identify it), unless keep_empty
+    (the official export keeps them: a lone BOS)."""
     stats = stats if stats is not None else DocStats()
     for path in paths:
         kind = fmt if fmt != "auto" else ("jsonl" if path.suffix.lower() in (".jsonl", ".json") else "text")
@@ -199,7 +244,8 @@ def iter_documents(paths: Sequence[Path], fmt: str = "auto", blocks: bool = Fals
         for text in docs:
             if not text.strip():
                 stats.empty_docs += 1
-                continue
+                if not keep_empty:
+                    continue
             yield text
 
 
@@ -240,8 +286,10 @@ def iter_stream_docs(files: Sequence[Path], what: str) -> Iterator[np.ndarray]:
         bos = np.flatnonzero(toks == tg.BOS_ID)
         if not started:
             if bos.size == 0 or bos[0] != 0:
-                raise DataError(f"{path}: the {what} split does not start with BOS (id {tg.BOS_ID}); the first token "
-                                f"is {int(toks[0])} (every document must be BOS + tokens; re-export it)")
+                raise DataError(
+                    f"{path}: the {what} split does not start with BOS (id {tg.BOS_ID}); the first token "
+                    f"is {int(toks[0])} (every document must be BOS + tokens; re-export it)"
+                )
             started = True
         first = int(bos[0]) if bos.size else toks.size
         if first:
@@ -262,13 +310,17 @@ def iter_stream_docs(files: Sequence[Path], what: str) -> Iterator[np.ndarray]:
 
 
 def read_manifest(folder: Path) -> dict | None:
-    path = folder / MANIFEST_NAME
+    return read_json(folder / MANIFEST_NAME)
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON object from `path`, or None when there is no such file; anything else is refused, naming the file."""
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e}); re-export the dataset or delete the file") from None
+        raise DataError(f"{path}: not valid JSON ({e}); fix or replace the file") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object")
     return data

@@ -1,15 +1,22 @@
 """Download the challenge's cached FineWeb export: all val shards, the first N train shards, the tokenizer.
 
-    python data/download.py --variant sp1024 --train-shards 10
+    python data/download.py --variant sp1024 --train-shards 10      # or: python data/download.py 10
     python data/download.py --variant sp8192 --repo kevclark/parameter-golf --train-shards 4
+    python data/download.py --variant sp1024 --with-docs            # also docs_selected.jsonl + its sidecar
     python data/download.py --variant sp1024 --base-url /path/to/local/mirror     # or file:///path/to/mirror
 
+Accepts what the official data/cached_challenge_fineweb.py accepts: the train-shard count as --train-shards or
+positionally (default 80), --variant sp<VOCAB_SIZE> or byte260, --with-docs, --skip-manifest (use the local
+manifest, fetch nothing else for it), and MATCHED_FINEWEB_REPO_ID / MATCHED_FINEWEB_REMOTE_ROOT_PREFIX as the
+defaults of --repo / --remote-root. Same local layout under --out (default data/): manifest.json,
+docs_selected.jsonl, docs_selected.source_manifest.json, datasets/<name>/fineweb_{val,train}_%06d.bin,
+tokenizers/... (data/verify.py finds the manifest there).
+
 Manifest-driven: <base>/manifest.json lists the datasets (name fineweb10B_<variant>, stats.files_val,
-stats.files_train, tokenizer_name) and the tokenizers (model_path, vocab_path). Files land under --out as
-datasets/<name>/fineweb_{val,train}_%06d.bin and tokenizers/..., the manifest as datasets/manifest.json (where
-data/verify.py looks for it). A file already present and complete is skipped: a shard whose header matches its
-size, any file whose size / sha256 match the manifest when it lists them (optional "files": {path: {"bytes",
-"sha256"}}). Each download streams to a temporary name and is renamed only when complete and checked.
+stats.files_train, tokenizer_name) and the tokenizers (model_path, vocab_path, path). A file already present and
+complete is skipped: a shard whose header matches its size, any file whose size / sha256 match the manifest when it
+lists them (optional "files": {path: {"bytes", "sha256"}}). Each download streams to a temporary name and is renamed
+only when complete and checked.
 """
 
 from __future__ import annotations
@@ -29,12 +36,25 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import datalib as dl  # noqa: E402
 
+import toolkit  # noqa: E402  (datalib put the repository root on sys.path)
+
 DEFAULT_REPO = "willdepueoai/parameter-golf"
 HF_RESOLVE = "https://huggingface.co/datasets/{repo}/resolve/main/{root}"
 DEFAULT_REMOTE_ROOT = "datasets"
-VARIANTS = ("sp1024", "sp4096", "sp8192")
+ENV_REPO = "MATCHED_FINEWEB_REPO_ID"  # the official script's environment overrides
+ENV_REMOTE_ROOT = "MATCHED_FINEWEB_REMOTE_ROOT_PREFIX"
+DEFAULT_TRAIN_SHARDS = 80  # the official default: 8B training tokens
+DOCS_FILES = ("docs_selected.jsonl", "docs_selected.source_manifest.json")  # --with-docs, beside manifest.json
+TOKENIZER_KEYS = ("model_path", "vocab_path", "path")  # byte260's tokenizer is one JSON file under "path"
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60.0
+
+
+def dataset_name(variant: str) -> str:
+    """fineweb10B_<variant> for byte260 or sp<VOCAB_SIZE>, as the official script names them."""
+    if variant != "byte260" and not (variant.startswith("sp") and variant[2:].isdigit()):
+        raise dl.DataError(f"--variant {variant}: expected sp<VOCAB_SIZE> (sp1024, sp4096, sp8192, ...) or byte260")
+    return f"fineweb10B_{variant}"
 
 
 def base_url(base: str | None, repo: str, remote_root: str) -> str:
@@ -70,13 +90,16 @@ def fetch(url: str, dest: Path, expect_bytes: int | None = None, progress: dl.Pr
                     f.write(chunk)
                     got += len(chunk)
                     if progress:
-                        progress(f"{dest.name}: {got / dl.MB:.1f}" + (f" / {total / dl.MB:.1f}" if total else "")
-                                 + " MB")
+                        progress(
+                            f"{dest.name}: {got / dl.MB:.1f}" + (f" / {total / dl.MB:.1f}" if total else "") + " MB"
+                        )
                 f.flush()
                 os.fsync(f.fileno())
             except (OSError, http.client.HTTPException) as e:
-                raise dl.DataError(f"{url}: transfer failed after {got} bytes ({e}); nothing was kept, run again "
-                                   "(complete files are skipped)") from None
+                raise dl.DataError(
+                    f"{url}: transfer failed after {got} bytes ({e}); nothing was kept, run again "
+                    "(complete files are skipped)"
+                ) from None
         if total is not None and got != total:
             raise dl.DataError(f"{url}: received {got} bytes, expected {total} (interrupted transfer); run again")
         os.replace(tmp, dest)
@@ -105,8 +128,10 @@ def file_complete(path: Path, info: dict) -> bool:
 def check_downloaded(path: Path, info: dict, url: str) -> None:
     if info.get("sha256") and dl.sha256_file(path) != info["sha256"]:
         path.unlink()
-        raise dl.DataError(f"{url}: sha256 differs from the manifest's {info['sha256'][:16]}...; file removed, run "
-                           "again (or the mirror is corrupt)")
+        raise dl.DataError(
+            f"{url}: sha256 differs from the manifest's {info['sha256'][:16]}...; file removed, run "
+            "again (or the mirror is corrupt)"
+        )
     if path.suffix == ".bin":
         try:
             dl.tg.read_shard_header(path)
@@ -115,9 +140,12 @@ def check_downloaded(path: Path, info: dict, url: str) -> None:
             raise dl.DataError(f"{url}: downloaded shard is invalid ({e}); file removed") from None
 
 
-def plan(manifest: dict, variant: str, train_shards: int, source: str) -> tuple[str, list[str]]:
-    """The dataset name and the relative paths to fetch (val shards, first N train shards, tokenizer files)."""
-    name = f"fineweb10B_{variant}"
+def plan(
+    manifest: dict, variant: str, train_shards: int, source: str, with_docs: bool = False
+) -> tuple[str, list[str]]:
+    """The dataset name and the relative paths to fetch (docs with `with_docs`, val shards, first N train shards,
+    tokenizer files), in the official script's order."""
+    name = dataset_name(variant)
     datasets = manifest.get("datasets") or []
     entry = next((d for d in datasets if d.get("name") == name), None)
     if entry is None:
@@ -131,13 +159,16 @@ def plan(manifest: dict, variant: str, train_shards: int, source: str) -> tuple[
     if train_shards > n_train:
         raise dl.DataError(f"--train-shards {train_shards}: {name} has only {n_train} train shards")
     tok = next((t for t in manifest.get("tokenizers") or [] if t.get("name") == entry.get("tokenizer_name")), None)
-    if tok is None or not tok.get("model_path"):
-        raise dl.DataError(f"{source}: tokenizer {entry.get('tokenizer_name')!r} of {name} is not listed with a "
-                           "model_path")
+    if tok is None or not any(tok.get(k) for k in TOKENIZER_KEYS):
+        raise dl.DataError(
+            f"{source}: tokenizer {entry.get('tokenizer_name')!r} of {name} is not listed with a "
+            f"file ({', '.join(TOKENIZER_KEYS)})"
+        )
     folder = f"datasets/{name}"
-    files = [f"{folder}/{dl.shard_name('val', i)}" for i in range(n_val)]
+    files = list(DOCS_FILES) if with_docs else []
+    files += [f"{folder}/{dl.shard_name('val', i)}" for i in range(n_val)]
     files += [f"{folder}/{dl.shard_name('train', i)}" for i in range(train_shards)]
-    files += [tok[k] for k in ("model_path", "vocab_path") if tok.get(k)]
+    files += [str(tok[k]) for k in TOKENIZER_KEYS if tok.get(k)]
     return name, files
 
 
@@ -148,24 +179,45 @@ def safe_relpath(rel: str, source: str) -> str:
     return Path(rel).as_posix()
 
 
-def download(variant: str, train_shards: int, out: Path, base: str, quiet: bool = False) -> list[Path]:
-    """Fetch the manifest and the planned files; return the local paths of the planned files."""
+def download(
+    variant: str,
+    train_shards: int,
+    out: Path,
+    base: str,
+    quiet: bool = False,
+    with_docs: bool = False,
+    skip_manifest: bool = False,
+) -> list[Path]:
+    """Fetch the manifest (unless skip_manifest: the local one must exist) and the planned files into `out`, laid
+    out as the official script lays them out; return the local paths of the planned files."""
     if train_shards < 0:
         raise dl.DataError(f"--train-shards {train_shards} must be >= 0")
+    dataset_name(variant)
+    if out.exists() and not out.is_dir():
+        raise dl.DataError(f"--out {out}: is a file, not a folder")
     progress = dl.Progress("download", enabled=not quiet)
     manifest_url = base + dl.MANIFEST_NAME
-    local_manifest = out / "datasets" / dl.MANIFEST_NAME
-    try:
-        fetch(manifest_url, local_manifest)
-    except dl.DataError as e:
+    local_manifest = out / dl.MANIFEST_NAME
+    if skip_manifest:
         if not local_manifest.is_file():
-            raise
-        print(f"warning: {e}; using the local copy {local_manifest}", file=sys.stderr)
+            raise dl.DataError(
+                f"--skip-manifest: no local manifest at {local_manifest}; run once without --skip-manifest to fetch it"
+            )
+        manifest_url = str(local_manifest)
+    else:
+        try:
+            fetch(manifest_url, local_manifest)
+        except dl.DataError as e:
+            if not local_manifest.is_file():
+                raise
+            print(f"warning: {e}; using the local copy {local_manifest}", file=sys.stderr)
     try:
         manifest = json.loads(local_manifest.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise dl.DataError(f"{manifest_url}: not valid JSON ({e})") from None
-    name, rels = plan(manifest, variant, train_shards, manifest_url)
+    if not isinstance(manifest, dict):
+        raise dl.DataError(f"{manifest_url}: expected a JSON object with datasets and tokenizers")
+    name, rels = plan(manifest, variant, train_shards, manifest_url, with_docs)
     file_info = manifest.get("files") or {}
     local: list[Path] = []
     fetched = skipped = 0
@@ -183,32 +235,67 @@ def download(variant: str, train_shards: int, out: Path, base: str, quiet: bool 
         check_downloaded(dest, info, url)
         fetched += 1
         progress(f"[{i}/{len(rels)}] {rel}: {n / dl.MB:.1f} MB", force=True)
-    progress(f"{name}: {fetched} fetched, {skipped} already present, under {out} "
-             f"({time.perf_counter() - t0:.1f}s)", force=True)
+    progress(
+        f"{name}: {fetched} fetched, {skipped} already present, under {out} ({time.perf_counter() - t0:.1f}s)",
+        force=True,
+    )
     return local
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variant", choices=VARIANTS, default="sp1024", help="tokenizer family (default sp1024)")
-    p.add_argument("--train-shards", type=int, default=1, help="how many train shards, from the first (default 1)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("train_shards_positional", nargs="?", type=int, help=argparse.SUPPRESS)  # the official spelling
+    p.add_argument(
+        "--variant", default="sp1024", help="sp<VOCAB_SIZE> or byte260, as the manifest lists them (default sp1024)"
+    )
+    p.add_argument(
+        "--train-shards",
+        type=int,
+        default=DEFAULT_TRAIN_SHARDS,
+        help="how many train shards, from the "
+        f"first (default {DEFAULT_TRAIN_SHARDS}, as the official script); also accepted positionally",
+    )
+    p.add_argument(
+        "--with-docs",
+        action="store_true",
+        help="also fetch docs_selected.jsonl and its sidecar (to "
+        "retrain a tokenizer or rebuild shards with data/export.py --official)",
+    )
+    p.add_argument("--skip-manifest", action="store_true", help="do not fetch manifest.json: use the local copy")
     p.add_argument("--out", type=Path, default=dl.ROOT / "data", help="local root (default: the repo's data/)")
-    p.add_argument("--repo", default=DEFAULT_REPO, help=f"Hugging Face dataset repo (default {DEFAULT_REPO}; the "
-                   "SP4096/SP8192 exports of later records live in kevclark/parameter-golf)")
-    p.add_argument("--remote-root", default=DEFAULT_REMOTE_ROOT, help="folder of the repo that holds manifest.json "
-                   f"(default {DEFAULT_REMOTE_ROOT})")
-    p.add_argument("--base-url", help="fetch from here instead of the repo: an http(s):// or file:// URL, or a local "
-                   "mirror folder, holding manifest.json")
+    p.add_argument(
+        "--repo",
+        default=os.environ.get(ENV_REPO) or DEFAULT_REPO,
+        help="Hugging Face dataset repo "
+        f"(default ${ENV_REPO}, else {DEFAULT_REPO}; the SP4096/SP8192 exports of later records live in "
+        "kevclark/parameter-golf)",
+    )
+    p.add_argument(
+        "--remote-root",
+        default=os.environ.get(ENV_REMOTE_ROOT, DEFAULT_REMOTE_ROOT),
+        help=f"folder of the repo that holds manifest.json (default ${ENV_REMOTE_ROOT}, else {DEFAULT_REMOTE_ROOT})",
+    )
+    p.add_argument(
+        "--base-url",
+        help="fetch from here instead of the repo: an http(s):// or file:// URL, or a local "
+        "mirror folder, holding manifest.json",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    download(a.variant, a.train_shards, a.out, base_url(a.base_url, a.repo, a.remote_root), a.quiet)
+    shards = a.train_shards if a.train_shards_positional is None else a.train_shards_positional
+    download(
+        a.variant, shards, a.out, base_url(a.base_url, a.repo, a.remote_root), a.quiet, a.with_docs, a.skip_manifest
+    )
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(dl.run_cli(main))
+    sys.exit(toolkit.run_cli(main))

@@ -5,15 +5,17 @@
 
 Checks: every shard's header (magic, version) and size (1024 + 2N); every token id below the vocab size; each split
 starts with BOS; BOS (document) and token counts, shard files and document hashes against the manifest (ours from
-data/export.py, or the official download manifest one folder up); the tokenizer file against the one the shards
-were made with (sha256); train and val share no document; on val, the byte rule's count equals the UTF-8 length
-of the normalised decoded text, and decoding then re-encoding gives back the shard tokens (this catches a wrong
-tokenizer even without a manifest). One line per check; exit 0 when all pass, 1 when any fails, 2 on bad usage.
+data/export.py beside the shards, or the official one where the official scripts keep it: data/manifest.json for
+data/datasets/<name>/); the tokenizer file against the one the shards were made with (sha256); train and val share
+no document; on val, the byte rule's count equals the UTF-8 length of the normalised decoded text, and decoding then
+re-encoding gives back the shard tokens (datalib.prove_tokenizer: this catches a wrong tokenizer even without a
+manifest). One line per check; exit 0 when all pass, 1 when any fails, 2 on bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import hashlib
 import json
 import os
@@ -26,6 +28,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import datalib as dl  # noqa: E402
+
+import toolkit  # noqa: E402  (datalib put the repository root on sys.path)
 
 DECODE_BATCH_DOCS = 256
 
@@ -57,7 +61,8 @@ class Expected:
 
 
 def expected_from_manifests(folder: Path, report: Report) -> Expected:
-    """Our export manifest beside the shards, else the official download manifest one folder up."""
+    """Our export manifest beside the shards, else the official one two folders up (<root>/manifest.json for
+    <root>/datasets/<name>/, as data/cached_challenge_fineweb.py and download_hf_docs_and_tokenize.py lay it out)."""
     ours = dl.read_manifest(folder)
     if ours is not None:
         exp = Expected(source=str(folder / dl.MANIFEST_NAME))
@@ -71,12 +76,16 @@ def expected_from_manifests(folder: Path, report: Report) -> Expected:
             exp.splits[s] = dict((ours.get("splits") or {}).get(s) or {})
         report.add(True, "manifest", f"{exp.source} (export manifest)")
         return exp
-    official = folder.parent / dl.MANIFEST_NAME
-    data = dl.read_manifest(folder.parent)
+    root = folder.resolve().parent.parent
+    official = root / dl.MANIFEST_NAME
+    data = dl.read_manifest(root)
     entry = None if data is None else next((d for d in data.get("datasets", []) if d.get("name") == folder.name), None)
     if entry is None:
-        report.add(True, "manifest", "none beside the shards: counts are not compared, the tokenizer is checked by "
-                   "decoding val")
+        report.add(
+            True,
+            "manifest",
+            "none beside the shards: counts are not compared, the tokenizer is checked by decoding val",
+        )
         return Expected()
     exp = Expected(source=f"{official} (official, dataset {folder.name})", vocab_size=entry.get("vocab_size"))
     stats = entry.get("stats") or {}
@@ -84,14 +93,20 @@ def expected_from_manifests(folder: Path, report: Report) -> Expected:
     for s in dl.SPLITS:
         if s == "train" and local_train != stats.get("files_train"):
             continue  # a partial download: only the val split can be compared
-        exp.splits[s] = {"docs": stats.get(f"docs_{s}"), "tokens": stats.get(f"tokens_{s}"),
-                         "n_files": stats.get(f"files_{s}")}
+        exp.splits[s] = {
+            "docs": stats.get(f"docs_{s}"),
+            "tokens": stats.get(f"tokens_{s}"),
+            "n_files": stats.get(f"files_{s}"),
+        }
     tok = next((t for t in data.get("tokenizers", []) if t.get("name") == entry.get("tokenizer_name")), None)
     if tok and tok.get("model_path"):
-        exp.tokenizer_path = folder.parent.parent / tok["model_path"]
+        exp.tokenizer_path = root / tok["model_path"]
         exp.tokenizer_sha256 = tok.get("sha256")
-    note = "" if exp.splits["train"] else f"; train counts not compared ({local_train} of " \
-        f"{stats.get('files_train')} train shards present)"
+    note = (
+        ""
+        if exp.splits["train"]
+        else f"; train counts not compared ({local_train} of {stats.get('files_train')} train shards present)"
+    )
     report.add(True, "manifest", exp.source + note)
     return exp
 
@@ -117,38 +132,46 @@ def check_shards(folder: Path, report: Report) -> dict[str, list[Path]]:
     return good
 
 
-def resolve_tokenizer(folder: Path, given: Path | None, exp: Expected, report: Report):
+def resolve_tokenizer(folder: Path, given: Path | None, exp: Expected, report: Report) -> tuple:
+    """The tokenizer to check with and its path, or (None, None) after reporting why not."""
     candidates = [given] if given else [folder / "tokenizer.model", exp.tokenizer_path]
     path = next((p for p in candidates if p is not None and (given or p.is_file())), None)
     if path is None:
-        report.add(False, "tokenizer", f"none given and none found ({folder / 'tokenizer.model'} is absent); pass "
-                   "--tokenizer PATH")
-        return None
+        report.add(
+            False,
+            "tokenizer",
+            f"none given and none found ({folder / 'tokenizer.model'} is absent); pass --tokenizer PATH",
+        )
+        return None, None
     try:
         sp = dl.load_tokenizer(path)
     except dl.DataError as e:
         report.add(False, "tokenizer", str(e))
-        return None
+        return None, None
     digest = dl.sha256_file(path)
     if exp.tokenizer_sha256 and digest != exp.tokenizer_sha256:
-        report.add(False, "tokenizer", f"{path} (sha256 {digest[:16]}...) is not the tokenizer the shards were made "
-                   f"with (sha256 {exp.tokenizer_sha256[:16]}... in {exp.source}); use that one")
-        return None
+        report.add(
+            False,
+            "tokenizer",
+            f"{path} (sha256 {digest[:16]}...) is not the tokenizer the shards were made "
+            f"with (sha256 {exp.tokenizer_sha256[:16]}... in {exp.source}); use that one",
+        )
+        return None, None
     if exp.vocab_size and sp.vocab_size() != exp.vocab_size:
         report.add(False, "tokenizer", f"{path} has vocab {sp.vocab_size()} but {exp.source} says {exp.vocab_size}")
-        return None
+        return None, None
     how = "sha256 matches the manifest" if exp.tokenizer_sha256 else "no recorded hash to compare"
     report.add(True, "tokenizer", f"{path}, vocab {sp.vocab_size()}, {how}")
-    return sp
+    return sp, path
 
 
 def check_token_ids(files: list[Path], vocab: int, split: str, report: Report) -> bool:
+    """train_gpt.load_token_split's id check, one shard at a time (bounded memory, and the message names the file)."""
     for f in files:
-        toks = dl.tg.load_shard(f)
-        if toks.size and int(toks.max()) >= vocab:
-            pos = int(np.argmax(toks >= vocab))
-            report.add(False, f"{split} token ids", f"{f}: token id {int(toks[pos])} at position {pos} is >= the "
-                       f"vocab size {vocab} (wrong tokenizer or corrupt shard)")
+        try:
+            dl.tg.load_token_split(glob.escape(str(f)), vocab)
+        except dl.tg.ShardError as e:
+            report.add(False, f"{split} token ids", f"{e} (wrong tokenizer or corrupt shard)")
             return False
     report.add(True, f"{split} token ids", f"all below {vocab}")
     return True
@@ -163,8 +186,9 @@ def compare(report: Report, check: str, what: str, got: object, want: object, so
     return True
 
 
-def scan_split(files: list[Path], split: str, exp: Expected, report: Report, val_digests: set[bytes] | None,
-               progress: dl.Progress) -> set[bytes] | None:
+def scan_split(
+    files: list[Path], split: str, exp: Expected, report: Report, val_digests: set[bytes] | None, progress: dl.Progress
+) -> set[bytes] | None:
     """Count documents (BOS) and tokens, hash documents, compare with the manifest; for train, look for val docs.
     Returns the val digests when split == "val"."""
     want = exp.splits[split]
@@ -191,101 +215,126 @@ def scan_split(files: list[Path], split: str, exp: Expected, report: Report, val
     ok = compare(report, f"{split} documents", "the BOS (document) count", docs, want.get("docs"), exp.source)
     ok &= compare(report, f"{split} documents", "the token count", tokens, want.get("tokens"), exp.source)
     if want.get("files") is not None:
-        ok &= compare(report, f"{split} documents", "the shard file list", [f.name for f in files], want["files"],
-                      exp.source)
+        ok &= compare(
+            report, f"{split} documents", "the shard file list", [f.name for f in files], want["files"], exp.source
+        )
     ok &= compare(report, f"{split} documents", "the shard count", len(files), want.get("n_files"), exp.source)
-    ok &= compare(report, f"{split} documents", "the documents' sha256", h.hexdigest(), want.get("docs_sha256"),
-                  exp.source)
+    ok &= compare(
+        report, f"{split} documents", "the documents' sha256", h.hexdigest(), want.get("docs_sha256"), exp.source
+    )
     if ok:
-        report.add(True, f"{split} documents", f"{docs:,} documents, {tokens:,} tokens" +
-                   (", match the manifest" if any(v is not None for v in want.values()) else ""))
+        report.add(
+            True,
+            f"{split} documents",
+            f"{docs:,} documents, {tokens:,} tokens"
+            + (", match the manifest" if any(v is not None for v in want.values()) else ""),
+        )
     if val_digests is not None:
         if overlaps:
-            report.add(False, "train/val disjoint", f"{overlaps} train document(s) equal a val document (first: train "
-                       f"document {overlap_first}); val text leaked into training, re-export the dataset")
+            report.add(
+                False,
+                "train/val disjoint",
+                f"{overlaps} train document(s) equal a val document (first: train "
+                f"document {overlap_first}); val text leaked into training, re-export the dataset",
+            )
         else:
-            report.add(True, "train/val disjoint", f"none of {docs:,} train documents equals one of "
-                       f"{len(val_digests):,} val documents")
+            report.add(
+                True,
+                "train/val disjoint",
+                f"none of {docs:,} train documents equals one of {len(val_digests):,} val documents",
+            )
     return digests
 
 
-def check_val_text(files: list[Path], sp, max_docs: int, threads: int, report: Report, progress: dl.Progress) -> None:
-    """Byte rule vs decoded UTF-8 length, and decode -> encode round trip, document by document."""
+def check_val_text(
+    files: list[Path], sp, tokenizer: str, max_docs: int, threads: int, report: Report, progress: dl.Progress
+) -> None:
+    """Byte rule vs decoded UTF-8 length, document by document; then datalib.prove_tokenizer (decode -> encode)."""
     tables = dl.tg.build_byte_tables(sp, sp.vocab_size())
-    rule_total = text_total = n = 0
+    rule_total = n = 0
     byte_bad: list[tuple[int, int, int]] = []
-    trip_bad: list[int] = []
-
-    def run(batch: list[np.ndarray], first: int) -> None:
-        nonlocal rule_total, text_total
-        ids = [d.tolist() for d in batch]
-        texts = sp.decode(ids)
-        again = sp.encode(texts, num_threads=threads)
-        for j, (d, text, re_ids) in enumerate(zip(batch, texts, again)):
-            x = np.concatenate(([dl.tg.BOS_ID], d[:-1])).astype(np.int64)
-            rule = dl.tg.count_target_bytes(x, d.astype(np.int64), tables)
-            size = len(text.encode("utf-8"))
-            rule_total += rule
-            text_total += size
-            if rule != size:
-                byte_bad.append((first + j, rule, size))
-            if re_ids != ids[j]:
-                trip_bad.append(first + j)
-
-    batch: list[np.ndarray] = []
-    for doc in dl.iter_stream_docs(files, "val"):
-        if max_docs and n >= max_docs:
+    for i, doc in enumerate(dl.iter_stream_docs(files, "val")):
+        if max_docs and i >= max_docs:
             break
-        batch.append(doc)
+        x = np.concatenate(([dl.tg.BOS_ID], doc[:-1])).astype(np.int64)
+        rule = dl.tg.count_target_bytes(x, doc.astype(np.int64), tables)
+        size = len(sp.decode(doc.tolist()).encode("utf-8"))
+        rule_total += rule
         n += 1
-        if len(batch) == DECODE_BATCH_DOCS:
-            run(batch, n - len(batch))
-            batch = []
+        if rule != size:
+            byte_bad.append((i, rule, size))
+        if n % 10_000 == 0:
             progress(f"val: {n:,} documents decoded")
-    if batch:
-        run(batch, n - len(batch))
     scope = f"{n:,} val documents" + (f" (the first {max_docs:,})" if max_docs else "")
     if byte_bad:
         i, rule, size = byte_bad[0]
-        report.add(False, "val byte rule", f"{len(byte_bad)} of {scope}: the byte rule's count differs from the "
-                   f"decoded text's UTF-8 length (first: document {i}, {rule} vs {size} bytes)")
+        report.add(
+            False,
+            "val byte rule",
+            f"{len(byte_bad)} of {scope}: the byte rule's count differs from the "
+            f"decoded text's UTF-8 length (first: document {i}, {rule} vs {size} bytes)",
+        )
     else:
-        report.add(True, "val byte rule", f"{rule_total:,} bytes by the byte rule = UTF-8 length of the decoded "
-                   f"text over {scope}")
-    if trip_bad:
-        report.add(False, "val round trip", f"{len(trip_bad)} of {scope} do not re-encode to their shard tokens "
-                   f"(first: document {trip_bad[0]}): the shards were made with a different tokenizer")
+        report.add(
+            True,
+            "val byte rule",
+            f"{rule_total:,} bytes by the byte rule = UTF-8 length of the decoded text over {scope}",
+        )
+    val = np.concatenate([dl.tg.load_shard(f) for f in files])
+    try:
+        dl.prove_tokenizer(
+            sp,
+            val,
+            tokenizer=tokenizer,
+            source=f"the val shards of {files[0].parent}",
+            max_docs=max_docs,
+            threads=threads,
+            progress=lambda m: progress(f"val: {m}"),
+        )
+    except dl.DataError as e:
+        report.add(False, "val round trip", str(e))
     else:
         report.add(True, "val round trip", f"decode -> encode gives back the shard tokens for {scope}")
 
 
-def verify(folder: Path, tokenizer: Path | None = None, max_docs: int = 0, threads: int = 0,
-           echo: bool = True) -> Report:
+def verify(
+    folder: Path, tokenizer: Path | None = None, max_docs: int = 0, threads: int = 0, echo: bool = True
+) -> Report:
     if not folder.is_dir():
         raise dl.DataError(f"{folder}: no such dataset folder")
+    for flag, value in (("--max-docs", max_docs), ("--threads", threads)):
+        if value < 0:
+            raise dl.DataError(f"{flag} {value} must be >= 0 (0 = all)")
     report = Report(echo=echo)
     progress = dl.Progress("verify", enabled=echo)
     exp = expected_from_manifests(folder, report)
     files = check_shards(folder, report)
-    sp = resolve_tokenizer(folder, tokenizer, exp, report)
+    sp, tok_path = resolve_tokenizer(folder, tokenizer, exp, report)
     vocab = sp.vocab_size() if sp is not None else exp.vocab_size
     ids_ok = {s: vocab is not None and check_token_ids(files[s], vocab, s, report) for s in files}
     val_digests = scan_split(files["val"], "val", exp, report, None, progress) if "val" in files else None
     if "train" in files:
         scan_split(files["train"], "train", exp, report, val_digests if val_digests is not None else set(), progress)
     if sp is not None and ids_ok.get("val"):
-        check_val_text(files["val"], sp, max_docs, threads or os.cpu_count() or 1, report, progress)
+        check_val_text(files["val"], sp, str(tok_path), max_docs, threads or os.cpu_count() or 1, report, progress)
     return report
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("folder", type=Path, help="dataset folder holding fineweb_{val,train}_*.bin")
-    p.add_argument("--tokenizer", type=Path, help="tokenizer to check against (default: <folder>/tokenizer.model, "
-                   "else the one the manifest names)")
-    p.add_argument("--max-docs", type=int, default=0, help="decode / round-trip only the first N val documents "
-                   "(0 = all)")
+    p.add_argument(
+        "--tokenizer",
+        type=Path,
+        help="tokenizer to check against (default: <folder>/tokenizer.model, else the one the manifest names)",
+    )
+    p.add_argument(
+        "--max-docs", type=int, default=0, help="decode / round-trip only the first N val documents (0 = all)"
+    )
     p.add_argument("--threads", type=int, default=0, help="encoder threads (0 = all cores)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object instead")
     return p
@@ -296,12 +345,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = verify(a.folder, a.tokenizer, a.max_docs, a.threads, echo=not a.json)
     fails = report.failures
     if a.json:
-        print(json.dumps({"ok": not fails, "checks": [{"ok": ok, "check": c, "message": m}
-                                                      for ok, c, m in report.lines]}))
+        print(
+            json.dumps({"ok": not fails, "checks": [{"ok": ok, "check": c, "message": m} for ok, c, m in report.lines]})
+        )
     else:
         print(f"verify: {a.folder}: " + ("all checks passed" if not fails else f"{len(fails)} check(s) failed"))
     return 0 if not fails else 1
 
 
 if __name__ == "__main__":
-    sys.exit(dl.run_cli(main))
+    sys.exit(toolkit.run_cli(main))

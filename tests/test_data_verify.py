@@ -23,8 +23,14 @@ import train_gpt as tg
 def good(tmp_path_factory):
     """fineweb_docs_200 exported with the official tokenizer: 20 val docs, several train shards."""
     out = tmp_path_factory.mktemp("good") / "ds"
-    ex.export([str(shared_path("text", "fineweb_docs_200.jsonl"))], shared_path("tokenizers", "fineweb_1024_bpe.model"),
-              out, val_docs=20, shard_tokens=100_000, quiet=True)
+    ex.export(
+        [str(shared_path("text", "fineweb_docs_200.jsonl"))],
+        shared_path("tokenizers", "fineweb_1024_bpe.model"),
+        out,
+        val_docs=20,
+        shard_tokens=100_000,
+        quiet=True,
+    )
     return out
 
 
@@ -60,7 +66,11 @@ def test_wrong_tokenizer_by_hash_and_by_round_trip(copy):
     assert msg.startswith("tokenizer: ") and "is not the tokenizer the shards were made with" in msg
     (copy / "manifest.json").unlink()
     msg = only_failure(copy, wrong)
-    assert msg.startswith("val round trip: 20 of 20 val documents do not re-encode")
+    assert msg == (
+        f"val round trip: {wrong} is not the tokenizer the val shards of {copy} were made with: 20 of 20 "
+        "val documents do not re-encode to their tokens (first: document 0); use the tokenizer the shards "
+        "were made with"
+    )
     assert not failures(copy, shared_path("tokenizers", "fineweb_1024_bpe.model"))
 
 
@@ -72,7 +82,7 @@ def test_official_val_prefix_without_manifest(tmp_path):
     assert not report.failures
     assert any("109 documents, 131,072 tokens" in m for _, _, m in report.lines)
     msg = only_failure(tmp_path, shared_path("tokenizers", "wrong_fineweb_1024_bpe.model"))
-    assert "109 of 109 val documents do not re-encode" in msg
+    assert "109 of 109 val documents do not re-encode to their tokens" in msg
 
 
 def test_bad_magic_and_truncated_shard(copy):
@@ -93,7 +103,9 @@ def test_token_id_above_vocab(copy):
     toks[17] = 5000
     tk.write_shard(f, toks)
     fails = failures(copy)
-    assert f"train token ids: {f}: token id 5000 at position 17 is >= the vocab size 1024" in fails[0]
+    assert fails[0] == (
+        f"train token ids: {f}: token id 5000 at position 17 is >= vocab size 1024 (wrong tokenizer or corrupt shard)"
+    )
     assert any(m.startswith("train documents: the documents' sha256") for m in fails)
 
 
@@ -113,7 +125,7 @@ def test_missing_split_and_missing_folder(copy, tmp_path, capsys):
         f.unlink()
     msg = [m for m in failures(copy) if m.startswith("train shards")]
     assert msg == [f"train shards: no files match {copy / 'fineweb_train_*.bin'}"]
-    assert dl.run_cli(vf.main, [str(tmp_path / "nowhere")]) == 2
+    assert tk.run_cli(vf.main, [str(tmp_path / "nowhere")]) == 2
     assert "nowhere: no such dataset folder" in capsys.readouterr().err
 
 
@@ -133,8 +145,10 @@ def test_byte_rule_mismatch_and_missing_bos(tmp_path):
     tk.write_shard(tmp_path / "fineweb_val_000000.bin", np.array([1, *sp.encode("fine"), 1, lone]))
     tk.write_shard(tmp_path / "fineweb_train_000000.bin", np.array([1, *sp.encode("train")]))
     fails = failures(tmp_path, shared_path("tokenizers", "fineweb_1024_bpe.model"))
-    assert fails[0] == ("val byte rule: 1 of 2 val documents: the byte rule's count differs from the decoded text's "
-                        "UTF-8 length (first: document 1, 1 vs 3 bytes)")
+    assert fails[0] == (
+        "val byte rule: 1 of 2 val documents: the byte rule's count differs from the decoded text's "
+        "UTF-8 length (first: document 1, 1 vs 3 bytes)"
+    )
     tk.write_shard(tmp_path / "fineweb_train_000000.bin", np.array([300, 1, 301]))
     assert any("train split does not start with BOS" in m for m in failures(tmp_path))
 
@@ -146,12 +160,13 @@ def test_tokenizer_missing(copy):
 
 def test_sample_builds_a_verified_dataset(tmp_path, capsys):
     out = tmp_path / "sample"
-    m = sample.build_sample([str(shared_path("text", "c4_docs_1000.jsonl"))], out, vocab_size=1024, val_docs=100,
-                            quiet=True)
+    m = sample.build_sample(
+        [str(shared_path("text", "c4_docs_1000.jsonl"))], out, vocab_size=1024, val_docs=100, quiet=True
+    )
     assert m["splits"]["val"]["docs"] == 100 and m["splits"]["train"]["docs"] == 900
     assert len(m["splits"]["train"]["files"]) >= 2 and (out / "tokenizer.model").is_file()
     assert not vf.verify(out, echo=False).failures  # finds out/tokenizer.model by itself
-    assert dl.run_cli(sample.main, ["--docs", str(shared_path("text", "c4_docs_1000.jsonl")), "--out", str(out)]) == 2
+    assert tk.run_cli(sample.main, ["--docs", str(shared_path("text", "c4_docs_1000.jsonl")), "--out", str(out)]) == 2
     assert "already holds a dataset" in capsys.readouterr().err
 
 
@@ -165,6 +180,11 @@ def test_every_tool_has_help(tool, capsys):
 
 def test_script_runs_from_repo_root_and_user_error_is_one_line(tmp_path):
     """As a script (python data/verify.py): imports resolve, and a user error is one line with exit code 2."""
-    p = subprocess.run([sys.executable, "data/verify.py", str(tmp_path / "none")], cwd=REPO, capture_output=True,
-                       text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "data/verify.py", str(tmp_path / "none")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and p.stderr.startswith("error: ")
