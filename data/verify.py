@@ -301,7 +301,9 @@ def verify(
     folder: Path, tokenizer: Path | None = None, max_docs: int = 0, threads: int = 0, echo: bool = True
 ) -> Report:
     if not folder.is_dir():
-        raise dl.DataError(f"{folder}: no such dataset folder")
+        raise dl.DataError(
+            f"{folder}: " + ("is a file, not a dataset folder" if folder.exists() else "no such dataset folder")
+        )
     for flag, value in (("--max-docs", max_docs), ("--threads", threads)):
         if value < 0:
             raise dl.DataError(f"{flag} {value} must be >= 0 (0 = all)")
