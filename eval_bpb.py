@@ -18,9 +18,7 @@ full wall time. Exit status 2 with a one-line message on bad input.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,14 +26,14 @@ from types import ModuleType
 
 import torch
 
-from train_gpt import UserError as TGUserError
+import toolkit as tk
 
 NEEDED = (
     "Hyperparameters",
+    "setting_fields",
     "build_model",
-    "build_byte_tables",
-    "load_token_split",
-    "prepare_val_tokens",
+    "read_artifact",
+    "load_validation",
     "eval_flat",
     "eval_sliding",
     "eval_ttt",
@@ -49,10 +47,6 @@ FLAG_FIELDS = {  # flag dest -> Hyperparameters field
     "ttt_lora_lr": "ttt_lora_lr", "ttt_lora_chunk": "ttt_lora_chunk", "ttt_lora_docs": "ttt_lora_docs",
     "device": "device", "seed": "seed",
 }  # fmt: skip
-
-
-class UsageError(ValueError):
-    """Bad input from the user: printed as one line, exit status 2."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -103,62 +97,28 @@ def load_code(path: str | None) -> ModuleType:
         return train_gpt
     file = Path(path)
     if not file.is_file():
-        raise UsageError(f"--code {path}: no such file")
+        raise tk.UserError(f"--code {path}: no such file")
     spec = importlib.util.spec_from_file_location(f"rescore_{abs(hash(str(file.resolve())))}", file)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
     try:
         spec.loader.exec_module(module)
     except Exception as e:
-        raise UsageError(f"--code {path}: importing it failed ({type(e).__name__}: {e})") from None
+        raise tk.UserError(f"--code {path}: importing it failed ({type(e).__name__}: {e})") from None
     missing = [name for name in NEEDED if not hasattr(module, name)]
     if missing:
-        raise UsageError(
+        raise tk.UserError(
             f"--code {path} does not define {', '.join(missing)}: it is not a train_gpt.py this tool "
             "can rescore with (needs the build_model / eval_* API of this toolkit)"
         )
     return module
 
 
-def load_model(tg: ModuleType, args: argparse.Namespace) -> tuple[torch.nn.Module, dict, dict]:
-    """(model on CPU, model_config, recorded hyperparameters) from --artifact or --checkpoint."""
-    if args.artifact:
-        if not hasattr(tg, "read_artifact"):
-            raise UsageError(f"--code {args.code} defines no read_artifact: it cannot read artifacts")
-        path = Path(args.artifact)
-        if not path.is_file():
-            raise UsageError(f"--artifact {path}: no such file")
-        try:
-            model_config, state = tg.read_artifact(path.read_bytes())
-        except (ValueError, TGUserError) as e:
-            raise UsageError(f"--artifact {path}: {e}") from None
-        recorded = {}
-    else:
-        if not hasattr(tg, "load_checkpoint"):
-            raise UsageError(f"--code {args.code} defines no load_checkpoint: it cannot read float checkpoints")
-        model_config, state, recorded = tg.load_checkpoint(args.checkpoint)
-    what = args.artifact or args.checkpoint
-    try:
-        model = tg.build_model(model_config)
-        model.load_state_dict(state, strict=True)
-    except (TypeError, ValueError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"{what}: its weights do not fit the model the code builds ({first})") from None
-    return model, model_config, recorded
-
-
-def make_hparams(tg: ModuleType, args: argparse.Namespace, model_config: dict, recorded: dict):
-    """Hyperparameters: environment/preset, then the checkpoint's recorded values, the model config, the flags."""
-    names = {f.name for f in dataclasses.fields(tg.Hyperparameters)}
-    env = {k: v for k, v in os.environ.items() if k.isupper()}
-    for key, value in recorded.items():
-        if key in names and key not in ("run_id", "device") and key.upper() not in os.environ:
-            env[key.upper()] = str(value)
-    env.update({k.upper(): str(v) for k, v in model_config.items() if k in names})
-    env.update({FLAG_FIELDS[k].upper(): str(v) for k, v in vars(args).items() if k in FLAG_FIELDS and v is not None})
-    env["INCLUDE_TAIL"] = "1" if args.include_tail else env.get("INCLUDE_TAIL", "0")
-    env.setdefault("RUN_ID", "eval_bpb")
-    return tg.Hyperparameters.from_env(env)
+def make_hparams(tg: ModuleType, args: argparse.Namespace, loaded: tk.Loaded):
+    """Settings: flags > environment > what the checkpoint recorded > its model config > preset."""
+    flags = {FLAG_FIELDS[k].upper(): v for k, v in vars(args).items() if k in FLAG_FIELDS and v is not None}
+    flags.update(VAL_MAX_TOKENS=args.max_tokens or None, INCLUDE_TAIL=1 if args.include_tail else None)
+    return tk.settings({**loaded.recorded, **loaded.config}, flags, code=tg)
 
 
 def generate(
@@ -191,11 +151,11 @@ def check_args(args: argparse.Namespace) -> None:
     for name in ("seq_len", "batch_seqs", "ttt_chunk_tokens", "ttt_lora_rank", "ttt_lora_chunk", "ttt_lora_docs"):
         value = getattr(args, name)
         if value is not None and value <= 0:
-            raise UsageError(f"--{name.replace('_', '-')} {value}: must be positive")
+            raise tk.UserError(f"--{name.replace('_', '-')} {value}: must be positive")
     if args.stride is not None and args.stride <= 0:
-        raise UsageError(f"--stride {args.stride}: must be positive (windows would never advance)")
+        raise tk.UserError(f"--stride {args.stride}: must be positive (windows would never advance)")
     if args.max_tokens < 0 or args.max_new_tokens <= 0 or args.temperature < 0 or args.top_k < 0:
-        raise UsageError("--max-tokens, --temperature and --top-k must be >= 0 and --max-new-tokens positive")
+        raise tk.UserError("--max-tokens, --temperature and --top-k must be >= 0 and --max-new-tokens positive")
 
 
 def run(args: argparse.Namespace, t_start: float) -> None:
@@ -203,26 +163,26 @@ def run(args: argparse.Namespace, t_start: float) -> None:
 
     check_args(args)
     tg = load_code(args.code)
-    model, model_config, recorded = load_model(tg, args)
-    h = make_hparams(tg, args, model_config, recorded)
+    loaded = tk.load_model(args.artifact, args.checkpoint, code=tg)
+    h = make_hparams(tg, args, loaded)
     tok_path = args.tokenizer or h.tokenizer_path
     if not Path(tok_path).is_file():
-        raise UsageError(f"tokenizer {tok_path}: no such file (pass --tokenizer)")
+        raise tk.UserError(f"tokenizer {tok_path}: no such file (pass --tokenizer)")
     sp = spm.SentencePieceProcessor(model_file=str(tok_path))
-    if int(sp.vocab_size()) != int(model_config["vocab_size"]):
-        raise UsageError(
-            f"the model's vocab_size {model_config['vocab_size']} differs from the tokenizer's "
+    if int(sp.vocab_size()) != h.model.vocab_size:
+        raise tk.UserError(
+            f"the model's vocab_size {h.model.vocab_size} differs from the tokenizer's "
             f"{sp.vocab_size()} ({tok_path}): pass the tokenizer the model was trained with"
         )
     d = tg.init_distributed(h.device)
     try:
-        model = model.to(d.device).eval()
-        model.set_loops(h.eval_loops or h.num_loops)
+        model = loaded.model.to(d.device).eval()
+        model.set_loops(h.model.eval_loops or h.model.num_loops)
         if args.sample is not None:
             if d.rank == 0:
                 sample(model, sp, args, h, d)
             return
-        score(tg, model, sp, args, h, d, t_start)
+        score(tg, model, tok_path, args, h, d, t_start)
     finally:
         tg.cleanup_distributed()
 
@@ -236,25 +196,18 @@ def sample(model: torch.nn.Module, sp, args: argparse.Namespace, h, d) -> None:
     print(sp.decode(out[1:]), flush=True)
 
 
-def score(tg: ModuleType, model: torch.nn.Module, sp, args: argparse.Namespace, h, d, t_start: float) -> None:
+def score(tg: ModuleType, model: torch.nn.Module, tok_path: str, args: argparse.Namespace, h, d, t_start) -> None:
     main = d.rank == 0
-    tables = tg.build_byte_tables(sp, int(h.vocab_size))
-    pattern = args.val or os.path.join(h.data_path, "fineweb_val_*.bin")
-    if hasattr(tg, "check_tokenizer_matches_data"):  # older records' code lacks it
-        tg.check_tokenizer_matches_data(str(args.tokenizer or h.tokenizer_path), os.path.dirname(pattern))
-    val = tg.load_token_split(pattern, int(h.vocab_size))
-    if args.max_tokens:
-        val = val[: args.max_tokens + 1]
-    val = tg.prepare_val_tokens(val, h.effective_eval_seq_len, bool(h.include_tail))
+    tables, val = tg.load_validation(h, tok_path, args.val)
     if args.mode == "ttt" and h.ttt_mode == "off":
-        raise UsageError("--mode ttt needs --ttt-mode sgd or lora (or TTT_MODE)")
+        raise tk.UserError("--mode ttt needs --ttt-mode sgd or lora (or TTT_MODE)")
     if main:
         knobs = f"window:{h.effective_eval_seq_len} stride:{h.eval_stride} batch_seqs:{h.eval_batch_seqs}"
         if args.mode == "ttt":
             knobs += f" ttt_mode:{h.ttt_mode}"
         print(
             f"rescore source:{args.artifact or args.checkpoint} code:{args.code or 'train_gpt.py'} "
-            f"mode:{args.mode} {knobs} loops:{h.eval_loops or h.num_loops} world_size:{d.world_size} "
+            f"mode:{args.mode} {knobs} loops:{h.model.eval_loops or h.model.num_loops} world_size:{d.world_size} "
             f"device:{d.device.type} val_tokens:{len(val)}",
             flush=True,
         )
@@ -271,15 +224,14 @@ def score(tg: ModuleType, model: torch.nn.Module, sp, args: argparse.Namespace, 
         )
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
-    args = parse_args(argv)
-    try:
-        run(args, t_start)
-    except (UsageError, TGUserError, ValueError, FileNotFoundError) as e:
-        print(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr)
-        return 2
+    run(parse_args(argv), t_start)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return tk.run_cli(_main, argv)
 
 
 if __name__ == "__main__":

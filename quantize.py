@@ -1,13 +1,13 @@
 """quantize.py: command-line tool over the quantisation and artifact code of train_gpt.py (it keeps no copy of it).
 
     python quantize.py quantize CKPT -o model.pgz [--data-path DIR] [--set GPTQ=0 CLIP_K_MLP=11.5 ...]
-    python quantize.py roundtrip model.pgz --checkpoint CKPT --data-path DIR --tokenizer-path TOK.model
+    python quantize.py roundtrip model.pgz --checkpoint CKPT --data-path DIR --tokenizer TOK.model
     python quantize.py inspect model.pgz [--tensors | --json]
     python quantize.py fit CKPT --target 16000000 -o model.pgz [--matrix-bits 5,6 --embed-bits 7,8]
     python quantize.py pack -o packed/train_gpt.py [--source train_gpt.py]
 
-CKPT is the float checkpoint a training run saves (save_checkpoint). Settings come from the checkpoint's recorded
-hyperparameters, then --set KEY=VALUE (any Hyperparameters field, upper case like the environment variables).
+CKPT is the float checkpoint a training run saves beside its artifact. Settings, highest first: --set KEY=VALUE
+and the flags, the environment, what the checkpoint recorded, the preset (toolkit.settings).
 Exit status 2 with a one-line message on bad input.
 """
 
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+import toolkit as tk
 import train_gpt as tg
 
 ROOT = Path(__file__).resolve().parent
@@ -30,58 +31,15 @@ FIT_K_RANGE = (0.25, 4.0)  # fit searches a common multiplier of the per-role cl
 FIT_STEPS = 10  # bisection steps (log scale): the multiplier is found to within 0.3%
 
 
-class UsageError(ValueError):
-    """Bad input from the user: printed as one line, exit status 2."""
-
-
 def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def parse_sets(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set COMPRESSOR=lzma")
-        out[key.strip().upper()] = value
-    return out
-
-
-def make_hparams(recorded: dict, sets: dict[str, str], **paths: str | None) -> tg.Hyperparameters:
-    """Hyperparameters recorded in the checkpoint, overridden by --set pairs and the path options given."""
-    names = {f.name for f in dataclasses.fields(tg.Hyperparameters)}
-    env = {k.upper(): str(v) for k, v in recorded.items() if k in names and k != "preset"}
-    env["PRESET"] = str(recorded.get("preset", "frontier"))
-    unknown = [k for k in sets if k.lower() not in names]
-    if unknown:
-        raise UsageError(f"--set {unknown[0]}: no such setting (see Hyperparameters in train_gpt.py)")
-    env.update(sets)
-    env.update({k.upper(): v for k, v in paths.items() if v})
-    env.setdefault("RUN_ID", "quantize")
-    return tg.Hyperparameters.from_env(env)
-
-
-def load_float_model(ckpt: str, h_sets: dict[str, str], device: torch.device, **paths: str | None):
-    """(model, model_config, state_dict, h) from a float checkpoint, checked tensor by tensor against its config."""
-    model_config, state, recorded = tg.load_checkpoint(ckpt)
-    h = make_hparams(recorded, h_sets, **paths)
-    try:
-        model = tg.build_model(model_config)
-    except (TypeError, ValueError) as e:
-        raise UsageError(f"{ckpt}: {e}") from None
-    want = model.state_dict()
-    missing = [n for n in want if n not in state]
-    extra = [n for n in state if n not in want]
-    if missing or extra:
-        raise UsageError(f"{ckpt}: checkpoint does not match its model config: missing {missing[:3]}, "
-                         f"unexpected {extra[:3]}")
-    bad = [n for n in want if tuple(want[n].shape) != tuple(state[n].shape)]
-    if bad:
-        raise UsageError(f"{ckpt}: tensor {bad[0]} has shape {tuple(state[bad[0]].shape)}, the model config needs "
-                         f"{tuple(want[bad[0]].shape)}")
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval(), model_config, state, h
+def load_float(a: argparse.Namespace, device: torch.device) -> tuple[tk.Loaded, tg.Hyperparameters]:
+    """The checkpoint's model and its settings: --set / --data-path > environment > recorded > preset."""
+    loaded = tk.load_model(checkpoint=a.checkpoint)
+    flags = {**tk.parse_sets(a.set), "DATA_PATH": a.data_path}
+    return loaded, tk.settings(loaded.recorded, flags)
 
 
 def hessians_for(model: torch.nn.Module, h: tg.Hyperparameters, d: tg.Dist) -> tuple[dict | None, float]:
@@ -89,8 +47,10 @@ def hessians_for(model: torch.nn.Module, h: tg.Hyperparameters, d: tg.Dist) -> t
         return None, 0.0
     pattern = Path(h.data_path) / "fineweb_train_*.bin"
     if not list(Path(h.data_path).glob("fineweb_train_*.bin")):
-        raise UsageError(f"GPTQ needs training shards for calibration and {pattern} matches none: pass --data-path, "
-                         "or --set GPTQ=0 for round-to-nearest")
+        raise tk.UserError(
+            f"GPTQ needs training shards for calibration and {pattern} matches none: pass --data-path, "
+            "or --set GPTQ=0 for round-to-nearest"
+        )
     t0 = time.perf_counter()
     hessians = tg.collect_hessians(model, tg.calibration_batches(h, d), tg.param_roles(model), d)
     return hessians, time.perf_counter() - t0
@@ -109,81 +69,78 @@ def role_compressed_bytes(blob: bytes, codec: str, level: int) -> dict[str, int]
 
 def print_report(report: dict, blob: bytes, h: tg.Hyperparameters, calib_s: float) -> dict:
     alone = role_compressed_bytes(blob, h.compressor, h.compress_level)
-    log(f"{'role':8} {'tensors':>7} {'params':>10} {'bits':>5} {'clip_k':>7} {'method':>9} {'stored_B':>10} "
-        f"{'alone_B':>10} {'rel_mse':>9} {'hess_err':>9}")
+    log(
+        f"{'role':8} {'tensors':>7} {'params':>10} {'bits':>5} {'clip_k':>7} {'method':>9} {'stored_B':>10} "
+        f"{'alone_B':>10} {'rel_mse':>9} {'hess_err':>9}"
+    )
     for role, r in report["roles"].items():
-        errs = [(t["hess_err"], t["params"]) for t in report["tensors"].values()
-                if t["role"] == role and "hess_err" in t]
+        errs = [
+            (t["hess_err"], t["params"]) for t in report["tensors"].values() if t["role"] == role and "hess_err" in t
+        ]
         hess = sum(e * n for e, n in errs) / sum(n for _, n in errs) if errs else float("nan")
-        log(f"{role:8} {r['tensors']:>7} {r['params']:>10} {r['bits']:>5} {r['k']:>7} {r['method'] or r['store']:>9} "
-            f"{r['stored_bytes']:>10} {alone[role]:>10} {r['rel_mse']:>9.2e} {hess:>9.2e}")
+        log(
+            f"{role:8} {r['tensors']:>7} {r['params']:>10} {r['bits']:>5} {r['k']:>7} {r['method'] or r['store']:>9} "
+            f"{r['stored_bytes']:>10} {alone[role]:>10} {r['rel_mse']:>9.2e} {hess:>9.2e}"
+        )
     sizes = tg.size_report(len(blob), (ROOT / "train_gpt.py").read_text(encoding="utf-8"), h.code_policy)
-    log(f"gptq_calibration_time:{calib_s:.2f}s gptq_quantize_time:{report['gptq_seconds']:.2f}s "
-        f"params:{report['params']} bytes_per_param:{len(blob) / max(report['params'], 1):.4f}")
-    log(f"model_bytes:{sizes['model_bytes']} code_bytes:{sizes['code_bytes']} ({sizes['code_policy']}; raw "
+    log(
+        f"gptq_calibration_time:{calib_s:.2f}s gptq_quantize_time:{report['gptq_seconds']:.2f}s "
+        f"params:{report['params']} bytes_per_param:{len(blob) / max(report['params'], 1):.4f}"
+    )
+    log(
+        f"model_bytes:{sizes['model_bytes']} code_bytes:{sizes['code_bytes']} ({sizes['code_policy']}; raw "
         f"{sizes['code_bytes_raw']}, packed {sizes['code_bytes_packed']}) total_bytes:{sizes['total_bytes']} "
         f"limit:{sizes['limit']} {'UNDER' if sizes['under_limit'] else 'OVER'} by "
-        f"{abs(sizes['limit'] - sizes['total_bytes'])}")
+        f"{abs(sizes['limit'] - sizes['total_bytes'])}"
+    )
     return sizes
 
 
 def quantize_cmd(a: argparse.Namespace) -> None:
-    d = tg.Dist(device=pick_device(a.device))
-    model, model_config, state, h = load_float_model(a.checkpoint, parse_sets(a.set), d.device, data_path=a.data_path)
-    hessians, calib_s = hessians_for(model, h, d)
-    blob, report = tg.build_artifact(state, tg.param_roles(model), model_config, h, hessians)
+    d = tg.Dist(device=tk.pick_device(a.device))
+    loaded, h = load_float(a, d.device)
+    hessians, calib_s = hessians_for(loaded.model.to(d.device), h, d)
+    blob, report = tg.build_artifact(loaded.state, tg.param_roles(loaded.model), h.model, h, hessians)
     tg.atomic_write_bytes(a.output, blob)
     log(f"wrote {a.output} ({len(blob)} bytes, {h.compressor}-{h.compress_level})")
     print_report(report, blob, h, calib_s)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: torch sees no CUDA device")
-    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
-
-
 def roundtrip_cmd(a: argparse.Namespace) -> None:
-    import numpy as np
-    import sentencepiece as spm
-
-    d = tg.Dist(device=pick_device(a.device))
+    d = tg.Dist(device=tk.pick_device(a.device))
     blob = read_blob(a.artifact)
-    sets = parse_sets(a.set)
-    paths = dict(data_path=a.data_path, tokenizer_path=a.tokenizer_path)
+    flags = {**tk.parse_sets(a.set), "DATA_PATH": a.data_path, "TOKENIZER_PATH": a.tokenizer,
+             "VAL_MAX_TOKENS": a.max_tokens or None}  # fmt: skip
+    fmodel = None
     if a.checkpoint:
-        fmodel, fconfig, _, h = load_float_model(a.checkpoint, sets, d.device, **paths)
-        qmodel, _ = tg.load_artifact_model(blob, fconfig)
+        loaded = tk.load_model(checkpoint=a.checkpoint)
+        fmodel, h = loaded.model, tk.settings(loaded.recorded, flags)
     else:
-        qmodel, qconfig = tg.load_artifact_model(blob)
-        fmodel, h = None, make_hparams({"preset": "frontier", **qconfig}, sets, **paths)
-    if not Path(h.tokenizer_path).is_file():
-        raise UsageError(f"--tokenizer-path {h.tokenizer_path}: no such file")
-    tables = tg.build_byte_tables(spm.SentencePieceProcessor(model_file=h.tokenizer_path), h.vocab_size)
-    val = tg.load_token_split(str(Path(h.data_path) / "fineweb_val_*.bin"), h.vocab_size)
-    if a.val_max_tokens:
-        val = val[: a.val_max_tokens + 1]
-    val = tg.prepare_val_tokens(np.asarray(val), h.effective_eval_seq_len, bool(h.include_tail))
-    loops = h.eval_loops or h.num_loops
+        h = tk.settings(dataclasses.asdict(tg.read_artifact(blob)[0]), flags)
+    qmodel, _ = tg.load_artifact_model(blob, h.model)
+    tables, val = tg.load_validation(h)
     scores = {}
     for name, m in (("float", fmodel), ("quantised", qmodel)):
         if m is None:
             continue
-        m.to(d.device).eval().set_loops(loops)
+        m.to(d.device).eval().set_loops(h.model.eval_loops or h.model.num_loops)
         t0 = time.perf_counter()
-        res = tg.eval_flat(m, val, tables, h, d)
-        scores[name] = res
-        log(f"{name:9} val_loss:{res.val_loss:.6f} val_bpb:{res.val_bpb:.6f} ({time.perf_counter() - t0:.1f}s, "
-            f"{len(val) - 1} targets)")
+        res = scores[name] = tg.eval_flat(m, val, tables, h, d)
+        log(
+            f"{name:9} val_loss:{res.val_loss:.6f} val_bpb:{res.val_bpb:.6f} ({time.perf_counter() - t0:.1f}s, "
+            f"{len(val) - 1} targets)"
+        )
     if len(scores) == 2:
-        log(f"quantisation tax: {scores['quantised'].val_bpb - scores['float'].val_bpb:+.6f} bpb, "
-            f"{scores['quantised'].val_loss - scores['float'].val_loss:+.6f} nats/token; artifact {len(blob)} bytes")
+        log(
+            f"quantisation tax: {scores['quantised'].val_bpb - scores['float'].val_bpb:+.6f} bpb, "
+            f"{scores['quantised'].val_loss - scores['float'].val_loss:+.6f} nats/token; artifact {len(blob)} bytes"
+        )
 
 
 def read_blob(path: str) -> bytes:
     p = Path(path)
     if not p.is_file():
-        raise UsageError(f"{path}: no such artifact file")
+        raise tk.UserError(f"{path}: no such artifact file")
     return p.read_bytes()
 
 
@@ -193,8 +150,19 @@ def inspect_cmd(a: argparse.Namespace) -> None:
     _, version, codec_id, payload, _ = tg.ARTIFACT_FRAME.unpack_from(blob)
     codec = {v: k for k, v in tg.ARTIFACT_CODECS.items()}[codec_id]
     if a.json:
-        print(json.dumps({"version": version, "codec": codec, "bytes": len(blob), "payload_bytes": payload,
-                          "model_config": model_config, "tensors": [e["meta"] for e in entries]}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "version": version,
+                    "codec": codec,
+                    "bytes": len(blob),
+                    "payload_bytes": payload,
+                    "model_config": model_config,
+                    "tensors": [e["meta"] for e in entries],
+                },
+                indent=1,
+            )
+        )
         return
     log(f"{a.artifact}: artifact format v{version}, codec {codec}, {len(blob)} bytes ({payload} uncompressed)")
     log("model_config: " + " ".join(f"{k}={v}" for k, v in model_config.items()))
@@ -204,11 +172,16 @@ def inspect_cmd(a: argparse.Namespace) -> None:
         r = roles.setdefault(m["role"], {"tensors": 0, "params": 0, "how": set()})
         r["tensors"] += 1
         r["params"] += math.prod(m["shape"])
-        r["how"].add(f"int{m['bits']} k={m['k']} {m['method']}" + (f" lqer{m['lqer']}" if m.get("lqer") else "")
-                     if m["store"] == "q" else m["store"])
+        r["how"].add(
+            f"int{m['bits']} k={m['k']} {m['method']}" + (f" lqer{m['lqer']}" if m.get("lqer") else "")
+            if m["store"] == "q"
+            else m["store"]
+        )
         if a.tensors:
-            log(f"  {m['name']:40} {str(m['shape']):>14} {m['role']:8} {m['dtype']:9} "
-                + (f"int{m['bits']} k={m['k']} {m['method']}" if m["store"] == "q" else m["store"]))
+            log(
+                f"  {m['name']:40} {str(m['shape']):>14} {m['role']:8} {m['dtype']:9} "
+                + (f"int{m['bits']} k={m['k']} {m['method']}" if m["store"] == "q" else m["store"])
+            )
     total = sum(r["params"] for r in roles.values())
     for role, r in roles.items():
         log(f"{role:8} tensors:{r['tensors']:<4} params:{r['params']:<10} {', '.join(sorted(r['how']))}")
@@ -222,22 +195,30 @@ def fit_cmd(a: argparse.Namespace) -> None:
     error grows with k, so for each bit-width combination the best fitting point is the smallest k multiplier
     that fits (bisection). Combinations are ranked by a proxy of the score: the parameter-weighted output error on
     the calibration inputs (GPTQ) or the relative weight error (round-to-nearest)."""
-    d = tg.Dist(device=pick_device(a.device))
-    model, model_config, state, h = load_float_model(a.checkpoint, parse_sets(a.set), d.device, data_path=a.data_path)
-    hessians, calib_s = hessians_for(model, h, d)
-    roles = tg.param_roles(model)
+    d = tg.Dist(device=tk.pick_device(a.device))
+    loaded, h = load_float(a, d.device)
+    hessians, calib_s = hessians_for(loaded.model.to(d.device), h, d)
+    roles, state = tg.param_roles(loaded.model), loaded.state
     code = tg.size_report(0, (ROOT / "train_gpt.py").read_text(encoding="utf-8"), h.code_policy)["code_bytes"]
     budget = a.target - code
     mbits = [int(b) for b in a.matrix_bits.split(",")] if a.matrix_bits else [h.quant_matrix_bits]
     ebits = [int(b) for b in a.embed_bits.split(",")] if a.embed_bits else [h.quant_embed_bits]
 
     def attempt(mb: int, eb: int, mult: float) -> tuple[bytes, dict, tg.Hyperparameters]:
-        hh = dataclasses.replace(h, quant_matrix_bits=mb, quant_embed_bits=eb, clip_k_attn=h.clip_k_attn * mult,
-                                 clip_k_mlp=h.clip_k_mlp * mult, clip_k_embed=h.clip_k_embed * mult)
+        hh = dataclasses.replace(
+            h,
+            quant_matrix_bits=mb,
+            quant_embed_bits=eb,
+            clip_k_attn=h.clip_k_attn * mult,
+            clip_k_mlp=h.clip_k_mlp * mult,
+            clip_k_embed=h.clip_k_embed * mult,
+        )
         hh.validate()
-        blob, report = tg.build_artifact(state, roles, model_config, hh, hessians)
-        log(f"  int{mb}/int{eb} k x{mult:.4f}: model {len(blob)} bytes, total {len(blob) + code} "
-            f"({'fits' if len(blob) <= budget else 'over'}), proxy {proxy(report):.4e}")
+        blob, report = tg.build_artifact(state, roles, hh.model, hh, hessians)
+        log(
+            f"  int{mb}/int{eb} k x{mult:.4f}: model {len(blob)} bytes, total {len(blob) + code} "
+            f"({'fits' if len(blob) <= budget else 'over'}), proxy {proxy(report):.4e}"
+        )
         return blob, report, hh
 
     best, smallest = None, None
@@ -261,13 +242,17 @@ def fit_cmd(a: argparse.Namespace) -> None:
                 best = found
     if best is None:
         size, mb, eb = smallest
-        raise UsageError(f"--target {a.target} is unreachable: the smallest artifact tried (int{mb}/int{eb}, clip k x"
-                         f"{FIT_K_RANGE[1]}) is {size} bytes + {code} code bytes ({h.code_policy}); offer lower "
-                         "--matrix-bits/--embed-bits or raise --target")
+        raise tk.UserError(
+            f"--target {a.target} is unreachable: the smallest artifact tried (int{mb}/int{eb}, clip k x"
+            f"{FIT_K_RANGE[1]}) is {size} bytes + {code} code bytes ({h.code_policy}); offer lower "
+            "--matrix-bits/--embed-bits or raise --target"
+        )
     blob, report, hh = best
     tg.atomic_write_bytes(a.output, blob)
-    log(f"fit: QUANT_MATRIX_BITS={hh.quant_matrix_bits} QUANT_EMBED_BITS={hh.quant_embed_bits} "
-        f"CLIP_K_ATTN={hh.clip_k_attn:.4f} CLIP_K_MLP={hh.clip_k_mlp:.4f} CLIP_K_EMBED={hh.clip_k_embed:.4f}")
+    log(
+        f"fit: QUANT_MATRIX_BITS={hh.quant_matrix_bits} QUANT_EMBED_BITS={hh.quant_embed_bits} "
+        f"CLIP_K_ATTN={hh.clip_k_attn:.4f} CLIP_K_MLP={hh.clip_k_mlp:.4f} CLIP_K_EMBED={hh.clip_k_embed:.4f}"
+    )
     log(f"wrote {a.output} ({len(blob)} bytes)")
     print_report(report, blob, hh, calib_s)
 
@@ -282,22 +267,27 @@ def proxy(report: dict) -> float:
 def pack_cmd(a: argparse.Namespace) -> None:
     src, out = Path(a.source), Path(a.output)
     if not src.is_file():
-        raise UsageError(f"--source {src}: no such file")
+        raise tk.UserError(f"--source {src}: no such file")
     if out.resolve() == src.resolve():
-        raise UsageError(f"-o {out}: refusing to overwrite the readable source with its packed form")
+        raise tk.UserError(f"-o {out}: refusing to overwrite the readable source with its packed form")
     source = src.read_text(encoding="utf-8")
     try:
         packed = tg.pack_source(source)
     except SyntaxError as e:
-        raise UsageError(f"{src}: not valid Python ({e.msg}, line {e.lineno})") from None
+        raise tk.UserError(f"{src}: not valid Python ({e.msg}, line {e.lineno})") from None
     tg.atomic_write_bytes(out, packed.encode())
-    log(f"wrote {out}: {len(packed.encode())} bytes packed from {len(source.encode())} raw "
-        f"({len(packed.encode()) / len(source.encode()):.1%})")
+    log(
+        f"wrote {out}: {len(packed.encode())} bytes packed from {len(source.encode())} raw "
+        f"({len(packed.encode()) / len(source.encode()):.1%})"
+    )
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter,
-                                epilog=__doc__.split("\n\n", 1)[1])
+def _main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawTextHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
     def common(sp: argparse.ArgumentParser) -> None:
@@ -312,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("roundtrip", help="artifact -> dequantised model -> flat val bpb, before vs after")
     r.add_argument("artifact")
     r.add_argument("--checkpoint", help="the float checkpoint, to score it too and check the artifact matches it")
-    r.add_argument("--tokenizer-path", help="SentencePiece model of the data")
-    r.add_argument("--val-max-tokens", type=int, default=0, help="score only this prefix of val (quick checks)")
+    r.add_argument("--tokenizer", help="SentencePiece model of the data (default: TOKENIZER_PATH)")
+    r.add_argument("--max-tokens", type=int, default=0, help="score only this many val targets (quick checks)")
     common(r)
     i = sub.add_parser("inspect", help="what an artifact holds")
     i.add_argument("artifact")
@@ -330,13 +320,13 @@ def main(argv: list[str] | None = None) -> int:
     k.add_argument("-o", "--output", required=True)
     k.add_argument("--source", default=str(ROOT / "train_gpt.py"))
     a = p.parse_args(argv)
-    try:
-        {"quantize": quantize_cmd, "roundtrip": roundtrip_cmd, "inspect": inspect_cmd, "fit": fit_cmd,
-         "pack": pack_cmd}[a.cmd](a)
-    except (UsageError, tg.ArtifactError, tg.ShardError, ValueError, FileNotFoundError) as e:
-        print(f"quantize.py {a.cmd}: error: {e}", file=sys.stderr)
-        return 2
+    {"quantize": quantize_cmd, "roundtrip": roundtrip_cmd, "inspect": inspect_cmd, "fit": fit_cmd,
+     "pack": pack_cmd}[a.cmd](a)  # fmt: skip
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return tk.run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,15 @@ import this module; none keeps a copy of it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import train_gpt as tg
 
@@ -57,3 +60,109 @@ def shard_bytes(tokens: np.ndarray) -> bytes:
 def write_shard(path: str | os.PathLike, tokens: np.ndarray) -> None:
     """Write a shard atomically (no partial file under the final name on interruption or a full disk)."""
     tg.atomic_write_bytes(path, shard_bytes(tokens))
+
+
+# =====================================================================================================================
+# SETTINGS: one precedence for every tool
+# =====================================================================================================================
+# command-line flag (or --set KEY=VALUE) > environment > what the artifact / checkpoint recorded > PRESET's values.
+# Recorded values never include where the run was (RUN_ID, DEVICE, LOG_DIR, ARTIFACT_PATH): those are this tool's.
+NOT_INHERITED = {"run_id", "device", "log_dir", "artifact_path"}
+
+
+def setting_names(code=tg) -> set[str]:
+    """Every setting's field name in `code` (a train_gpt module), model fields included."""
+    return {f.name for f, _ in code.setting_fields()}
+
+
+def parse_sets(pairs: Sequence[str], code=tg) -> dict[str, str]:
+    """--set KEY=VALUE pairs as an environment dict, every key checked against the settings."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {pair!r}: expected KEY=VALUE, e.g. --set COMPRESSOR=lzma")
+        key = key.strip().upper()
+        if key != "PRESET" and key.lower() not in setting_names(code):
+            raise UserError(f"--set {key}: no such setting (python train_gpt.py --help lists them)")
+        out[key] = value
+    return out
+
+
+def settings(recorded: dict | None = None, flags: dict[str, object] | None = None, env=None, code=tg):
+    """Hyperparameters under the one precedence: flags > environment > recorded > preset."""
+    env = os.environ if env is None else env
+    names = setting_names(code)
+    merged = {k.upper(): str(v) for k, v in (recorded or {}).items() if k in names and k not in NOT_INHERITED}
+    if recorded and "preset" in recorded:
+        merged["PRESET"] = str(recorded["preset"])
+    merged.update({k: v for k, v in env.items() if k == "PRESET" or k.lower() in names})
+    merged.update({k.upper(): str(v) for k, v in (flags or {}).items() if v is not None})
+    merged.setdefault("RUN_ID", "tool")
+    return code.Hyperparameters.from_env(merged)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: torch sees no CUDA device")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+# =====================================================================================================================
+# MODELS: float checkpoints and artifacts, loaded with every check
+# =====================================================================================================================
+
+
+@dataclass
+class Loaded:
+    model: torch.nn.Module  # on CPU, eval mode, weights loaded strictly
+    config: dict  # the model config the file recorded
+    recorded: dict  # the hyperparameters a checkpoint recorded ({} for an artifact)
+    state: dict  # the float (or dequantised) state_dict
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, dict]:
+    """(model_config, state_dict, recorded hyperparameters) of a float checkpoint train_gpt.py saved."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a file that is not a checkpoint
+        raise UserError(f"{path}: not a readable float checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != tg.CHECKPOINT_FORMAT:
+        raise UserError(f"{path}: not a {tg.CHECKPOINT_FORMAT} file")
+    if ckpt.get("version") != tg.CHECKPOINT_VERSION:
+        raise UserError(f"{path}: checkpoint version {ckpt.get('version')}, expected {tg.CHECKPOINT_VERSION}")
+    return ckpt["model_config"], ckpt["state_dict"], ckpt.get("hparams", {})
+
+
+def load_model(artifact: str | None = None, checkpoint: str | None = None, code=tg) -> Loaded:
+    """The model of an artifact or a float checkpoint, built by `code` (a train_gpt module) and loaded strictly;
+    any mismatch is one line naming the file."""
+    path = Path(artifact or checkpoint)
+    if artifact:
+        if not path.is_file():
+            raise UserError(f"--artifact {path}: no such file")
+        try:
+            cfg, state = code.read_artifact(path.read_bytes())
+        except UserError as e:
+            raise UserError(f"--artifact {path}: {e}") from None
+        config, recorded = dataclasses.asdict(cfg), {}
+    else:
+        config, state, recorded = load_checkpoint(path)
+    try:
+        model = code.build_model(config)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    want = {n: tuple(t.shape) for n, t in model.state_dict().items()}
+    got = {n: tuple(t.shape) for n, t in state.items()}
+    bad = sorted(n for n in set(want) | set(got) if want.get(n) != got.get(n))
+    if bad:
+        raise UserError(
+            f"{path}: its tensors do not fit the model its config describes: "
+            + ", ".join(f"{n} {got.get(n)} vs {want.get(n)}" for n in bad[:3])
+            + " (file shape vs model shape)"
+        )
+    model.load_state_dict(state, strict=True)
+    return Loaded(model.eval(), config, recorded, state)

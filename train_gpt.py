@@ -25,11 +25,13 @@ import json
 import math
 import os
 import platform
+import re
 import signal
 import struct
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 import zlib
 from collections.abc import Iterable, Iterator
@@ -53,56 +55,85 @@ class UserError(Exception):
     """Bad input from the user (a setting, a file, a path): reported as one line naming it, never a traceback.
     Every other exception is a bug and keeps its traceback."""
 
+
 PRESETS: dict[str, dict[str, object]] = {
     # The strongest known design under the rules (SPEC section 4): the library defaults below.
     "frontier": {},
     # 3 unique parallel blocks looped 8 times in training, 12 at evaluation.
-    "seed": dict(num_layers=3, loop_start=0, loop_end=2, num_loops=8, eval_loops=12, parallel_start=0,
-                 loop_start_frac=0.0),
+    "seed": dict(
+        num_layers=3, loop_start=0, loop_end=2, num_loops=8, eval_loops=12, parallel_start=0, loop_start_frac=0.0
+    ),
     # The challenge's 1.2244 baseline: every frontier feature off.
-    "baseline": dict(vocab_size=1024, num_layers=9, mlp_mult=2.0, mlp_act="relu2", qk_gain_init=1.5, rope_dims=0,
-                     ln_scale=0, skip_gates=0, xsa=0, smear_gate=0, attn_out_gate=0, num_loops=1, parallel_start=-1,
-                     train_seq_len=1024, train_batch_tokens=524_288, muon_polar_express=0, muon_eq_r=0,
-                     muon_wd=0.0, muon_momentum=0.95, muon_momentum_warmup_start=0.85,
-                     muon_momentum_warmup_steps=500, matrix_lr=0.04, tied_embed_lr=0.05, scalar_lr=0.04,
-                     grad_clip_norm=0.0, ema_decay=0.0, warmdown_frac=0.0, warmdown_iters=1200, min_lr=0.0,
-                     quant_matrix_bits=8, quant_embed_bits=8, gptq=0, compressor="zlib"),
+    "baseline": dict(
+        vocab_size=1024,
+        num_layers=9,
+        mlp_mult=2.0,
+        mlp_act="relu2",
+        qk_gain_init=1.5,
+        rope_dims=0,
+        ln_scale=0,
+        skip_gates=0,
+        xsa=0,
+        smear_gate=0,
+        attn_out_gate=0,
+        num_loops=1,
+        parallel_start=-1,
+        train_seq_len=1024,
+        train_batch_tokens=524_288,
+        muon_polar_express=0,
+        muon_eq_r=0,
+        muon_wd=0.0,
+        muon_momentum=0.95,
+        muon_momentum_warmup_start=0.85,
+        muon_momentum_warmup_steps=500,
+        matrix_lr=0.04,
+        tied_embed_lr=0.05,
+        scalar_lr=0.04,
+        grad_clip_norm=0.0,
+        ema_decay=0.0,
+        warmdown_frac=0.0,
+        warmdown_iters=1200,
+        min_lr=0.0,
+        quant_matrix_bits=8,
+        quant_embed_bits=8,
+        gptq=0,
+        compressor="zlib",
+    ),
     # A CPU-sized model for smoke runs, tests and the sample dataset (vocab 1024).
-    "tiny": dict(vocab_size=1024, num_layers=4, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2.0,
-                 loop_start=1, loop_end=2, num_loops=2, parallel_start=2, rope_dims=8, train_seq_len=128,
-                 train_batch_tokens=4096, iterations=200, max_wallclock_seconds=0.0, warmup_steps=2,
-                 val_loss_every=0, train_log_every=20, eval_batch_seqs=16,
-                 muon_momentum_warmup_steps=50, ema_decay=0.97, gptq_calib_batches=4, passthrough_max_numel=2048,
-                 data_path="./data/sample", tokenizer_path="./data/sample/tokenizer.model"),
+    "tiny": dict(
+        vocab_size=1024,
+        num_layers=4,
+        model_dim=64,
+        num_heads=4,
+        num_kv_heads=2,
+        mlp_mult=2.0,
+        loop_start=1,
+        loop_end=2,
+        num_loops=2,
+        parallel_start=2,
+        rope_dims=8,
+        train_seq_len=128,
+        train_batch_tokens=4096,
+        iterations=200,
+        max_wallclock_seconds=0.0,
+        warmup_steps=2,
+        val_loss_every=0,
+        train_log_every=20,
+        eval_batch_seqs=16,
+        muon_momentum_warmup_steps=50,
+        ema_decay=0.97,
+        gptq_calib_batches=4,
+        passthrough_max_numel=2048,
+        data_path="./data/sample",
+        tokenizer_path="./data/sample/tokenizer.model",
+    ),
 }
 
 
 @dataclass(frozen=True)
-class Hyperparameters:
-    preset: str = "frontier"
-    # data and run
-    data_path: str = "./data/datasets/fineweb10B_sp8192"
-    tokenizer_path: str = "./data/tokenizers/fineweb_8192_bpe.model"
-    run_id: str = ""
-    seed: int = 1337
-    log_dir: str = "logs"
-    artifact_path: str = ""  # default: final_model.<run_id>.pgz beside the log
-    # training schedule
-    iterations: int = 20_000
-    max_wallclock_seconds: float = 600.0  # 0 = bounded by ITERATIONS alone
-    warmup_steps: int = 20  # compile warm-up steps, rolled back afterwards
-    warmdown_frac: float = 0.72  # fraction of the budget (time, or iterations) spent decaying the LR
-    warmdown_iters: int = 0  # >0: fixed-length warm-down in steps instead (the baseline's WARMDOWN_ITERS)
-    min_lr: float = 0.1  # LR floor, as a fraction of each group's base LR
-    train_batch_tokens: int = 786_432
-    train_seq_len: int = 2048
-    grad_accum_steps: int = 0  # 0 = 8 // WORLD_SIZE (the baseline's rule), so the global batch is the same on 1-8 GPUs
-    val_loss_every: int = 0  # 0 = only at the end
-    train_log_every: int = 100
-    val_max_tokens: int = 0  # >0: score only this prefix of val (quick checks; never for a record)
-    grad_clip_norm: float = 0.3
-    ema_decay: float = 0.9965  # 0 = off
-    # model
+class ModelConfig:
+    """The network's shape and forward pass: what GPT is built from and what every artifact stores."""
+
     vocab_size: int = 8192
     num_layers: int = 11
     model_dim: int = 512
@@ -117,26 +148,66 @@ class Hyperparameters:
     rope_base: float = 10_000.0
     rope_dims: int = 16  # rotated dims per head; 0 = all
     qk_gain_init: float = 5.25
-    ln_scale: int = 1
+    ln_scale: int = 1  # norm outputs scaled by 1/sqrt(block index + 1)
     unet_skips: int = 1
     skip_gates: int = 1
-    x0_mix: int = 1
-    xsa: int = 1
+    x0_mix: int = 1  # each block blends its input with the normalised embedding
+    xsa: int = 1  # exclusive self-attention: remove each head's own value direction
     smear_gate: int = 1
     attn_out_gate: int = 1
-    gate_inputs: int = 12
+    gate_inputs: int = 12  # leading dims of x that drive the smear and attention-output gates
     loop_start: int = 3  # first block of the recurrent span
     loop_end: int = 5  # last block of the recurrent span (inclusive)
     num_loops: int = 3  # times the span runs in training once recurrence is on (1 = off)
     eval_loops: int = 0  # times the span runs at evaluation (0 = NUM_LOOPS)
-    loop_start_frac: float = 0.35  # recurrence switches on at this fraction of the budget
     parallel_start: int = 7  # blocks from this index on are parallel-residual (-1 = none)
+
+    @classmethod
+    def from_dict(cls, d: dict, what: str = "model config") -> ModelConfig:
+        """The config an artifact or checkpoint recorded; refused in one line when its keys are not ours."""
+        keys = {f.name for f in fields(cls)}
+        if not isinstance(d, dict) or set(d) != keys:
+            got = set(d) if isinstance(d, dict) else set()
+            raise ArtifactError(
+                f"{what} does not fit this train_gpt.py: missing {sorted(keys - got)}, unknown {sorted(got - keys)}"
+            )
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    preset: str = "frontier"
+    # data and run
+    data_path: str = "./data/datasets/fineweb10B_sp8192"
+    tokenizer_path: str = "./data/tokenizers/fineweb_8192_bpe.model"
+    run_id: str = ""  # default: a timestamp and a random suffix
+    seed: int = 1337
+    log_dir: str = "logs"
+    artifact_path: str = ""  # default: artifacts/<run_id>.pgz
+    # training schedule
+    iterations: int = 20_000
+    max_wallclock_seconds: float = 600.0  # 0 = bounded by ITERATIONS alone
+    warmup_steps: int = 20  # compile warm-up steps, rolled back afterwards
+    warmdown_frac: float = 0.72  # fraction of the budget (time, or iterations) spent decaying the LR
+    warmdown_iters: int = 0  # >0: fixed-length warm-down in steps instead (the baseline's WARMDOWN_ITERS)
+    min_lr: float = 0.1  # LR floor, as a fraction of each group's base LR
+    train_batch_tokens: int = 786_432  # global tokens per optimiser step
+    train_seq_len: int = 2048
+    grad_accum_steps: int = 0  # 0 = 8 // WORLD_SIZE (the baseline's rule), so the global batch is the same on 1-8 GPUs
+    val_loss_every: int = 0  # 0 = only at the end
+    train_log_every: int = 100
+    val_max_tokens: int = 0  # >0: score only this prefix of val (quick checks; never for a record)
+    grad_clip_norm: float = 0.3  # global gradient norm clip; 0 = off
+    ema_decay: float = 0.9965  # 0 = off
+    loop_start_frac: float = 0.35  # recurrence switches on at this fraction of the budget
+    # model (every field of ModelConfig, set by its upper-case name: NUM_LAYERS, MODEL_DIM, ...)
+    model: ModelConfig = field(default_factory=ModelConfig)
     # optimisers
-    matrix_lr: float = 0.025
+    matrix_lr: float = 0.025  # Muon, attention and MLP matrices
     tied_embed_lr: float = 0.035
     embed_lr: float = 0.6  # untied input embedding
     head_lr: float = 0.008  # untied output head
-    scalar_lr: float = 0.025
+    scalar_lr: float = 0.025  # control tensors (gains, gates, mixes)
     beta1: float = 0.9
     beta2: float = 0.95
     adam_eps: float = 1e-8
@@ -145,10 +216,10 @@ class Hyperparameters:
     muon_momentum_warmup_start: float = 0.92
     muon_momentum_warmup_steps: int = 1500
     muon_nesterov: int = 1
-    muon_backend_steps: int = 5
-    muon_polar_express: int = 1
-    muon_eq_r: int = 1
-    muon_wd: float = 0.095
+    muon_backend_steps: int = 5  # Newton-Schulz iterations
+    muon_polar_express: int = 1  # per-step Polar Express coefficients instead of the classic quintic
+    muon_eq_r: int = 1  # MuonEq-R: normalise rows before orthogonalising
+    muon_wd: float = 0.095  # decoupled weight decay of Muon matrices
     # evaluation
     eval_seq_len: int = 0  # 0 = TRAIN_SEQ_LEN
     eval_stride: int = 64  # sliding-window stride; 0 = skip the sliding score
@@ -162,21 +233,21 @@ class Hyperparameters:
     ttt_grad_clip: float = 1.0
     ttt_lora_rank: int = 8
     ttt_lora_lr: float = 0.01
-    ttt_lora_chunk: int = 48
+    ttt_lora_chunk: int = 48  # targets each LoRA step scores, then trains on
     ttt_lora_docs: int = 16  # documents adapted side by side
     # quantisation and artifact
     quant_matrix_bits: int = 6
     quant_embed_bits: int = 8
-    clip_k_attn: float = 13.0
+    clip_k_attn: float = 13.0  # SDClip: rows clipped at k standard deviations
     clip_k_mlp: float = 12.0
     clip_k_embed: float = 20.0
-    passthrough_max_numel: int = 65_536
+    passthrough_max_numel: int = 65_536  # smaller matrices are stored as floats
     gptq: int = 1
     gptq_calib_batches: int = 32
     gptq_block: int = 128
     gptq_damp: float = 0.01
-    gptq_reserve_seconds: float = 8.0
-    lqer_rank: int = 0
+    gptq_reserve_seconds: float = 8.0  # taken off the training budget for calibration
+    lqer_rank: int = 0  # low-rank int4 correction of the worst quantisation errors; 0 = off
     lqer_top: int = 4
     compressor: str = "zstd"  # zstd | lzma | zlib
     compress_level: int = 22
@@ -188,77 +259,130 @@ class Hyperparameters:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Hyperparameters:
+        """PRESET's values, overridden by every upper-case field name set in the environment."""
         env = dict(os.environ if env is None else env)
         preset = env.get("PRESET", "frontier")
         if preset not in PRESETS:
-            raise ValueError(f"PRESET={preset!r} is unknown; choose one of {', '.join(PRESETS)}")
+            raise UserError(f"PRESET={preset!r} is unknown; choose one of {', '.join(PRESETS)}")
         values: dict[str, object] = {"preset": preset, **PRESETS[preset]}
-        for f in fields(cls):
+        for f, _ in setting_fields():
             name = f.name.upper()
-            if f.name == "preset" or name not in env:
-                continue
-            raw = env[name].strip()
-            try:
-                values[f.name] = {"int": int, "float": float, "str": str}[f.type](raw)
-            except ValueError:
-                raise ValueError(f"{name}={raw!r} is not a valid {f.type}") from None
+            if name in env and f.name != "preset":
+                try:
+                    values[f.name] = {"int": int, "float": float, "str": str}[f.type](env[name].strip())
+                except ValueError:
+                    raise UserError(f"{name}={env[name]!r} is not a valid {f.type}") from None
+        return cls.make(**values)
+
+    @classmethod
+    def make(cls, **values: object) -> Hyperparameters:
+        """Settings from flat field values (model fields included), checked; RUN_ID defaults to a fresh one."""
         if not values.get("run_id"):
             values["run_id"] = time.strftime("%Y%m%d_%H%M%S_") + uuid.uuid4().hex[:6]
-        h = cls(**values)
+        model_keys = {f.name for f in fields(ModelConfig)}
+        model = ModelConfig(**{k: v for k, v in values.items() if k in model_keys})
+        h = cls(model=model, **{k: v for k, v in values.items() if k not in model_keys})
         h.validate()
         return h
 
+    def flat(self) -> dict[str, object]:
+        """Every setting by its field name, the model's included (the log's config block and the run summary)."""
+        return {f.name: getattr(self.model if owner is ModelConfig else self, f.name) for f, owner in setting_fields()}
+
     def validate(self) -> None:
+        h, m = self, self.model
+
         def need(ok: bool, name: str, why: str) -> None:
             if not ok:
-                raise ValueError(f"{name.upper()}={getattr(self, name)!r}: {why}")
+                raise UserError(f"{name.upper()}={self.flat()[name]!r}: {why}")
 
-        for name in ("iterations", "train_batch_tokens", "train_seq_len", "vocab_size", "num_layers", "model_dim",
-                     "num_heads", "num_kv_heads", "num_loops", "muon_backend_steps", "eval_batch_seqs",
-                     "ttt_chunk_tokens", "ttt_lora_rank", "ttt_lora_chunk", "ttt_lora_docs", "gptq_block"):
-            need(getattr(self, name) > 0, name, "must be positive")
-        for name in ("max_wallclock_seconds", "warmup_steps", "warmdown_iters", "val_loss_every", "eval_stride",
-                     "eval_loops", "eval_seq_len", "val_max_tokens", "grad_clip_norm", "ttt_epochs", "lqer_rank",
-                     "gptq_calib_batches", "gptq_reserve_seconds", "logit_softcap"):
-            need(getattr(self, name) >= 0, name, "must be >= 0")
-        for name in ("warmdown_frac", "loop_start_frac", "min_lr", "ema_decay"):
-            need(0.0 <= getattr(self, name) <= 1.0, name, "must be in [0, 1]")
-        need(self.train_log_every > 0, "train_log_every", "must be positive")
-        need(self.mlp_mult > 0, "mlp_mult", "must be positive")
-        need(self.model_dim % self.num_heads == 0, "num_heads", f"must divide MODEL_DIM={self.model_dim}")
-        need(self.num_heads % self.num_kv_heads == 0, "num_kv_heads", f"must divide NUM_HEADS={self.num_heads}")
-        head_dim = self.model_dim // self.num_heads
+        for name, value in self.flat().items():
+            if name in POSITIVE:
+                need(value > 0, name, "must be positive")
+            elif name in NON_NEGATIVE:
+                need(value >= 0, name, "must be >= 0")
+            elif name in FRACTIONS:
+                need(0.0 <= value <= 1.0, name, "must be in [0, 1]")
+            elif name in CHOICES:
+                need(value in CHOICES[name], name, f"must be one of {', '.join(CHOICES[name])}")
+        need(m.model_dim % m.num_heads == 0, "num_heads", f"must divide MODEL_DIM={m.model_dim}")
+        need(m.num_heads % m.num_kv_heads == 0, "num_kv_heads", f"must divide NUM_HEADS={m.num_heads}")
+        head_dim = m.model_dim // m.num_heads
         need(head_dim % 2 == 0, "model_dim", "MODEL_DIM / NUM_HEADS must be even for RoPE")
-        need(0 <= self.rope_dims <= head_dim and self.rope_dims % 2 == 0, "rope_dims",
-             f"must be even and in [0, head_dim={head_dim}]")
-        need(0 <= self.loop_start <= self.loop_end < self.num_layers, "loop_end",
-             f"the span LOOP_START={self.loop_start}..LOOP_END must lie in [0, NUM_LAYERS-1={self.num_layers - 1}]")
-        need(-1 <= self.parallel_start < self.num_layers, "parallel_start",
-             f"must be -1 or a block index below NUM_LAYERS={self.num_layers}")
-        need(self.mlp_act in ("leaky_relu2", "relu2"), "mlp_act", "must be leaky_relu2 or relu2")
-        need(self.ttt_mode in ("off", "sgd", "lora"), "ttt_mode", "must be off, sgd or lora")
-        need(self.compressor in ("zstd", "lzma", "zlib"), "compressor", "must be zstd, lzma or zlib")
-        need(self.code_policy in ("raw", "packed"), "code_policy", "must be raw or packed")
-        need(self.device in ("auto", "cuda", "cpu"), "device", "must be auto, cuda or cpu")
+        need(
+            0 <= m.rope_dims <= head_dim and m.rope_dims % 2 == 0,
+            "rope_dims",
+            f"must be even and in [0, head_dim={head_dim}]",
+        )
+        need(
+            0 <= m.loop_start <= m.loop_end < m.num_layers,
+            "loop_end",
+            f"the span LOOP_START={m.loop_start}..LOOP_END must lie in [0, NUM_LAYERS-1={m.num_layers - 1}]",
+        )
+        need(-1 <= m.parallel_start < m.num_layers, "parallel_start", f"must be -1 or below NUM_LAYERS={m.num_layers}")
         for name in ("quant_matrix_bits", "quant_embed_bits"):
-            need(2 <= getattr(self, name) <= 8, name, "must be between 2 and 8")
-        need(0 < self.gate_inputs <= self.model_dim, "gate_inputs", "must be in [1, MODEL_DIM]")
+            need(2 <= getattr(h, name) <= 8, name, "must be between 2 and 8")
+        need(0 < m.gate_inputs <= m.model_dim, "gate_inputs", "must be in [1, MODEL_DIM]")
 
     @property
     def effective_eval_seq_len(self) -> int:
         return self.eval_seq_len or self.train_seq_len
 
-    def model_config(self) -> dict[str, object]:
-        """The knobs that define the network's shape and forward pass (stored inside the artifact)."""
-        return {k: getattr(self, k) for k in MODEL_CONFIG_KEYS}
+
+POSITIVE = {
+    "iterations", "train_batch_tokens", "train_seq_len", "vocab_size", "num_layers", "model_dim", "num_heads",
+    "num_kv_heads", "num_loops", "muon_backend_steps", "eval_batch_seqs", "ttt_chunk_tokens", "ttt_lora_rank",
+    "ttt_lora_chunk", "ttt_lora_docs", "gptq_block", "train_log_every", "mlp_mult",
+}  # fmt: skip
+NON_NEGATIVE = {
+    "max_wallclock_seconds", "warmup_steps", "warmdown_iters", "val_loss_every", "eval_stride", "eval_loops",
+    "eval_seq_len", "val_max_tokens", "grad_clip_norm", "ttt_epochs", "lqer_rank", "gptq_calib_batches",
+    "gptq_reserve_seconds", "logit_softcap",
+}  # fmt: skip
+FRACTIONS = {"warmdown_frac", "loop_start_frac", "min_lr", "ema_decay"}
+CHOICES = {
+    "mlp_act": ("leaky_relu2", "relu2"),
+    "ttt_mode": ("off", "sgd", "lora"),
+    "compressor": ("zstd", "lzma", "zlib"),
+    "code_policy": ("raw", "packed"),
+    "device": ("auto", "cuda", "cpu"),
+}
 
 
-MODEL_CONFIG_KEYS = (
-    "vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads", "mlp_mult", "mlp_act", "leaky_slope",
-    "tie_embeddings", "tied_embed_init_std", "logit_softcap", "rope_base", "rope_dims", "qk_gain_init", "ln_scale",
-    "unet_skips", "skip_gates", "x0_mix", "xsa", "smear_gate", "attn_out_gate", "gate_inputs", "loop_start",
-    "loop_end", "num_loops", "eval_loops", "parallel_start",
-)  # fmt: skip
+def setting_fields() -> list[tuple[dataclasses.Field, type]]:
+    """(field, owning class) of every setting, in declaration order, ModelConfig's in place of `model`."""
+    out = []
+    for f in fields(Hyperparameters):
+        out += [(g, ModelConfig) for g in fields(ModelConfig)] if f.name == "model" else [(f, Hyperparameters)]
+    return out
+
+
+def settings_help() -> str:
+    """--help: every setting with its default and the comment beside it in this file, grouped by section."""
+    src = Path(__file__).read_text(encoding="utf-8")
+    defaults, out = Hyperparameters().flat(), [__doc__.split("\n\n")[0]]
+    if "class ModelConfig:" not in src:  # the packed form has no comments to show
+        return "\n".join(out + [f"  {n.upper():<27} {v!r}" for n, v in defaults.items() if n != "preset"])
+
+    def lines_of(cls: type) -> list[str]:
+        start = src.index(f"class {cls.__name__}:")
+        return src[start : src.index("    @classmethod", start)].splitlines()
+
+    for line in lines_of(Hyperparameters):
+        if line.startswith("    # "):
+            out.append(f"\n[{line.strip('# ')}]")
+        elif line.startswith("    model: "):
+            out += [f"  {n.upper():<27} {defaults[n]!r:<14} {note}" for n, note in _rows(lines_of(ModelConfig))]
+        else:
+            out += [f"  {n.upper():<27} {defaults[n]!r:<14} {note}" for n, note in _rows([line])]
+    out.append(f"\nPRESET picks the base these override: {', '.join(PRESETS)}. The log lists the resolved config.")
+    return "\n".join(s.rstrip() for s in out)
+
+
+def _rows(lines: list[str]) -> list[tuple[str, str]]:
+    matches = (re.match(r"    (\w+): [^=]+ = .*?(?:  # (.*))?$", line) for line in lines)
+    return [(m[1], m[2] or "") for m in matches if m and m[1] != "preset"]
+
 
 # =====================================================================================================================
 # DISTRIBUTED AND LOGGING
@@ -287,7 +411,7 @@ def init_distributed(device_pref: str = "auto") -> Dist:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available() if device_pref == "auto" else device_pref == "cuda"
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("DEVICE=cuda but torch sees no CUDA device")
+        raise UserError("DEVICE=cuda but torch sees no CUDA device (set DEVICE=cpu or auto)")
     if use_cuda:
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
@@ -398,8 +522,10 @@ def read_shard_header(path: str | os.PathLike) -> int:
         raise ShardError(f"{path}: unsupported shard version {int(header[1])}, expected {SHARD_VERSION}")
     n = int(header[2])
     if n < 0 or size != SHARD_HEADER_BYTES + 2 * n:
-        raise ShardError(f"{path}: file is {size} bytes but the header says {n} tokens, "
-                         f"which needs {SHARD_HEADER_BYTES + 2 * n} bytes (truncated or corrupt)")
+        raise ShardError(
+            f"{path}: file is {size} bytes but the header says {n} tokens, "
+            f"which needs {SHARD_HEADER_BYTES + 2 * n} bytes (truncated or corrupt)"
+        )
     return n
 
 
@@ -414,7 +540,7 @@ def load_shard(path: str | os.PathLike) -> np.ndarray:
 def list_shards(pattern: str) -> list[Path]:
     files = sorted(Path(p) for p in glob.glob(pattern))
     if not files:
-        raise FileNotFoundError(f"no shard files match {pattern!r}")
+        raise ShardError(f"no shard files match {pattern!r}")
     return files
 
 
@@ -505,10 +631,12 @@ def build_byte_tables(sp, vocab_size: int) -> tuple[np.ndarray, np.ndarray, np.n
     """
     n = int(sp.vocab_size())
     if vocab_size < n:
-        raise ValueError(f"VOCAB_SIZE={vocab_size} is smaller than the tokenizer's vocabulary ({n})")
+        raise UserError(f"VOCAB_SIZE={vocab_size} is smaller than the tokenizer's vocabulary ({n})")
     if sp.piece_to_id(SPACE_PIECE) == sp.unk_id() or sp.id_to_piece(sp.piece_to_id(SPACE_PIECE)) != SPACE_PIECE:
-        raise ValueError('tokenizer has no standalone "\u2581" piece: spaces would be miscounted; retrain it with the '
-                         "official settings (data/tokenizer.py)")
+        raise UserError(
+            'tokenizer has no standalone "\u2581" piece: spaces would be miscounted; retrain it with the '
+            "official settings (data/tokenizer.py)"
+        )
     base = np.zeros(vocab_size, dtype=np.int16)
     space = np.zeros(vocab_size, dtype=np.bool_)
     boundary = np.ones(vocab_size, dtype=np.bool_)
@@ -581,18 +709,18 @@ def rotate_half_dims(x: torch.Tensor, rope_dims: int, base: float) -> torch.Tens
 class Attention(nn.Module):
     """Causal GQA with QK-norm, per-head QK gain, partial RoPE, optional XSA and a sigmoid output gate per head."""
 
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, rope_dims: int, rope_base: float,
-                 qk_gain_init: float, xsa: bool, out_gate: bool, gate_inputs: int):
+    def __init__(self, c: ModelConfig):
         super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = num_heads, num_kv_heads, dim // num_heads
-        self.rope_dims, self.rope_base, self.xsa, self.gate_inputs = rope_dims, rope_base, xsa, gate_inputs
-        kv_dim = num_kv_heads * self.head_dim
+        dim, self.num_heads, self.num_kv_heads = c.model_dim, c.num_heads, c.num_kv_heads
+        self.head_dim = dim // c.num_heads
+        self.rope_dims, self.rope_base, self.xsa, self.gate_inputs = c.rope_dims, c.rope_base, c.xsa, c.gate_inputs
+        kv_dim = c.num_kv_heads * self.head_dim
         self.c_q = CastedLinear(dim, dim, "attn")
         self.c_k = CastedLinear(dim, kv_dim, "attn")
         self.c_v = CastedLinear(dim, kv_dim, "attn")
         self.proj = CastedLinear(dim, dim, "attn", zero_init=True)
-        self.q_gain = tag(nn.Parameter(torch.full((num_heads,), float(qk_gain_init))), "control")
-        self.gate = CastedLinear(gate_inputs, num_heads, "control", zero_init=True) if out_gate else None
+        self.q_gain = tag(nn.Parameter(torch.full((c.num_heads,), float(c.qk_gain_init))), "control")
+        self.gate = CastedLinear(c.gate_inputs, c.num_heads, "control", zero_init=True) if c.attn_out_gate else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
@@ -614,11 +742,12 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int, act: str, slope: float):
+    def __init__(self, c: ModelConfig):
         super().__init__()
-        self.fc = CastedLinear(dim, hidden, "mlp")
-        self.proj = CastedLinear(hidden, dim, "mlp", zero_init=True)
-        self.slope = slope if act == "leaky_relu2" else 0.0
+        hidden = int(c.mlp_mult * c.model_dim)
+        self.fc = CastedLinear(c.model_dim, hidden, "mlp")
+        self.proj = CastedLinear(hidden, c.model_dim, "mlp", zero_init=True)
+        self.slope = c.leaky_slope if c.mlp_act == "leaky_relu2" else 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(F.leaky_relu(self.fc(x), self.slope).square())
@@ -629,14 +758,15 @@ class Block(nn.Module):
     With x0 mixing the input is first blended with the normalised embedding; LN scale multiplies norm outputs by
     1/sqrt(index + 1)."""
 
-    def __init__(self, index: int, dim: int, attn: Attention, mlp: MLP, parallel: bool, ln_scale: bool, x0_mix: bool):
+    def __init__(self, index: int, c: ModelConfig):
         super().__init__()
-        self.attn, self.mlp, self.parallel = attn, mlp, parallel
-        self.norm_scale = 1.0 / math.sqrt(index + 1) if ln_scale else 1.0
+        dim = c.model_dim
+        self.attn, self.mlp, self.parallel = Attention(c), MLP(c), 0 <= c.parallel_start <= index
+        self.norm_scale = 1.0 / math.sqrt(index + 1) if c.ln_scale else 1.0
         self.attn_scale = tag(nn.Parameter(torch.ones(dim)), "control")
         self.mlp_scale = tag(nn.Parameter(torch.ones(dim)), "control")
         mix = torch.stack((torch.ones(dim), torch.zeros(dim)))  # (2, dim): weights of x and of x0
-        self.resid_mix = tag(nn.Parameter(mix), "control") if x0_mix else None
+        self.resid_mix = tag(nn.Parameter(mix), "control") if c.x0_mix else None
 
     def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         if self.resid_mix is not None:
@@ -665,36 +795,25 @@ class SmearGate(nn.Module):
 
 
 class GPT(nn.Module):
-    def __init__(self, vocab_size: int, num_layers: int, model_dim: int, num_heads: int, num_kv_heads: int,
-                 mlp_mult: float, mlp_act: str, leaky_slope: float, tie_embeddings: int, tied_embed_init_std: float,
-                 logit_softcap: float, rope_base: float, rope_dims: int, qk_gain_init: float, ln_scale: int,
-                 unet_skips: int, skip_gates: int, x0_mix: int, xsa: int, smear_gate: int, attn_out_gate: int,
-                 gate_inputs: int, loop_start: int, loop_end: int, num_loops: int, eval_loops: int,
-                 parallel_start: int):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.num_layers, self.loop_start, self.loop_end = num_layers, loop_start, loop_end
-        self.logit_softcap = logit_softcap
+        self.cfg, c = cfg, cfg
+        self.num_layers, self.loop_start, self.loop_end = c.num_layers, c.loop_start, c.loop_end
+        self.logit_softcap = c.logit_softcap
         self.loops = 1  # recurrence is switched on by set_loops() (the trainer does it at LOOP_START_FRAC)
-        self.tok_emb = nn.Embedding(vocab_size, model_dim)
+        self.tok_emb = nn.Embedding(c.vocab_size, c.model_dim)
         tag(self.tok_emb.weight, "embed")
-        nn.init.normal_(self.tok_emb.weight, std=tied_embed_init_std if tie_embeddings else 1.0)
-        self.lm_head = None if tie_embeddings else CastedLinear(model_dim, vocab_size, "head", zero_init=True)
-        self.smear = SmearGate(gate_inputs) if smear_gate else None
-        hidden = int(mlp_mult * model_dim)
-        self.blocks = nn.ModuleList(
-            Block(i, model_dim,
-                  Attention(model_dim, num_heads, num_kv_heads, rope_dims, rope_base, qk_gain_init, bool(xsa),
-                            bool(attn_out_gate), gate_inputs),
-                  MLP(model_dim, hidden, mlp_act, leaky_slope),
-                  parallel=0 <= parallel_start <= i, ln_scale=bool(ln_scale), x0_mix=bool(x0_mix))
-            for i in range(num_layers))  # fmt: skip
+        nn.init.normal_(self.tok_emb.weight, std=c.tied_embed_init_std if c.tie_embeddings else 1.0)
+        self.lm_head = None if c.tie_embeddings else CastedLinear(c.model_dim, c.vocab_size, "head", zero_init=True)
+        self.smear = SmearGate(c.gate_inputs) if c.smear_gate else None
+        self.blocks = nn.ModuleList(Block(i, c) for i in range(c.num_layers))
         # U-Net skips between physical blocks: decoder block n_enc+k adds the latest output of encoder block
         # n_enc-1-k (the baseline's push/pop order; with recurrence "latest" is the most recent pass).
-        self.n_enc = num_layers // 2
-        n_skip = min(self.n_enc, num_layers - self.n_enc) if unet_skips else 0
-        self.skip_weights = tag(nn.Parameter(torch.ones(n_skip, model_dim)), "control") if n_skip else None
-        gates = n_skip and skip_gates
-        self.skip_gates = tag(nn.Parameter(torch.zeros(n_skip, model_dim)), "control") if gates else None
+        self.n_enc = c.num_layers // 2
+        n_skip = min(self.n_enc, c.num_layers - self.n_enc) if c.unet_skips else 0
+        self.skip_weights = tag(nn.Parameter(torch.ones(n_skip, c.model_dim)), "control") if n_skip else None
+        gates = n_skip and c.skip_gates
+        self.skip_gates = tag(nn.Parameter(torch.zeros(n_skip, c.model_dim)), "control") if gates else None
         self.role_map = {name: p.role for name, p in self.named_parameters()}
 
     def set_loops(self, loops: int) -> None:
@@ -738,12 +857,9 @@ class GPT(nn.Module):
         return loss.view(targets.shape) if reduction == "none" else loss
 
 
-def build_model(model_config: dict) -> GPT:
-    missing = [k for k in MODEL_CONFIG_KEYS if k not in model_config]
-    extra = [k for k in model_config if k not in MODEL_CONFIG_KEYS]
-    if missing or extra:
-        raise ValueError(f"model config does not match this train_gpt.py: missing {missing}, unknown {extra}")
-    return GPT(**{k: model_config[k] for k in MODEL_CONFIG_KEYS})
+def build_model(cfg: ModelConfig | dict) -> GPT:
+    """The network of a ModelConfig, or of the dict an artifact or checkpoint recorded (keys checked)."""
+    return GPT(cfg if isinstance(cfg, ModelConfig) else ModelConfig.from_dict(cfg))
 
 
 def param_roles(model: nn.Module) -> dict[str, str]:
@@ -756,25 +872,20 @@ def param_roles(model: nn.Module) -> dict[str, str]:
     return roles
 
 
-def save_checkpoint(path: str | os.PathLike, model_config: dict, state_dict: dict, hparams: dict) -> None:
+def save_checkpoint(path: str | os.PathLike, cfg: ModelConfig, state_dict: dict, hparams: dict) -> None:
+    """The float weights beside the artifact (toolkit.load_checkpoint reads them back, for quantize.py/eval_bpb.py)."""
     buf = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_config": model_config,
-                "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()}, "hparams": hparams}, buf)
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "model_config": dataclasses.asdict(cfg),
+            "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+            "hparams": hparams,
+        },
+        buf,
+    )
     atomic_write_bytes(path, buf.getvalue())
-
-
-def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, dict]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such checkpoint file") from None
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable float checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a {CHECKPOINT_FORMAT} file")
-    if ckpt.get("version") != CHECKPOINT_VERSION:
-        raise ValueError(f"{path}: checkpoint version {ckpt.get('version')}, expected {CHECKPOINT_VERSION}")
-    return ckpt["model_config"], ckpt["state_dict"], ckpt.get("hparams", {})
 
 
 # =====================================================================================================================
@@ -782,8 +893,13 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict, dict]:
 # =====================================================================================================================
 
 NS_CLASSIC = (3.4445, -4.7750, 2.0315)
-NS_POLAR_EXPRESS = ((8.1566, -22.4833, 15.8788), (4.0429, -2.8089, 0.5000), (3.8917, -2.7725, 0.5061),
-                    (3.2858, -2.3681, 0.4645), (2.3465, -1.7098, 0.4232))  # one tuple per step; the last repeats
+NS_POLAR_EXPRESS = (
+    (8.1566, -22.4833, 15.8788),
+    (4.0429, -2.8089, 0.5000),
+    (3.8917, -2.7725, 0.5061),
+    (3.2858, -2.3681, 0.4645),
+    (2.3465, -1.7098, 0.4232),
+)  # one tuple per step; the last repeats
 NS_EPS = 1e-7
 
 
@@ -809,10 +925,29 @@ class Muon(torch.optim.Optimizer):
     Distributed: rank r orthogonalises matrices r, r+W, r+2W, ...; one all-reduce of a flat buffer shares the
     updates, so every rank applies every update and the weights stay identical."""
 
-    def __init__(self, params, lr: float, momentum: float, nesterov: bool, backend_steps: int, polar_express: bool,
-                 row_normalize: bool, weight_decay: float, rank: int = 0, world_size: int = 1):
-        defaults = dict(lr=lr, base_lr=lr, momentum=momentum, nesterov=nesterov, backend_steps=backend_steps,
-                        polar_express=polar_express, row_normalize=row_normalize, weight_decay=weight_decay)
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float,
+        nesterov: bool,
+        backend_steps: int,
+        polar_express: bool,
+        row_normalize: bool,
+        weight_decay: float,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        defaults = dict(
+            lr=lr,
+            base_lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            backend_steps=backend_steps,
+            polar_express=polar_express,
+            row_normalize=row_normalize,
+            weight_decay=weight_decay,
+        )
         super().__init__(params, defaults)
         self.rank, self.world_size = rank, world_size
         for group in self.param_groups:
@@ -857,15 +992,27 @@ def build_optimizers(model: GPT, h: Hyperparameters, d: Dist) -> list[torch.opti
     roles = param_roles(model)
     for name, p in model.named_parameters():
         by_role[roles[name]].append(p)
-    muon = Muon(by_role["attn"] + by_role["mlp"], lr=h.matrix_lr, momentum=h.muon_momentum,
-                nesterov=bool(h.muon_nesterov), backend_steps=h.muon_backend_steps,
-                polar_express=bool(h.muon_polar_express), row_normalize=bool(h.muon_eq_r), weight_decay=h.muon_wd,
-                rank=d.rank, world_size=d.world_size)
-    embed_lr = h.tied_embed_lr if h.tie_embeddings else h.embed_lr
-    adam_groups = [dict(params=by_role[role], lr=lr, base_lr=lr) for role, lr in
-                   (("embed", embed_lr), ("head", h.head_lr), ("control", h.scalar_lr)) if by_role[role]]
-    adam = torch.optim.AdamW(adam_groups, betas=(h.beta1, h.beta2), eps=h.adam_eps, weight_decay=h.adam_wd,
-                             fused=d.device.type == "cuda")
+    muon = Muon(
+        by_role["attn"] + by_role["mlp"],
+        lr=h.matrix_lr,
+        momentum=h.muon_momentum,
+        nesterov=bool(h.muon_nesterov),
+        backend_steps=h.muon_backend_steps,
+        polar_express=bool(h.muon_polar_express),
+        row_normalize=bool(h.muon_eq_r),
+        weight_decay=h.muon_wd,
+        rank=d.rank,
+        world_size=d.world_size,
+    )
+    embed_lr = h.tied_embed_lr if h.model.tie_embeddings else h.embed_lr
+    adam_groups = [
+        dict(params=by_role[role], lr=lr, base_lr=lr)
+        for role, lr in (("embed", embed_lr), ("head", h.head_lr), ("control", h.scalar_lr))
+        if by_role[role]
+    ]
+    adam = torch.optim.AdamW(
+        adam_groups, betas=(h.beta1, h.beta2), eps=h.adam_eps, weight_decay=h.adam_wd, fused=d.device.type == "cuda"
+    )
     optimizers: list[torch.optim.Optimizer] = [muon, adam]
     seen = [id(p) for opt in optimizers for g in opt.param_groups for p in g["params"]]
     owned = {id(p) for p in model.parameters()}
@@ -903,8 +1050,10 @@ def prepare_val_tokens(tokens: np.ndarray, seq_len: int, include_tail: bool) -> 
     h.effective_eval_seq_len always is)."""
     n = len(tokens)
     if n < seq_len + 1:
-        raise ValueError(f"the val split has {n} tokens, fewer than one window of {seq_len} + 1: use a longer val "
-                         f"split or a smaller EVAL_SEQ_LEN")
+        raise UserError(
+            f"the val split has {n} tokens, fewer than one window of {seq_len} + 1: use a longer val "
+            f"split or a smaller EVAL_SEQ_LEN"
+        )
     keep = n if include_tail else (n - 1) // seq_len * seq_len + 1
     return np.ascontiguousarray(tokens[:keep], dtype=np.uint16)
 
@@ -914,12 +1063,14 @@ def sliding_plan(n: int, window: int, stride: int) -> np.ndarray:
     positions 1..n-1 exactly once. Windows start every `stride` tokens; the first scores all its targets, later ones
     their last `stride`, and one final window ending at the last target scores whatever is left."""
     if stride <= 0:
-        raise ValueError(f"EVAL_STRIDE={stride}: the stride must be positive")
+        raise UserError(f"EVAL_STRIDE={stride}: the stride must be positive")
     if stride > window:
-        raise ValueError(f"EVAL_STRIDE={stride} is longer than the window EVAL_SEQ_LEN={window}: targets between "
-                         f"windows would go unscored; use a stride <= the window")
+        raise UserError(
+            f"EVAL_STRIDE={stride} is longer than the window EVAL_SEQ_LEN={window}: targets between "
+            f"windows would go unscored; use a stride <= the window"
+        )
     if n < window + 1:
-        raise ValueError(f"{n} val tokens are fewer than one window of {window} + 1")
+        raise UserError(f"{n} val tokens are fewer than one window of {window} + 1")
     last = n - 1 - window
     starts = np.unique(np.append(np.arange(0, last + 1, stride), last)).astype(np.int64)
     hi = starts + window + 1
@@ -941,12 +1092,19 @@ def rank_share(n_items: int, d: Dist) -> slice:
 class ScoreLedger:
     """Score sums (loss in float64) plus how many times each target position was scored: the legality guard."""
 
-    def __init__(self, val_tokens: np.ndarray, tables: tuple[np.ndarray, np.ndarray, np.ndarray], d: Dist,
-                 keep_losses: bool = False):
+    def __init__(
+        self,
+        val_tokens: np.ndarray,
+        tables: tuple[np.ndarray, np.ndarray, np.ndarray],
+        d: Dist,
+        keep_losses: bool = False,
+    ):
         bad = np.flatnonzero(val_tokens >= len(tables[0]))
         if bad.size:
-            raise ValueError(f"val token id {val_tokens[bad[0]]} at position {bad[0]} is outside the vocabulary "
-                             f"(size {len(tables[0])}): the val shards do not belong to this tokenizer/model")
+            raise UserError(
+                f"val token id {val_tokens[bad[0]]} at position {bad[0]} is outside the vocabulary "
+                f"(size {len(tables[0])}): the val shards do not belong to this tokenizer/model"
+            )
         self.val, self.tables, self.d = val_tokens, tables, d
         self.counts = np.zeros(len(val_tokens), dtype=np.uint8)  # times this rank scored each position
         self.seen = np.zeros(len(val_tokens), dtype=np.uint8)  # times scored by any rank, as far as this rank knows
@@ -979,8 +1137,10 @@ class ScoreLedger:
             bad = np.flatnonzero(self.seen[a:b] != 1)
             if bad.size:
                 p = a + int(bad[0])
-                raise AssertionError(f"TTT legality: an update would train on target position {p} (range [{a}, {b}))"
-                                     f" that has been scored {int(self.seen[p])} times")
+                raise AssertionError(
+                    f"TTT legality: an update would train on target position {p} (range [{a}, {b}))"
+                    f" that has been scored {int(self.seen[p])} times"
+                )
             self.updates.append((a, b))
 
     def result(self, seconds: float) -> EvalResult:
@@ -1013,8 +1173,9 @@ def _per_token_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, h: Hyperpa
         return model(x, y, reduction="none").float()  # (B, L) from the soft-capped fp32 logits
 
 
-def _score_windows(model: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, plan: np.ndarray, window: int,
-                   h: Hyperparameters, d: Dist) -> None:
+def _score_windows(
+    model: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, plan: np.ndarray, window: int, h: Hyperparameters, d: Dist
+) -> None:
     """Score every window of `plan` (rows starts, lo, hi), h.eval_batch_seqs windows per forward."""
     B = h.eval_batch_seqs
     with torch.inference_mode():
@@ -1025,8 +1186,9 @@ def _score_windows(model: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, plan
             ledger.score(_per_token_ce(model, x, y, h, d), s + 1, a, b)
 
 
-def eval_sliding(model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, *,
-                 keep_losses: bool = False) -> EvalResult:
+def eval_sliding(
+    model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, *, keep_losses: bool = False
+) -> EvalResult:
     """Windows of h.effective_eval_seq_len every h.eval_stride tokens, each target scored once with >= window -
     stride tokens of context (SPEC section 7)."""
     window = h.effective_eval_seq_len
@@ -1042,8 +1204,9 @@ def eval_sliding(model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyp
     return ledger.result(seconds)
 
 
-def eval_flat(model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, *,
-              keep_losses: bool = False) -> EvalResult:
+def eval_flat(
+    model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, *, keep_losses: bool = False
+) -> EvalResult:
     """Non-overlapping windows of h.effective_eval_seq_len (with INCLUDE_TAIL, one last window ending at the final
     token scores the remainder): sliding with stride = window."""
     flat = dataclasses.replace(h, eval_stride=h.effective_eval_seq_len)
@@ -1146,13 +1309,14 @@ def _ttt_lora(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpar
             handle.remove()
 
 
-def eval_ttt(model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, *,
-             keep_losses: bool = False) -> EvalResult:
+def eval_ttt(
+    model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, *, keep_losses: bool = False
+) -> EvalResult:
     """Score-first test-time training (h.ttt_mode sgd or lora) on a copy of the model; the caller's is untouched."""
     if h.ttt_mode not in ("sgd", "lora"):
-        raise ValueError(f"TTT_MODE={h.ttt_mode!r}: eval_ttt needs sgd or lora")
+        raise UserError(f"TTT_MODE={h.ttt_mode!r}: eval_ttt needs sgd or lora")
     if h.ttt_mode == "lora" and h.ttt_lora_chunk > h.effective_eval_seq_len:
-        raise ValueError(f"TTT_LORA_CHUNK={h.ttt_lora_chunk} is longer than the window {h.effective_eval_seq_len}")
+        raise UserError(f"TTT_LORA_CHUNK={h.ttt_lora_chunk} is longer than the window {h.effective_eval_seq_len}")
     ledger = ScoreLedger(val_tokens, tables, d, keep_losses)
     net = copy.deepcopy(getattr(model, "_orig_mod", model)).eval()
     vt = torch.from_numpy(val_tokens.astype(np.int64)).to(d.device)
@@ -1178,8 +1342,9 @@ ARTIFACT_MAX_PAYLOAD = 1 << 32  # refuse to inflate more than 4 GiB, whatever th
 QUANT_ROLES = ("attn", "mlp", "embed", "head")  # large 2-D matrices of these roles are stored as integers
 STORE_ORDER = ("attn", "mlp", "embed", "head", "control", "buffer")  # tensor order inside every stream
 STREAM_WIDTHS = {"q": 1, "scale": 2, "f16": 2, "f32": 4, "raw": 1, "lqer_q": 1, "lqer_s": 2}  # byte-shuffle width
-STORE_DTYPES = {n: getattr(torch, n) for n in ("float32", "float16", "bfloat16", "int64", "int32", "int16", "int8",
-                                               "uint8", "bool")}
+STORE_DTYPES = {
+    n: getattr(torch, n) for n in ("float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
+}
 FP16_TINY = torch.finfo(torch.float16).tiny  # smallest normal fp16: floor of every stored scale
 LQER_BITS = 4  # both low-rank factors: symmetric ints with one fp16 scale per group
 LQER_GROUP = 64
@@ -1204,8 +1369,9 @@ def quantize_rtn(w: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tenso
     return torch.clamp(torch.round(w.float() / scale.float()[:, None]), -qmax, qmax).to(torch.int8)
 
 
-def gptq_quantize(w: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, bits: int, block: int = 128,
-                  damp: float = 0.01) -> torch.Tensor:
+def gptq_quantize(
+    w: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, bits: int, block: int = 128, damp: float = 0.01
+) -> torch.Tensor:
     """Full-Hessian GPTQ (SPEC section 6) with a fixed per-row scale; returns int8 codes shaped like w. Columns go in
     descending diag(H) order; each one's rounding error is pushed onto the later columns through U, the upper Cholesky
     factor of the damped H^-1 (lazily, once per block, beyond the current block). Runs in w's dtype (>= fp32)."""
@@ -1273,15 +1439,21 @@ def _quant_setting(role: str, h: Hyperparameters) -> tuple[int, float]:
     return bits, {"attn": h.clip_k_attn, "mlp": h.clip_k_mlp}.get(role, h.clip_k_embed)
 
 
-def quantize_state_dict(state_dict: dict[str, torch.Tensor], roles: dict[str, str], h: Hyperparameters,
-                        hessians: dict[str, torch.Tensor] | None = None) -> tuple[list[dict], dict]:
+def quantize_state_dict(
+    state_dict: dict[str, torch.Tensor],
+    roles: dict[str, str],
+    h: Hyperparameters,
+    hessians: dict[str, torch.Tensor] | None = None,
+) -> tuple[list[dict], dict]:
     """Quantise per role (SDClip RTN; GPTQ where a Hessian is given and GPTQ=1; LQER on the LQER_TOP worst matrices)
     into storage entries in stream order plus a report. The tied embedding is also the input lookup, so GPTQ replaces
     RTN there only if it lowers output error + plain weight error (each relative to RTN's)."""
     missing = sorted(set(roles) - set(state_dict))
     if missing:
-        raise ArtifactError(f"state_dict lacks {len(missing)} tensor(s) of the model, e.g. {missing[:3]}: "
-                            "the checkpoint does not match the model config")
+        raise ArtifactError(
+            f"state_dict lacks {len(missing)} tensor(s) of the model, e.g. {missing[:3]}: "
+            "the checkpoint does not match the model config"
+        )
     hessians = hessians or {}
     entries, floats, gptq_s = [], {}, 0.0
     for name in sorted(state_dict, key=lambda n: (STORE_ORDER.index(roles.get(n, "buffer")), n)):
@@ -1304,8 +1476,9 @@ def quantize_state_dict(state_dict: dict[str, torch.Tensor], roles: dict[str, st
             gptq_s += time.perf_counter() - t0
             if role != "embed" or _gptq_wins(w, q, qg, scale, H):
                 q, method = qg, "gptq"
-        entries.append({"meta": {**meta, "store": "q", "bits": bits, "k": k, "method": method}, "q": q.cpu(),
-                        "scale": scale.cpu()})
+        entries.append(
+            {"meta": {**meta, "store": "q", "bits": bits, "k": k, "method": method}, "q": q.cpu(), "scale": scale.cpu()}
+        )
         floats[name] = w
     if h.lqer_rank > 0:
         _add_lqer(entries, floats, h.lqer_rank, h.lqer_top)
@@ -1316,15 +1489,21 @@ def quantize_state_dict(state_dict: dict[str, torch.Tensor], roles: dict[str, st
         if m["store"] == "q":
             w, H = floats[m["name"]], hessians.get(m["name"])
             w_hat = dequantize_entry(e).to(w.device)
-            r.update(bits=m["bits"], k=m["k"], method=m["method"], lqer=m.get("lqer", 0),
-                     rel_mse=float((w - w_hat).square().sum() / w.square().sum().clamp_min(1e-30)))
+            r.update(
+                bits=m["bits"],
+                k=m["k"],
+                method=m["method"],
+                lqer=m.get("lqer", 0),
+                rel_mse=float((w - w_hat).square().sum() / w.square().sum().clamp_min(1e-30)),
+            )
             if H is not None:
                 r["hess_err"] = hessian_error(w.to(H.device), w_hat.to(H.device), H)
     return entries, {"tensors": report, "gptq_seconds": gptq_s}
 
 
-def _gptq_wins(w: torch.Tensor, q_rtn: torch.Tensor, q_gptq: torch.Tensor, scale: torch.Tensor,
-               H: torch.Tensor) -> bool:
+def _gptq_wins(
+    w: torch.Tensor, q_rtn: torch.Tensor, q_gptq: torch.Tensor, scale: torch.Tensor, H: torch.Tensor
+) -> bool:
     s = scale.float()[:, None]
     w, r, g = (x.to(H.device) for x in (w, q_rtn.float() * s, q_gptq.float() * s))
     hess = hessian_error(w, g, H) / max(hessian_error(w, r, H), 1e-30)
@@ -1333,8 +1512,9 @@ def _gptq_wins(w: torch.Tensor, q_rtn: torch.Tensor, q_gptq: torch.Tensor, scale
 
 def _add_lqer(entries: list[dict], floats: dict[str, torch.Tensor], rank: int, top: int) -> None:
     """LQER: a rank-r SVD of the quantisation error W - W_hat, in LQER_BITS ints, for the `top` largest errors."""
-    errors = {n: floats[n] - dequantize_entry(e).to(floats[n].device)
-              for e in entries if (n := e["meta"]["name"]) in floats}
+    errors = {
+        n: floats[n] - dequantize_entry(e).to(floats[n].device) for e in entries if (n := e["meta"]["name"]) in floats
+    }
     worst = set(sorted(errors, key=lambda n: -float(errors[n].norm()))[:top])
     for e in [e for e in entries if e["meta"]["name"] in worst]:
         U, S, Vh = torch.linalg.svd(errors[e["meta"]["name"]], full_matrices=False)
@@ -1400,10 +1580,20 @@ def decompress_bytes(data: bytes, codec: str, size: int) -> bytes:
 
 
 def encode_artifact(model_config: dict, entries: list[dict], codec: str, level: int) -> bytes:
-    data = {s: b"".join(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-                        for e in entries for stream, t in _entry_parts(e) if stream == s) for s in STREAM_WIDTHS}
-    header = {"model_config": model_config, "tensors": [e["meta"] for e in entries],
-              "streams": [[s, len(data[s]), STREAM_WIDTHS[s]] for s in STREAM_WIDTHS]}
+    data = {
+        s: b"".join(
+            t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            for e in entries
+            for stream, t in _entry_parts(e)
+            if stream == s
+        )
+        for s in STREAM_WIDTHS
+    }
+    header = {
+        "model_config": model_config,
+        "tensors": [e["meta"] for e in entries],
+        "streams": [[s, len(data[s]), STREAM_WIDTHS[s]] for s in STREAM_WIDTHS],
+    }
     hbytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     parts = [struct.pack("<I", len(hbytes)) + hbytes] + [_shuffle(data[s], STREAM_WIDTHS[s]) for s in data]
     body = compress_parts(parts, codec, level)
@@ -1444,15 +1634,20 @@ def decompress_parts(body: bytes, codec: str, size: int) -> bytes:
 def decode_artifact(blob: bytes) -> tuple[dict, list[dict]]:
     """Verify and parse an artifact into (model_config, storage entries) without executing anything from it."""
     if len(blob) < ARTIFACT_FRAME.size:
-        raise ArtifactError(f"artifact is {len(blob)} bytes, shorter than its {ARTIFACT_FRAME.size}-byte frame "
-                            "(truncated?)")
+        raise ArtifactError(
+            f"artifact is {len(blob)} bytes, shorter than its {ARTIFACT_FRAME.size}-byte frame (truncated?)"
+        )
     magic, version, codec_id, size, digest = ARTIFACT_FRAME.unpack_from(blob)
     if magic != ARTIFACT_MAGIC:
-        raise ArtifactError(f"not a quantised artifact: magic {magic!r}, expected {ARTIFACT_MAGIC!r} (a float "
-                            "checkpoint is read with load_checkpoint)")
+        raise ArtifactError(
+            f"not a quantised artifact: magic {magic!r}, expected {ARTIFACT_MAGIC!r} (a float "
+            "checkpoint is read with load_checkpoint)"
+        )
     if version != ARTIFACT_VERSION:
-        raise ArtifactError(f"artifact format version {version} is not readable by this train_gpt.py "
-                            f"(it reads version {ARTIFACT_VERSION}); use the train_gpt.py that wrote it")
+        raise ArtifactError(
+            f"artifact format version {version} is not readable by this train_gpt.py "
+            f"(it reads version {ARTIFACT_VERSION}); use the train_gpt.py that wrote it"
+        )
     codec = {v: k for k, v in ARTIFACT_CODECS.items()}.get(codec_id)
     if codec is None:
         raise ArtifactError(f"artifact uses unknown codec id {codec_id}")
@@ -1495,59 +1690,66 @@ def decode_artifact(blob: bytes) -> tuple[dict, list[dict]]:
     return model_config, entries
 
 
-def check_model_config(got: dict, expected: dict | None = None, what: str = "artifact") -> None:
-    """Refuse a model config whose keys are not MODEL_CONFIG_KEYS or (given `expected`) whose values differ."""
-    keys = set(MODEL_CONFIG_KEYS)
-    if set(got) != keys:
-        raise ArtifactError(f"{what}'s model config does not fit this train_gpt.py: missing {sorted(keys - set(got))}"
-                            f", unknown {sorted(set(got) - keys)}")
-    diff = [k for k in MODEL_CONFIG_KEYS if expected is not None and expected.get(k) != got[k]]
-    if diff:
-        raise ArtifactError(f"{what} does not match the model config: " +
-                            ", ".join(f"{k}={got[k]!r} (expected {expected.get(k)!r})" for k in diff[:4]))
-
-
-def build_artifact(state_dict: dict[str, torch.Tensor], roles: dict[str, str], model_config: dict,
-                   h: Hyperparameters, hessians: dict | None = None) -> tuple[bytes, dict]:
+def build_artifact(
+    state_dict: dict[str, torch.Tensor],
+    roles: dict[str, str],
+    cfg: ModelConfig,
+    h: Hyperparameters,
+    hessians: dict | None = None,
+) -> tuple[bytes, dict]:
     """Quantise a float state_dict and encode it; the report has per-tensor and per-role figures and model_bytes."""
-    check_model_config(model_config, what="model_config")
     entries, report = quantize_state_dict(state_dict, roles, h, hessians)
-    blob = encode_artifact(model_config, entries, h.compressor, h.compress_level)
+    blob = encode_artifact(dataclasses.asdict(cfg), entries, h.compressor, h.compress_level)
     roles_out = {}
     for role in dict.fromkeys(e["meta"]["role"] for e in entries):
         es = [e for e in entries if e["meta"]["role"] == role]
         rs = [report["tensors"][e["meta"]["name"]] for e in es]
         params = sum(r["params"] for r in rs)
-        roles_out[role] = {"tensors": len(es), "params": params,
-                           "stored_bytes": sum(t.numel() * t.element_size() for e in es for _, t in _entry_parts(e)),
-                           "rel_mse": sum(r.get("rel_mse", 0.0) * r["params"] for r in rs) / max(params, 1),
-                           **{key: "/".join(sorted({str(r[key]) for r in rs if key in r})) or "-"
-                              for key in ("bits", "k", "method", "store")}}
-    report.update(roles=roles_out, model_bytes=len(blob), compressor=h.compressor,
-                  params=sum(a["params"] for a in roles_out.values()))
+        roles_out[role] = {
+            "tensors": len(es),
+            "params": params,
+            "stored_bytes": sum(t.numel() * t.element_size() for e in es for _, t in _entry_parts(e)),
+            "rel_mse": sum(r.get("rel_mse", 0.0) * r["params"] for r in rs) / max(params, 1),
+            **{
+                key: "/".join(sorted({str(r[key]) for r in rs if key in r})) or "-"
+                for key in ("bits", "k", "method", "store")
+            },
+        }
+    report.update(
+        roles=roles_out,
+        model_bytes=len(blob),
+        compressor=h.compressor,
+        params=sum(a["params"] for a in roles_out.values()),
+    )
     return blob, report
 
 
-def read_artifact(blob: bytes) -> tuple[dict, dict[str, torch.Tensor]]:
-    """(model_config, dequantised float state_dict) of an artifact; strict-loadable into build_model(model_config)."""
+def read_artifact(blob: bytes) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """(model config, dequantised float state_dict) of an artifact; strict-loadable into build_model(config)."""
     model_config, entries = decode_artifact(blob)
-    check_model_config(model_config)
-    return model_config, {e["meta"]["name"]: dequantize_entry(e) for e in entries}
+    cfg = ModelConfig.from_dict(model_config, "the artifact's model config")
+    return cfg, {e["meta"]["name"]: dequantize_entry(e) for e in entries}
 
 
-def load_artifact_model(blob: bytes, expected_config: dict | None = None) -> tuple[GPT, dict]:
+def load_artifact_model(blob: bytes, expected: ModelConfig | None = None) -> tuple[GPT, ModelConfig]:
     """Build the model an artifact describes and load its weights strictly (one-line errors on any mismatch)."""
-    model_config, state = read_artifact(blob)
-    check_model_config(model_config, expected_config)
-    model = build_model(model_config)
+    cfg, state = read_artifact(blob)
+    if expected is not None and cfg != expected:
+        diff = [
+            f"{k}={v!r} (expected {getattr(expected, k)!r})" for k, v in vars(cfg).items() if v != getattr(expected, k)
+        ]
+        raise ArtifactError(f"artifact does not match the model config: {', '.join(diff[:4])}")
+    model = build_model(cfg)
     want = {n: tuple(t.shape) for n, t in model.state_dict().items()}
     got = {n: tuple(t.shape) for n, t in state.items()}
     if want != got:
         bad = sorted(n for n in set(want) | set(got) if want.get(n) != got.get(n))
-        raise ArtifactError(f"artifact tensors do not fit the model: {[(n, got.get(n), want.get(n)) for n in bad[:3]]}"
-                            " (name, artifact shape, model shape)")
+        raise ArtifactError(
+            f"artifact tensors do not fit the model: {[(n, got.get(n), want.get(n)) for n in bad[:3]]}"
+            " (name, artifact shape, model shape)"
+        )
     model.load_state_dict(state, strict=True)
-    return model, model_config
+    return model, cfg
 
 
 def calibration_batches(h: Hyperparameters, d: Dist) -> Iterator[torch.Tensor]:
@@ -1560,8 +1762,9 @@ def calibration_batches(h: Hyperparameters, d: Dist) -> Iterator[torch.Tensor]:
 
 
 @torch.no_grad()
-def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor], roles: dict[str, str],
-                     d: Dist) -> dict[str, torch.Tensor]:
+def collect_hessians(
+    model: nn.Module, batches: Iterable[torch.Tensor], roles: dict[str, str], d: Dist
+) -> dict[str, torch.Tensor]:
     """H = mean X^T X of the inputs of every attn/mlp matrix (a looped block adds every pass) and of the output head
     or tied embedding (the final hidden states), all-reduced over ranks. Pass the uncompiled model."""
     out_name = next((n for want in ("head", "embed") for n, r in roles.items() if r == want), None)
@@ -1586,8 +1789,10 @@ def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor], roles: d
     finally:
         for hk in hooks:
             hk.remove()
-    return {name: all_reduce_(xtx) / all_reduce_(torch.tensor([float(n)], device=xtx.device)).clamp_min(1.0)
-            for name, (xtx, n) in sorted(sums.items())}
+    return {
+        name: all_reduce_(xtx) / all_reduce_(torch.tensor([float(n)], device=xtx.device)).clamp_min(1.0)
+        for name, (xtx, n) in sorted(sums.items())
+    }
 
 
 def pack_source(source: str) -> str:
@@ -1609,9 +1814,16 @@ def size_report(model_bytes: int, source: str, policy: str) -> dict:
     """Artifact size under a code-bytes policy: raw (the readable file) or packed (its self-extracting form)."""
     raw, packed = len(source.encode()), len(pack_source(source).encode())
     code = raw if policy == "raw" else packed
-    return {"code_bytes": code, "code_bytes_raw": raw, "code_bytes_packed": packed, "model_bytes": model_bytes,
-            "total_bytes": code + model_bytes, "limit": BYTE_LIMIT, "under_limit": code + model_bytes <= BYTE_LIMIT,
-            "code_policy": policy}
+    return {
+        "code_bytes": code,
+        "code_bytes_raw": raw,
+        "code_bytes_packed": packed,
+        "model_bytes": model_bytes,
+        "total_bytes": code + model_bytes,
+        "limit": BYTE_LIMIT,
+        "under_limit": code + model_bytes <= BYTE_LIMIT,
+        "code_policy": policy,
+    }
 
 
 # =====================================================================================================================
@@ -1621,7 +1833,7 @@ def size_report(model_bytes: int, source: str, policy: str) -> dict:
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, for the MFU estimate
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(UserError):
     pass
 
 
@@ -1662,8 +1874,16 @@ def muon_momentum(h: Hyperparameters, step: int) -> float:
     return (1 - frac) * h.muon_momentum_warmup_start + frac * h.muon_momentum
 
 
-def train_step(model: nn.Module, loader: DistributedTokenLoader, optimizers: list, h: Hyperparameters, d: Dist,
-               accum_steps: int, lr_mult: float, momentum: float) -> torch.Tensor:
+def train_step(
+    model: nn.Module,
+    loader: DistributedTokenLoader,
+    optimizers: list,
+    h: Hyperparameters,
+    d: Dist,
+    accum_steps: int,
+    lr_mult: float,
+    momentum: float,
+) -> torch.Tensor:
     """One optimiser step over ACCUM micro-batches; returns the mean loss as a device tensor (no host sync)."""
     bf16 = use_bf16(h, d.device)
     total = torch.zeros((), device=d.device)
@@ -1681,16 +1901,25 @@ def train_step(model: nn.Module, loader: DistributedTokenLoader, optimizers: lis
             if isinstance(opt, Muon):
                 g["momentum"] = momentum
     if h.grad_clip_norm > 0:
-        nn.utils.clip_grad_norm_([p for opt in optimizers for g in opt.param_groups for p in g["params"]],
-                                 h.grad_clip_norm)
+        nn.utils.clip_grad_norm_(
+            [p for opt in optimizers for g in opt.param_groups for p in g["params"]], h.grad_clip_norm
+        )
     for opt in optimizers:
         opt.step()
         opt.zero_grad(set_to_none=True)
     return total / accum_steps
 
 
-def warmup_and_restore(model: nn.Module, base: GPT, loader: DistributedTokenLoader, optimizers: list,
-                       h: Hyperparameters, d: Dist, accum_steps: int, log: Logger) -> None:
+def warmup_and_restore(
+    model: nn.Module,
+    base: GPT,
+    loader: DistributedTokenLoader,
+    optimizers: list,
+    h: Hyperparameters,
+    d: Dist,
+    accum_steps: int,
+    log: Logger,
+) -> None:
     """Run WARMUP_STEPS real steps so every graph compiles (with and without recurrence), then restore weights,
     optimiser state and loader position: the timed run starts from exactly the initial state."""
     if h.warmup_steps == 0:
@@ -1698,7 +1927,7 @@ def warmup_and_restore(model: nn.Module, base: GPT, loader: DistributedTokenLoad
     weights = {k: v.detach().clone() for k, v in base.state_dict().items()}
     opt_states = [copy.deepcopy(opt.state_dict()) for opt in optimizers]
     loader_state = loader.state_dict()
-    loop_settings = [1, h.num_loops] if h.num_loops > 1 else [1]
+    loop_settings = [1, h.model.num_loops] if h.model.num_loops > 1 else [1]
     for i in range(h.warmup_steps):
         base.set_loops(loop_settings[i * len(loop_settings) // h.warmup_steps])
         train_step(model, loader, optimizers, h, d, accum_steps, 1.0, muon_momentum(h, 0))
@@ -1719,17 +1948,33 @@ def train_flops_per_token(base: GPT, seq_len: int) -> float:
     return 6.0 * matmul + 6.0 * len(order) * seq_len * dim
 
 
-def train(model: nn.Module, base: GPT, loader: DistributedTokenLoader, optimizers: list, ema: EMA | None,
-          h: Hyperparameters, d: Dist, accum_steps: int, validate, log: Logger) -> dict:
+def train(
+    model: nn.Module,
+    base: GPT,
+    loader: DistributedTokenLoader,
+    optimizers: list,
+    ema: EMA | None,
+    h: Hyperparameters,
+    d: Dist,
+    accum_steps: int,
+    validate,
+    log: Logger,
+) -> dict:
     """The wallclock-bounded loop. The clock is read (a host sync) and agreed across ranks only on logging steps and
     on a few extra checks: steps 1, 2, 4, ... at the start and ever closer ones as the budget runs out. Every rank
     takes the same decisions (stop, recurrence on, LR from the agreed time) with no per-step synchronisation."""
     budget_ms = 1000.0 * max(h.max_wallclock_seconds - (h.gptq_reserve_seconds if h.gptq else 0.0), 0.0)
     budget_ms = budget_ms if h.max_wallclock_seconds > 0 else 0.0
-    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if d.device.type == "cuda" and k in
-                 torch.cuda.get_device_name(d.device)), 0.0)
-    loops_on = h.num_loops > 1 and h.loop_start_frac == 0.0
-    base.set_loops(h.num_loops if loops_on else 1)
+    peak = next(
+        (
+            v
+            for k, v in PEAK_BF16_FLOPS.items()
+            if d.device.type == "cuda" and k in torch.cuda.get_device_name(d.device)
+        ),
+        0.0,
+    )
+    loops_on = h.model.num_loops > 1 and h.loop_start_frac == 0.0
+    base.set_loops(h.model.num_loops if loops_on else 1)
     step, train_ms, agreed_ms, agreed_step, step_ms = 0, 0.0, 0.0, 0, 0.0
     next_check, stop_reason, loss = 1, "", None
     bad_step = torch.full((), -1, device=d.device, dtype=torch.int64)
@@ -1739,15 +1984,25 @@ def train(model: nn.Module, base: GPT, loader: DistributedTokenLoader, optimizer
         if validate is not None and h.val_loss_every > 0 and (last or step % h.val_loss_every == 0):
             train_ms += 1000.0 * (synced_clock(d) - t0)
             res = validate(base)
-            log(f"step:{step}/{h.iterations} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} "
-                f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms")
+            log(
+                f"step:{step}/{h.iterations} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} "
+                f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms"
+            )
             model.train()
             t0 = synced_clock(d)
         if last:
             break
         elapsed = agreed_ms + (step - agreed_step) * step_ms
-        loss = train_step(model, loader, optimizers, h, d, accum_steps,
-                          lr_multiplier(h, step, elapsed, budget_ms, step_ms), muon_momentum(h, step))
+        loss = train_step(
+            model,
+            loader,
+            optimizers,
+            h,
+            d,
+            accum_steps,
+            lr_multiplier(h, step, elapsed, budget_ms, step_ms),
+            muon_momentum(h, step),
+        )
         if ema is not None:
             ema.update(base)
         step += 1
@@ -1760,20 +2015,26 @@ def train(model: nn.Module, base: GPT, loader: DistributedTokenLoader, optimizer
         step_ms = (now[0].item() - agreed_ms) / (step - agreed_step)
         agreed_ms, agreed_step = now[0].item(), step
         if now[1] >= 0:
-            raise NonFiniteLoss(f"training loss became non-finite at step {int(now[1])}; lower MATRIX_LR / "
-                                "SCALAR_LR or check the data")
+            raise NonFiniteLoss(
+                f"training loss became non-finite at step {int(now[1])}; lower MATRIX_LR / SCALAR_LR or check the data"
+            )
         if log_now:
             tok_s = h.train_batch_tokens * step / max(agreed_ms / 1000.0, 1e-9)
-            mfu = f" mfu:{100 * tok_s * train_flops_per_token(base, h.train_seq_len) / (peak * d.world_size):.1f}%" \
-                if peak else ""
-            log(f"step:{step}/{h.iterations} train_loss:{loss.item():.4f} train_time:{agreed_ms:.0f}ms "
-                f"step_avg:{agreed_ms / step:.2f}ms tok_s:{tok_s:.0f}{mfu}")
+            mfu = (
+                f" mfu:{100 * tok_s * train_flops_per_token(base, h.train_seq_len) / (peak * d.world_size):.1f}%"
+                if peak
+                else ""
+            )
+            log(
+                f"step:{step}/{h.iterations} train_loss:{loss.item():.4f} train_time:{agreed_ms:.0f}ms "
+                f"step_avg:{agreed_ms / step:.2f}ms tok_s:{tok_s:.0f}{mfu}"
+            )
         left_steps = (budget_ms - agreed_ms) / max(step_ms, 1e-9) if budget_ms else h.iterations
         next_check = step + max(1, min(h.train_log_every, step, int(0.5 * left_steps)))
         progress = agreed_ms / budget_ms if budget_ms else step / h.iterations
-        if not loops_on and h.num_loops > 1 and progress >= h.loop_start_frac:
+        if not loops_on and h.model.num_loops > 1 and progress >= h.loop_start_frac:
             loops_on = True
-            base.set_loops(h.num_loops)
+            base.set_loops(h.model.num_loops)
             log(f"recurrence_on step:{step} train_time:{agreed_ms:.0f}ms")
         if budget_ms:
             if agreed_ms + step_ms > budget_ms:  # the next step would end past the budget
@@ -1796,8 +2057,9 @@ def describe_device(d: Dist) -> str:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -1814,8 +2076,8 @@ def log_header(log: Logger, src: bytes, h: Hyperparameters, d: Dist, accum_steps
     log(f"device:{describe_device(d)}")
     log(f"world_size:{d.world_size} grad_accum_steps:{accum_steps}")
     log(f"git_commit:{git_commit()}")
-    for f in fields(h):
-        log(f"{f.name}:{getattr(h, f.name)}")
+    for name, value in h.flat().items():
+        log(f"{name}:{value}")
 
 
 def check_tokenizer_matches_data(tokenizer_path: str, data_path: str) -> None:
@@ -1828,20 +2090,49 @@ def check_tokenizer_matches_data(tokenizer_path: str, data_path: str) -> None:
         return  # no manifest of ours (e.g. the official download): nothing to compare with
     got = hashlib.sha256(Path(tokenizer_path).read_bytes()).hexdigest()
     if got != expected:
-        raise ValueError(f"TOKENIZER_PATH={tokenizer_path} (sha256 {got[:12]}…) is not the tokenizer the shards in "
-                         f"{data_path} were made with (sha256 {expected[:12]}…, {manifest})")
+        raise UserError(
+            f"TOKENIZER_PATH={tokenizer_path} (sha256 {got[:12]}…) is not the tokenizer the shards in "
+            f"{data_path} were made with (sha256 {expected[:12]}…, {manifest})"
+        )
+
+
+def load_validation(h: Hyperparameters, tokenizer_path: str | None = None, val_glob: str | None = None):
+    """(byte tables, val tokens ready to score): the tokenizer checked against the data, the val split loaded with
+    its ids checked, capped by VAL_MAX_TOKENS and truncated as the official loader does unless INCLUDE_TAIL=1."""
+    import sentencepiece as spm
+
+    tokenizer_path = tokenizer_path or h.tokenizer_path
+    if not Path(tokenizer_path).is_file():
+        raise UserError(f"TOKENIZER_PATH={tokenizer_path}: no such file (data/download.py fetches it)")
+    val_glob = val_glob or os.path.join(h.data_path, "fineweb_val_*.bin")
+    check_tokenizer_matches_data(tokenizer_path, os.path.dirname(val_glob))
+    tables = build_byte_tables(spm.SentencePieceProcessor(model_file=tokenizer_path), h.model.vocab_size)
+    val_tokens = load_token_split(val_glob, h.model.vocab_size)
+    if h.val_max_tokens:
+        val_tokens = val_tokens[: h.val_max_tokens + 1]
+    return tables, prepare_val_tokens(val_tokens, h.effective_eval_seq_len, bool(h.include_tail))
 
 
 def grad_accum_steps(h: Hyperparameters, d: Dist) -> int:
     accum = h.grad_accum_steps or (8 // d.world_size if 8 % d.world_size == 0 else 1)
     if h.train_batch_tokens % (d.world_size * accum * h.train_seq_len):
-        raise ValueError(f"TRAIN_BATCH_TOKENS={h.train_batch_tokens} does not split evenly over world_size "
-                         f"{d.world_size} x GRAD_ACCUM_STEPS {accum} x TRAIN_SEQ_LEN {h.train_seq_len}")
+        raise UserError(
+            f"TRAIN_BATCH_TOKENS={h.train_batch_tokens} does not split evenly over world_size "
+            f"{d.world_size} x GRAD_ACCUM_STEPS {accum} x TRAIN_SEQ_LEN {h.train_seq_len}"
+        )
     return accum
 
 
-def score(model: nn.Module, label: str, val_tokens: np.ndarray, tables, h: Hyperparameters, d: Dist,
-          log: Logger, mode: str = "flat"):
+def score(
+    model: nn.Module,
+    label: str,
+    val_tokens: np.ndarray,
+    tables,
+    h: Hyperparameters,
+    d: Dist,
+    log: Logger,
+    mode: str = "flat",
+) -> tuple[str, EvalResult]:
     """Score a model (flat, sliding or TTT) and log the conventional line plus its _exact twin."""
     fn = {"flat": eval_flat, "sliding": eval_sliding, "ttt": eval_ttt}[mode]
     res = fn(model, val_tokens, tables, h, d)
@@ -1851,44 +2142,29 @@ def score(model: nn.Module, label: str, val_tokens: np.ndarray, tables, h: Hyper
     return label, res
 
 
-def run(h: Hyperparameters, d: Dist) -> None:
-    import sentencepiece as spm
-
-    torch.manual_seed(h.seed)
-    np.random.seed(h.seed)
-    if d.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    accum = grad_accum_steps(h, d)
+def open_log(h: Hyperparameters, d: Dist) -> Logger:
     log_path = os.path.join(h.log_dir, f"{h.run_id}.txt")
     if os.path.exists(log_path):
-        raise ValueError(f"RUN_ID={h.run_id}: {log_path} already exists; choose a new RUN_ID (one log per run)")
+        raise UserError(f"RUN_ID={h.run_id}: {log_path} already exists; choose a new RUN_ID (one log per run)")
     if d.enabled:
         dist.barrier()  # no rank creates the log before every rank has checked it is new
-    source = Path(__file__).read_bytes()  # read once: the log and the size line describe the same bytes
-    log = Logger(log_path, enabled=d.is_main)
-    log_header(log, source, h, d, accum)
-    if not Path(h.tokenizer_path).is_file():
-        raise FileNotFoundError(f"TOKENIZER_PATH={h.tokenizer_path}: no such file (data/download.py fetches it)")
-    check_tokenizer_matches_data(h.tokenizer_path, h.data_path)
-    tables = build_byte_tables(spm.SentencePieceProcessor(model_file=h.tokenizer_path), h.vocab_size)
-    val_tokens = load_token_split(os.path.join(h.data_path, "fineweb_val_*.bin"), h.vocab_size)
-    if h.val_max_tokens:
-        val_tokens = val_tokens[: h.val_max_tokens + 1]
-    val_tokens = prepare_val_tokens(val_tokens, h.effective_eval_seq_len, bool(h.include_tail))
-    loader = DistributedTokenLoader(os.path.join(h.data_path, "fineweb_train_*.bin"), d.rank, d.world_size, d.device)
+    return Logger(log_path, enabled=d.is_main)
 
-    base = build_model(h.model_config()).to(d.device)
+
+def train_phase(h: Hyperparameters, d: Dist, accum: int, tables, val_tokens: np.ndarray, log: Logger) -> tuple:
+    """Build, compile and train the model; return (base model with the exported weights, compile flag, stats)."""
+    loader = DistributedTokenLoader(os.path.join(h.data_path, "fineweb_train_*.bin"), d.rank, d.world_size, d.device)
+    base = build_model(h.model).to(d.device)
     log(f"model_params:{sum(p.numel() for p in base.parameters())}")
     optimizers = build_optimizers(base, h, d)
     compile_on = d.device.type == "cuda" if h.compile < 0 else bool(h.compile)
     model: nn.Module = torch.compile(base, dynamic=False) if compile_on else base
     if d.enabled:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[d.local_rank] if d.device.type == "cuda"
-                                                    else None, broadcast_buffers=False)
-    eval_loops = h.eval_loops or h.num_loops
+        ids = [d.local_rank] if d.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    eval_loops = h.model.eval_loops or h.model.num_loops
 
-    def validate(m: GPT):
+    def validate(m: GPT) -> EvalResult:
         loops = m.loops
         m.eval()
         m.set_loops(eval_loops)
@@ -1901,10 +2177,10 @@ def run(h: Hyperparameters, d: Dist) -> None:
     ema = EMA(base, h.ema_decay) if h.ema_decay > 0 else None
     stats = train(model, base, loader, optimizers, ema, h, d, accum, validate, log)
     if d.device.type == "cuda":
-        log(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
-            f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB")
-
-    # ---- final float scores, checkpoint, export, and the round trip through the artifact on disk
+        log(
+            f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
+            f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB"
+        )
     base.eval()
     base.set_loops(eval_loops)
     if ema is not None:
@@ -1913,11 +2189,15 @@ def run(h: Hyperparameters, d: Dist) -> None:
         with torch.no_grad():
             for name, p in base.named_parameters():
                 p.copy_(ema.state_dict()[name])
-    scored_float = score(base, "final_float", val_tokens, tables, h, d, log)
+    return base, compile_on, stats
+
+
+def export_phase(base: GPT, h: Hyperparameters, d: Dist, source: bytes, log: Logger) -> tuple[bytes, dict, float]:
+    """Checkpoint, GPTQ calibration, artifact written atomically by rank 0; every rank reads it back from disk."""
     state = {k: v.detach() for k, v in base.state_dict().items()}
     artifact_path = h.artifact_path or os.path.join("artifacts", f"{h.run_id}.pgz")
     if d.is_main:
-        save_checkpoint(Path(artifact_path).with_suffix(".ckpt.pt"), h.model_config(), state, dataclasses.asdict(h))
+        save_checkpoint(Path(artifact_path).with_suffix(".ckpt.pt"), h.model, state, h.flat())
     hessians, calib_ms = None, None
     if h.gptq:
         t0 = synced_clock(d)
@@ -1925,28 +2205,37 @@ def run(h: Hyperparameters, d: Dist) -> None:
         calib_ms = 1000 * (synced_clock(d) - t0)
         log(f"gptq_calibration_time:{calib_ms:.0f}ms")
     if d.is_main:  # the other ranks wait at the barrier, then everyone reads the artifact back from disk
-        blob, report = build_artifact(state, param_roles(base), h.model_config(), h, hessians)
+        blob, report = build_artifact(state, param_roles(base), h.model, h, hessians)
         atomic_write_bytes(artifact_path, blob)
         for role, r in report["roles"].items():
-            log(f"quant_role:{role} tensors:{r['tensors']} params:{r['params']} bits:{r['bits']} k:{r['k']} "
-                f"method:{r['method']} rel_mse:{r['rel_mse']:.3e}")
+            log(
+                f"quant_role:{role} tensors:{r['tensors']} params:{r['params']} bits:{r['bits']} k:{r['k']} "
+                f"method:{r['method']} rel_mse:{r['rel_mse']:.3e}"
+            )
     if d.enabled:
         dist.barrier()
     log(f"artifact_path:{artifact_path}")
     blob = Path(artifact_path).read_bytes()  # every rank scores what is on disk
     sizes = size_report(len(blob), source.decode("utf-8"), h.code_policy)
-    log(" ".join(f"{k}:{int(sizes[k])}" for k in ("code_bytes", "model_bytes", "total_bytes", "limit", "under_limit"))
-        + f" code_policy:{sizes['code_policy']}")
+    log(
+        " ".join(f"{k}:{int(sizes[k])}" for k in ("code_bytes", "model_bytes", "total_bytes", "limit", "under_limit"))
+        + f" code_policy:{sizes['code_policy']}"
+    )
     log(f"code_bytes_raw:{sizes['code_bytes_raw']} code_bytes_packed:{sizes['code_bytes_packed']}")
+    return blob, sizes, calib_ms
 
-    qmodel = load_artifact_model(blob, h.model_config())[0].to(d.device)
+
+def score_phase(blob: bytes, h: Hyperparameters, d: Dist, compile_on: bool, tables, val_tokens, log: Logger) -> list:
+    """Load the artifact strictly and score it flat, sliding and (TTT_MODE) with test-time training."""
+    qmodel = load_artifact_model(blob, h.model)[0].to(d.device)
     qmodel.eval()
-    qmodel.set_loops(eval_loops)
+    qmodel.set_loops(h.model.eval_loops or h.model.num_loops)
     scored = qmodel
     if compile_on:  # compile on random tokens (never val) before any scoring clock starts
         scored = torch.compile(qmodel, dynamic=False)
         with torch.inference_mode(), amp_context(d.device, use_bf16(h, d.device)):  # the same guards as scoring
-            warm = torch.randint(0, h.vocab_size, (h.eval_batch_seqs, h.effective_eval_seq_len + 1), device=d.device)
+            shape = (h.eval_batch_seqs, h.effective_eval_seq_len + 1)
+            warm = torch.randint(0, h.model.vocab_size, shape, device=d.device)
             scored(warm[:, :-1], warm[:, 1:], reduction="none")
     tag_ = f"final_int{h.quant_matrix_bits}"
     results = [score(scored, f"{tag_}_roundtrip", val_tokens, tables, h, d, log)]
@@ -1954,36 +2243,79 @@ def run(h: Hyperparameters, d: Dist) -> None:
         results.append(score(scored, f"{tag_}_sliding_window", val_tokens, tables, h, d, log, "sliding"))
     if h.ttt_mode != "off":
         results.append(score(qmodel, f"{tag_}_ttt", val_tokens, tables, h, d, log, "ttt"))
-    scores = [dict(name=n, val_loss=r.val_loss, val_bpb=r.val_bpb, eval_time_ms=1000 * r.seconds)
-              for n, r in [scored_float, *results]]
-    results = [r for _, r in results]
-    log(f"val_targets:{results[-1].targets} val_bytes:{results[-1].bytes}")
-    log(f"eval_time_total:{1000 * sum(r.seconds for r in results):.0f}ms")
-    log(f"train_steps:{stats['steps']} train_time_total:{stats['train_ms']:.0f}ms")
-    summary = dict(format="pgolf-run-summary", version=1, run_id=h.run_id, seed=h.seed, preset=h.preset,
-                   world_size=d.world_size, source_sha256=hashlib.sha256(source).hexdigest(), **sizes,
-                   train_steps=stats["steps"], train_time_ms=stats["train_ms"], stop_reason=stats["stop_reason"],
-                   gptq_calibration_ms=calib_ms, scores=scores, final=scores[-1]["name"],
-                   val_targets=results[-1].targets, val_bytes=results[-1].bytes,
-                   eval_time_total_ms=1000 * sum(r.seconds for r in results), config=dataclasses.asdict(h))
-    log("run_summary " + json.dumps(summary, sort_keys=True, separators=(",", ":")))
-    log("run_complete")
-    log.close()
+    return results
+
+
+def run(h: Hyperparameters, d: Dist) -> None:
+    torch.manual_seed(h.seed)
+    np.random.seed(h.seed)
+    if d.device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    accum = grad_accum_steps(h, d)
+    log = open_log(h, d)
+    source = Path(__file__).read_bytes()  # read once: the log and the size line describe the same bytes
+    try:
+        log_header(log, source, h, d, accum)
+        tables, val_tokens = load_validation(h)
+        base, compile_on, stats = train_phase(h, d, accum, tables, val_tokens, log)
+        scored = [score(base, "final_float", val_tokens, tables, h, d, log)]
+        blob, sizes, calib_ms = export_phase(base, h, d, source, log)
+        scored += score_phase(blob, h, d, compile_on, tables, val_tokens, log)
+        results = [r for _, r in scored[1:]]
+        log(f"val_targets:{results[-1].targets} val_bytes:{results[-1].bytes}")
+        log(f"eval_time_total:{1000 * sum(r.seconds for r in results):.0f}ms")
+        log(f"train_steps:{stats['steps']} train_time_total:{stats['train_ms']:.0f}ms")
+        scores = [
+            dict(name=n, val_loss=r.val_loss, val_bpb=r.val_bpb, eval_time_ms=1000 * r.seconds) for n, r in scored
+        ]
+        summary = dict(
+            format="pgolf-run-summary",
+            version=1,
+            run_id=h.run_id,
+            seed=h.seed,
+            preset=h.preset,
+            world_size=d.world_size,
+            source_sha256=hashlib.sha256(source).hexdigest(),
+            **sizes,
+            train_steps=stats["steps"],
+            train_time_ms=stats["train_ms"],
+            stop_reason=stats["stop_reason"],
+            gptq_calibration_ms=calib_ms,
+            scores=scores,
+            final=scores[-1]["name"],
+            val_targets=results[-1].targets,
+            val_bytes=results[-1].bytes,
+            eval_time_total_ms=1000 * sum(r.seconds for r in results),
+            config=h.flat(),
+        )
+        log("run_summary " + json.dumps(summary, sort_keys=True, separators=(",", ":")))
+        log("run_complete")
+    except BaseException as e:  # every failure is in the log too; user errors as one line, bugs with a traceback
+        log(f"error: {e}" if isinstance(e, UserError) else "".join(traceback.format_exception(e)).rstrip(), False)
+        raise
+    finally:
+        log.close()
 
 
 def main() -> None:
+    if sys.argv[1:]:
+        if set(sys.argv[1:]) & {"-h", "--help"}:
+            print(settings_help())
+            return
+        sys.exit(
+            f"error: train_gpt.py takes no arguments ({' '.join(sys.argv[1:])}): every setting is an "
+            "environment variable; see python train_gpt.py --help"
+        )
+
     def on_sigterm(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
         h = Hyperparameters.from_env()
-        d = init_distributed(h.device)
-    except (ValueError, RuntimeError) as e:
-        sys.exit(f"error: {e}")
-    try:
-        run(h, d)
-    except (ValueError, FileNotFoundError, NonFiniteLoss) as e:
+        run(h, init_distributed(h.device))
+    except UserError as e:  # only the user's mistakes become one line; anything else is a bug: traceback
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         print("interrupted: the log is intact and no artifact was half-written", file=sys.stderr)

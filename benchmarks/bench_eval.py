@@ -44,7 +44,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    h = tg.Hyperparameters(
+    h = tg.Hyperparameters.make(
         **{
             **tg.PRESETS[args.preset],
             "eval_seq_len": args.seq_len,
@@ -56,23 +56,27 @@ def main() -> None:
     )
     d = tg.Dist(device=device)
     torch.manual_seed(0)
-    model = tg.build_model(h.model_config())
+    model = tg.build_model(h.model)
     with torch.no_grad():
         for prm in model.parameters():
             if prm.dim() == 2:
                 prm.normal_(0.0, INIT_STD)
     model = model.to(device).eval()
-    model.set_loops(h.eval_loops or h.num_loops)
+    model.set_loops(h.model.eval_loops or h.model.num_loops)
     prefix = SHARED / "fineweb_val_prefix" / "fineweb_val_000000.bin"
     tok = SHARED / "tokenizers" / "fineweb_1024_bpe.model"
-    if prefix.is_file() and tok.is_file() and h.vocab_size == 1024:
-        val = tg.load_token_split(str(prefix), h.vocab_size)
-        tables = tg.build_byte_tables(spm.SentencePieceProcessor(model_file=str(tok)), h.vocab_size)
+    if prefix.is_file() and tok.is_file() and h.model.vocab_size == 1024:
+        val = tg.load_token_split(str(prefix), h.model.vocab_size)
+        tables = tg.build_byte_tables(spm.SentencePieceProcessor(model_file=str(tok)), h.model.vocab_size)
         source = "official val prefix"
     else:
-        val = np.random.default_rng(0).integers(2, h.vocab_size, 1 << 20).astype(np.uint16)
+        val = np.random.default_rng(0).integers(2, h.model.vocab_size, 1 << 20).astype(np.uint16)
         val[::1000] = tg.BOS_ID
-        tables = (np.ones(h.vocab_size, np.int16), np.zeros(h.vocab_size, bool), np.zeros(h.vocab_size, bool))
+        tables = (
+            np.ones(h.model.vocab_size, np.int16),
+            np.zeros(h.model.vocab_size, bool),
+            np.zeros(h.model.vocab_size, bool),
+        )
         source = "random ids"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     print(

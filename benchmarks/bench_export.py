@@ -80,8 +80,23 @@ def child(mode: str, corpus: Path, tokenizer: Path, repeats: int) -> dict:
 
 
 def run_child(mode: str, corpus: Path, tokenizer: Path, repeats: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", mode, "--corpus", str(corpus), "--tokenizer",
-                          str(tokenizer), "--repeats", str(repeats)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--child",
+            mode,
+            "--corpus",
+            str(corpus),
+            "--tokenizer",
+            str(tokenizer),
+            "--repeats",
+            str(repeats),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -95,8 +110,11 @@ def build_corpus(files: list[Path], scale: int, folder: Path) -> Path:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--scales", type=int, nargs="+", default=[1, 4], help="corpus repetitions to measure")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best is kept)")
     p.add_argument("--child", choices=("raw", "export", "speed"), help=argparse.SUPPRESS)
@@ -111,10 +129,14 @@ def main() -> int:
         print(f"error: no corpus: {SHARED_TEXT}/*.jsonl is absent", file=sys.stderr)
         return 2
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; commit "
-          f"{commit.strip() or '?'}; corpus {', '.join(f.name for f in files)}; shard_tokens {SHARD_TOKENS}")
-    print("| tokenizer | corpus | text MB | raw encode MB/s | export MB/s | export / raw | raw peak RSS MB | "
-          "export peak RSS MB (before work) |")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; commit "
+        f"{commit.strip() or '?'}; corpus {', '.join(f.name for f in files)}; shard_tokens {SHARD_TOKENS}"
+    )
+    print(
+        "| tokenizer | corpus | text MB | raw encode MB/s | export MB/s | export / raw | raw peak RSS MB | "
+        "export peak RSS MB (before work) |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in TOKENIZERS:
@@ -125,9 +147,12 @@ def main() -> int:
                 raw = run_child("raw", corpus, tok, 1)
                 exp = run_child("export", corpus, tok, 1)
                 r, e = speed["raw_mb_per_s"], speed["export_mb_per_s"]
-                print(f"| {name} | x{scale} | {speed['text_mb']:.2f} | {r:.2f} | {e:.2f} | {e / r:.2f} | "
-                      f"{raw['peak_rss_mb']:.0f} | "
-                      f"{exp['peak_rss_mb']:.0f} ({exp['rss_before_mb']:.0f}) |", flush=True)
+                print(
+                    f"| {name} | x{scale} | {speed['text_mb']:.2f} | {r:.2f} | {e:.2f} | {e / r:.2f} | "
+                    f"{raw['peak_rss_mb']:.0f} | "
+                    f"{exp['peak_rss_mb']:.0f} ({exp['rss_before_mb']:.0f}) |",
+                    flush=True,
+                )
     return 0
 
 

@@ -33,6 +33,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import toolkit as tk  # noqa: E402 (after the path setup above)
 import train_gpt as tg  # noqa: E402 (after the path setup above)
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -55,7 +56,7 @@ def log(msg: str) -> None:
 def quick_train(h: tg.Hyperparameters, steps: int, seed: int) -> torch.nn.Module:
     """A short Adam run of the model on the training shards (a stand-in when no checkpoint is given)."""
     torch.manual_seed(seed)
-    model = tg.build_model(h.model_config())
+    model = tg.build_model(h.model)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.95))
     loader = tg.DistributedTokenLoader(str(Path(h.data_path) / "fineweb_train_*.bin"), 0, 1, torch.device("cpu"))
     t0 = time.perf_counter()
@@ -91,11 +92,11 @@ def load_checkpoint_model(path: str) -> tuple[torch.nn.Module, dict, tg.Hyperpar
     if not Path(path).is_file():
         raise UsageError(f"--checkpoint {path}: no such file (train_gpt.py writes artifacts/RUN_ID.ckpt.pt)")
     try:
-        config, state, recorded = tg.load_checkpoint(path)
+        config, state, recorded = tk.load_checkpoint(path)
     except (tg.ArtifactError, ValueError, RuntimeError) as e:
         raise UsageError(f"--checkpoint {path}: {e}") from None
     names = {f.name for f in dataclasses.fields(tg.Hyperparameters)}
-    h = tg.Hyperparameters(**{k: v for k, v in recorded.items() if k in names})
+    h = tg.Hyperparameters.make(**{k: v for k, v in recorded.items() if k in names})
     model = tg.build_model(config)
     model.load_state_dict(state, strict=True)
     return model.eval(), config, h
@@ -127,16 +128,21 @@ def bench_exports(a: argparse.Namespace) -> None:
     else:
         h = tg.Hyperparameters.from_env({"PRESET": "tiny", "RUN_ID": "bench", "TRAIN_BATCH_TOKENS": "2048"})
         model = quick_train(dataclasses.replace(h, data_path=a.data_path), a.train_steps, a.seed)
-        config = h.model_config()
-    h = dataclasses.replace(h, data_path=a.data_path, passthrough_max_numel=a.passthrough_max_numel, seed=a.seed,
-                            gptq_calib_batches=a.calib_batches or h.gptq_calib_batches)
+        config = h.model
+    h = dataclasses.replace(
+        h,
+        data_path=a.data_path,
+        passthrough_max_numel=a.passthrough_max_numel,
+        seed=a.seed,
+        gptq_calib_batches=a.calib_batches or h.gptq_calib_batches,
+    )
     model = model.to(d.device)
     state, roles = model.state_dict(), tg.param_roles(model)
-    tables = tg.build_byte_tables(spm.SentencePieceProcessor(model_file=str(TOK_PATH)), h.vocab_size)
+    tables = tg.build_byte_tables(spm.SentencePieceProcessor(model_file=str(TOK_PATH)), h.model.vocab_size)
     window = h.effective_eval_seq_len
     val = tg.prepare_val_tokens(np.asarray(tg.load_shard(VAL_PATH)[: a.val_tokens + 1]), window, False)
     evals = {"flat": tg.eval_flat} | ({"sliding": tg.eval_sliding} if a.sliding else {})
-    loops = h.eval_loops or h.num_loops
+    loops = h.model.eval_loops or h.model.num_loops
 
     def evaluate(net: torch.nn.Module, kinds: tuple[str, ...]) -> dict[str, tg.EvalResult]:
         net.to(d.device).eval().set_loops(loops)
@@ -145,11 +151,16 @@ def bench_exports(a: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     ref = evaluate(model, tuple(evals))
     nparams = sum(t.numel() for t in state.values())
-    nq = sum(t.numel() for n, t in state.items() if roles.get(n) in MATRIX_ROLES and t.ndim == 2
-             and t.numel() > h.passthrough_max_numel)
-    log(f"model: {nparams:,} params ({nq:,} in quantised matrices), float val_bpb flat {ref['flat'].val_bpb:.5f}"
+    nq = sum(
+        t.numel()
+        for n, t in state.items()
+        if roles.get(n) in MATRIX_ROLES and t.ndim == 2 and t.numel() > h.passthrough_max_numel
+    )
+    log(
+        f"model: {nparams:,} params ({nq:,} in quantised matrices), float val_bpb flat {ref['flat'].val_bpb:.5f}"
         + (f", sliding {ref['sliding'].val_bpb:.5f}" if a.sliding else "")
-        + f" on {len(val) - 1:,} val tokens ({time.perf_counter() - t0:.1f}s)")
+        + f" on {len(val) - 1:,} val tokens ({time.perf_counter() - t0:.1f}s)"
+    )
 
     t0 = time.perf_counter()
     hessians = tg.collect_hessians(model, tg.calibration_batches(h, d), roles, d)
@@ -164,8 +175,12 @@ def bench_exports(a: argparse.Namespace) -> None:
             diff = r.target_losses - ref[kind].target_losses
             row[kind] = (r.val_bpb, r.val_bpb - ref[kind].val_bpb, window_se(diff, window, r.bytes))
             row["losses"][kind] = r.target_losses
-        log(f"{name}: {len(blob):,} bytes, " + ", ".join(f"{kind} val_bpb {row[kind][0]:.5f} tax {row[kind][1]:+.5f}"
-                                                          f" ± {row[kind][2]:.5f}" for kind in kinds))
+        log(
+            f"{name}: {len(blob):,} bytes, "
+            + ", ".join(
+                f"{kind} val_bpb {row[kind][0]:.5f} tax {row[kind][1]:+.5f} ± {row[kind][2]:.5f}" for kind in kinds
+            )
+        )
         return row
 
     def build(kinds: tuple[str, ...], name: str, **kw) -> tuple[dict, bytes]:
@@ -180,43 +195,67 @@ def bench_exports(a: argparse.Namespace) -> None:
     rows = [score("int8 percentile RTN + zlib-9 (baseline)", blob, time.perf_counter() - t0, kinds)]
     rtn, _ = build(kinds, "int6 SDClip RTN + zstd-22", gptq=0)
     gptq, gptq_blob = build(kinds, "int6 SDClip GPTQ + zstd-22", gptq=1)
-    lqer, _ = build(kinds, f"int6 SDClip GPTQ + LQER r{a.lqer_rank} top{a.lqer_top} + zstd-22", gptq=1,
-                    lqer_rank=a.lqer_rank, lqer_top=a.lqer_top)
+    lqer, _ = build(
+        kinds,
+        f"int6 SDClip GPTQ + LQER r{a.lqer_rank} top{a.lqer_top} + zstd-22",
+        gptq=1,
+        lqer_rank=a.lqer_rank,
+        lqer_top=a.lqer_top,
+    )
     rows += [rtn, gptq, lqer]
 
-    log("\n| export | bytes | bytes/param | " + " | ".join(f"{k} val_bpb | {k} tax ± se" for k in kinds)
-        + " | GPTQ solve s |")
+    log(
+        "\n| export | bytes | bytes/param | "
+        + " | ".join(f"{k} val_bpb | {k} tax ± se" for k in kinds)
+        + " | GPTQ solve s |"
+    )
     log("|---|---:|---:|" + "---:|---:|" * len(kinds) + "---:|")
     for r in rows:
         cells = " | ".join(f"{r[k][0]:.5f} | {r[k][1]:+.5f} ± {r[k][2]:.5f}" for k in kinds)
-        log(f"| {r['name']} | {r['bytes']:,} | {r['bpp']:.4f} | {cells} | "
-            + (f"{r['seconds']:.2f} |" if "GPTQ" in r["name"] else "- |"))
-    log("float val_bpb " + ", ".join(f"{k} {ref[k].val_bpb:.5f}" for k in kinds)
-        + f"; GPTQ calibration {calib_s:.2f}s ({h.gptq_calib_batches} batches)")
+        log(
+            f"| {r['name']} | {r['bytes']:,} | {r['bpp']:.4f} | {cells} | "
+            + (f"{r['seconds']:.2f} |" if "GPTQ" in r["name"] else "- |")
+        )
+    log(
+        "float val_bpb "
+        + ", ".join(f"{k} {ref[k].val_bpb:.5f}" for k in kinds)
+        + f"; GPTQ calibration {calib_s:.2f}s ({h.gptq_calib_batches} batches)"
+    )
     for k in kinds:
         diff = gptq["losses"][k] - rtn["losses"][k]
-        log(f"{k}: GPTQ minus RTN {gptq[k][1] - rtn[k][1]:+.5f} ± {window_se(diff, window, ref[k].bytes):.5f} bpb "
-            f"(paired); GPTQ tax / RTN tax = {gptq[k][1] / rtn[k][1]:.3f}" if rtn[k][1] else "")
+        log(
+            f"{k}: GPTQ minus RTN {gptq[k][1] - rtn[k][1]:+.5f} ± {window_se(diff, window, ref[k].bytes):.5f} bpb "
+            f"(paired); GPTQ tax / RTN tax = {gptq[k][1] / rtn[k][1]:.3f}"
+            if rtn[k][1]
+            else ""
+        )
 
     if a.sweep_k:
         sweep: dict[str, list] = {"rtn": [], "gptq": []}
         for k in a.sweep_k:
             for method in sweep:
-                row, blob = build(("flat",), f"{method} k={k:g}", gptq=int(method == "gptq"), clip_k_attn=k,
-                                  clip_k_mlp=k)
+                row, blob = build(
+                    ("flat",), f"{method} k={k:g}", gptq=int(method == "gptq"), clip_k_attn=k, clip_k_mlp=k
+                )
                 cfg, entries = tg.decode_artifact(blob)
                 lz = len(tg.encode_artifact(cfg, entries, "lzma", 9))
                 sweep[method].append((k, row["bytes"], lz, row["flat"][1], row["flat"][2]))
         rb, rt = [r[2] for r in sweep["rtn"]], [r[3] for r in sweep["rtn"]]
-        log("\nEqual bytes: attn/mlp clip k swept (embedding fixed), flat tax; RTN's tax interpolated at GPTQ's "
-            "lzma-9 bytes (zstd-22 sizes jump with the data's offset, see the codec table)")
-        log("| k | RTN zstd / lzma bytes | RTN tax ± se | GPTQ zstd / lzma bytes | GPTQ tax ± se | RTN tax at GPTQ's "
-            "lzma bytes | GPTQ / RTN |")
+        log(
+            "\nEqual bytes: attn/mlp clip k swept (embedding fixed), flat tax; RTN's tax interpolated at GPTQ's "
+            "lzma-9 bytes (zstd-22 sizes jump with the data's offset, see the codec table)"
+        )
+        log(
+            "| k | RTN zstd / lzma bytes | RTN tax ± se | GPTQ zstd / lzma bytes | GPTQ tax ± se | RTN tax at GPTQ's "
+            "lzma bytes | GPTQ / RTN |"
+        )
         log("|---:|---:|---:|---:|---:|---:|---:|")
         for (k, z_r, b_r, t_r, s_r), (_, z_g, b_g, t_g, s_g) in zip(sweep["rtn"], sweep["gptq"]):
             at = interpolate(b_g, rb, rt)
-            log(f"| {k:g} | {z_r:,} / {b_r:,} | {t_r:+.5f} ± {s_r:.5f} | {z_g:,} / {b_g:,} | {t_g:+.5f} ± {s_g:.5f} | "
-                + (f"{at:+.5f} | {t_g / at:.3f} |" if at else "out of range | - |"))
+            log(
+                f"| {k:g} | {z_r:,} / {b_r:,} | {t_r:+.5f} ± {s_r:.5f} | {z_g:,} / {b_g:,} | {t_g:+.5f} ± {s_g:.5f} | "
+                + (f"{at:+.5f} | {t_g / at:.3f} |" if at else "out of range | - |")
+            )
 
     cfg, entries = tg.decode_artifact(gptq_blob)
     log(f"\nGPTQ artifact re-encoded; bytes min-max over {a.offsets} header shifts of 0..{a.offsets - 1} bytes")
@@ -230,12 +269,15 @@ def bench_exports(a: argparse.Namespace) -> None:
             sizes, seconds, _ = codec_sizes(cfg, entries, codec, level, a.offsets)
             tg.STREAM_WIDTHS.update(saved)
             log(f"| {codec}-{level}, byte-shuffle {'on' if shuffle else 'off'} | {span(sizes)} | {seconds:.2f} |")
-    log(f"\nparams {nparams}, torch {torch.__version__}, device {d.device}, threads {torch.get_num_threads()}, "
-        f"{math.ceil(time.process_time())}s CPU")
+    log(
+        f"\nparams {nparams}, torch {torch.__version__}, device {d.device}, threads {torch.get_num_threads()}, "
+        f"{math.ceil(time.process_time())}s CPU"
+    )
 
 
-def codec_sizes(config: dict, entries: list[dict], codec: str, level: int,
-                shifts: int) -> tuple[list[int], float, bytes]:
+def codec_sizes(
+    config: dict, entries: list[dict], codec: str, level: int, shifts: int
+) -> tuple[list[int], float, bytes]:
     """Artifact bytes with the payload shifted by 0..shifts-1 bytes (a padding key in a copy of the model config;
     measurement only: zstd's output size depends on where the streams fall), the mean encode time, and the
     unshifted artifact."""
@@ -303,7 +345,7 @@ def order0_bits(entries: list[dict]) -> float:
 def bench_fullsize_codecs(a: argparse.Namespace) -> None:
     h = dataclasses.replace(tg.Hyperparameters.from_env({"RUN_ID": "bench"}), gptq=0, lqer_rank=0)
     torch.manual_seed(a.seed)
-    model = tg.build_model(h.model_config())
+    model = tg.build_model(h.model)
     state, roles = model.state_dict(), tg.param_roles(model)
     nparams = sum(t.numel() for t in state.values())
     variants: list[tuple[str, dict | None]] = [("gaussian rows, log-normal row std", None)]
@@ -312,12 +354,16 @@ def bench_fullsize_codecs(a: argparse.Namespace) -> None:
         samples = role_samples(small.state_dict(), tg.param_roles(small))
         for role, (z, rel, _) in samples.items():
             tail = float((z.abs() > 4).float().mean())
-            log(f"{role}: {len(z):,} values, kurtosis {float((z**4).mean()):.2f} (Gaussian 3), |z|>4 {tail:.2e}, "
-                f"row std / median p10-p90 {float(rel.quantile(0.1)):.2f}-{float(rel.quantile(0.9)):.2f}")
+            log(
+                f"{role}: {len(z):,} values, kurtosis {float((z**4).mean()):.2f} (Gaussian 3), |z|>4 {tail:.2e}, "
+                f"row std / median p10-p90 {float(rel.quantile(0.1)):.2f}-{float(rel.quantile(0.9)):.2f}"
+            )
         variants.insert(0, (f"resampled from {Path(a.checkpoint).name}", samples))
-    log(f"default model: {nparams:,} params; int{h.quant_matrix_bits} attn k={h.clip_k_attn} mlp "
+    log(
+        f"default model: {nparams:,} params; int{h.quant_matrix_bits} attn k={h.clip_k_attn} mlp "
         f"k={h.clip_k_mlp}, int{h.quant_embed_bits} embed k={h.clip_k_embed}, SDClip RTN, torch threads "
-        f"{torch.get_num_threads()}")
+        f"{torch.get_num_threads()}"
+    )
     log("\n| weights | codec | bytes | bytes/param | encode s | decode s |")
     log("|---|---|---:|---:|---:|---:|")
     for label, samples in variants:
@@ -325,7 +371,7 @@ def bench_fullsize_codecs(a: argparse.Namespace) -> None:
         entries, _ = tg.quantize_state_dict(synthetic_state(state, roles, samples, gen), roles, h)
         floor = order0_bits(entries)
         for codec, level in CODECS:
-            sizes, enc, blob = codec_sizes(h.model_config(), entries, codec, level, a.offsets)
+            sizes, enc, blob = codec_sizes(h.model, entries, codec, level, a.offsets)
             t0 = time.perf_counter()
             tg.decode_artifact(blob)
             dec = time.perf_counter() - t0
@@ -334,30 +380,49 @@ def bench_fullsize_codecs(a: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--checkpoint", help="float checkpoint from train_gpt.py (else a quick tiny training runs)")
     p.add_argument("--data-path", default=str(ROOT / "data" / "sample"), help="folder with fineweb_train_*.bin")
     p.add_argument("--train-steps", type=int, default=150)
     p.add_argument("--val-tokens", type=int, default=131_072, help="val prefix tokens scored per variant")
-    p.add_argument("--passthrough-max-numel", type=int, default=0,
-                   help="tensors up to this size stay float (0: quantise every matrix, needed at tiny sizes)")
+    p.add_argument(
+        "--passthrough-max-numel",
+        type=int,
+        default=0,
+        help="tensors up to this size stay float (0: quantise every matrix, needed at tiny sizes)",
+    )
     p.add_argument("--calib-batches", type=int, default=0, help="GPTQ calibration batches (0: the run's setting)")
     p.add_argument("--sliding", action="store_true", help="also score every variant with the sliding window")
-    p.add_argument("--sweep-k", type=lambda s: [float(v) for v in s.split(",") if v], default=[],
-                   help="comma-separated attn/mlp clip k values for the equal-bytes RTN vs GPTQ comparison")
+    p.add_argument(
+        "--sweep-k",
+        type=lambda s: [float(v) for v in s.split(",") if v],
+        default=[],
+        help="comma-separated attn/mlp clip k values for the equal-bytes RTN vs GPTQ comparison",
+    )
     p.add_argument("--lqer-rank", type=int, default=4)
     p.add_argument("--lqer-top", type=int, default=4)
-    p.add_argument("--fullsize-codecs", action="store_true",
-                   help="only the full-size codec comparison (weights resampled from --checkpoint, and Gaussian)")
-    p.add_argument("--offsets", type=int, default=1,
-                   help="codec tables: encode with the payload shifted by 0..N-1 bytes and report min-max bytes")
+    p.add_argument(
+        "--fullsize-codecs",
+        action="store_true",
+        help="only the full-size codec comparison (weights resampled from --checkpoint, and Gaussian)",
+    )
+    p.add_argument(
+        "--offsets",
+        type=int,
+        default=1,
+        help="codec tables: encode with the payload shifted by 0..N-1 bytes and report min-max bytes",
+    )
     p.add_argument("--seed", type=int, default=1337)
     a = p.parse_args(argv)
     try:
         if a.val_tokens < 1 or a.calib_batches < 0 or a.lqer_rank < 0 or a.lqer_top < 0 or a.offsets < 1:
-            raise UsageError("--val-tokens and --offsets must be positive; --calib-batches, --lqer-rank and "
-                             "--lqer-top must be >= 0")
+            raise UsageError(
+                "--val-tokens and --offsets must be positive; --calib-batches, --lqer-rank and --lqer-top must be >= 0"
+            )
         if any(k <= 0 for k in a.sweep_k):
             raise UsageError(f"--sweep-k {a.sweep_k}: every k must be positive")
         bench_fullsize_codecs(a) if a.fullsize_codecs else bench_exports(a)

@@ -28,11 +28,35 @@ import toolkit as tk  # noqa: E402
 import train_gpt as tg  # noqa: E402
 
 SHARED_VAL = REPO.parent / "shared" / "data" / "fineweb_val_prefix" / "fineweb_val_000000.bin"
-CPU_SIZE = dict(NUM_LAYERS="6", MODEL_DIM="128", NUM_HEADS="4", NUM_KV_HEADS="2", MLP_MULT="4", ROPE_DIMS="16",
-                LOOP_START="2", LOOP_END="3", NUM_LOOPS="2", PARALLEL_START="4", TRAIN_SEQ_LEN="256",
-                TRAIN_BATCH_TOKENS="8192", GRAD_ACCUM_STEPS="1", VOCAB_SIZE="1024")
-FEATURES_OFF = dict(XSA="0", SMEAR_GATE="0", ATTN_OUT_GATE="0", SKIP_GATES="0", LN_SCALE="0", ROPE_DIMS="0",
-                    NUM_LOOPS="1", PARALLEL_START="-1", MLP_ACT="relu2", MUON_POLAR_EXPRESS="0", MUON_EQ_R="0")
+CPU_SIZE = dict(
+    NUM_LAYERS="6",
+    MODEL_DIM="128",
+    NUM_HEADS="4",
+    NUM_KV_HEADS="2",
+    MLP_MULT="4",
+    ROPE_DIMS="16",
+    LOOP_START="2",
+    LOOP_END="3",
+    NUM_LOOPS="2",
+    PARALLEL_START="4",
+    TRAIN_SEQ_LEN="256",
+    TRAIN_BATCH_TOKENS="8192",
+    GRAD_ACCUM_STEPS="1",
+    VOCAB_SIZE="1024",
+)
+FEATURES_OFF = dict(
+    XSA="0",
+    SMEAR_GATE="0",
+    ATTN_OUT_GATE="0",
+    SKIP_GATES="0",
+    LN_SCALE="0",
+    ROPE_DIMS="0",
+    NUM_LOOPS="1",
+    PARALLEL_START="-1",
+    MLP_ACT="relu2",
+    MUON_POLAR_EXPRESS="0",
+    MUON_EQ_R="0",
+)
 
 
 def make_data(folder: Path, vocab: int) -> None:
@@ -46,8 +70,8 @@ def make_data(folder: Path, vocab: int) -> None:
 def time_config(env: dict[str, str], d: tg.Dist, steps: int, warmup: int) -> dict[str, float]:
     h = tg.Hyperparameters.from_env(env)
     torch.manual_seed(0)
-    base = tg.build_model(h.model_config()).to(d.device)
-    base.set_loops(h.num_loops)
+    base = tg.build_model(h.model).to(d.device)
+    base.set_loops(h.model.num_loops)
     opts = tg.build_optimizers(base, h, d)
     compile_on = d.device.type == "cuda" if h.compile < 0 else bool(h.compile)
     model = torch.compile(base, dynamic=False) if compile_on else base
@@ -61,8 +85,11 @@ def time_config(env: dict[str, str], d: tg.Dist, steps: int, warmup: int) -> dic
     for _ in range(steps):
         tg.train_step(model, loader, opts, h, d, accum, 1.0, 0.95)
     dt = tg.synced_clock(d) - t0
-    out = {"step_ms": 1000 * dt / steps, "tok_s": h.train_batch_tokens * steps / dt,
-           "params": sum(p.numel() for p in base.parameters())}
+    out = {
+        "step_ms": 1000 * dt / steps,
+        "tok_s": h.train_batch_tokens * steps / dt,
+        "params": sum(p.numel() for p in base.parameters()),
+    }
     if d.device.type == "cuda":
         name = torch.cuda.get_device_name(d.device)
         peak = next((v for k, v in tg.PEAK_BF16_FLOPS.items() if k in name), 0.0)
@@ -93,10 +120,14 @@ def main() -> None:
         size = {} if cuda else CPU_SIZE
         make_data(Path(tmp), int(size.get("VOCAB_SIZE", 8192)))
         common = {"DATA_PATH": tmp, "DEVICE": args.device, **size}
-        rows = {name: time_config({**common, **extra}, d, steps, warmup)
-                for name, extra in (("baseline", FEATURES_OFF), ("frontier", {}))}
-    print(f"device:{tg.describe_device(d)} torch:{torch.__version__} threads:{torch.get_num_threads()} "
-          f"steps:{steps} warmup:{warmup} commit:{tg.git_commit()[:12]}")
+        rows = {
+            name: time_config({**common, **extra}, d, steps, warmup)
+            for name, extra in (("baseline", FEATURES_OFF), ("frontier", {}))
+        }
+    print(
+        f"device:{tg.describe_device(d)} torch:{torch.__version__} threads:{torch.get_num_threads()} "
+        f"steps:{steps} warmup:{warmup} commit:{tg.git_commit()[:12]}"
+    )
     for name, r in rows.items():
         extra = f" mfu:{r['mfu_pct']:.1f}% peak_mem:{r['peak_mem_gib']:.1f}GiB" if cuda else ""
         print(f"{name:9s} params:{r['params']:,} step:{r['step_ms']:.1f}ms tok_s:{r['tok_s']:,.0f}{extra}")

@@ -22,7 +22,6 @@ VOCAB = 1024
 LN_V = float(np.float32(math.log(VOCAB)))  # the fp32 loss a uniform prediction gives
 
 
-
 @pytest.fixture(scope="module")
 def sp() -> spm.SentencePieceProcessor:
     return spm.SentencePieceProcessor(model_file=str(shared_path("tokenizers", "fineweb_1024_bpe.model")))
@@ -52,13 +51,13 @@ def hparams(**kw) -> tg.Hyperparameters:
         ttt_lora_lr=0.05,
         ttt_lora_rank=4,
     )
-    return tg.Hyperparameters(**{**base, **kw})
+    return tg.Hyperparameters.make(**{**base, **kw})
 
 
 def tiny_model(seed: int = 0) -> nn.Module:
     """The real model at the tiny preset, with weights large enough that its predictions depend on the context."""
     torch.manual_seed(seed)
-    model = tg.build_model(hparams().model_config())
+    model = tg.build_model(hparams().model)
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 2:
@@ -183,7 +182,7 @@ def test_sliding_with_stride_equal_window_is_flat_and_matches_official_loop(val,
 @pytest.mark.parametrize("window,stride", [(8, 1), (8, 3), (8, 8), (13, 5), (13, 13), (8, 7)])
 def test_plan_tiles_every_target_once(n, window, stride):
     if n < window + 1:
-        with pytest.raises(ValueError, match="fewer than one window"):
+        with pytest.raises(tg.UserError, match="fewer than one window"):
             tg.sliding_plan(n, window, stride)
         return
     starts, lo, hi = tg.sliding_plan(n, window, stride)
@@ -308,7 +307,7 @@ def test_bad_inputs_raise_one_line_errors(val, tables):
         (lambda: tg.eval_ttt(model, v, tables, hparams(ttt_mode="lora", ttt_lora_chunk=64), d), "TTT_LORA_CHUNK"),
     ]
     for call, message in cases:
-        with pytest.raises(ValueError, match=message) as err:
+        with pytest.raises(tg.UserError, match=message) as err:
             call()
         assert "\n" not in str(err.value)
 

@@ -3,7 +3,6 @@ errors with exit status 2, text generation, torchrun, and an end-to-end run whos
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
@@ -25,22 +24,21 @@ SEQ = 32
 MAX_TOKENS = 2048
 
 
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, str]:
     """A tiny model (real architecture, tiny preset) saved as a float checkpoint and as an int6 artifact."""
     tok = shared_path("tokenizers", "fineweb_1024_bpe.model")
     root = tmp_path_factory.mktemp("eval_cli")
-    h = tg.Hyperparameters(**{**tg.PRESETS["tiny"], "eval_seq_len": SEQ, "eval_stride": 8, "gptq": 0})
+    h = tg.Hyperparameters.make(**{**tg.PRESETS["tiny"], "eval_seq_len": SEQ, "eval_stride": 8, "gptq": 0})
     torch.manual_seed(0)
-    model = tg.build_model(h.model_config())
+    model = tg.build_model(h.model)
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 2:
                 p.normal_(0.0, 0.08)
     state = {k: v.detach() for k, v in model.state_dict().items()}
-    tg.save_checkpoint(root / "m.ckpt.pt", h.model_config(), state, dataclasses.asdict(h))
-    blob, _ = tg.build_artifact(state, tg.param_roles(model), h.model_config(), h)
+    tg.save_checkpoint(root / "m.ckpt.pt", h.model, state, h.flat())
+    blob, _ = tg.build_artifact(state, tg.param_roles(model), h.model, h)
     (root / "m.pgz").write_bytes(blob)
     return {
         "root": str(root),
@@ -80,8 +78,8 @@ def in_process(files, mode: str, **kw) -> tg.EvalResult:
     config, state = tg.read_artifact(Path(files["artifact"]).read_bytes())
     model = tg.build_model(config)
     model.load_state_dict(state)
-    model.eval().set_loops(config["eval_loops"] or config["num_loops"])
-    h = tg.Hyperparameters(**{**tg.PRESETS["tiny"], "eval_seq_len": SEQ, **kw})
+    model.eval().set_loops(config.eval_loops or config.num_loops)
+    h = tg.Hyperparameters.make(**{**tg.PRESETS["tiny"], "eval_seq_len": SEQ, **kw})
     tables = tg.build_byte_tables(spm.SentencePieceProcessor(model_file=files["tok"]), 1024)
     val = tg.prepare_val_tokens(tg.load_token_split(files["val"], 1024)[: MAX_TOKENS + 1], SEQ, False)
     fn = {"flat": tg.eval_flat, "sliding": tg.eval_sliding, "ttt": tg.eval_ttt}[mode]
@@ -136,7 +134,7 @@ def test_code_flag_uses_that_file(files, capsys, tmp_path):
     assert f"code:{record / 'train_gpt.py'}" in out_code
     (tmp_path / "old.py").write_text("import torch\n\ndef main():\n    pass\n")
     rc, _, err = run_main(capsys, [*args, "--code", str(tmp_path / "old.py")])
-    assert rc == 2 and "does not define Hyperparameters, build_model" in err and err.count("\n") == 1
+    assert rc == 2 and "does not define Hyperparameters, setting_fields, build_model" in err and err.count("\n") == 1
 
 
 def test_bad_inputs_exit_2_with_one_line(files, capsys, tmp_path):

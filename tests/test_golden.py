@@ -11,19 +11,52 @@ from conftest import shared_path
 
 import train_gpt as tg
 
-GOLDEN = [6.933278, 7.081903, 7.059112, 6.87111, 6.976408, 6.982138, 6.777836, 7.075714, 6.958796, 6.784758,
-          6.762085, 6.777275, 6.664618, 6.709966, 6.519657, 6.738542, 6.612564, 6.510835, 6.459514, 6.18399,
-          6.109595, 6.083562, 6.152905, 6.159852]  # 24 steps of 4 x 64 tokens
-CONFIG = {"PRESET": "tiny", "NUM_LAYERS": "3", "MODEL_DIM": "32", "NUM_HEADS": "2", "NUM_KV_HEADS": "1",
-          "LOOP_START": "1", "LOOP_END": "1", "PARALLEL_START": "2", "ROPE_DIMS": "8", "NUM_LOOPS": "2"}
+GOLDEN = [
+    6.933278,
+    7.081903,
+    7.059112,
+    6.87111,
+    6.976408,
+    6.982138,
+    6.777836,
+    7.075714,
+    6.958796,
+    6.784758,
+    6.762085,
+    6.777275,
+    6.664618,
+    6.709966,
+    6.519657,
+    6.738542,
+    6.612564,
+    6.510835,
+    6.459514,
+    6.18399,
+    6.109595,
+    6.083562,
+    6.152905,
+    6.159852,
+]  # 24 steps of 4 x 64 tokens
+CONFIG = {
+    "PRESET": "tiny",
+    "NUM_LAYERS": "3",
+    "MODEL_DIM": "32",
+    "NUM_HEADS": "2",
+    "NUM_KV_HEADS": "1",
+    "LOOP_START": "1",
+    "LOOP_END": "1",
+    "PARALLEL_START": "2",
+    "ROPE_DIMS": "8",
+    "NUM_LOOPS": "2",
+}
 
 
 def golden_losses(steps: int) -> list[float]:
     tokens = np.array(tg.load_shard(shared_path("fineweb_val_prefix", "fineweb_val_000000.bin")), dtype=np.int64)
     h = tg.Hyperparameters.from_env(CONFIG)
     torch.manual_seed(h.seed)
-    model = tg.build_model(h.model_config())
-    model.set_loops(h.num_loops)
+    model = tg.build_model(h.model)
+    model.set_loops(h.model.num_loops)
     opts = tg.build_optimizers(model, h, tg.Dist())
     losses = []
     for step in range(steps):

@@ -3,18 +3,25 @@ U-Net skips, SmearGate masking, and the plain baseline with every feature off.""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import toolkit as tk
 import train_gpt as tg
 
 
-def config(preset: str = "tiny", **over) -> dict:
+def config(preset: str = "tiny", **over) -> tg.ModelConfig:
     env = {"PRESET": preset, **{k.upper(): str(v) for k, v in over.items()}}
-    return tg.Hyperparameters.from_env(env).model_config()
+    return tg.Hyperparameters.from_env(env).model
+
+
+def shape(**over) -> tg.ModelConfig:
+    """A ModelConfig with only the given fields changed from the defaults (for building single modules)."""
+    return dataclasses.replace(tg.ModelConfig(), **over)
 
 
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -27,8 +34,21 @@ def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-ALL_ON = dict(xsa=1, smear_gate=1, attn_out_gate=1, skip_gates=1, unet_skips=1, ln_scale=1, x0_mix=1, rope_dims=8,
-              parallel_start=2, loop_start=1, loop_end=2, num_loops=3, num_layers=5)
+ALL_ON = dict(
+    xsa=1,
+    smear_gate=1,
+    attn_out_gate=1,
+    skip_gates=1,
+    unet_skips=1,
+    ln_scale=1,
+    x0_mix=1,
+    rope_dims=8,
+    parallel_start=2,
+    loop_start=1,
+    loop_end=2,
+    num_loops=3,
+    num_layers=5,
+)
 
 
 def test_shapes_and_losses():
@@ -85,15 +105,15 @@ def reference_attention(attn: tg.Attention, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("xsa,gate", [(False, False), (True, True)])
 def test_gqa_equals_repeated_kv_attention(xsa, gate):
     torch.manual_seed(0)
-    attn = randomize(tg.Attention(64, 8, 2, rope_dims=4, rope_base=10000.0, qk_gain_init=1.5, xsa=xsa,
-                                  out_gate=gate, gate_inputs=12))
+    c = shape(model_dim=64, num_heads=8, num_kv_heads=2, rope_dims=4, qk_gain_init=1.5, xsa=xsa, attn_out_gate=gate)
+    attn = randomize(tg.Attention(c))
     x = torch.randn(2, 16, 64)
     assert torch.allclose(attn(x), reference_attention(attn, x), atol=1e-5)
 
 
 def test_xsa_output_is_orthogonal_to_own_value():
-    attn = randomize(tg.Attention(32, 4, 4, rope_dims=0, rope_base=1e4, qk_gain_init=1.0, xsa=True, out_gate=False,
-                                  gate_inputs=12))
+    c = shape(model_dim=32, num_heads=4, num_kv_heads=4, rope_dims=0, qk_gain_init=1.0, xsa=True, attn_out_gate=0)
+    attn = randomize(tg.Attention(c))
     captured = {}
     attn.proj.register_forward_hook(lambda m, inp, out: captured.setdefault("y", inp[0]))
     x = torch.randn(1, 10, 32)
@@ -126,23 +146,36 @@ def test_recurrence_matches_hand_unrolled_reference():
 
 
 def test_frontier_and_seed_layer_orders():
-    frontier = tg.build_model(config("frontier", num_layers=11, model_dim=64, num_heads=4, num_kv_heads=2,
-                                     vocab_size=64))
+    frontier = tg.build_model(
+        config("frontier", num_layers=11, model_dim=64, num_heads=4, num_kv_heads=2, vocab_size=64)
+    )
     frontier.set_loops(3)
     assert frontier.layer_order() == [0, 1, 2, 3, 4, 5, 3, 4, 5, 3, 4, 5, 6, 7, 8, 9, 10]  # 17 virtual layers
     h = tg.Hyperparameters.from_env({"PRESET": "seed", "MODEL_DIM": "64", "NUM_HEADS": "4", "NUM_KV_HEADS": "2"})
-    seed = tg.build_model(h.model_config())
-    seed.set_loops(h.num_loops)
-    assert len(seed.blocks) == 3 and len(seed.layer_order()) == 24 and h.eval_loops == 12
+    seed = tg.build_model(h.model)
+    seed.set_loops(h.model.num_loops)
+    assert len(seed.blocks) == 3 and len(seed.layer_order()) == 24 and h.model.eval_loops == 12
     assert all(b.parallel for b in seed.blocks)
 
 
 def test_parallel_and_sequential_blocks_match_their_formulas():
     dim = 32
     for parallel in (False, True):
-        attn = tg.Attention(dim, 4, 2, 0, 1e4, 1.0, False, False, 12)
-        mlp = tg.MLP(dim, 64, "leaky_relu2", 0.5)
-        block = randomize(tg.Block(3, dim, attn, mlp, parallel=parallel, ln_scale=True, x0_mix=True))
+        c = shape(
+            model_dim=dim,
+            num_heads=4,
+            num_kv_heads=2,
+            rope_dims=0,
+            qk_gain_init=1.0,
+            xsa=0,
+            attn_out_gate=0,
+            mlp_mult=2.0,
+            ln_scale=1,
+            x0_mix=1,
+            parallel_start=3 if parallel else -1,
+        )
+        block = randomize(tg.Block(3, c))
+        attn, mlp = block.attn, block.mlp
         x, x0 = torch.randn(2, 8, dim), torch.randn(2, 8, dim)
         s = 1 / math.sqrt(4)
         r = block.resid_mix[0] * x + block.resid_mix[1] * x0
@@ -156,11 +189,11 @@ def test_parallel_and_sequential_blocks_match_their_formulas():
 
 
 def test_leaky_relu_squared_mlp():
-    mlp = randomize(tg.MLP(8, 16, "leaky_relu2", 0.5))
+    mlp = randomize(tg.MLP(shape(model_dim=8, mlp_mult=2.0, mlp_act="leaky_relu2", leaky_slope=0.5)))
     x = torch.randn(3, 8)
     h = x @ mlp.fc.weight.T
     assert torch.allclose(mlp(x), torch.where(h > 0, h, 0.5 * h).square() @ mlp.proj.weight.T, atol=1e-6)
-    relu = tg.MLP(8, 16, "relu2", 0.5)
+    relu = tg.MLP(shape(model_dim=8, mlp_mult=2.0, mlp_act="relu2"))
     assert relu.slope == 0.0
 
 
@@ -193,7 +226,7 @@ def test_smear_gate_is_masked_at_bos():
 def test_baseline_preset_is_the_plain_baseline():
     """All features off: 9 layers, relu^2 2x MLP, vocab 1024: the challenge baseline's 17,059,912 parameters."""
     h = tg.Hyperparameters.from_env({"PRESET": "baseline"})
-    model = tg.build_model(h.model_config())
+    model = tg.build_model(h.model)
     assert sum(p.numel() for p in model.parameters()) == 17_059_912
     assert model.smear is None and model.skip_gates is None and model.layer_order() == list(range(9))
     assert all(b.attn.gate is None and not b.attn.xsa and not b.parallel and b.norm_scale == 1.0 for b in model.blocks)
@@ -201,7 +234,7 @@ def test_baseline_preset_is_the_plain_baseline():
 
 def test_frontier_defaults_size():
     h = tg.Hyperparameters.from_env({})
-    model = tg.build_model(h.model_config())
+    model = tg.build_model(h.model)
     n = sum(p.numel() for p in model.parameters())
     assert 35_500_000 < n < 36_500_000  # SPEC: 35.9M
     roles = tg.param_roles(model)
@@ -210,22 +243,22 @@ def test_frontier_defaults_size():
 
 
 def test_build_model_rejects_a_foreign_config():
-    cfg = config()
+    cfg = dataclasses.asdict(config())
     cfg.pop("xsa")
     cfg["bogus"] = 1
-    with pytest.raises(ValueError, match="missing \\['xsa'\\], unknown \\['bogus'\\]"):
+    with pytest.raises(tg.UserError, match="missing \\['xsa'\\], unknown \\['bogus'\\]"):
         tg.build_model(cfg)
 
 
 def test_checkpoint_round_trip(tmp_path):
     h = tg.Hyperparameters.from_env({"PRESET": "tiny"})
-    model = randomize(tg.build_model(h.model_config()))
+    model = randomize(tg.build_model(h.model))
     path = tmp_path / "m.ckpt.pt"
-    tg.save_checkpoint(path, h.model_config(), model.state_dict(), {"seed": 1})
-    cfg, state, hp = tg.load_checkpoint(path)
+    tg.save_checkpoint(path, h.model, model.state_dict(), {"seed": 1})
+    cfg, state, hp = tk.load_checkpoint(path)
     clone = tg.build_model(cfg)
     clone.load_state_dict(state, strict=True)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), clone.state_dict().values()))
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="bad.pt"):
-        tg.load_checkpoint(tmp_path / "bad.pt")
+    with pytest.raises(tk.UserError, match="bad.pt"):
+        tk.load_checkpoint(tmp_path / "bad.pt")

@@ -7,8 +7,13 @@ import torch
 
 import train_gpt as tg
 
-PE = [(8.1566, -22.4833, 15.8788), (4.0429, -2.8089, 0.5000), (3.8917, -2.7725, 0.5061), (3.2858, -2.3681, 0.4645),
-      (2.3465, -1.7098, 0.4232)]
+PE = [
+    (8.1566, -22.4833, 15.8788),
+    (4.0429, -2.8089, 0.5000),
+    (3.8917, -2.7725, 0.5061),
+    (3.2858, -2.3681, 0.4645),
+    (2.3465, -1.7098, 0.4232),
+]
 
 
 def slow_newton_schulz(g: torch.Tensor, steps: int, polar: bool, row_norm: bool) -> torch.Tensor:
@@ -42,16 +47,25 @@ def slow_muon(ws, grads_per_step, lr, mu, wd, nesterov, polar, row_norm, steps=5
     return ws
 
 
-@pytest.mark.parametrize("nesterov,polar,row_norm,wd", [(True, True, True, 0.095), (True, False, False, 0.0),
-                                                        (False, True, False, 0.0)])
+@pytest.mark.parametrize(
+    "nesterov,polar,row_norm,wd", [(True, True, True, 0.095), (True, False, False, 0.0), (False, True, False, 0.0)]
+)
 def test_muon_matches_slow_reference(nesterov, polar, row_norm, wd):
     torch.manual_seed(0)
     shapes = [(16, 8), (8, 24), (12, 12)]
     params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
     init = [p.detach().clone() for p in params]
     grads = [[torch.randn(s) for s in shapes] for _ in range(3)]
-    opt = tg.Muon(params, lr=0.02, momentum=0.95, nesterov=nesterov, backend_steps=5, polar_express=polar,
-                  row_normalize=row_norm, weight_decay=wd)
+    opt = tg.Muon(
+        params,
+        lr=0.02,
+        momentum=0.95,
+        nesterov=nesterov,
+        backend_steps=5,
+        polar_express=polar,
+        row_normalize=row_norm,
+        weight_decay=wd,
+    )
     for step_grads in grads:
         for p, g in zip(params, step_grads):
             p.grad = g.clone()
@@ -77,13 +91,21 @@ def test_polar_express_coefficients_are_the_published_ones():
 
 def test_muon_rejects_non_matrices():
     with pytest.raises(ValueError, match="2-D"):
-        tg.Muon([torch.nn.Parameter(torch.zeros(3))], lr=0.1, momentum=0.9, nesterov=True, backend_steps=5,
-                polar_express=True, row_normalize=False, weight_decay=0.0)
+        tg.Muon(
+            [torch.nn.Parameter(torch.zeros(3))],
+            lr=0.1,
+            momentum=0.9,
+            nesterov=True,
+            backend_steps=5,
+            polar_express=True,
+            row_normalize=False,
+            weight_decay=0.0,
+        )
 
 
 def test_every_parameter_has_exactly_one_optimiser():
     h = tg.Hyperparameters.from_env({"PRESET": "tiny"})
-    model = tg.build_model(h.model_config())
+    model = tg.build_model(h.model)
     muon, adam = tg.build_optimizers(model, h, tg.Dist())
     muon_ids = {id(p) for g in muon.param_groups for p in g["params"]}
     roles = tg.param_roles(model)
@@ -95,7 +117,7 @@ def test_every_parameter_has_exactly_one_optimiser():
 
 def test_an_untagged_parameter_is_refused():
     h = tg.Hyperparameters.from_env({"PRESET": "tiny"})
-    model = tg.build_model(h.model_config())
+    model = tg.build_model(h.model)
     model.extra = torch.nn.Parameter(torch.zeros(3))
     with pytest.raises(ValueError, match="extra"):
         tg.build_optimizers(model, h, tg.Dist())

@@ -32,7 +32,7 @@ def tiny_h(**kw) -> tg.Hyperparameters:
 
 def tiny_model(h: tg.Hyperparameters, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = tg.build_model(h.model_config())
+    model = tg.build_model(h.model)
     with torch.no_grad():  # trained-looking weights: zero-init projections and gates get values too
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -64,8 +64,9 @@ def gptq_reference(w, H, scale, bits, damp):
 
 def correlated_hessian(cols: int, n: int = 2048, seed: int = 0, dead: int | None = None) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, cols, generator=g, dtype=torch.float64) @ torch.randn(cols, cols, generator=g,
-                                                                              dtype=torch.float64)
+    x = torch.randn(n, cols, generator=g, dtype=torch.float64) @ torch.randn(
+        cols, cols, generator=g, dtype=torch.float64
+    )
     x = x + torch.randn(n, 1, generator=g, dtype=torch.float64) * 3  # a shared component: strongly correlated
     if dead is not None:
         x[:, dead] = 0
@@ -114,7 +115,7 @@ def test_rtn_error_bounds(bits):
 
 
 def build(h, model, hessians=None):
-    return tg.build_artifact(model.state_dict(), tg.param_roles(model), h.model_config(), h, hessians)
+    return tg.build_artifact(model.state_dict(), tg.param_roles(model), h.model, h, hessians)
 
 
 def test_artifact_roundtrip_loads_strictly_and_reserialises_byte_identically():
@@ -124,8 +125,8 @@ def test_artifact_roundtrip_loads_strictly_and_reserialises_byte_identically():
     assert report["model_bytes"] == len(blob) and report["roles"]["attn"]["bits"] == "6"
     assert report["roles"]["control"]["store"] == "f32" and report["roles"]["embed"]["bits"] == "8"
     cfg, state = tg.read_artifact(blob)
-    assert cfg == h.model_config()
-    loaded, _ = tg.load_artifact_model(blob, h.model_config())
+    assert cfg == h.model
+    loaded, _ = tg.load_artifact_model(blob, h.model)
     for name, p in model.state_dict().items():
         q = loaded.state_dict()[name]
         assert q.dtype == p.dtype and q.shape == p.shape
@@ -174,8 +175,11 @@ def blob_and_h():
 
 def test_rejects_truncated_and_corrupt(blob_and_h):
     blob, _ = blob_and_h
-    for bad, what in ((blob[:10], "truncated"), (blob[:-100], "checksum"),
-                      (blob[:60] + bytes([blob[60] ^ 1]) + blob[61:], "checksum")):
+    for bad, what in (
+        (blob[:10], "truncated"),
+        (blob[:-100], "checksum"),
+        (blob[:60] + bytes([blob[60] ^ 1]) + blob[61:], "checksum"),
+    ):
         with pytest.raises(tg.ArtifactError, match=what):
             tg.read_artifact(bad)
 
@@ -199,7 +203,7 @@ def test_missing_zstandard_says_how_to_fix(blob_and_h, monkeypatch):
 
 def test_rejects_config_mismatch_and_missing_tensors(blob_and_h):
     blob, h = blob_and_h
-    other = dict(h.model_config(), model_dim=128)
+    other = dataclasses.replace(h.model, model_dim=128)
     with pytest.raises(tg.ArtifactError, match="model_dim=64 .expected 128"):
         tg.load_artifact_model(blob, other)
     payload = payload_of(blob)
@@ -211,7 +215,7 @@ def test_rejects_config_mismatch_and_missing_tensors(blob_and_h):
     state = tiny_model(h).state_dict()
     del state["blocks.0.mlp.fc.weight"]
     with pytest.raises(tg.ArtifactError, match="blocks.0.mlp.fc.weight"):
-        tg.build_artifact(state, tg.param_roles(tiny_model(h)), h.model_config(), h)
+        tg.build_artifact(state, tg.param_roles(tiny_model(h)), h.model, h)
 
 
 class _Boom:
@@ -230,9 +234,13 @@ def test_crafted_artifacts_never_execute_code(blob_and_h, tmp_path):
     torch_file = tmp_path / "evil.pt"
     with open(torch_file, "wb") as f:
         f.write(evil)
-    for crafted in (evil, torch_file.read_bytes(), tg.ARTIFACT_MAGIC + evil,
-                    reframe(blob, payload=evil),  # valid frame and checksum around a pickle
-                    reframe(blob, payload=struct.pack("<I", len(evil)) + evil)):
+    for crafted in (
+        evil,
+        torch_file.read_bytes(),
+        tg.ARTIFACT_MAGIC + evil,
+        reframe(blob, payload=evil),  # valid frame and checksum around a pickle
+        reframe(blob, payload=struct.pack("<I", len(evil)) + evil),
+    ):
         with pytest.raises(tg.ArtifactError):
             tg.read_artifact(crafted)
     payload = payload_of(blob)  # a well-formed header naming a callable as a dtype
@@ -305,18 +313,29 @@ def test_packed_module_defines_the_same_functions(tmp_path):
     assert packed.count("\n") == 2 and packed.startswith("import lzma,base64\nexec(")
     path = tmp_path / "packed_gpt.py"
     path.write_text(packed)
-    out = subprocess.run([sys.executable, "-c", (
-        "import sys, torch; sys.path.insert(0, sys.argv[1]); import packed_gpt as p, train_gpt as t\n"
-        "names = sorted(n for n in vars(t) if callable(getattr(t, n)) and getattr(getattr(t, n), '__module__', '')"
-        " == 'train_gpt')\n"
-        "assert names and all(callable(getattr(p, n, None)) for n in names), names\n"
-        "h = t.Hyperparameters.from_env({'PRESET': 'tiny', 'RUN_ID': 'x'})\n"
-        "assert p.Hyperparameters.from_env({'PRESET': 'tiny', 'RUN_ID': 'x'}).model_config() == h.model_config()\n"
-        "torch.manual_seed(0); a = t.build_model(h.model_config())\n"
-        "torch.manual_seed(0); b = p.build_model(h.model_config())\n"
-        "x = torch.randint(0, 1024, (2, 16))\n"
-        "assert torch.equal(a(x, x), b(x, x)); print(len(names))"), str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, torch; sys.path.insert(0, sys.argv[1]); import packed_gpt as p, train_gpt as t\n"
+                "names = sorted(n for n in vars(t) if callable(getattr(t, n))"
+                " and getattr(getattr(t, n), '__module__', '') == 'train_gpt')\n"
+                "assert names and all(callable(getattr(p, n, None)) for n in names), names\n"
+                "h = t.Hyperparameters.from_env({'PRESET': 'tiny', 'RUN_ID': 'x'})\n"
+                "assert p.Hyperparameters.from_env({'PRESET': 'tiny', 'RUN_ID': 'x'}).flat() == h.flat()\n"
+                "torch.manual_seed(0); a = t.build_model(h.model)\n"
+                "torch.manual_seed(0); b = p.build_model(vars(h.model))\n"
+                "x = torch.randint(0, 1024, (2, 16))\n"
+                "assert torch.equal(a(x, x), b(x, x)); print(len(names))"
+            ),
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert int(out.stdout.split()[-1]) > 20
 
@@ -342,7 +361,7 @@ def cli_setup(tmp_path_factory):
     h = tiny_h()
     model = tiny_model(h)
     ckpt = tmp / "tiny.ckpt.pt"
-    tg.save_checkpoint(ckpt, h.model_config(), model.state_dict(), dataclasses.asdict(h))
+    tg.save_checkpoint(ckpt, h.model, model.state_dict(), h.flat())
     data = tmp / "data"
     tk.write_shard(data / "fineweb_train_000000.bin", np.random.default_rng(0).integers(0, 1024, 20_000))
     val = SHARED / "fineweb_val_prefix" / "fineweb_val_000000.bin"
@@ -355,8 +374,23 @@ def test_cli_quantize_and_inspect(cli_setup, capsys):
     quantize, tmp, ckpt, data, h = cli_setup
     out = tmp / "a.pgz"
     out.write_bytes(b"old")
-    assert quantize.main(["quantize", str(ckpt), "-o", str(out), "--data-path", str(data),
-                          "--set", "PASSTHROUGH_MAX_NUMEL=0", "CLIP_K_MLP=10", "GPTQ_CALIB_BATCHES=1"]) == 0
+    assert (
+        quantize.main(
+            [
+                "quantize",
+                str(ckpt),
+                "-o",
+                str(out),
+                "--data-path",
+                str(data),
+                "--set",
+                "PASSTHROUGH_MAX_NUMEL=0",
+                "CLIP_K_MLP=10",
+                "GPTQ_CALIB_BATCHES=1",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "gptq" in text and "total_bytes:" in text and "UNDER" in text
     _, entries = tg.decode_artifact(out.read_bytes())
@@ -373,8 +407,23 @@ def test_cli_roundtrip_scores_before_and_after(cli_setup, capsys):
     assert quantize.main(["quantize", str(ckpt), "-o", str(out), "--set", "GPTQ=0", "PASSTHROUGH_MAX_NUMEL=0"]) == 0
     if not TOKENIZER.is_file() or not (data / "fineweb_val_000000.bin").is_file():
         pytest.skip(f"shared data not available under {SHARED}")
-    assert quantize.main(["roundtrip", str(out), "--checkpoint", str(ckpt), "--data-path", str(data),
-                          "--tokenizer-path", str(TOKENIZER), "--set", "EVAL_SEQ_LEN=256"]) == 0
+    assert (
+        quantize.main(
+            [
+                "roundtrip",
+                str(out),
+                "--checkpoint",
+                str(ckpt),
+                "--data-path",
+                str(data),
+                "--tokenizer-path",
+                str(TOKENIZER),
+                "--set",
+                "EVAL_SEQ_LEN=256",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "float" in text and "quantised" in text and "quantisation tax" in text
 
@@ -440,16 +489,38 @@ def test_packed_script_trains_to_the_same_loss(tmp_path):
     packed = tmp_path / "packed" / "train_gpt.py"
     packed.parent.mkdir()
     packed.write_text(tg.pack_source((ROOT / "train_gpt.py").read_text()))
-    env = {**os.environ, "PRESET": "tiny", "ITERATIONS": "3", "WARMUP_STEPS": "0", "TRAIN_BATCH_TOKENS": "1024",
-           "TRAIN_LOG_EVERY": "1", "EVAL_STRIDE": "0", "GPTQ": "0", "SEED": "7", "DATA_PATH": str(data),
-           "TOKENIZER_PATH": str(TOKENIZER), "VAL_BATCH_TOKENS": "4096"}
+    env = {
+        **os.environ,
+        "PRESET": "tiny",
+        "ITERATIONS": "3",
+        "WARMUP_STEPS": "0",
+        "TRAIN_BATCH_TOKENS": "1024",
+        "TRAIN_LOG_EVERY": "1",
+        "EVAL_STRIDE": "0",
+        "GPTQ": "0",
+        "SEED": "7",
+        "DATA_PATH": str(data),
+        "TOKENIZER_PATH": str(TOKENIZER),
+        "VAL_BATCH_TOKENS": "4096",
+    }
     lines = []
     for script in (ROOT / "train_gpt.py", packed):
-        out = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                             env={**env, "RUN_ID": script.parent.name})
+        out = subprocess.run(
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env={**env, "RUN_ID": script.parent.name},
+        )
         assert out.returncode == 0, out.stderr[-2000:]
-        lines.append([ln.split(" train_time")[0].split(" eval_time")[0] for ln in out.stdout.splitlines()
-                      if "train_loss:" in ln or "_exact" in ln])
+        lines.append(
+            [
+                ln.split(" train_time")[0].split(" eval_time")[0]
+                for ln in out.stdout.splitlines()
+                if "train_loss:" in ln or "_exact" in ln
+            ]
+        )
     assert len(lines[0]) >= 4 and lines[0] == lines[1], lines
 
 

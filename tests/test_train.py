@@ -22,11 +22,29 @@ import toolkit as tk
 import train_gpt as tg
 
 # A CPU-sized run: 2 layers looped, 64-token sequences, a few steps; every feature of the frontier stays on.
-SMALL = dict(PRESET="tiny", NUM_LAYERS="3", MODEL_DIM="32", NUM_HEADS="2", NUM_KV_HEADS="1", LOOP_START="1",
-             LOOP_END="1", PARALLEL_START="2", ROPE_DIMS="8", TRAIN_SEQ_LEN="64", TRAIN_BATCH_TOKENS="512",
-             GRAD_ACCUM_STEPS="1", ITERATIONS="12", WARMUP_STEPS="2", TRAIN_LOG_EVERY="4", EVAL_STRIDE="32",
-             EVAL_BATCH_SEQS="64", GPTQ_CALIB_BATCHES="2", VAL_MAX_TOKENS="4096", LOOP_START_FRAC="0.5",
-             PASSTHROUGH_MAX_NUMEL="256")  # so that even these small matrices are stored as int6 (GPTQ)
+SMALL = dict(
+    PRESET="tiny",
+    NUM_LAYERS="3",
+    MODEL_DIM="32",
+    NUM_HEADS="2",
+    NUM_KV_HEADS="1",
+    LOOP_START="1",
+    LOOP_END="1",
+    PARALLEL_START="2",
+    ROPE_DIMS="8",
+    TRAIN_SEQ_LEN="64",
+    TRAIN_BATCH_TOKENS="512",
+    GRAD_ACCUM_STEPS="1",
+    ITERATIONS="12",
+    WARMUP_STEPS="2",
+    TRAIN_LOG_EVERY="4",
+    EVAL_STRIDE="32",
+    EVAL_BATCH_SEQS="64",
+    GPTQ_CALIB_BATCHES="2",
+    VAL_MAX_TOKENS="4096",
+    LOOP_START_FRAC="0.5",
+    PASSTHROUGH_MAX_NUMEL="256",
+)  # so that even these small matrices are stored as int6 (GPTQ)
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +65,14 @@ def dataset(tmp_path_factory) -> dict[str, str]:
 
 
 def run_inprocess(dataset, tmp_path, **over) -> tuple[str, Path]:
-    env = {**SMALL, **dataset, "LOG_DIR": str(tmp_path / "logs"), "RUN_ID": "r",
-           "ARTIFACT_PATH": str(tmp_path / "art" / "r.pgz"), **{k: str(v) for k, v in over.items()}}
+    env = {
+        **SMALL,
+        **dataset,
+        "LOG_DIR": str(tmp_path / "logs"),
+        "RUN_ID": "r",
+        "ARTIFACT_PATH": str(tmp_path / "art" / "r.pgz"),
+        **{k: str(v) for k, v in over.items()},
+    }
     tg.run(tg.Hyperparameters.from_env(env), tg.Dist())
     return (tmp_path / "logs" / "r.txt").read_text(), tmp_path / "art" / "r.pgz"
 
@@ -73,43 +97,43 @@ def metric(log: str, key: str, field: str = "val_loss") -> float:
     ({"TTT_MODE": "both"}, "TTT_MODE='both'"),
 ])  # fmt: skip
 def test_bad_config_names_the_variable(env, needle):
-    with pytest.raises(ValueError) as e:
+    with pytest.raises(tg.UserError) as e:
         tg.Hyperparameters.from_env({"PRESET": "tiny", **env})
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
 def test_config_is_frozen_and_env_overrides_the_preset():
     h = tg.Hyperparameters.from_env({"PRESET": "tiny", "MODEL_DIM": "96", "LOGIT_SOFTCAP": "15"})
-    assert h.model_dim == 96 and h.logit_softcap == 15.0 and h.num_layers == 4
+    assert h.model.model_dim == 96 and h.model.logit_softcap == 15.0 and h.model.num_layers == 4
     with pytest.raises(dataclasses.FrozenInstanceError):
-        h.model_dim = 1  # type: ignore[misc]
+        h.model.model_dim = 1  # type: ignore[misc]
 
 
 def test_batch_that_does_not_split_evenly_is_refused():
     h = tg.Hyperparameters.from_env({"PRESET": "tiny", "TRAIN_BATCH_TOKENS": "1000"})
-    with pytest.raises(ValueError, match="TRAIN_BATCH_TOKENS=1000 does not split evenly"):
+    with pytest.raises(tg.UserError, match="TRAIN_BATCH_TOKENS=1000 does not split evenly"):
         tg.grad_accum_steps(h, tg.Dist())
     h = tg.Hyperparameters.from_env({"PRESET": "tiny"})
     assert tg.grad_accum_steps(h, tg.Dist()) == 8 and tg.grad_accum_steps(h, tg.Dist(world_size=8)) == 1
 
 
 def test_missing_shards_and_small_vocab_are_refused(tmp_path, dataset):
-    with pytest.raises(FileNotFoundError, match="fineweb_val_"):
+    with pytest.raises(tg.ShardError, match="fineweb_val_"):
         run_inprocess({**dataset, "DATA_PATH": str(tmp_path)}, tmp_path)
-    with pytest.raises(ValueError, match="VOCAB_SIZE=512 is smaller"):
+    with pytest.raises(tg.UserError, match="VOCAB_SIZE=512 is smaller"):
         run_inprocess(dataset, tmp_path / "vocab", VOCAB_SIZE=512)
 
 
 def test_a_reused_run_id_is_refused_and_its_log_kept(tmp_path, dataset):
     (tmp_path / "logs").mkdir()
     (tmp_path / "logs" / "r.txt").write_text("an earlier run")
-    with pytest.raises(ValueError, match="RUN_ID=r: .* already exists"):
+    with pytest.raises(tg.UserError, match="RUN_ID=r: .* already exists"):
         run_inprocess(dataset, tmp_path)
     assert (tmp_path / "logs" / "r.txt").read_text() == "an earlier run"
 
 
 def test_val_split_shorter_than_one_sequence_is_refused(dataset, tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(tg.UserError):
         run_inprocess(dataset, tmp_path, VAL_MAX_TOKENS=10)
 
 
@@ -154,7 +178,7 @@ def test_loader_wraps_around_and_restores_state(dataset):
 def small_setup(dataset, **over):
     h = tg.Hyperparameters.from_env({**SMALL, **dataset, **over})
     torch.manual_seed(h.seed)
-    model = tg.build_model(h.model_config())
+    model = tg.build_model(h.model)
     opts = tg.build_optimizers(model, h, tg.Dist())
     loader = tg.DistributedTokenLoader(os.path.join(h.data_path, "fineweb_train_*.bin"), 0, 1, torch.device("cpu"))
     return h, model, opts, loader
@@ -223,9 +247,21 @@ def test_end_to_end_run_learns_exports_and_round_trips(dataset, tmp_path):
     assert len(losses) >= 3 and losses[-1] < losses[0] - 0.5, losses
     source = (REPO / "train_gpt.py").read_text()
     assert source in log and log.startswith("==== train_gpt.py source sha256:")
-    for key in ("run_id:r", "world_size:1 grad_accum_steps:1", "model_params:", "final_float_exact",
-                "gptq_calibration_time:", "under_limit:1", "final_int6_roundtrip_exact", "pre_ema",
-                "final_int6_sliding_window_exact", "val_targets:", "eval_time_total:", "recurrence_on", "run_complete"):
+    for key in (
+        "run_id:r",
+        "world_size:1 grad_accum_steps:1",
+        "model_params:",
+        "final_float_exact",
+        "gptq_calibration_time:",
+        "under_limit:1",
+        "final_int6_roundtrip_exact",
+        "pre_ema",
+        "final_int6_sliding_window_exact",
+        "val_targets:",
+        "eval_time_total:",
+        "recurrence_on",
+        "run_complete",
+    ):
         assert key in log, key
     assert artifact.is_file() and artifact.with_suffix(".ckpt.pt").is_file()
     assert not [p for p in artifact.parent.iterdir() if ".tmp" in p.name]
@@ -247,12 +283,23 @@ def test_seeded_cpu_run_is_bitwise_repeatable(dataset, tmp_path):
 
 
 def launch(dataset, tmp_path, nproc: int | None, **over) -> subprocess.Popen:
-    env = {**os.environ, **SMALL, **dataset, "LOG_DIR": str(tmp_path / "logs"), "RUN_ID": "r", "OMP_NUM_THREADS": "1",
-           "ARTIFACT_PATH": str(tmp_path / "art" / "r.pgz"), **{k: str(v) for k, v in over.items()}}
+    env = {
+        **os.environ,
+        **SMALL,
+        **dataset,
+        "LOG_DIR": str(tmp_path / "logs"),
+        "RUN_ID": "r",
+        "OMP_NUM_THREADS": "1",
+        "ARTIFACT_PATH": str(tmp_path / "art" / "r.pgz"),
+        **{k: str(v) for k, v in over.items()},
+    }
     script = str(REPO / "train_gpt.py")
     tmp_path.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, script] if nproc is None else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script]
+    cmd = (
+        [sys.executable, script]
+        if nproc is None
+        else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script]
+    )
     return subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -296,5 +343,5 @@ def test_a_tokenizer_other_than_the_datasets_is_refused(dataset, tmp_path):
     (data / "manifest.json").write_text(json.dumps({"tokenizer": {"sha256": sha}}))
     tg.check_tokenizer_matches_data(str(official), str(data))  # the right one passes
     wrong = shared_path("tokenizers", "wrong_fineweb_1024_bpe.model")  # same vocab size, other content
-    with pytest.raises(ValueError, match="is not the tokenizer the shards"):
+    with pytest.raises(tg.UserError, match="is not the tokenizer the shards"):
         run_inprocess({**dataset, "DATA_PATH": str(data), "TOKENIZER_PATH": str(wrong)}, tmp_path)
