@@ -8,6 +8,7 @@ export manifest and progress lines.
 
 from __future__ import annotations
 
+import argparse
 import glob
 import hashlib
 import json
@@ -60,6 +61,50 @@ def shard_name(split: str, index: int) -> str:
 
 def split_files(folder: Path, split: str) -> list[Path]:
     return sorted(folder.glob(VAL_GLOB if split == "val" else TRAIN_GLOB))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# command lines
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def tool_parser(doc: str) -> argparse.ArgumentParser:
+    """A tool's parser: the first line of its docstring as description, the rest (usage examples) as epilog."""
+    first, _, rest = doc.partition("\n")
+    return argparse.ArgumentParser(description=first, epilog=rest, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_docs_args(p: argparse.ArgumentParser, required: bool) -> None:
+    """--docs, --format, --blocks, --on-bad-line: how tokenizer.py, export.py and sample.py read documents."""
+    p.add_argument(
+        "--docs",
+        nargs="+",
+        required=required,
+        default=[],
+        help="documents: .jsonl files (a `text` "
+        "field per line), text files (one document per file, or per blank-line block with --blocks), "
+        "folders or globs",
+    )
+    p.add_argument(
+        "--format",
+        choices=("auto", "jsonl", "text"),
+        default="auto",
+        help="input format (auto: by extension, .jsonl/.json are JSON lines)",
+    )
+    p.add_argument("--blocks", action="store_true", help="text files hold one document per blank-line block")
+    p.add_argument(
+        "--on-bad-line",
+        choices=("stop", "skip"),
+        default="stop",
+        help="a malformed JSON line: stop with its line number (default) or skip it with a warning",
+    )
+
+
+def check_counts(**flags: int) -> None:
+    """Refuse a negative count flag (--max-docs=-1 ...), naming it; 0 means 'all' / 'default' everywhere."""
+    for name, value in flags.items():
+        if value < 0:
+            raise DataError(f"--{name.replace('_', '-')} {value} must be >= 0 (0 = all)")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -243,11 +243,7 @@ def download(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        epilog=__doc__.split("\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = dl.tool_parser(__doc__)
     p.add_argument("train_shards_positional", nargs="?", type=int, help=argparse.SUPPRESS)  # the official spelling
     p.add_argument(
         "--variant", default="sp1024", help="sp<VOCAB_SIZE> or byte260, as the manifest lists them (default sp1024)"

@@ -187,8 +187,7 @@ def check_settings(val_docs: int | None, shard_tokens: int, threads: int, out: P
         )
     if not 0 < shard_tokens < 2**31:
         raise dl.DataError(f"--shard-tokens {shard_tokens} must be in [1, 2^31 - 1]")
-    if threads < 0:
-        raise dl.DataError(f"--threads {threads} must be >= 0 (0 = all cores)")
+    dl.check_counts(threads=threads)
     if out.exists() and not out.is_dir():
         raise dl.DataError(f"--out {out}: is a file, not a folder")
 
@@ -303,18 +302,8 @@ def export(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        epilog=__doc__.split("\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--docs",
-        nargs="+",
-        default=[],
-        help="documents: .jsonl files (a `text` field per line), text "
-        "files (one document per file, or per blank-line block with --blocks), folders or globs",
-    )
+    p = dl.tool_parser(__doc__)
+    dl.add_docs_args(p, required=False)
     p.add_argument("inputs", nargs="*", help=argparse.SUPPRESS)  # the older spelling of --docs
     p.add_argument("--tokenizer", type=Path, required=True, help="SentencePiece .model file")
     p.add_argument("--out", type=Path, required=True, help="output folder for the shards and manifest.json")
@@ -331,19 +320,6 @@ def build_parser() -> argparse.ArgumentParser:
         "docs_selected.jsonl: keep every document, follow and check its sidecar",
     )
     p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard (default 10^8)")
-    p.add_argument(
-        "--format",
-        choices=("auto", "jsonl", "text"),
-        default="auto",
-        help="input format (auto: by extension, .jsonl/.json are JSON lines)",
-    )
-    p.add_argument("--blocks", action="store_true", help="text files hold one document per blank-line block")
-    p.add_argument(
-        "--on-bad-line",
-        choices=("stop", "skip"),
-        default="stop",
-        help="what to do with a malformed JSON line: stop with its line number (default) or skip it with a warning",
-    )
     p.add_argument("--threads", type=int, default=0, help="encoder threads (0 = all cores)")
     p.add_argument(
         "--copy-tokenizer", action="store_true", help=f"also copy the tokenizer to <out>/{TOKENIZER_COPY_NAME}"

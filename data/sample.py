@@ -69,21 +69,14 @@ def build_sample(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        epilog=__doc__.split("\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--docs", nargs="+", required=True, help="documents: .jsonl files, text files, folders or globs")
+    p = dl.tool_parser(__doc__)
+    dl.add_docs_args(p, required=True)
     p.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="output folder (default data/sample, which PRESET=tiny reads)"
     )
     p.add_argument("--vocab-size", type=int, default=1024, help="tokenizer vocabulary (default 1024)")
     p.add_argument("--val-docs", type=int, default=100, help="first N documents form the val split (default 100)")
     p.add_argument("--shard-tokens", type=int, default=DEFAULT_SHARD_TOKENS, help="tokens per shard (default 2^17)")
-    p.add_argument("--format", choices=("auto", "jsonl", "text"), default="auto", help="input format")
-    p.add_argument("--blocks", action="store_true", help="text files hold one document per blank-line block")
-    p.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop", help="malformed JSON lines")
     p.add_argument("--overwrite", action="store_true", help="rebuild a dataset already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p

@@ -149,24 +149,10 @@ def check(path: Path, data: str | None = None, max_docs: int = 0, threads: int =
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        epilog=__doc__.split("\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--docs", nargs="+", help="documents: .jsonl files (a `text` field per line), text files, folders or globs"
-    )
+    p = dl.tool_parser(__doc__)
+    dl.add_docs_args(p, required=False)
     p.add_argument("--out", type=Path, help="output .model path (its .vocab is written beside it)")
     p.add_argument("--vocab-size", type=int, default=1024, help="vocabulary size (default 1024)")
-    p.add_argument(
-        "--format",
-        choices=("auto", "jsonl", "text"),
-        default="auto",
-        help="input format (auto: by extension, .jsonl/.json are JSON lines)",
-    )
-    p.add_argument("--blocks", action="store_true", help="text files hold one document per blank-line block")
-    p.add_argument("--on-bad-line", choices=("stop", "skip"), default="stop", help="malformed JSON lines")
     p.add_argument(
         "--skip-docs",
         type=int,
@@ -194,9 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for flag, value in (("--skip-docs", args.skip_docs), ("--max-docs", args.max_docs), ("--threads", args.threads)):
-        if value < 0:
-            raise dl.DataError(f"{flag} {value} must be >= 0")
+    dl.check_counts(skip_docs=args.skip_docs, max_docs=args.max_docs, threads=args.threads)
     if args.check:
         print(check(args.check, args.data, args.max_docs, args.threads))
         return 0

@@ -304,9 +304,7 @@ def verify(
         raise dl.DataError(
             f"{folder}: " + ("is a file, not a dataset folder" if folder.exists() else "no such dataset folder")
         )
-    for flag, value in (("--max-docs", max_docs), ("--threads", threads)):
-        if value < 0:
-            raise dl.DataError(f"{flag} {value} must be >= 0 (0 = all)")
+    dl.check_counts(max_docs=max_docs, threads=threads)
     report = Report(echo=echo)
     progress = dl.Progress("verify", enabled=echo)
     exp = expected_from_manifests(folder, report)
@@ -323,11 +321,7 @@ def verify(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        epilog=__doc__.split("\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = dl.tool_parser(__doc__)
     p.add_argument("folder", type=Path, help="dataset folder holding fineweb_{val,train}_*.bin")
     p.add_argument(
         "--tokenizer",

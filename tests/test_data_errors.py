@@ -155,8 +155,8 @@ def test_vocab_larger_than_the_text_supports_is_refused_with_the_largest(docs40,
         (["--vocab-size", "70000"], "--vocab-size 70000 is too large: shards store uint16 ids, so at most 65536"),
         (["--vocab-size", "200"], "--vocab-size 200 is too small: byte fallback alone needs 256 + 4 special ids"),
         (["--skip-docs", "40"], "--skip-docs 40 leaves no documents to train on in {docs}; lower it"),
-        (["--skip-docs", "-1"], "--skip-docs -1 must be >= 0"),
-        (["--threads", "-2"], "--threads -2 must be >= 0"),
+        (["--skip-docs", "-1"], "--skip-docs -1 must be >= 0 (0 = all)"),
+        (["--threads", "-2"], "--threads -2 must be >= 0 (0 = all)"),
         (["--out", "{tmp}/t.bin"], "--out {tmp}/t.bin: the file name must end in .model"),
     ],
 )
@@ -187,7 +187,7 @@ def test_export_val_docs_zero_and_other_flags(docs40, tmp_path, capsys):
         "add documents"
     )
     msg = refused(tmp_path, capsys, ex.main, [*base, "--out", str(out), "--threads", "-1"])
-    assert msg == "--threads -1 must be >= 0 (0 = all cores)"
+    assert msg == "--threads -1 must be >= 0 (0 = all)"
     msg = refused(tmp_path, capsys, ex.main, [*base, "--out", str(out), "--shard-tokens", "0"])
     assert msg == "--shard-tokens 0 must be in [1, 2^31 - 1]"
     msg = refused(tmp_path, capsys, ex.main, [*base, "--out", str(docs40)])
