@@ -121,7 +121,7 @@ def load_tokenizer(path: str | os.PathLike, label: str | None = None):
     path = Path(path)
     label = label or str(path)
     if not path.is_file():
-        raise DataError(f"{label}: no such tokenizer file (pass --tokenizer PATH to a SentencePiece .model)")
+        raise DataError(f"{label}: no such tokenizer file (give the path of a SentencePiece .model)")
     sp = spm.SentencePieceProcessor()
     try:
         sp.load(str(path))

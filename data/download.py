@@ -147,6 +147,8 @@ def plan(
     tokenizer files), in the official script's order."""
     name = dataset_name(variant)
     datasets = manifest.get("datasets") or []
+    if not isinstance(datasets, list) or not all(isinstance(d, dict) for d in datasets):
+        raise dl.DataError(f"{source}: 'datasets' is not a list of objects (not a parameter-golf manifest?)")
     entry = next((d for d in datasets if d.get("name") == name), None)
     if entry is None:
         names = ", ".join(str(d.get("name")) for d in datasets) or "none"
@@ -158,7 +160,8 @@ def plan(
         raise dl.DataError(f"{source}: dataset {name} lacks stats.files_val / stats.files_train") from None
     if train_shards > n_train:
         raise dl.DataError(f"--train-shards {train_shards}: {name} has only {n_train} train shards")
-    tok = next((t for t in manifest.get("tokenizers") or [] if t.get("name") == entry.get("tokenizer_name")), None)
+    tokenizers = manifest.get("tokenizers") or []
+    tok = next((t for t in tokenizers if isinstance(t, dict) and t.get("name") == entry.get("tokenizer_name")), None)
     if tok is None or not any(tok.get(k) for k in TOKENIZER_KEYS):
         raise dl.DataError(
             f"{source}: tokenizer {entry.get('tokenizer_name')!r} of {name} is not listed with a "

@@ -300,6 +300,11 @@ def check_val_text(
 def verify(
     folder: Path, tokenizer: Path | None = None, max_docs: int = 0, threads: int = 0, echo: bool = True
 ) -> Report:
+    if tokenizer is not None and not tokenizer.is_file():
+        raise dl.DataError(
+            f"--tokenizer {tokenizer}: no such file (give the SentencePiece .model the shards were made "
+            "with, or leave it out to use <folder>/tokenizer.model or the manifest's)"
+        )
     if not folder.is_dir():
         raise dl.DataError(
             f"{folder}: " + ("is a file, not a dataset folder" if folder.exists() else "no such dataset folder")

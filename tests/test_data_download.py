@@ -316,6 +316,19 @@ def test_manifest_and_flag_errors(mirror, tmp_path, capsys, argv, needle):
     assert {k: after[k] for k in before} == before and set(after) <= {*before, "manifest.json"}
 
 
+def test_malformed_manifest(mirror, tmp_path, capsys):
+    bad = tmp_path / "mirror"
+    shutil.copytree(mirror, bad)
+    (bad / "manifest.json").write_text(json.dumps({"datasets": {"name": NAME}}))
+    code, err = run(["--base-url", str(bad), "--out", str(tmp_path / "d"), "0"], capsys)
+    assert code == 2 and err == (
+        f"error: {bad.as_uri()}/manifest.json: 'datasets' is not a list of objects (not a parameter-golf manifest?)\n"
+    )
+    (bad / "manifest.json").write_text("[1, 2]")
+    code, err = run(["--base-url", str(bad), "--out", str(tmp_path / "d"), "0"], capsys)
+    assert code == 2 and "expected a JSON object with datasets and tokenizers" in err
+
+
 def test_unreachable_source_and_out_a_file(tmp_path, capsys):
     code, err = run(["--base-url", str(tmp_path / "nope"), "--out", str(tmp_path / "d")], capsys)
     assert code == 2 and "no such folder" in err

@@ -275,6 +275,8 @@ def test_sample_refuses_before_training(docs40, tmp_path, capsys, argv, want):
 def test_verify_flag_errors(val_dir, tmp_path, capsys):
     msg = refused(tmp_path, capsys, vf.main, [str(val_dir), "--max-docs", "-1"])
     assert msg == "--max-docs -1 must be >= 0 (0 = all)"
+    msg = refused(tmp_path, capsys, vf.main, [str(val_dir), "--tokenizer", str(tmp_path / "no.model")])
+    assert msg.startswith(f"--tokenizer {tmp_path / 'no.model'}: no such file")
     f = tmp_path / "file.txt"
     f.write_text("x")
     assert refused(tmp_path, capsys, vf.main, [str(f)]) == f"{f}: is a file, not a dataset folder"
