@@ -84,7 +84,7 @@ def print_report(report: dict, blob: bytes, h: tg.Hyperparameters, calib_s: floa
         )
     sizes = tg.size_report(len(blob), (ROOT / "train_gpt.py").read_text(encoding="utf-8"), h.code_policy)
     log(
-        f"gptq_calibration_time:{calib_s:.2f}s gptq_quantize_time:{report['gptq_seconds']:.2f}s "
+        f"gptq_calibration_time:{calib_s:.2f}s quantize_time:{report['quantize_seconds']:.2f}s "
         f"params:{report['params']} bytes_per_param:{len(blob) / max(report['params'], 1):.4f}"
     )
     log(
@@ -100,7 +100,7 @@ def quantize_cmd(a: argparse.Namespace) -> None:
     d = tg.Dist(device=tk.pick_device(a.device))
     loaded, h = load_float(a, d.device)
     hessians, calib_s = hessians_for(loaded.model.to(d.device), h, d)
-    blob, report = tg.build_artifact(loaded.state, tg.param_roles(loaded.model), h.model, h, hessians)
+    blob, report = tk.build_artifact(loaded.state, tg.param_roles(loaded.model), h.model, h, hessians)
     tg.atomic_write_bytes(a.output, blob)
     log(f"wrote {a.output} ({len(blob)} bytes, {h.compressor}-{h.compress_level})")
     print_report(report, blob, h, calib_s)
@@ -214,7 +214,7 @@ def fit_cmd(a: argparse.Namespace) -> None:
             clip_k_embed=h.clip_k_embed * mult,
         )
         hh.validate()
-        blob, report = tg.build_artifact(state, roles, hh.model, hh, hessians)
+        blob, report = tk.build_artifact(state, roles, hh.model, hh, hessians)
         log(
             f"  int{mb}/int{eb} k x{mult:.4f}: model {len(blob)} bytes, total {len(blob) + code} "
             f"({'fits' if len(blob) <= budget else 'over'}), proxy {proxy(report):.4e}"

@@ -9,8 +9,10 @@ import this module; none keeps a copy of it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +104,13 @@ def settings(recorded: dict | None = None, flags: dict[str, object] | None = Non
     return code.Hyperparameters.from_env(merged)
 
 
+def preset(name: str, **overrides: object):
+    """A preset's settings with some fields changed, ignoring the environment (tests and benchmarks)."""
+    return tg.Hyperparameters.from_env(
+        {"PRESET": name, "RUN_ID": "x", **{k.upper(): str(v) for k, v in overrides.items()}}
+    )
+
+
 def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: torch sees no CUDA device")
@@ -166,3 +175,41 @@ def load_model(artifact: str | None = None, checkpoint: str | None = None, code=
         )
     model.load_state_dict(state, strict=True)
     return Loaded(model.eval(), config, recorded, state)
+
+
+# =====================================================================================================================
+# REPORTS: what an export did, tensor by tensor and role by role
+# =====================================================================================================================
+
+
+def build_artifact(state: dict, roles: dict, cfg, h, hessians: dict | None = None) -> tuple[bytes, dict]:
+    """train_gpt's export plus a report: per tensor (bits, k, method, relative weight error, output error on the
+    calibration inputs where a Hessian is known), per role (sums and parameter-weighted errors), model bytes."""
+    t0 = time.perf_counter()
+    blob, entries = tg.build_artifact(state, roles, cfg, h, hessians)
+    seconds, hessians = time.perf_counter() - t0, hessians or {}
+    tensors = {}
+    for e in entries:
+        m = e["meta"]
+        r = tensors[m["name"]] = {"role": m["role"], "store": m["store"], "params": math.prod(m["shape"])}
+        if m["store"] == "q":
+            w, w_hat, H = state[m["name"]].float(), tg.dequantize_entry(e).float(), hessians.get(m["name"])
+            err = float((w - w_hat).square().sum() / w.square().sum().clamp_min(1e-30))
+            r.update(bits=m["bits"], k=m["k"], method=m["method"], lqer=m.get("lqer", 0), rel_mse=err)
+            if H is not None:
+                r["hess_err"] = tg.hessian_error(w.to(H.device), w_hat.to(H.device), H)
+    by_role = {}
+    for role in dict.fromkeys(e["meta"]["role"] for e in entries):
+        es = [e for e in entries if e["meta"]["role"] == role]
+        rs = [tensors[e["meta"]["name"]] for e in es]
+        params = sum(r["params"] for r in rs)
+        by_role[role] = {
+            "tensors": len(es),
+            "params": params,
+            "stored_bytes": sum(t.numel() * t.element_size() for e in es for _, t in tg._entry_parts(e)),
+            "rel_mse": sum(r.get("rel_mse", 0.0) * r["params"] for r in rs) / max(params, 1),
+            **{k: "/".join(sorted({str(r[k]) for r in rs if k in r})) or "-" for k in ("bits", "k", "method", "store")},
+        }
+    report = {"tensors": tensors, "roles": by_role, "model_bytes": len(blob), "compressor": h.compressor}
+    report.update(params=sum(r["params"] for r in by_role.values()), quantize_seconds=seconds)
+    return blob, report

@@ -56,77 +56,25 @@ class UserError(Exception):
     Every other exception is a bug and keeps its traceback."""
 
 
-PRESETS: dict[str, dict[str, object]] = {
-    # The strongest known design under the rules (SPEC section 4): the library defaults below.
-    "frontier": {},
+# Each preset is a set of environment settings that the variables of a run override.
+PRESETS: dict[str, str] = {
+    # The strongest known design under the rules (SPEC section 4): the defaults below.
+    "frontier": "",
     # 3 unique parallel blocks looped 8 times in training, 12 at evaluation.
-    "seed": dict(
-        num_layers=3, loop_start=0, loop_end=2, num_loops=8, eval_loops=12, parallel_start=0, loop_start_frac=0.0
-    ),
+    "seed": "NUM_LAYERS=3 LOOP_START=0 LOOP_END=2 NUM_LOOPS=8 EVAL_LOOPS=12 PARALLEL_START=0 LOOP_START_FRAC=0",
     # The challenge's 1.2244 baseline: every frontier feature off.
-    "baseline": dict(
-        vocab_size=1024,
-        num_layers=9,
-        mlp_mult=2.0,
-        mlp_act="relu2",
-        qk_gain_init=1.5,
-        rope_dims=0,
-        ln_scale=0,
-        skip_gates=0,
-        xsa=0,
-        smear_gate=0,
-        attn_out_gate=0,
-        num_loops=1,
-        parallel_start=-1,
-        train_seq_len=1024,
-        train_batch_tokens=524_288,
-        muon_polar_express=0,
-        muon_eq_r=0,
-        muon_wd=0.0,
-        muon_momentum=0.95,
-        muon_momentum_warmup_start=0.85,
-        muon_momentum_warmup_steps=500,
-        matrix_lr=0.04,
-        tied_embed_lr=0.05,
-        scalar_lr=0.04,
-        grad_clip_norm=0.0,
-        ema_decay=0.0,
-        warmdown_frac=0.0,
-        warmdown_iters=1200,
-        min_lr=0.0,
-        quant_matrix_bits=8,
-        quant_embed_bits=8,
-        gptq=0,
-        compressor="zlib",
-    ),
+    "baseline": "VOCAB_SIZE=1024 NUM_LAYERS=9 MLP_MULT=2 MLP_ACT=relu2 QK_GAIN_INIT=1.5 ROPE_DIMS=0 LN_SCALE=0 "
+    "SKIP_GATES=0 XSA=0 SMEAR_GATE=0 ATTN_OUT_GATE=0 NUM_LOOPS=1 PARALLEL_START=-1 TRAIN_SEQ_LEN=1024 "
+    "TRAIN_BATCH_TOKENS=524288 MUON_POLAR_EXPRESS=0 MUON_EQ_R=0 MUON_WD=0 MUON_MOMENTUM=0.95 "
+    "MUON_MOMENTUM_WARMUP_START=0.85 MUON_MOMENTUM_WARMUP_STEPS=500 MATRIX_LR=0.04 TIED_EMBED_LR=0.05 SCALAR_LR=0.04 "
+    "GRAD_CLIP_NORM=0 EMA_DECAY=0 WARMDOWN_FRAC=0 WARMDOWN_ITERS=1200 MIN_LR=0 QUANT_MATRIX_BITS=8 "
+    "QUANT_EMBED_BITS=8 GPTQ=0 COMPRESSOR=zlib",
     # A CPU-sized model for smoke runs, tests and the sample dataset (vocab 1024).
-    "tiny": dict(
-        vocab_size=1024,
-        num_layers=4,
-        model_dim=64,
-        num_heads=4,
-        num_kv_heads=2,
-        mlp_mult=2.0,
-        loop_start=1,
-        loop_end=2,
-        num_loops=2,
-        parallel_start=2,
-        rope_dims=8,
-        train_seq_len=128,
-        train_batch_tokens=4096,
-        iterations=200,
-        max_wallclock_seconds=0.0,
-        warmup_steps=2,
-        val_loss_every=0,
-        train_log_every=20,
-        eval_batch_seqs=16,
-        muon_momentum_warmup_steps=50,
-        ema_decay=0.97,
-        gptq_calib_batches=4,
-        passthrough_max_numel=2048,
-        data_path="./data/sample",
-        tokenizer_path="./data/sample/tokenizer.model",
-    ),
+    "tiny": "VOCAB_SIZE=1024 NUM_LAYERS=4 MODEL_DIM=64 NUM_HEADS=4 NUM_KV_HEADS=2 MLP_MULT=2 LOOP_START=1 LOOP_END=2 "
+    "NUM_LOOPS=2 PARALLEL_START=2 ROPE_DIMS=8 TRAIN_SEQ_LEN=128 TRAIN_BATCH_TOKENS=4096 ITERATIONS=200 "
+    "MAX_WALLCLOCK_SECONDS=0 WARMUP_STEPS=2 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=20 EVAL_BATCH_SEQS=16 "
+    "MUON_MOMENTUM_WARMUP_STEPS=50 EMA_DECAY=0.97 GPTQ_CALIB_BATCHES=4 PASSTHROUGH_MAX_NUMEL=2048 "
+    "DATA_PATH=./data/sample TOKENIZER_PATH=./data/sample/tokenizer.model",
 }
 
 
@@ -264,7 +212,8 @@ class Hyperparameters:
         preset = env.get("PRESET", "frontier")
         if preset not in PRESETS:
             raise UserError(f"PRESET={preset!r} is unknown; choose one of {', '.join(PRESETS)}")
-        values: dict[str, object] = {"preset": preset, **PRESETS[preset]}
+        env = {**dict(kv.split("=", 1) for kv in PRESETS[preset].split()), **env}
+        values: dict[str, object] = {"preset": preset}
         for f, _ in setting_fields():
             name = f.name.upper()
             if name in env and f.name != "preset":
@@ -1444,10 +1393,10 @@ def quantize_state_dict(
     roles: dict[str, str],
     h: Hyperparameters,
     hessians: dict[str, torch.Tensor] | None = None,
-) -> tuple[list[dict], dict]:
+) -> list[dict]:
     """Quantise per role (SDClip RTN; GPTQ where a Hessian is given and GPTQ=1; LQER on the LQER_TOP worst matrices)
-    into storage entries in stream order plus a report. The tied embedding is also the input lookup, so GPTQ replaces
-    RTN there only if it lowers output error + plain weight error (each relative to RTN's)."""
+    into storage entries in stream order. The tied embedding is also the input lookup, so GPTQ replaces RTN there
+    only if it lowers output error + plain weight error (each relative to RTN's)."""
     missing = sorted(set(roles) - set(state_dict))
     if missing:
         raise ArtifactError(
@@ -1455,7 +1404,7 @@ def quantize_state_dict(
             "the checkpoint does not match the model config"
         )
     hessians = hessians or {}
-    entries, floats, gptq_s = [], {}, 0.0
+    entries, floats = [], {}
     for name in sorted(state_dict, key=lambda n: (STORE_ORDER.index(roles.get(n, "buffer")), n)):
         t, role = state_dict[name].detach(), roles.get(name, "buffer")
         meta = {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "role": role}
@@ -1471,34 +1420,15 @@ def quantize_state_dict(
         scale = sdclip_scale(w, k, bits)
         q, method = quantize_rtn(w, scale, bits), "rtn"
         if H is not None and h.gptq:
-            t0 = time.perf_counter()
             qg = gptq_quantize(w.to(H.device), H, scale, bits, h.gptq_block, h.gptq_damp).to(w.device)
-            gptq_s += time.perf_counter() - t0
             if role != "embed" or _gptq_wins(w, q, qg, scale, H):
                 q, method = qg, "gptq"
-        entries.append(
-            {"meta": {**meta, "store": "q", "bits": bits, "k": k, "method": method}, "q": q.cpu(), "scale": scale.cpu()}
-        )
+        meta.update(store="q", bits=bits, k=k, method=method)
+        entries.append({"meta": meta, "q": q.cpu(), "scale": scale.cpu()})
         floats[name] = w
     if h.lqer_rank > 0:
         _add_lqer(entries, floats, h.lqer_rank, h.lqer_top)
-    report = {}
-    for e in entries:
-        m = e["meta"]
-        r = report[m["name"]] = {"role": m["role"], "store": m["store"], "params": math.prod(m["shape"])}
-        if m["store"] == "q":
-            w, H = floats[m["name"]], hessians.get(m["name"])
-            w_hat = dequantize_entry(e).to(w.device)
-            r.update(
-                bits=m["bits"],
-                k=m["k"],
-                method=m["method"],
-                lqer=m.get("lqer", 0),
-                rel_mse=float((w - w_hat).square().sum() / w.square().sum().clamp_min(1e-30)),
-            )
-            if H is not None:
-                r["hess_err"] = hessian_error(w.to(H.device), w_hat.to(H.device), H)
-    return entries, {"tensors": report, "gptq_seconds": gptq_s}
+    return entries
 
 
 def _gptq_wins(
@@ -1696,32 +1626,10 @@ def build_artifact(
     cfg: ModelConfig,
     h: Hyperparameters,
     hessians: dict | None = None,
-) -> tuple[bytes, dict]:
-    """Quantise a float state_dict and encode it; the report has per-tensor and per-role figures and model_bytes."""
-    entries, report = quantize_state_dict(state_dict, roles, h, hessians)
-    blob = encode_artifact(dataclasses.asdict(cfg), entries, h.compressor, h.compress_level)
-    roles_out = {}
-    for role in dict.fromkeys(e["meta"]["role"] for e in entries):
-        es = [e for e in entries if e["meta"]["role"] == role]
-        rs = [report["tensors"][e["meta"]["name"]] for e in es]
-        params = sum(r["params"] for r in rs)
-        roles_out[role] = {
-            "tensors": len(es),
-            "params": params,
-            "stored_bytes": sum(t.numel() * t.element_size() for e in es for _, t in _entry_parts(e)),
-            "rel_mse": sum(r.get("rel_mse", 0.0) * r["params"] for r in rs) / max(params, 1),
-            **{
-                key: "/".join(sorted({str(r[key]) for r in rs if key in r})) or "-"
-                for key in ("bits", "k", "method", "store")
-            },
-        }
-    report.update(
-        roles=roles_out,
-        model_bytes=len(blob),
-        compressor=h.compressor,
-        params=sum(a["params"] for a in roles_out.values()),
-    )
-    return blob, report
+) -> tuple[bytes, list[dict]]:
+    """Quantise a float state_dict and encode it: (artifact bytes, storage entries)."""
+    entries = quantize_state_dict(state_dict, roles, h, hessians)
+    return encode_artifact(dataclasses.asdict(cfg), entries, h.compressor, h.compress_level), entries
 
 
 def read_artifact(blob: bytes) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
@@ -2205,12 +2113,14 @@ def export_phase(base: GPT, h: Hyperparameters, d: Dist, source: bytes, log: Log
         calib_ms = 1000 * (synced_clock(d) - t0)
         log(f"gptq_calibration_time:{calib_ms:.0f}ms")
     if d.is_main:  # the other ranks wait at the barrier, then everyone reads the artifact back from disk
-        blob, report = build_artifact(state, param_roles(base), h.model, h, hessians)
+        blob, entries = build_artifact(state, param_roles(base), h.model, h, hessians)
         atomic_write_bytes(artifact_path, blob)
-        for role, r in report["roles"].items():
+        for role in dict.fromkeys(e["meta"]["role"] for e in entries):
+            ms = [e["meta"] for e in entries if e["meta"]["role"] == role]
+            how = {key: "/".join(sorted({str(m[key]) for m in ms if key in m})) or "-" for key in ("bits", "k")}
             log(
-                f"quant_role:{role} tensors:{r['tensors']} params:{r['params']} bits:{r['bits']} k:{r['k']} "
-                f"method:{r['method']} rel_mse:{r['rel_mse']:.3e}"
+                f"quant_role:{role} tensors:{len(ms)} params:{sum(math.prod(m['shape']) for m in ms)} "
+                f"bits:{how['bits']} k:{how['k']} method:{'/'.join(sorted({m.get('method', m['store']) for m in ms}))}"
             )
     if d.enabled:
         dist.barrier()

@@ -24,6 +24,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import toolkit as tk  # noqa: E402
 import train_gpt as tg  # noqa: E402 (after the path setup above)
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -44,15 +45,13 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    h = tg.Hyperparameters.make(
-        **{
-            **tg.PRESETS[args.preset],
-            "eval_seq_len": args.seq_len,
-            "eval_stride": args.stride,
-            "eval_batch_seqs": args.batch_seqs,
-            "ttt_chunk_tokens": 1024,
-            "ttt_lora_docs": 8,
-        }
+    h = tk.preset(
+        args.preset,
+        eval_seq_len=args.seq_len,
+        eval_stride=args.stride,
+        eval_batch_seqs=args.batch_seqs,
+        ttt_chunk_tokens=1024,
+        ttt_lora_docs=8,
     )
     d = tg.Dist(device=device)
     torch.manual_seed(0)

@@ -76,7 +76,7 @@ def quick_train(h: tg.Hyperparameters, steps: int, seed: int) -> torch.nn.Module
 def percentile_int8_entries(state: dict, roles: dict, h: tg.Hyperparameters) -> list[dict]:
     """The baseline's export: every quantised matrix int8, clipped per row at a fixed quantile of |w|."""
     hh = dataclasses.replace(h, quant_matrix_bits=8, quant_embed_bits=8, gptq=0, lqer_rank=0)
-    entries, _ = tg.quantize_state_dict(state, roles, hh)
+    entries = tg.quantize_state_dict(state, roles, hh)
     for e in entries:
         if e["meta"]["store"] == "q":
             w = state[e["meta"]["name"]].float()
@@ -186,8 +186,8 @@ def bench_exports(a: argparse.Namespace) -> None:
     def build(kinds: tuple[str, ...], name: str, **kw) -> tuple[dict, bytes]:
         hh = dataclasses.replace(h, quant_matrix_bits=6, compressor="zstd", compress_level=22, **kw)
         t0 = time.perf_counter()
-        blob, report = tg.build_artifact(state, roles, config, hh, hessians)
-        return score(name, blob, report["gptq_seconds"] if hh.gptq else time.perf_counter() - t0, kinds), blob
+        blob, report = tk.build_artifact(state, roles, config, hh, hessians)
+        return score(name, blob, report["quantize_seconds"] if hh.gptq else time.perf_counter() - t0, kinds), blob
 
     kinds = tuple(evals)
     t0 = time.perf_counter()
@@ -368,7 +368,7 @@ def bench_fullsize_codecs(a: argparse.Namespace) -> None:
     log("|---|---|---:|---:|---:|---:|")
     for label, samples in variants:
         gen = torch.Generator().manual_seed(a.seed)
-        entries, _ = tg.quantize_state_dict(synthetic_state(state, roles, samples, gen), roles, h)
+        entries = tg.quantize_state_dict(synthetic_state(state, roles, samples, gen), roles, h)
         floor = order0_bits(entries)
         for codec, level in CODECS:
             sizes, enc, blob = codec_sizes(h.model, entries, codec, level, a.offsets)

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from conftest import shared_path
 
+import toolkit as tk
 import train_gpt as tg
 
 VOCAB = 1024
@@ -39,7 +40,6 @@ def val() -> np.ndarray:
 
 def hparams(**kw) -> tg.Hyperparameters:
     base = dict(
-        tg.PRESETS["tiny"],
         eval_seq_len=32,
         eval_stride=8,
         eval_batch_seqs=8,
@@ -51,7 +51,7 @@ def hparams(**kw) -> tg.Hyperparameters:
         ttt_lora_lr=0.05,
         ttt_lora_rank=4,
     )
-    return tg.Hyperparameters.make(**{**base, **kw})
+    return tk.preset("tiny", **{**base, **kw})
 
 
 def tiny_model(seed: int = 0) -> nn.Module:

@@ -29,7 +29,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     """A tiny model (real architecture, tiny preset) saved as a float checkpoint and as an int6 artifact."""
     tok = shared_path("tokenizers", "fineweb_1024_bpe.model")
     root = tmp_path_factory.mktemp("eval_cli")
-    h = tg.Hyperparameters.make(**{**tg.PRESETS["tiny"], "eval_seq_len": SEQ, "eval_stride": 8, "gptq": 0})
+    h = tk.preset("tiny", eval_seq_len=SEQ, eval_stride=8, gptq=0)
     torch.manual_seed(0)
     model = tg.build_model(h.model)
     with torch.no_grad():
@@ -79,7 +79,7 @@ def in_process(files, mode: str, **kw) -> tg.EvalResult:
     model = tg.build_model(config)
     model.load_state_dict(state)
     model.eval().set_loops(config.eval_loops or config.num_loops)
-    h = tg.Hyperparameters.make(**{**tg.PRESETS["tiny"], "eval_seq_len": SEQ, **kw})
+    h = tk.preset("tiny", eval_seq_len=SEQ, **kw)
     tables = tg.build_byte_tables(spm.SentencePieceProcessor(model_file=files["tok"]), 1024)
     val = tg.prepare_val_tokens(tg.load_token_split(files["val"], 1024)[: MAX_TOKENS + 1], SEQ, False)
     fn = {"flat": tg.eval_flat, "sliding": tg.eval_sliding, "ttt": tg.eval_ttt}[mode]

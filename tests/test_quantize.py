@@ -115,7 +115,7 @@ def test_rtn_error_bounds(bits):
 
 
 def build(h, model, hessians=None):
-    return tg.build_artifact(model.state_dict(), tg.param_roles(model), h.model, h, hessians)
+    return tk.build_artifact(model.state_dict(), tg.param_roles(model), h.model, h, hessians)
 
 
 def test_artifact_roundtrip_loads_strictly_and_reserialises_byte_identically():
@@ -215,7 +215,7 @@ def test_rejects_config_mismatch_and_missing_tensors(blob_and_h):
     state = tiny_model(h).state_dict()
     del state["blocks.0.mlp.fc.weight"]
     with pytest.raises(tg.ArtifactError, match="blocks.0.mlp.fc.weight"):
-        tg.build_artifact(state, tg.param_roles(tiny_model(h)), h.model, h)
+        tk.build_artifact(state, tg.param_roles(tiny_model(h)), h.model, h)
 
 
 class _Boom:
@@ -282,7 +282,7 @@ def test_gptq_artifact_beats_rtn_on_real_model_hessians():
     for name, r in gptq["tensors"].items():
         if r.get("method") == "gptq" and r["role"] in ("attn", "mlp"):
             assert r["hess_err"] < rtn["tensors"][name]["hess_err"], name
-    assert gptq["roles"]["mlp"]["method"] == "gptq" and gptq["gptq_seconds"] > 0
+    assert gptq["roles"]["mlp"]["method"] == "gptq" and gptq["quantize_seconds"] > 0
 
 
 def test_lqer_lowers_error_of_worst_matrices():
