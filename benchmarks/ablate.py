@@ -396,11 +396,13 @@ def read_summary(log: Path) -> dict | None:
     return summary if isinstance(summary, dict) and summary.get("scores") else None
 
 
-def check_not_stale(run: Run, summary: dict) -> None:
-    """A finished log is reused only if it ran the settings the spec asks for now."""
+def check_not_stale(run: Run, summary: dict, spec: Spec) -> None:
+    """A finished log is reused only if it ran the settings the spec asks for now. The paths inside OUT (logs,
+    artifacts, prepared data) may differ: the folder may have moved, and the prepared data is checked by its stamp."""
     old = summary.get("config", {})
+    moved = {"log_dir", "artifact_path"} | ({"data_path"} if spec.prepare else set())
     for key, value in run.config.items():
-        if key in old and old[key] != value:
+        if key in old and old[key] != value and key not in moved:
             raise UserError(
                 f"{run.log} ran {key.upper()}={old[key]!r} but the spec now asks {value!r}: use a new "
                 "--out, or move that log away to run it again"
@@ -459,7 +461,7 @@ def execute(runs: list[Run], spec: Spec) -> list[Run]:
     for run in runs:
         summary = read_summary(run.log)
         if summary is not None:
-            check_not_stale(run, summary)
+            check_not_stale(run, summary, spec)
         else:
             todo.append(run)
     say(
@@ -575,13 +577,15 @@ def render(report: dict) -> str:
     if report["description"]:
         lines += [report["description"], ""]
     budget = report["max_wallclock_seconds"]
+    budget = f"budget {budget:g} s" if budget else f"no time budget, {report['iterations']} steps"
+    shas = report["source_sha256"]
+    code = (
+        f"{shas[0][:12]} (every run)" if len(shas) == 1 else "differs between runs: " + ", ".join(x[:12] for x in shas)
+    )
     lines += [
         f"Spec `{report['spec_file']}`; data `{report['data_path']}` ({report['val_targets']:,} val targets, "
-        f"{report['val_bytes']:,} bytes); budget {budget:g} s (ITERATIONS {report['iterations']}); "
-        f"score: {', '.join(report['final'])}.",
-        "train_gpt.py sha256 " + (f"{report['source_sha256'][0][:12]} (every run)" if len(report["source_sha256"]) == 1
-                                  else f"differs between runs: {', '.join(x[:12] for x in report['source_sha256'])}")
-        + ".",
+        f"{report['val_bytes']:,} bytes); {budget}; score: {', '.join(report['final'])}.",
+        f"train_gpt.py sha256 {code}.",
         "",
         f"| variant | n | final bpb (mean ± std) | Δ vs {ref} | p | steps | tokens/s | total bytes | GPTQ calib |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
