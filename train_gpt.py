@@ -61,19 +61,20 @@ PRESETS: dict[str, str] = {
     # The strongest known design under the rules (SPEC section 4): the defaults below.
     "frontier": "",
     # 3 unique parallel blocks looped 8 times in training, 12 at evaluation.
-    "seed": "NUM_LAYERS=3 LOOP_START=0 LOOP_END=2 NUM_LOOPS=8 EVAL_LOOPS=12 PARALLEL_START=0 LOOP_START_FRAC=0",
+    "seed": "NUM_LAYERS=3 LOOP_START=0 LOOP_END=-1 NUM_LOOPS=8 EVAL_LOOPS=12 PARALLEL_START=0 LOOP_START_FRAC=0",
     # The challenge's 1.2244 baseline: every frontier feature off.
     "baseline": "VOCAB_SIZE=1024 NUM_LAYERS=9 MLP_MULT=2 MLP_ACT=relu2 QK_GAIN_INIT=1.5 ROPE_DIMS=0 LN_SCALE=0 "
     "SKIP_GATES=0 XSA=0 SMEAR_GATE=0 ATTN_OUT_GATE=0 NUM_LOOPS=1 PARALLEL_START=-1 TRAIN_SEQ_LEN=1024 "
     "TRAIN_BATCH_TOKENS=524288 MUON_POLAR_EXPRESS=0 MUON_EQ_R=0 MUON_WD=0 MUON_MOMENTUM=0.95 "
     "MUON_MOMENTUM_WARMUP_START=0.85 MUON_MOMENTUM_WARMUP_STEPS=500 MATRIX_LR=0.04 TIED_EMBED_LR=0.05 SCALAR_LR=0.04 "
     "GRAD_CLIP_NORM=0 EMA_DECAY=0 WARMDOWN_FRAC=0 WARMDOWN_ITERS=1200 MIN_LR=0 QUANT_MATRIX_BITS=8 "
+    "SCHEDULE_REFERENCE_STEPS=0 LOOP_RAMP_FRAC=0 BETA2=0.95 ADAM_WD=0 EMBED_WD=0 "
     "QUANT_EMBED_BITS=8 GPTQ=0 COMPRESSOR=zlib",
     # A CPU-sized model for smoke runs, tests and the sample dataset (vocab 1024).
-    "tiny": "VOCAB_SIZE=1024 NUM_LAYERS=4 MODEL_DIM=64 NUM_HEADS=4 NUM_KV_HEADS=2 MLP_MULT=2 LOOP_START=1 LOOP_END=2 "
-    "NUM_LOOPS=2 PARALLEL_START=2 ROPE_DIMS=8 TRAIN_SEQ_LEN=128 TRAIN_BATCH_TOKENS=4096 ITERATIONS=200 "
+    "tiny": "VOCAB_SIZE=1024 NUM_LAYERS=4 MODEL_DIM=64 NUM_HEADS=4 NUM_KV_HEADS=2 MLP_MULT=2 NUM_LOOPS=2 ROPE_DIMS=8 "
+    "TRAIN_SEQ_LEN=128 TRAIN_BATCH_TOKENS=4096 ITERATIONS=200 "
     "MAX_WALLCLOCK_SECONDS=0 WARMUP_STEPS=2 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=20 EVAL_BATCH_SEQS=16 "
-    "MUON_MOMENTUM_WARMUP_STEPS=50 EMA_DECAY=0.97 GPTQ_CALIB_BATCHES=4 PASSTHROUGH_MAX_NUMEL=2048 "
+    "GPTQ_CALIB_BATCHES=4 PASSTHROUGH_MAX_NUMEL=2048 "
     "DATA_PATH=./data/sample TOKENIZER_PATH=./data/sample/tokenizer.model",
 }
 
@@ -95,7 +96,7 @@ class ModelConfig:
     logit_softcap: float = 30.0  # 0 = off
     rope_base: float = 10_000.0
     rope_dims: int = 16  # rotated dims per head; 0 = all
-    qk_gain_init: float = 5.25
+    qk_gain_init: float = 5.0
     ln_scale: int = 1  # norm outputs scaled by 1/sqrt(block index + 1)
     unet_skips: int = 1
     skip_gates: int = 1
@@ -104,11 +105,11 @@ class ModelConfig:
     smear_gate: int = 1
     attn_out_gate: int = 1
     gate_inputs: int = 12  # leading dims of x that drive the smear and attention-output gates
-    loop_start: int = 3  # first block of the recurrent span
-    loop_end: int = 5  # last block of the recurrent span (inclusive)
+    loop_start: int = 3  # first block of the recurrent span (unset: round(3/11 of NUM_LAYERS))
+    loop_end: int = 5  # last block of the span, inclusive; negative counts from the end (unset: round(5/11 ...))
     num_loops: int = 3  # times the span runs in training once recurrence is on (1 = off)
     eval_loops: int = 0  # times the span runs at evaluation (0 = NUM_LOOPS)
-    parallel_start: int = 7  # blocks from this index on are parallel-residual (-1 = none)
+    parallel_start: int = 8  # blocks from here on are parallel-residual; -1 = none (unset: round(8/11 ...))
 
     @classmethod
     def from_dict(cls, d: dict, what: str = "model config") -> ModelConfig:
@@ -136,7 +137,7 @@ class Hyperparameters:
     iterations: int = 20_000
     max_wallclock_seconds: float = 600.0  # 0 = bounded by ITERATIONS alone
     warmup_steps: int = 20  # compile warm-up steps, rolled back afterwards
-    warmdown_frac: float = 0.72  # fraction of the budget (time, or iterations) spent decaying the LR
+    warmdown_frac: float = 0.85  # fraction of the budget (time, or iterations) spent decaying the LR
     warmdown_iters: int = 0  # >0: fixed-length warm-down in steps instead (the baseline's WARMDOWN_ITERS)
     min_lr: float = 0.1  # LR floor, as a fraction of each group's base LR
     train_batch_tokens: int = 786_432  # global tokens per optimiser step
@@ -146,23 +147,27 @@ class Hyperparameters:
     train_log_every: int = 100
     val_max_tokens: int = 0  # >0: score only this prefix of val (quick checks; never for a record)
     grad_clip_norm: float = 0.3  # global gradient norm clip; 0 = off
-    ema_decay: float = 0.9965  # 0 = off
+    ema_decay: float = 0.9965  # 0 = off; its horizon 1/(1-decay) scales with the run (SCHEDULE_REFERENCE_STEPS)
     loop_start_frac: float = 0.35  # recurrence switches on at this fraction of the budget
+    loop_ramp_frac: float = 0.03  # then the repeated passes fade in over this fraction of it (0 = at once)
+    schedule_reference_steps: int = 4900  # step counts (EMA horizon, momentum warm-up) hold at this many steps and
+    # scale with the run's expected steps (from ITERATIONS, or the measured step time); 0 = use them as given
     # model (every field of ModelConfig, set by its upper-case name: NUM_LAYERS, MODEL_DIM, ...)
     model: ModelConfig = field(default_factory=ModelConfig)
     # optimisers
-    matrix_lr: float = 0.025  # Muon, attention and MLP matrices
-    tied_embed_lr: float = 0.035
+    matrix_lr: float = 0.026  # Muon, attention and MLP matrices
+    tied_embed_lr: float = 0.03
     embed_lr: float = 0.6  # untied input embedding
     head_lr: float = 0.008  # untied output head
-    scalar_lr: float = 0.025  # control tensors (gains, gates, mixes)
+    scalar_lr: float = 0.02  # control tensors (gains, gates, mixes)
     beta1: float = 0.9
-    beta2: float = 0.95
+    beta2: float = 0.99
     adam_eps: float = 1e-8
-    adam_wd: float = 0.0
+    adam_wd: float = 0.02  # decoupled weight decay of the Adam groups but the embedding
+    embed_wd: float = 0.085  # ... and of the embedding
     muon_momentum: float = 0.97
     muon_momentum_warmup_start: float = 0.92
-    muon_momentum_warmup_steps: int = 1500
+    muon_momentum_warmup_steps: int = 1500  # scales with the run (SCHEDULE_REFERENCE_STEPS)
     muon_nesterov: int = 1
     muon_backend_steps: int = 5  # Newton-Schulz iterations
     muon_polar_express: int = 1  # per-step Polar Express coefficients instead of the classic quintic
@@ -228,6 +233,12 @@ class Hyperparameters:
         """Settings from flat field values (model fields included), checked; RUN_ID defaults to a fresh one."""
         if not values.get("run_id"):
             values["run_id"] = time.strftime("%Y%m%d_%H%M%S_") + uuid.uuid4().hex[:6]
+        layers = int(values.get("num_layers", ModelConfig.num_layers))
+        for name, at in LAYER_POSITIONS.items():  # unset: the record's positions in 11 layers, scaled
+            if name not in values:
+                values[name] = round(at * layers / 11) if round(at * layers / 11) < layers else -1
+        if values["loop_end"] < 0:
+            values["loop_end"] += layers
         model_keys = {f.name for f in fields(ModelConfig)}
         model = ModelConfig(**{k: v for k, v in values.items() if k in model_keys})
         h = cls(model=model, **{k: v for k, v in values.items() if k not in model_keys})
@@ -263,11 +274,12 @@ class Hyperparameters:
             "rope_dims",
             f"must be even and in [0, head_dim={head_dim}]",
         )
-        need(
-            0 <= m.loop_start <= m.loop_end < m.num_layers,
-            "loop_end",
-            f"the span LOOP_START={m.loop_start}..LOOP_END must lie in [0, NUM_LAYERS-1={m.num_layers - 1}]",
-        )
+        if m.num_loops > 1 or m.eval_loops > 1:
+            need(
+                0 <= m.loop_start <= m.loop_end < m.num_layers,
+                "loop_end",
+                f"the span LOOP_START={m.loop_start}..LOOP_END must lie in [0, NUM_LAYERS-1={m.num_layers - 1}]",
+            )
         need(-1 <= m.parallel_start < m.num_layers, "parallel_start", f"must be -1 or below NUM_LAYERS={m.num_layers}")
         for name in ("quant_matrix_bits", "quant_embed_bits"):
             need(2 <= getattr(h, name) <= 8, name, "must be between 2 and 8")
@@ -286,9 +298,11 @@ POSITIVE = {
 NON_NEGATIVE = {
     "max_wallclock_seconds", "warmup_steps", "warmdown_iters", "val_loss_every", "eval_stride", "eval_loops",
     "eval_seq_len", "val_max_tokens", "grad_clip_norm", "ttt_epochs", "lqer_rank", "gptq_calib_batches",
-    "gptq_reserve_seconds", "logit_softcap",
+    "gptq_reserve_seconds", "logit_softcap", "schedule_reference_steps", "adam_wd", "embed_wd", "muon_wd",
+    "matrix_lr", "tied_embed_lr", "embed_lr", "head_lr", "scalar_lr", "muon_momentum_warmup_steps",
 }  # fmt: skip
-FRACTIONS = {"warmdown_frac", "loop_start_frac", "min_lr", "ema_decay"}
+LAYER_POSITIONS = {"loop_start": 3, "loop_end": 5, "parallel_start": 8}  # of 11 layers, when not set
+FRACTIONS = {"warmdown_frac", "loop_start_frac", "loop_ramp_frac", "min_lr", "ema_decay"}
 CHOICES = {
     "mlp_act": ("leaky_relu2", "relu2"),
     "ttt_mode": ("off", "sgd", "lora"),
@@ -750,6 +764,7 @@ class GPT(nn.Module):
         self.num_layers, self.loop_start, self.loop_end = c.num_layers, c.loop_start, c.loop_end
         self.logit_softcap = c.logit_softcap
         self.loops = 1  # recurrence is switched on by set_loops() (the trainer does it at LOOP_START_FRAC)
+        self.register_buffer("loop_gain", torch.ones(()), persistent=False)
         self.tok_emb = nn.Embedding(c.vocab_size, c.model_dim)
         tag(self.tok_emb.weight, "embed")
         nn.init.normal_(self.tok_emb.weight, std=c.tied_embed_init_std if c.tie_embeddings else 1.0)
@@ -765,10 +780,15 @@ class GPT(nn.Module):
         self.skip_gates = tag(nn.Parameter(torch.zeros(n_skip, c.model_dim)), "control") if gates else None
         self.role_map = {name: p.role for name, p in self.named_parameters()}
 
-    def set_loops(self, loops: int) -> None:
+    def set_loops(self, loops: int, gain: float = 1.0) -> None:
+        """Run the recurrent span `loops` times; its repeated passes blend in with `gain` (x + gain * (block(x) - x)),
+        so recurrence can switch on without a jump in the function the model computes."""
         self.loops = max(1, int(loops))
+        self.loop_gain.fill_(gain)
 
     def layer_order(self) -> list[int]:
+        if self.loops == 1:
+            return list(range(self.num_layers))
         span = list(range(self.loop_start, self.loop_end + 1))
         return list(range(self.loop_start)) + span * self.loops + list(range(self.loop_end + 1, self.num_layers))
 
@@ -779,6 +799,7 @@ class GPT(nn.Module):
         x = x0 = rms_norm(x)
         stash: dict[int, torch.Tensor] = {}
         n_skip = 0 if self.skip_weights is None else self.skip_weights.size(0)
+        seen: set[int] = set()
         for i in self.layer_order():
             k = i - self.n_enc
             if 0 <= k < n_skip and (self.n_enc - 1 - k) in stash:
@@ -786,7 +807,9 @@ class GPT(nn.Module):
                 if self.skip_gates is not None:  # zero-init gate: 2*sigmoid(0) = 1
                     w = w * 2.0 * torch.sigmoid(self.skip_gates[k])
                 x = x + w * stash[self.n_enc - 1 - k]
-            x = self.blocks[i](x, x0)
+            y = self.blocks[i](x, x0)
+            x = x + self.loop_gain.to(x.dtype) * (y - x) if i in seen else y  # a repeated pass fades in
+            seen.add(i)
             if i < n_skip:
                 stash[i] = x
         return rms_norm(x)
@@ -954,14 +977,9 @@ def build_optimizers(model: GPT, h: Hyperparameters, d: Dist) -> list[torch.opti
         world_size=d.world_size,
     )
     embed_lr = h.tied_embed_lr if h.model.tie_embeddings else h.embed_lr
-    adam_groups = [
-        dict(params=by_role[role], lr=lr, base_lr=lr)
-        for role, lr in (("embed", embed_lr), ("head", h.head_lr), ("control", h.scalar_lr))
-        if by_role[role]
-    ]
-    adam = torch.optim.AdamW(
-        adam_groups, betas=(h.beta1, h.beta2), eps=h.adam_eps, weight_decay=h.adam_wd, fused=d.device.type == "cuda"
-    )
+    settings = (("embed", embed_lr, h.embed_wd), ("head", h.head_lr, h.adam_wd), ("control", h.scalar_lr, h.adam_wd))
+    groups = [dict(params=by_role[r], lr=lr, base_lr=lr, weight_decay=wd) for r, lr, wd in settings if by_role[r]]
+    adam = torch.optim.AdamW(groups, betas=(h.beta1, h.beta2), eps=h.adam_eps, fused=d.device.type == "cuda")
     optimizers: list[torch.optim.Optimizer] = [muon, adam]
     seen = [id(p) for opt in optimizers for g in opt.param_groups for p in g["params"]]
     owned = {id(p) for p in model.parameters()}
@@ -1748,38 +1766,74 @@ class NonFiniteLoss(UserError):
 class EMA:
     """fp32 shadow of the parameters, lerped towards them after every optimiser step."""
 
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
+    def __init__(self, model: nn.Module):
         self.names = [n for n, _ in model.named_parameters()]
         self.shadow = [p.detach().float().clone() for p in model.parameters()]
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in model.parameters()], 1.0 - self.decay)
+    def update(self, model: nn.Module, decay: float) -> None:
+        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in model.parameters()], 1.0 - decay)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return dict(zip(self.names, self.shadow))
 
 
-def lr_multiplier(h: Hyperparameters, step: int, elapsed_ms: float, budget_ms: float, step_ms: float) -> float:
-    """Constant, then a linear warm-down to MIN_LR over the last WARMDOWN_FRAC of the budget (time when
-    MAX_WALLCLOCK_SECONDS > 0, else iterations), or over the last WARMDOWN_ITERS steps when that is set."""
+@dataclass
+class RunClock:
+    """The training clock every rank agrees on (refreshed on check steps) and what follows from it each step without
+    a host sync: elapsed time, progress through the budget (time, or ITERATIONS) and the expected number of steps."""
+
+    h: Hyperparameters
+    budget_ms: float  # 0 = bounded by ITERATIONS alone
+    agreed_ms: float = 0.0
+    agreed_step: int = 0
+    step_ms: float = 0.0
+
+    def elapsed(self, step: int) -> float:
+        return self.agreed_ms + (step - self.agreed_step) * self.step_ms
+
+    def progress(self, step: int) -> float:
+        return self.elapsed(step) / self.budget_ms if self.budget_ms else step / self.h.iterations
+
+    def expected_steps(self) -> float:
+        if not self.budget_ms or not self.step_ms:
+            return float(self.h.iterations)
+        return min(float(self.h.iterations), self.agreed_step + (self.budget_ms - self.agreed_ms) / self.step_ms)
+
+
+def scaled_schedule(h: Hyperparameters, expected_steps: float) -> tuple[float, float]:
+    """(EMA decay, Muon momentum warm-up steps) for a run of `expected_steps`: the settings hold at
+    SCHEDULE_REFERENCE_STEPS (the record's 4,900) and keep the same fraction of the run at any other length."""
+    if not h.schedule_reference_steps:
+        return h.ema_decay, float(h.muon_momentum_warmup_steps)
+    r = max(expected_steps, 1.0) / h.schedule_reference_steps
+    decay = max(0.0, 1.0 - (1.0 - h.ema_decay) / r) if h.ema_decay else 0.0
+    return decay, h.muon_momentum_warmup_steps * r
+
+
+def lr_multiplier(h: Hyperparameters, clock: RunClock, step: int) -> float:
+    """1, then a linear warm-down over the last WARMDOWN_FRAC of the budget (time, or iterations) floored at MIN_LR,
+    as the record does; or over the last WARMDOWN_ITERS steps when that is set (the baseline)."""
     if h.warmdown_iters > 0:
-        if budget_ms > 0:
-            left = max(budget_ms - elapsed_ms, 0.0) / max(h.warmdown_iters * step_ms, 1e-9)
-        else:
-            left = (h.iterations - step) / h.warmdown_iters
+        steps_left = (clock.budget_ms - clock.elapsed(step)) / max(clock.step_ms, 1e-9) if clock.budget_ms else None
+        left = (h.iterations - step if steps_left is None else steps_left) / h.warmdown_iters
     elif h.warmdown_frac > 0:
-        progress = elapsed_ms / budget_ms if budget_ms > 0 else step / h.iterations
-        left = (1.0 - progress) / h.warmdown_frac
+        left = (1.0 - clock.progress(step)) / h.warmdown_frac
     else:
         return 1.0
-    return h.min_lr + (1.0 - h.min_lr) * min(max(left, 0.0), 1.0)
+    return max(min(max(left, 0.0), 1.0), h.min_lr)
 
 
-def muon_momentum(h: Hyperparameters, step: int) -> float:
-    frac = min(step / h.muon_momentum_warmup_steps, 1.0) if h.muon_momentum_warmup_steps > 0 else 1.0
+def muon_momentum(h: Hyperparameters, step: int, warmup_steps: float) -> float:
+    frac = min(step / warmup_steps, 1.0) if warmup_steps > 0 else 1.0
     return (1 - frac) * h.muon_momentum_warmup_start + frac * h.muon_momentum
+
+
+def recurrence_gain(h: Hyperparameters, progress: float) -> float:
+    """How much of the repeated passes is on: 0 before LOOP_START_FRAC, then a linear ramp over LOOP_RAMP_FRAC."""
+    if h.model.num_loops <= 1 or progress < h.loop_start_frac:
+        return 0.0
+    return min((progress - h.loop_start_frac) / h.loop_ramp_frac, 1.0) if h.loop_ramp_frac > 0 else 1.0
 
 
 def train_step(
@@ -1838,7 +1892,7 @@ def warmup_and_restore(
     loop_settings = [1, h.model.num_loops] if h.model.num_loops > 1 else [1]
     for i in range(h.warmup_steps):
         base.set_loops(loop_settings[i * len(loop_settings) // h.warmup_steps])
-        train_step(model, loader, optimizers, h, d, accum_steps, 1.0, muon_momentum(h, 0))
+        train_step(model, loader, optimizers, h, d, accum_steps, 1.0, h.muon_momentum_warmup_start)
         log(f"warmup_step:{i + 1}/{h.warmup_steps}")
     base.load_state_dict(weights)
     for opt, state in zip(optimizers, opt_states):
@@ -1869,22 +1923,11 @@ def train(
     log: Logger,
 ) -> dict:
     """The wallclock-bounded loop. The clock is read (a host sync) and agreed across ranks only on logging steps and
-    on a few extra checks: steps 1, 2, 4, ... at the start and ever closer ones as the budget runs out. Every rank
-    takes the same decisions (stop, recurrence on, LR from the agreed time) with no per-step synchronisation."""
+    on a few extra checks: steps 1, 2, 4, ... at the start and ever closer ones as the budget runs out. Between them
+    every rank estimates the time the same way and takes the same decisions (LR, recurrence, stop) each step."""
     budget_ms = 1000.0 * max(h.max_wallclock_seconds - (h.gptq_reserve_seconds if h.gptq else 0.0), 0.0)
-    budget_ms = budget_ms if h.max_wallclock_seconds > 0 else 0.0
-    peak = next(
-        (
-            v
-            for k, v in PEAK_BF16_FLOPS.items()
-            if d.device.type == "cuda" and k in torch.cuda.get_device_name(d.device)
-        ),
-        0.0,
-    )
-    loops_on = h.model.num_loops > 1 and h.loop_start_frac == 0.0
-    base.set_loops(h.model.num_loops if loops_on else 1)
-    step, train_ms, agreed_ms, agreed_step, step_ms = 0, 0.0, 0.0, 0, 0.0
-    next_check, stop_reason, loss = 1, "", None
+    clock = RunClock(h, budget_ms if h.max_wallclock_seconds > 0 else 0.0)
+    step, train_ms, next_check, stop_reason, gain = 0, 0.0, 1, "", -1.0
     bad_step = torch.full((), -1, device=d.device, dtype=torch.int64)
     t0 = synced_clock(d)
     while True:
@@ -1900,55 +1943,55 @@ def train(
             t0 = synced_clock(d)
         if last:
             break
-        elapsed = agreed_ms + (step - agreed_step) * step_ms
-        loss = train_step(
-            model,
-            loader,
-            optimizers,
-            h,
-            d,
-            accum_steps,
-            lr_multiplier(h, step, elapsed, budget_ms, step_ms),
-            muon_momentum(h, step),
-        )
+        if gain < 1.0 and (new := recurrence_gain(h, clock.progress(step))) != gain:
+            if gain <= 0.0 < new:
+                log(f"recurrence_on step:{step} train_time:{clock.elapsed(step):.0f}ms")
+            base.set_loops(h.model.num_loops if new > 0 else 1, new)
+            gain = new
+        ema_decay, momentum_steps = scaled_schedule(h, clock.expected_steps())
+        lr, momentum = lr_multiplier(h, clock, step), muon_momentum(h, step, momentum_steps)
+        loss = train_step(model, loader, optimizers, h, d, accum_steps, lr, momentum)
         if ema is not None:
-            ema.update(base)
+            ema.update(base, ema_decay)
         step += 1
         bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step, bad_step)
         log_now = step % h.train_log_every == 0 or step == h.iterations
         if not (log_now or step >= next_check):
             continue
-        now = torch.tensor([train_ms + 1000.0 * (synced_clock(d) - t0), float(bad_step.item())], dtype=torch.float64)
-        now = all_reduce_(now.to(d.device), "max").cpu()  # every rank now holds the same reading
-        step_ms = (now[0].item() - agreed_ms) / (step - agreed_step)
-        agreed_ms, agreed_step = now[0].item(), step
-        if now[1] >= 0:
-            raise NonFiniteLoss(
-                f"training loss became non-finite at step {int(now[1])}; lower MATRIX_LR / SCALAR_LR or check the data"
-            )
+        agree_clock(clock, step, train_ms + 1000.0 * (synced_clock(d) - t0), bad_step, d)
         if log_now:
-            tok_s = h.train_batch_tokens * step / max(agreed_ms / 1000.0, 1e-9)
-            mfu = (
-                f" mfu:{100 * tok_s * train_flops_per_token(base, h.train_seq_len) / (peak * d.world_size):.1f}%"
-                if peak
-                else ""
-            )
-            log(
-                f"step:{step}/{h.iterations} train_loss:{loss.item():.4f} train_time:{agreed_ms:.0f}ms "
-                f"step_avg:{agreed_ms / step:.2f}ms tok_s:{tok_s:.0f}{mfu}"
-            )
-        left_steps = (budget_ms - agreed_ms) / max(step_ms, 1e-9) if budget_ms else h.iterations
+            log(train_line(base, h, d, clock, step, loss))
+        left_steps = clock.expected_steps() - step
         next_check = step + max(1, min(h.train_log_every, step, int(0.5 * left_steps)))
-        progress = agreed_ms / budget_ms if budget_ms else step / h.iterations
-        if not loops_on and h.model.num_loops > 1 and progress >= h.loop_start_frac:
-            loops_on = True
-            base.set_loops(h.model.num_loops)
-            log(f"recurrence_on step:{step} train_time:{agreed_ms:.0f}ms")
-        if budget_ms:
-            if agreed_ms + step_ms > budget_ms:  # the next step would end past the budget
-                stop_reason = "wallclock_cap"
-                log(f"stopping_early: wallclock_cap train_time:{agreed_ms:.0f}ms step:{step}/{h.iterations}")
-    return {"steps": step, "train_ms": agreed_ms, "stop_reason": stop_reason or "iterations"}
+        if clock.budget_ms and clock.agreed_ms + clock.step_ms > clock.budget_ms:  # the next step would end past it
+            stop_reason = "wallclock_cap"
+            log(f"stopping_early: wallclock_cap train_time:{clock.agreed_ms:.0f}ms step:{step}/{h.iterations}")
+    log(f"schedule expected_steps:{clock.expected_steps():.0f} ema_decay:{ema_decay:.6f} "
+        f"muon_momentum_warmup_steps:{momentum_steps:.1f} recurrence_gain:{max(gain, 0.0):.3f}")  # fmt: skip
+    return {"steps": step, "train_ms": clock.agreed_ms, "stop_reason": stop_reason or "iterations"}
+
+
+def agree_clock(clock: RunClock, step: int, local_ms: float, bad_step: torch.Tensor, d: Dist) -> None:
+    """Every rank takes the slowest rank's time (one all-reduce); a non-finite loss on any rank stops the run."""
+    now = torch.tensor([local_ms, float(bad_step.item())], dtype=torch.float64)
+    now = all_reduce_(now.to(d.device), "max").cpu()
+    clock.step_ms = (now[0].item() - clock.agreed_ms) / (step - clock.agreed_step)
+    clock.agreed_ms, clock.agreed_step = now[0].item(), step
+    if now[1] >= 0:
+        raise NonFiniteLoss(
+            f"training loss became non-finite at step {int(now[1])}; lower MATRIX_LR / SCALAR_LR or check the data"
+        )
+
+
+def train_line(base: GPT, h: Hyperparameters, d: Dist, clock: RunClock, step: int, loss: torch.Tensor) -> str:
+    tok_s = h.train_batch_tokens * step / max(clock.agreed_ms / 1000.0, 1e-9)
+    name = torch.cuda.get_device_name(d.device) if d.device.type == "cuda" else ""
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), 0.0)
+    line = f"step:{step}/{h.iterations} train_loss:{loss.item():.4f} train_time:{clock.agreed_ms:.0f}ms "
+    line += f"step_avg:{clock.agreed_ms / step:.2f}ms tok_s:{tok_s:.0f}"
+    return line + (
+        f" mfu:{100 * tok_s * train_flops_per_token(base, h.train_seq_len) / peak / d.world_size:.1f}%" if peak else ""
+    )
 
 
 # =====================================================================================================================
@@ -2082,7 +2125,7 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, tables, val_tokens: np.
         return res
 
     warmup_and_restore(model, base, loader, optimizers, h, d, accum, log)
-    ema = EMA(base, h.ema_decay) if h.ema_decay > 0 else None
+    ema = EMA(base) if h.ema_decay > 0 else None
     stats = train(model, base, loader, optimizers, ema, h, d, accum, validate, log)
     if d.device.type == "cuda":
         log(

@@ -48,6 +48,14 @@ CONFIG = {
     "PARALLEL_START": "2",
     "ROPE_DIMS": "8",
     "NUM_LOOPS": "2",
+    # the optimiser constants of the recipe these losses were recorded with (before the 1.0611 record's)
+    "BETA2": "0.95",
+    "ADAM_WD": "0",
+    "EMBED_WD": "0",
+    "MATRIX_LR": "0.025",
+    "TIED_EMBED_LR": "0.035",
+    "SCALAR_LR": "0.025",
+    "QK_GAIN_INIT": "5.25",
 }
 
 

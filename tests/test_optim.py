@@ -127,28 +127,66 @@ def env(**kw) -> tg.Hyperparameters:
     return tg.Hyperparameters.from_env({"PRESET": "tiny", **{k.upper(): str(v) for k, v in kw.items()}})
 
 
-def test_lr_schedule_by_time_constant_then_linear_to_the_floor():
+def clock(h: tg.Hyperparameters, budget_ms: float, agreed_ms: float = 0.0, step_ms: float = 0.0) -> tg.RunClock:
+    return tg.RunClock(h, budget_ms, agreed_ms=agreed_ms, step_ms=step_ms)
+
+
+def test_lr_schedule_by_time_constant_then_linear_down_floored_as_the_record_does():
     h = env(warmdown_frac=0.5, min_lr=0.1, max_wallclock_seconds=100)
     budget = 100_000.0
-    assert tg.lr_multiplier(h, 0, 0.0, budget, 50) == 1.0
-    assert tg.lr_multiplier(h, 0, 50_000.0, budget, 50) == pytest.approx(1.0)
-    assert tg.lr_multiplier(h, 0, 75_000.0, budget, 50) == pytest.approx(0.1 + 0.9 * 0.5)
-    assert tg.lr_multiplier(h, 0, 100_000.0, budget, 50) == pytest.approx(0.1)
-    assert tg.lr_multiplier(h, 0, 120_000.0, budget, 50) == pytest.approx(0.1)
+    assert tg.lr_multiplier(h, clock(h, budget, 0.0), 0) == 1.0
+    assert tg.lr_multiplier(h, clock(h, budget, 50_000.0), 0) == pytest.approx(1.0)
+    assert tg.lr_multiplier(h, clock(h, budget, 75_000.0), 0) == pytest.approx(0.5)  # max(left, floor)
+    assert tg.lr_multiplier(h, clock(h, budget, 97_000.0), 0) == pytest.approx(0.1)
+    assert tg.lr_multiplier(h, clock(h, budget, 120_000.0), 0) == pytest.approx(0.1)
+    # between agreed readings the time is estimated from the step time: 10 steps of 2.5 s past 50 s
+    assert tg.lr_multiplier(h, clock(h, budget, 50_000.0, 2_500.0), 10) == pytest.approx(0.5)
 
 
 def test_lr_schedule_by_iterations_and_by_warmdown_iters():
     h = env(warmdown_frac=0.25, min_lr=0.0, iterations=100)
-    assert tg.lr_multiplier(h, 70, 0.0, 0.0, 0.0) == 1.0
-    assert tg.lr_multiplier(h, 90, 0.0, 0.0, 0.0) == pytest.approx(0.4)
+    assert tg.lr_multiplier(h, clock(h, 0.0), 70) == 1.0
+    assert tg.lr_multiplier(h, clock(h, 0.0), 90) == pytest.approx(0.4)
     h = env(warmdown_iters=10, min_lr=0.0, iterations=100)
-    assert tg.lr_multiplier(h, 95, 0.0, 0.0, 0.0) == pytest.approx(0.5)
+    assert tg.lr_multiplier(h, clock(h, 0.0), 95) == pytest.approx(0.5)
     # by time: 10 steps of 100 ms left of a 10 s budget -> the last second decays
-    assert tg.lr_multiplier(h, 0, 9_500.0, 10_000.0, 100.0) == pytest.approx(0.5)
+    assert tg.lr_multiplier(h, clock(h, 10_000.0, 9_500.0, 100.0), 0) == pytest.approx(0.5)
 
 
 def test_momentum_warmup():
-    h = env(muon_momentum_warmup_start=0.85, muon_momentum=0.95, muon_momentum_warmup_steps=100)
-    assert tg.muon_momentum(h, 0) == pytest.approx(0.85)
-    assert tg.muon_momentum(h, 50) == pytest.approx(0.90)
-    assert tg.muon_momentum(h, 500) == pytest.approx(0.95)
+    h = env(muon_momentum_warmup_start=0.85, muon_momentum=0.95)
+    assert tg.muon_momentum(h, 0, 100) == pytest.approx(0.85)
+    assert tg.muon_momentum(h, 50, 100) == pytest.approx(0.90)
+    assert tg.muon_momentum(h, 500, 100) == pytest.approx(0.95)
+    assert tg.muon_momentum(h, 0, 0) == pytest.approx(0.95)
+
+
+def test_record_scale_constants_are_the_records_and_shrink_with_the_run():
+    """At the record's 4,900 steps the frontier's schedule is the 1.0611 record's (train_seed42.log): EMA 0.9965,
+    Muon momentum 0.92 -> 0.97 over 1,500 steps, recurrence at 35%, warm-down 85% floored at 0.1; at 100 steps the
+    same fractions of the run."""
+    h = tg.Hyperparameters.from_env({"RUN_ID": "x"})
+    decay, warm = tg.scaled_schedule(h, 4900)
+    assert decay == pytest.approx(0.9965, abs=1e-12) and warm == pytest.approx(1500, abs=1e-9)
+    assert (h.loop_start_frac, h.warmdown_frac, h.min_lr) == (0.35, 0.85, 0.1)
+    assert (h.muon_momentum_warmup_start, h.muon_momentum, h.ema_decay) == (0.92, 0.97, 0.9965)
+    decay, warm = tg.scaled_schedule(h, 100)
+    assert 1 / (1 - decay) == pytest.approx(100 * (1 / 0.0035) / 4900) and warm == pytest.approx(1500 / 49)
+    assert tg.scaled_schedule(h, 5)[0] == 0.0  # a horizon under one step: the EMA is the weights
+    base = tg.Hyperparameters.from_env({"PRESET": "baseline", "RUN_ID": "x"})
+    assert tg.scaled_schedule(base, 100) == (0.0, 500.0)  # the baseline keeps its absolute constants
+
+
+def test_expected_steps_come_from_iterations_or_the_measured_step_time():
+    h = env(iterations=1000, max_wallclock_seconds=100)
+    assert clock(h, 0.0).expected_steps() == 1000
+    c = tg.RunClock(h, 100_000.0, agreed_ms=10_000.0, agreed_step=50, step_ms=200.0)
+    assert c.expected_steps() == pytest.approx(50 + 90_000 / 200)
+    assert c.progress(60) == pytest.approx((10_000 + 10 * 200) / 100_000)
+
+
+def test_recurrence_fades_in_over_the_ramp():
+    h = env(num_loops=2, loop_start_frac=0.4, loop_ramp_frac=0.1)
+    assert [tg.recurrence_gain(h, p) for p in (0.0, 0.39, 0.4, 0.45, 0.5, 0.9)] == pytest.approx([0, 0, 0, 0.5, 1, 1])
+    assert tg.recurrence_gain(env(num_loops=2, loop_start_frac=0.4, loop_ramp_frac=0.0), 0.4) == 1.0
+    assert tg.recurrence_gain(env(num_loops=1), 0.9) == 0.0

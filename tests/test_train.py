@@ -203,10 +203,10 @@ def test_warmup_is_rolled_back_exactly(dataset):
 
 def test_ema_tracks_the_weights(dataset):
     h, model, opts, loader = small_setup(dataset)
-    ema = tg.EMA(model, 0.5)
+    ema = tg.EMA(model)
     start = [s.clone() for s in ema.shadow]
     tg.train_step(model, loader, opts, h, tg.Dist(), 1, 1.0, 0.9)
-    ema.update(model)
+    ema.update(model, 0.5)
     for s0, s, p in zip(start, ema.shadow, model.parameters()):
         assert torch.allclose(s, 0.5 * s0 + 0.5 * p.detach())
     assert any(not torch.equal(s0, s) for s0, s in zip(start, ema.shadow))
