@@ -655,6 +655,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -704,16 +708,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     failed = []
     if not args.report:
-        with OutLock(out):
-            prepare_data(spec, out)
-            try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the current run like Ctrl-C
+        try:
+            with OutLock(out):
+                prepare_data(spec, out)
                 failed = execute(runs, spec)
-            except KeyboardInterrupt:
-                say(
-                    f"interrupted: finished runs are intact in {out / 'logs'}; the same command resumes (the "
-                    "interrupted run starts again)"
-                )
-                raise
+        except KeyboardInterrupt:
+            say(
+                f"interrupted: finished runs are intact in {out / 'logs'}; the same command resumes (the "
+                "interrupted run starts again)"
+            )
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     done = collect(table_runs)
     if not done:
         raise UserError(f"{out}: no finished run of {spec.path} yet (run it without --report)")

@@ -373,3 +373,14 @@ def test_smoke_spec_end_to_end_with_ctrl_c_and_resume(tmp_path):
     rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())["variants"]}
     assert rows["tiny"]["n"] == rows["no_xsa"]["n"] == 2 and rows["no_xsa"]["p_two_sided"] is not None
     assert all(ablate.read_summary(p) for p in (out / "logs").glob("smoke-*.txt"))
+
+
+@pytest.mark.slow
+def test_torchrun_launch_runs_every_rank(tmp_path):
+    need_smoke_data()
+    spec = smoke_spec(name="ddp", launch={"procs": 2, "threads": 1}, variants={"tiny": {}}, seeds=[1])
+    path = write_spec(tmp_path, spec)
+    rc, text = run_main([str(path), "--out", str(tmp_path / "out")])
+    assert rc == 0, text
+    summary = ablate.read_summary(tmp_path / "out" / "logs" / "ddp-tiny-s1.txt")
+    assert summary["world_size"] == 2 and summary["train_steps"] == 6
