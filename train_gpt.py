@@ -74,7 +74,7 @@ PRESETS: dict[str, str] = {
     "tiny": "VOCAB_SIZE=1024 NUM_LAYERS=4 MODEL_DIM=64 NUM_HEADS=4 NUM_KV_HEADS=2 MLP_MULT=2 NUM_LOOPS=2 ROPE_DIMS=8 "
     "TRAIN_SEQ_LEN=128 TRAIN_BATCH_TOKENS=4096 ITERATIONS=200 "
     "MAX_WALLCLOCK_SECONDS=0 WARMUP_STEPS=2 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=20 EVAL_BATCH_SEQS=16 "
-    "GPTQ_CALIB_BATCHES=4 PASSTHROUGH_MAX_NUMEL=2048 "
+    "GPTQ_CALIB_BATCHES=4 "
     "DATA_PATH=./data/sample TOKENIZER_PATH=./data/sample/tokenizer.model",
 }
 
@@ -194,7 +194,6 @@ class Hyperparameters:
     clip_k_attn: float = 13.0  # SDClip: rows clipped at k standard deviations
     clip_k_mlp: float = 12.0
     clip_k_embed: float = 20.0
-    passthrough_max_numel: int = 65_536  # smaller matrices are stored as floats
     gptq: int = 1
     gptq_calib_batches: int = 32
     gptq_block: int = 128
@@ -1428,7 +1427,7 @@ def quantize_state_dict(
         meta = {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "role": role}
         if meta["dtype"] not in STORE_DTYPES:
             raise ArtifactError(f"tensor {name} has dtype {t.dtype}, which the artifact cannot store")
-        if not (role in QUANT_ROLES and t.ndim == 2 and t.is_floating_point() and t.numel() > h.passthrough_max_numel):
+        if not (role in QUANT_ROLES and t.ndim == 2 and t.is_floating_point()):  # by role, whatever the size
             store = "raw" if not t.is_floating_point() else "f32" if role in ("control", "buffer") else "f16"
             data = t.cpu() if store == "raw" else t.cpu().to(torch.float32 if store == "f32" else torch.float16)
             entries.append({"meta": {**meta, "store": store}, "data": data})

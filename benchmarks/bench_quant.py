@@ -132,7 +132,6 @@ def bench_exports(a: argparse.Namespace) -> None:
     h = dataclasses.replace(
         h,
         data_path=a.data_path,
-        passthrough_max_numel=a.passthrough_max_numel,
         seed=a.seed,
         gptq_calib_batches=a.calib_batches or h.gptq_calib_batches,
     )
@@ -151,11 +150,7 @@ def bench_exports(a: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     ref = evaluate(model, tuple(evals))
     nparams = sum(t.numel() for t in state.values())
-    nq = sum(
-        t.numel()
-        for n, t in state.items()
-        if roles.get(n) in MATRIX_ROLES and t.ndim == 2 and t.numel() > h.passthrough_max_numel
-    )
+    nq = sum(t.numel() for n, t in state.items() if roles.get(n) in MATRIX_ROLES and t.ndim == 2)
     log(
         f"model: {nparams:,} params ({nq:,} in quantised matrices), float val_bpb flat {ref['flat'].val_bpb:.5f}"
         + (f", sliding {ref['sliding'].val_bpb:.5f}" if a.sliding else "")
@@ -389,12 +384,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-path", default=str(ROOT / "data" / "sample"), help="folder with fineweb_train_*.bin")
     p.add_argument("--train-steps", type=int, default=150)
     p.add_argument("--val-tokens", type=int, default=131_072, help="val prefix tokens scored per variant")
-    p.add_argument(
-        "--passthrough-max-numel",
-        type=int,
-        default=0,
-        help="tensors up to this size stay float (0: quantise every matrix, needed at tiny sizes)",
-    )
     p.add_argument("--calib-batches", type=int, default=0, help="GPTQ calibration batches (0: the run's setting)")
     p.add_argument("--sliding", action="store_true", help="also score every variant with the sliding window")
     p.add_argument(

@@ -27,7 +27,7 @@ TOKENIZER = SHARED / "tokenizers" / "fineweb_1024_bpe.model"
 def tiny_h(**kw) -> tg.Hyperparameters:
     """The tiny preset with every matrix quantised (its matrices are all under the passthrough size)."""
     base = tg.Hyperparameters.from_env({"PRESET": "tiny", "RUN_ID": "t"})
-    return dataclasses.replace(base, passthrough_max_numel=0, **kw)
+    return dataclasses.replace(base, **kw)
 
 
 def tiny_model(h: tg.Hyperparameters, seed: int = 0) -> torch.nn.Module:
@@ -384,7 +384,6 @@ def test_cli_quantize_and_inspect(cli_setup, capsys):
                 "--data-path",
                 str(data),
                 "--set",
-                "PASSTHROUGH_MAX_NUMEL=0",
                 "CLIP_K_MLP=10",
                 "GPTQ_CALIB_BATCHES=1",
             ]
@@ -404,7 +403,7 @@ def test_cli_quantize_and_inspect(cli_setup, capsys):
 def test_cli_roundtrip_scores_before_and_after(cli_setup, capsys):
     quantize, tmp, ckpt, data, h = cli_setup
     out = tmp / "r.pgz"
-    assert quantize.main(["quantize", str(ckpt), "-o", str(out), "--set", "GPTQ=0", "PASSTHROUGH_MAX_NUMEL=0"]) == 0
+    assert quantize.main(["quantize", str(ckpt), "-o", str(out), "--set", "GPTQ=0"]) == 0
     if not TOKENIZER.is_file() or not (data / "fineweb_val_000000.bin").is_file():
         pytest.skip(f"shared data not available under {SHARED}")
     assert (
@@ -458,7 +457,7 @@ def test_cli_fit_lands_just_under_target(cli_setup, capsys):
     quantize, tmp, ckpt, data, h = cli_setup
     src = (ROOT / "train_gpt.py").read_text()
     code = tg.size_report(0, src, "raw")["code_bytes"]
-    args = ["--set", "GPTQ=0", "PASSTHROUGH_MAX_NUMEL=0", "COMPRESS_LEVEL=9"]
+    args = ["--set", "GPTQ=0", "COMPRESS_LEVEL=9"]
     loose = tmp / "loose.pgz"
     assert quantize.main(["quantize", str(ckpt), "-o", str(loose), *args]) == 0
     target = code + len(loose.read_bytes()) - 4000  # 4 KB below the default settings

@@ -43,7 +43,6 @@ SMALL = dict(
     GPTQ_CALIB_BATCHES="2",
     VAL_MAX_TOKENS="4096",
     LOOP_START_FRAC="0.5",
-    PASSTHROUGH_MAX_NUMEL="256",
 )  # so that even these small matrices are stored as int6 (GPTQ)
 
 
