@@ -139,6 +139,17 @@ def load_tokenizer(path: str | os.PathLike, label: str | None = None):
     return sp
 
 
+def proof_documents(val_tokens: np.ndarray, max_docs: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the documents prove_tokenizer checks: BOS-delimited, the first `max_docs` (0 = all), without
+    the last one when there are others (val_tokens may be a prefix that cuts it, and a cut multi-byte character does
+    not re-encode to the same ids)."""
+    starts = np.flatnonzero(np.asarray(val_tokens) == tg.BOS_ID)
+    ends = np.append(starts[1:], len(val_tokens))
+    if len(starts) > 1:
+        starts, ends = starts[:-1], ends[:-1]
+    return (starts[:max_docs], ends[:max_docs]) if max_docs else (starts, ends)
+
+
 def prove_tokenizer(
     sp,
     val_tokens: np.ndarray,
@@ -151,15 +162,13 @@ def prove_tokenizer(
 ) -> None:
     """Prove by content that `sp` is the tokenizer `val_tokens` were made with, or raise UserError naming both.
 
-    val_tokens: a val stream (uint16, BOS-delimited documents, ids below sp.vocab_size(): tg.load_token_split(pattern,
-    sp.vocab_size()) checks that). Each document (the first `max_docs`, 0 = all) is decoded and encoded again; with the
-    right tokenizer this gives back its tokens exactly (every document of the official val prefix), while a look-alike
-    of the same vocab size decodes them into other text that re-encodes differently (all of them). No hash or manifest
-    is needed. `tokenizer` and `source` name the files in the message."""
-    starts = np.flatnonzero(np.asarray(val_tokens) == tg.BOS_ID)
-    ends = np.append(starts[1:], len(val_tokens))
-    if max_docs:
-        starts, ends = starts[:max_docs], ends[:max_docs]
+    val_tokens: a val stream or a prefix of it (uint16, BOS-delimited documents, ids below sp.vocab_size():
+    tg.load_token_split(pattern, sp.vocab_size()) checks that). Each document of proof_documents (the first
+    `max_docs`, 0 = all) is decoded and encoded again; with the right tokenizer this gives back its tokens exactly
+    (every document of the official val prefix), while a look-alike of the same vocab size decodes them into other
+    text that re-encodes differently (all of them). No hash or manifest is needed; max_docs=64 takes a few
+    milliseconds. `tokenizer` and `source` name the files in the message."""
+    starts, ends = proof_documents(val_tokens, max_docs)
     if not len(starts):
         raise DataError(
             f"{source}: no BOS (id {tg.BOS_ID}) in the val tokens, so there is no document to prove "
