@@ -52,7 +52,7 @@ def hessians_for(model: torch.nn.Module, h: tg.Hyperparameters, d: tg.Dist) -> t
             "or --set GPTQ=0 for round-to-nearest"
         )
     t0 = time.perf_counter()
-    hessians = tg.collect_hessians(model, tg.calibration_batches(h, d), tg.param_roles(model), d)
+    hessians = tg.collect_hessians(model, tg.calibration_batches(h, d, h.gptq_calib_batches), tg.param_roles(model), d)
     return hessians, time.perf_counter() - t0
 
 

@@ -158,7 +158,7 @@ def bench_exports(a: argparse.Namespace) -> None:
     )
 
     t0 = time.perf_counter()
-    hessians = tg.collect_hessians(model, tg.calibration_batches(h, d), roles, d)
+    hessians = tg.collect_hessians(model, tg.calibration_batches(h, d, h.gptq_calib_batches), roles, d)
     calib_s = time.perf_counter() - t0
     log(f"gptq calibration: {h.gptq_calib_batches} batches in {calib_s:.2f}s")
 

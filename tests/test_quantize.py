@@ -344,7 +344,7 @@ def test_calibration_batches_come_from_train_shards_only(tmp_path):
     tk.write_shard(tmp_path / "fineweb_train_000000.bin", np.full(5000, 7, dtype=np.uint16))
     tk.write_shard(tmp_path / "fineweb_val_000000.bin", np.full(5000, 9, dtype=np.uint16))
     h = dataclasses.replace(tiny_h(), data_path=str(tmp_path), gptq_calib_batches=3)
-    batches = list(tg.calibration_batches(h, tg.Dist()))
+    batches = list(tg.calibration_batches(h, tg.Dist(), h.gptq_calib_batches))
     assert len(batches) == 3 and batches[0].shape == (32, 128) and batches[0].dtype == torch.int64
     assert all(bool((b == 7).all()) for b in batches)
 
