@@ -404,8 +404,8 @@ def check_not_stale(run: Run, summary: dict, spec: Spec) -> None:
     for key, value in run.config.items():
         if key in old and old[key] != value and key not in moved:
             raise UserError(
-                f"{run.log} ran {key.upper()}={old[key]!r} but the spec now asks {value!r}: use a new "
-                "--out, or move that log away to run it again"
+                f"{run.log} ran {key.upper()}={old[key]!r} but the spec and options now ask {value!r}: give the "
+                "options it ran with, use a new --out, or move that log away to run it again"
             )
 
 
@@ -505,9 +505,12 @@ def execute(runs: list[Run], spec: Spec) -> list[Run]:
 # =====================================================================================================================
 
 
-def collect(runs: list[Run]) -> list[tuple[Run, dict]]:
-    """(run, summary) for every run of the plan whose log is complete; refused when they are not comparable."""
+def collect(runs: list[Run], spec: Spec) -> list[tuple[Run, dict]]:
+    """(run, summary) for every run of the plan whose log is complete; refused when a log ran other settings than
+    the spec's or when the runs are not comparable."""
     done = [(r, s) for r in runs if (s := read_summary(r.log)) is not None]
+    for r, s in done:
+        check_not_stale(r, s, spec)
     check_comparable([(r.run_id, {**s.get("config", {}), **s}) for r, s in done])
     return done
 
@@ -721,7 +724,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         finally:
             signal.signal(signal.SIGTERM, previous)
-    done = collect(table_runs)
+    done = collect(table_runs, spec)
     if not done:
         raise UserError(f"{out}: no finished run of {spec.path} yet (run it without --report)")
     report = build_report(spec, done, table_variants)

@@ -199,6 +199,8 @@ def test_a_changed_budget_does_not_reuse_finished_logs(finished, tmp_path, monke
     monkeypatch.setattr(ablate, "launch", no_launch)
     err = refusal([str(finished[0]), "--out", str(out), "--budget", "5"], capsys)
     assert "MAX_WALLCLOCK_SECONDS=0.0" in err and "5.0" in err and "fx-tiny-s1.txt" in err
+    err = refusal([str(finished[0]), "--out", str(out), "--budget", "5", "--report"], capsys)  # nor tables them
+    assert "MAX_WALLCLOCK_SECONDS=0.0" in err and "5.0" in err
 
 
 def test_report_refuses_runs_on_different_data(finished, tmp_path, capsys):
