@@ -583,6 +583,7 @@ class DistributedTokenLoader:
 # =====================================================================================================================
 
 SPACE_PIECE = "\u2581"
+PROOF_DOCS = 64  # val documents a tokenizer is proved on when no manifest records its hash
 
 
 def build_byte_tables(sp, vocab_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -616,6 +617,34 @@ def build_byte_tables(sp, vocab_size: int) -> tuple[np.ndarray, np.ndarray, np.n
             piece = piece[1:]
         base[i] = len(piece.encode("utf-8"))
     return base, space, boundary
+
+
+def proof_documents(val_tokens: np.ndarray, max_docs: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the BOS-delimited documents prove_tokenizer checks: the first `max_docs` (0 = all), without
+    the last one when there are others (a prefix of the stream may cut it inside a multi-byte character)."""
+    starts = np.flatnonzero(np.asarray(val_tokens) == BOS_ID)
+    ends = np.append(starts[1:], len(val_tokens))
+    if len(starts) > 1:
+        starts, ends = starts[:-1], ends[:-1]
+    return (starts[:max_docs], ends[:max_docs]) if max_docs else (starts, ends)
+
+
+def prove_tokenizer(
+    sp, val_tokens: np.ndarray, *, tokenizer="the tokenizer", source="the val shards", max_docs=0, threads=1
+) -> None:
+    """Prove by content that `sp` made `val_tokens`, with no manifest: each proof document decoded and encoded again
+    gives back its tokens with the right tokenizer (every document of the official val prefix), while a look-alike
+    of the same vocab size decodes them into other text that re-encodes differently. UserError names both files."""
+    starts, ends = proof_documents(val_tokens, max_docs)
+    if not len(starts):
+        raise UserError(f"{source}: no BOS (id {BOS_ID}) in the val tokens, so {tokenizer} cannot be proved on them")
+    docs = [val_tokens[a + 1 : b].tolist() for a, b in zip(starts.tolist(), ends.tolist())]
+    bad = [i for i, (want, got) in enumerate(zip(docs, sp.encode(sp.decode(docs), num_threads=threads))) if got != want]
+    if bad:
+        raise UserError(
+            f"{tokenizer} is not the tokenizer {source} were made with: {len(bad)} of {len(docs)} val documents do "
+            f"not re-encode to their tokens (first: document {bad[0]}); use the tokenizer the shards were made with"
+        )
 
 
 def count_target_bytes(x: np.ndarray, y: np.ndarray, tables: tuple[np.ndarray, np.ndarray, np.ndarray]) -> int:
@@ -2050,34 +2079,36 @@ def log_header(log: Logger, src: bytes, h: Hyperparameters, d: Dist, accum_steps
         log(f"{name}:{value}")
 
 
-def check_tokenizer_matches_data(tokenizer_path: str, data_path: str) -> None:
+def check_tokenizer_matches_data(sp, tokenizer_path: str, val_glob: str, val_tokens: np.ndarray) -> None:
     """A wrong tokenizer of the right vocab size would silently mis-count bytes: when the shards' manifest
-    (data/export.py writes one) records the tokenizer's sha256, the file given must have it."""
-    manifest = Path(data_path) / "manifest.json"
+    (data/export.py writes one) records the tokenizer's sha256 the file must have it; without one (the official
+    download) the tokenizer is proved on the first PROOF_DOCS val documents by content."""
+    manifest = Path(val_glob).parent / "manifest.json"
     try:
         expected = json.loads(manifest.read_text())["tokenizer"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
-        return  # no manifest of ours (e.g. the official download): nothing to compare with
+        return prove_tokenizer(sp, val_tokens, tokenizer=tokenizer_path, source=val_glob, max_docs=PROOF_DOCS)
     got = hashlib.sha256(Path(tokenizer_path).read_bytes()).hexdigest()
     if got != expected:
         raise UserError(
             f"TOKENIZER_PATH={tokenizer_path} (sha256 {got[:12]}…) is not the tokenizer the shards in "
-            f"{data_path} were made with (sha256 {expected[:12]}…, {manifest})"
+            f"{manifest.parent} were made with (sha256 {expected[:12]}…, {manifest})"
         )
 
 
 def load_validation(h: Hyperparameters, tokenizer_path: str | None = None, val_glob: str | None = None):
-    """(byte tables, val tokens ready to score): the tokenizer checked against the data, the val split loaded with
-    its ids checked, capped by VAL_MAX_TOKENS and truncated as the official loader does unless INCLUDE_TAIL=1."""
+    """(byte tables, val tokens ready to score): the val split loaded with its ids checked, the tokenizer checked
+    against it, capped by VAL_MAX_TOKENS and truncated as the official loader does unless INCLUDE_TAIL=1."""
     import sentencepiece as spm
 
     tokenizer_path = tokenizer_path or h.tokenizer_path
     if not Path(tokenizer_path).is_file():
         raise UserError(f"TOKENIZER_PATH={tokenizer_path}: no such file (data/download.py fetches it)")
     val_glob = val_glob or os.path.join(h.data_path, "fineweb_val_*.bin")
-    check_tokenizer_matches_data(tokenizer_path, os.path.dirname(val_glob))
-    tables = build_byte_tables(spm.SentencePieceProcessor(model_file=tokenizer_path), h.model.vocab_size)
+    sp = spm.SentencePieceProcessor(model_file=tokenizer_path)
+    tables = build_byte_tables(sp, h.model.vocab_size)
     val_tokens = load_token_split(val_glob, h.model.vocab_size)
+    check_tokenizer_matches_data(sp, tokenizer_path, val_glob, val_tokens)
     if h.val_max_tokens:
         val_tokens = val_tokens[: h.val_max_tokens + 1]
     return tables, prepare_val_tokens(val_tokens, h.effective_eval_seq_len, bool(h.include_tail))

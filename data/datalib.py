@@ -15,7 +15,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,6 @@ SPLITS = ("val", "train")
 DOC_DIGEST_BYTES = 16
 PROGRESS_EVERY_S = 2.0
 MB = 1_000_000
-PROVE_BATCH_DOCS = 256
 
 DataError = toolkit.UserError  # the project's one user-error type (one line, exit 2 through toolkit.run_cli)
 
@@ -139,60 +138,9 @@ def load_tokenizer(path: str | os.PathLike, label: str | None = None):
     return sp
 
 
-def proof_documents(val_tokens: np.ndarray, max_docs: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, ends) of the documents prove_tokenizer checks: BOS-delimited, the first `max_docs` (0 = all), without
-    the last one when there are others (val_tokens may be a prefix that cuts it, and a cut multi-byte character does
-    not re-encode to the same ids)."""
-    starts = np.flatnonzero(np.asarray(val_tokens) == tg.BOS_ID)
-    ends = np.append(starts[1:], len(val_tokens))
-    if len(starts) > 1:
-        starts, ends = starts[:-1], ends[:-1]
-    return (starts[:max_docs], ends[:max_docs]) if max_docs else (starts, ends)
-
-
-def prove_tokenizer(
-    sp,
-    val_tokens: np.ndarray,
-    *,
-    tokenizer: str = "the tokenizer",
-    source: str = "the val shards",
-    max_docs: int = 0,
-    threads: int = 1,
-    progress: Callable[[str], None] | None = None,
-) -> None:
-    """Prove by content that `sp` is the tokenizer `val_tokens` were made with, or raise UserError naming both.
-
-    val_tokens: a val stream or a prefix of it (uint16, BOS-delimited documents, ids below sp.vocab_size():
-    tg.load_token_split(pattern, sp.vocab_size()) checks that). Each document of proof_documents (the first
-    `max_docs`, 0 = all) is decoded and encoded again; with the right tokenizer this gives back its tokens exactly
-    (every document of the official val prefix), while a look-alike of the same vocab size decodes them into other
-    text that re-encodes differently (all of them). No hash or manifest is needed; max_docs=64 takes a few
-    milliseconds. `tokenizer` and `source` name the files in the message."""
-    starts, ends = proof_documents(val_tokens, max_docs)
-    if not len(starts):
-        raise DataError(
-            f"{source}: no BOS (id {tg.BOS_ID}) in the val tokens, so there is no document to prove "
-            f"{tokenizer} against (not a val split of the official format?)"
-        )
-    bad, first = 0, -1
-    for lo in range(0, len(starts), PROVE_BATCH_DOCS):
-        ids = [
-            val_tokens[a + 1 : b].tolist()
-            for a, b in zip(starts[lo : lo + PROVE_BATCH_DOCS].tolist(), ends[lo : lo + PROVE_BATCH_DOCS].tolist())
-        ]
-        again = sp.encode(sp.decode(ids), num_threads=threads)
-        for j, (want, got) in enumerate(zip(ids, again)):
-            if got != want:
-                bad += 1
-                first = lo + j if first < 0 else first
-        if progress:
-            progress(f"{min(lo + PROVE_BATCH_DOCS, len(starts)):,} val documents re-encoded")
-    if bad:
-        raise DataError(
-            f"{tokenizer} is not the tokenizer {source} were made with: {bad} of {len(starts)} val "
-            f"documents do not re-encode to their tokens (first: document {first}); use the tokenizer "
-            "the shards were made with"
-        )
+# The proof of a tokenizer by content lives in train_gpt.py (a run proves its tokenizer when no manifest records it).
+proof_documents = tg.proof_documents
+prove_tokenizer = tg.prove_tokenizer
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -289,7 +289,6 @@ def check_val_text(
             source=f"the val shards of {files[0].parent}",
             max_docs=max_docs,
             threads=threads,
-            progress=lambda m: progress(f"val: {m}"),
         )
     except dl.DataError as e:
         report.add(False, "val round trip", str(e))
