@@ -27,8 +27,6 @@ import toolkit as tk
 import train_gpt as tg
 
 ROOT = Path(__file__).resolve().parent
-FIT_K_RANGE = (0.25, 4.0)  # fit searches a common multiplier of the per-role clip k in this range
-FIT_STEPS = 10  # bisection steps (log scale): the multiplier is found to within 0.3%
 
 
 def log(msg: str) -> None:
@@ -189,64 +187,33 @@ def inspect_cmd(a: argparse.Namespace) -> None:
 
 
 def fit_cmd(a: argparse.Namespace) -> None:
-    """Search the clip-k multiplier (and the bit widths offered) so the total lands just under --target.
-
-    The artifact shrinks as k grows, and in the range a byte cap forces (k far above the MSE-optimal few std) the
-    error grows with k, so for each bit-width combination the best fitting point is the smallest k multiplier
-    that fits (bisection). Combinations are ranked by a proxy of the score: the parameter-weighted output error on
-    the calibration inputs (GPTQ) or the relative weight error (round-to-nearest)."""
+    """For each bit-width combination offered, train_gpt's TARGET_BYTES search (the clip k as set when the artifact
+    fits, else the smallest common multiplier of every k that does); the fitting combinations are ranked by a proxy
+    of the score: the parameter-weighted output error on the calibration inputs (GPTQ) or the relative weight error."""
     d = tg.Dist(device=tk.pick_device(a.device))
     loaded, h = load_float(a, d.device)
     hessians, calib_s = hessians_for(loaded.model.to(d.device), h, d)
     roles, state = tg.param_roles(loaded.model), loaded.state
     code = tg.size_report(0, (ROOT / "train_gpt.py").read_text(encoding="utf-8"), h.code_policy)["code_bytes"]
-    budget = a.target - code
     mbits = [int(b) for b in a.matrix_bits.split(",")] if a.matrix_bits else [h.quant_matrix_bits]
     ebits = [int(b) for b in a.embed_bits.split(",")] if a.embed_bits else [h.quant_embed_bits]
-
-    def attempt(mb: int, eb: int, mult: float) -> tuple[bytes, dict, tg.Hyperparameters]:
-        hh = dataclasses.replace(
-            h,
-            quant_matrix_bits=mb,
-            quant_embed_bits=eb,
-            clip_k_attn=h.clip_k_attn * mult,
-            clip_k_mlp=h.clip_k_mlp * mult,
-            clip_k_embed=h.clip_k_embed * mult,
-        )
+    best, refusals = None, []
+    for mb, eb in [(mb, eb) for mb in mbits for eb in ebits]:
+        hh = dataclasses.replace(h, quant_matrix_bits=mb, quant_embed_bits=eb, target_bytes=a.target)
         hh.validate()
-        blob, report = tk.build_artifact(state, roles, hh.model, hh, hessians)
-        log(
-            f"  int{mb}/int{eb} k x{mult:.4f}: model {len(blob)} bytes, total {len(blob) + code} "
-            f"({'fits' if len(blob) <= budget else 'over'}), proxy {proxy(report):.4e}"
-        )
-        return blob, report, hh
-
-    best, smallest = None, None
-    for mb in mbits:
-        for eb in ebits:
-            lo, hi = math.log(FIT_K_RANGE[0]), math.log(FIT_K_RANGE[1])
-            top = attempt(mb, eb, math.exp(hi))
-            smallest = min(smallest or (len(top[0]), mb, eb), (len(top[0]), mb, eb))
-            if len(top[0]) > budget:
-                continue
-            found = attempt(mb, eb, math.exp(lo))
-            if len(found[0]) > budget:
-                found = top
-                for _ in range(FIT_STEPS):
-                    mid = attempt(mb, eb, math.exp((lo + hi) / 2))
-                    if len(mid[0]) <= budget:
-                        found, hi = mid, (lo + hi) / 2
-                    else:
-                        lo = (lo + hi) / 2
-            if best is None or proxy(found[1]) < proxy(best[1]):
-                best = found
+        try:
+            _, _, fit = tg.fit_artifact(state, roles, hh.model, hh, hessians, a.target - code)
+        except tk.UserError as e:
+            refusals.append(f"int{mb}/int{eb}: {e}")
+            log(f"  int{mb}/int{eb}: does not fit")
+            continue
+        blob, report = tk.build_artifact(state, roles, fit.model, fit, hessians)
+        log(f"  int{mb}/int{eb} k x{fit.clip_k_mlp / h.clip_k_mlp:.4f}: model {len(blob)} bytes, total "
+            f"{len(blob) + code}, proxy {proxy(report):.4e}")  # fmt: skip
+        if best is None or proxy(report) < proxy(best[1]):
+            best = (blob, report, fit)
     if best is None:
-        size, mb, eb = smallest
-        raise tk.UserError(
-            f"--target {a.target} is unreachable: the smallest artifact tried (int{mb}/int{eb}, clip k x"
-            f"{FIT_K_RANGE[1]}) is {size} bytes + {code} code bytes ({h.code_policy}); offer lower "
-            "--matrix-bits/--embed-bits or raise --target"
-        )
+        raise tk.UserError(f"--target {a.target} is unreachable with the bit widths offered ({'; '.join(refusals)})")
     blob, report, hh = best
     tg.atomic_write_bytes(a.output, blob)
     log(

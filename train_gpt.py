@@ -205,6 +205,7 @@ class Hyperparameters:
     compressor: str = "zstd"  # zstd | lzma | zlib
     compress_level: int = 22
     code_policy: str = "raw"  # raw | packed (which code-bytes count the size line uses)
+    target_bytes: int = BYTE_LIMIT  # total (code + model) to land just under by scaling every clip k; 0 = k as set
     # runtime
     device: str = "auto"  # auto | cuda | cpu
     compile: int = -1  # -1 = on for CUDA, off for CPU
@@ -299,7 +300,7 @@ NON_NEGATIVE = {
     "max_wallclock_seconds", "warmup_steps", "warmdown_iters", "val_loss_every", "eval_stride", "eval_loops",
     "eval_seq_len", "val_max_tokens", "grad_clip_norm", "ttt_epochs", "lqer_rank", "gptq_calib_batches",
     "gptq_reserve_seconds", "logit_softcap", "schedule_reference_steps", "adam_wd", "embed_wd", "muon_wd",
-    "matrix_lr", "tied_embed_lr", "embed_lr", "head_lr", "scalar_lr", "muon_momentum_warmup_steps",
+    "matrix_lr", "tied_embed_lr", "embed_lr", "head_lr", "scalar_lr", "muon_momentum_warmup_steps", "target_bytes",
 }  # fmt: skip
 LAYER_POSITIONS = {"loop_start": 3, "loop_end": 5, "parallel_start": 8}  # of 11 layers, when not set
 FRACTIONS = {"warmdown_frac", "loop_start_frac", "loop_ramp_frac", "min_lr", "ema_decay"}
@@ -1679,6 +1680,41 @@ def build_artifact(
     return encode_artifact(dataclasses.asdict(cfg), entries, h.compressor, h.compress_level), entries
 
 
+FIT_K_MAX = 4.0  # TARGET_BYTES scales every role's clip k by one multiplier in [1, FIT_K_MAX]
+FIT_STEPS = 12  # bisection steps in log space: the multiplier to within 0.1%
+
+
+def fit_artifact(state: dict, roles: dict, cfg: ModelConfig, h: Hyperparameters, hessians: dict | None, budget: int):
+    """(blob, entries, settings) of the artifact at CLIP_K_* as set when it fits `budget` model bytes; otherwise of
+    the smallest multiplier of every k (bisection) that fits: a larger k spreads the integers over fewer levels, so
+    the artifact shrinks as k grows. k is never lowered below its setting (that would clip more, not help)."""
+
+    def attempt(mult: float) -> tuple[bytes, list[dict], Hyperparameters]:
+        hh = dataclasses.replace(
+            h, **{f"clip_k_{r}": getattr(h, f"clip_k_{r}") * mult for r in ("attn", "mlp", "embed")}
+        )
+        return (*build_artifact(state, roles, cfg, hh, hessians), hh)
+
+    best = attempt(1.0)
+    if len(best[0]) <= budget:
+        return best
+    coarsest = attempt(FIT_K_MAX)
+    if len(coarsest[0]) > budget:
+        raise UserError(
+            f"TARGET_BYTES={h.target_bytes} cannot be met: even with every clip k x{FIT_K_MAX} the model takes "
+            f"{len(coarsest[0])} bytes, {len(coarsest[0]) - budget} over its {budget}-byte share; lower QUANT_*_BITS, "
+            "shrink the model or raise TARGET_BYTES (the float checkpoint is saved for quantize.py fit)"
+        )
+    lo, hi, best = 0.0, math.log(FIT_K_MAX), coarsest
+    for _ in range(FIT_STEPS):
+        mid = attempt(math.exp((lo + hi) / 2))
+        if len(mid[0]) <= budget:
+            best, hi = mid, (lo + hi) / 2
+        else:
+            lo = (lo + hi) / 2
+    return best
+
+
 def read_artifact(blob: bytes) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """(model config, dequantised float state_dict) of an artifact; strict-loadable into build_model(config)."""
     model_config, entries = decode_artifact(blob)
@@ -2219,18 +2255,15 @@ def export_phase(base: GPT, hessians: dict | None, h: Hyperparameters, d: Dist, 
     artifact_path = h.artifact_path or os.path.join("artifacts", f"{h.run_id}.pgz")
     if d.is_main:
         save_checkpoint(Path(artifact_path).with_suffix(".ckpt.pt"), h.model, state, h.flat())
-    if d.is_main:  # the other ranks wait at the barrier, then everyone reads the artifact back from disk
-        blob, entries = build_artifact(state, param_roles(base), h.model, h, hessians)
-        atomic_write_bytes(artifact_path, blob)
-        for role in dict.fromkeys(e["meta"]["role"] for e in entries):
-            ms = [e["meta"] for e in entries if e["meta"]["role"] == role]
-            how = {key: "/".join(sorted({str(m[key]) for m in ms if key in m})) or "-" for key in ("bits", "k")}
-            log(
-                f"quant_role:{role} tensors:{len(ms)} params:{sum(math.prod(m['shape']) for m in ms)} "
-                f"bits:{how['bits']} k:{how['k']} method:{'/'.join(sorted({m.get('method', m['store']) for m in ms}))}"
-            )
-    if d.enabled:
-        dist.barrier()
+    failed = torch.zeros((), device=d.device)
+    if d.is_main:  # the other ranks wait, then everyone reads the artifact back from disk
+        try:
+            blob, entries = write_artifact(state, param_roles(base), h, hessians, source, artifact_path, log)
+        except UserError as e:
+            failed += 1
+            error = e
+    if all_reduce_(failed).item():
+        raise error if d.is_main else UserError("rank 0 could not write the artifact (its log says why)")
     log(f"artifact_path:{artifact_path}")
     blob = Path(artifact_path).read_bytes()  # every rank scores what is on disk
     sizes = size_report(len(blob), source.decode("utf-8"), h.code_policy)
@@ -2240,6 +2273,27 @@ def export_phase(base: GPT, hessians: dict | None, h: Hyperparameters, d: Dist, 
     )
     log(f"code_bytes_raw:{sizes['code_bytes_raw']} code_bytes_packed:{sizes['code_bytes_packed']}")
     return blob, sizes
+
+
+def write_artifact(state: dict, roles: dict, h: Hyperparameters, hessians, source: bytes, path: str, log: Logger):
+    """Quantise (landing under TARGET_BYTES when set), write atomically, log the storage of every role."""
+    if h.target_bytes:
+        budget = h.target_bytes - size_report(0, source.decode("utf-8"), h.code_policy)["code_bytes"]
+        blob, entries, fit = fit_artifact(state, roles, h.model, h, hessians, budget)
+        log(f"target_bytes:{h.target_bytes} model_budget:{budget} model_bytes:{len(blob)} "
+            f"slack:{budget - len(blob)} ({(budget - len(blob)) / budget:.3%}) clip_k_attn:{fit.clip_k_attn:.4f} "
+            f"clip_k_mlp:{fit.clip_k_mlp:.4f} clip_k_embed:{fit.clip_k_embed:.4f}")  # fmt: skip
+    else:
+        blob, entries = build_artifact(state, roles, h.model, h, hessians)
+    atomic_write_bytes(path, blob)
+    for role in dict.fromkeys(e["meta"]["role"] for e in entries):
+        ms = [e["meta"] for e in entries if e["meta"]["role"] == role]
+        how = {key: "/".join(sorted({str(m[key]) for m in ms if key in m})) or "-" for key in ("bits", "k")}
+        log(
+            f"quant_role:{role} tensors:{len(ms)} params:{sum(math.prod(m['shape']) for m in ms)} "
+            f"bits:{how['bits']} k:{how['k']} method:{'/'.join(sorted({m.get('method', m['store']) for m in ms}))}"
+        )
+    return blob, entries
 
 
 def score_phase(blob: bytes, h: Hyperparameters, d: Dist, compile_on: bool, tables, val_tokens, log: Logger) -> list:

@@ -25,7 +25,7 @@ TOKENIZER = SHARED / "tokenizers" / "fineweb_1024_bpe.model"
 
 
 def tiny_h(**kw) -> tg.Hyperparameters:
-    """The tiny preset with every matrix quantised (its matrices are all under the passthrough size)."""
+    """The tiny preset, some fields changed."""
     base = tg.Hyperparameters.from_env({"PRESET": "tiny", "RUN_ID": "t"})
     return dataclasses.replace(base, **kw)
 
@@ -553,3 +553,20 @@ def test_part_index_is_checked_and_parts_are_independent(blob_and_h):
     streams = [payload[100:5000], payload[5000:]]
     a, b = (tg.compress_parts([hdr, *streams], "zstd", 22) for hdr in (payload[:100], payload[:100] + b"xyz"))
     assert _frames(a)[1:] == _frames(b)[1:] and _frames(a)[0] != _frames(b)[0]
+
+
+def test_target_bytes_lands_just_under_and_refuses_the_impossible():
+    h = tiny_h(gptq=0, compressor="lzma", compress_level=6)
+    model = tiny_model(h)
+    state, roles = model.state_dict(), tg.param_roles(model)
+    as_set = tg.build_artifact(state, roles, h.model, h)[0]
+    blob, _, fit = tg.fit_artifact(state, roles, h.model, h, None, len(as_set) + 10)
+    assert blob == as_set and fit.clip_k_mlp == h.clip_k_mlp  # it fits as set: k is not touched
+    budget = int(len(as_set) * 0.9)
+    blob, entries, fit = tg.fit_artifact(state, roles, h.model, h, None, budget)
+    assert budget * 0.995 <= len(blob) <= budget, (len(blob), budget)  # within 0.5% under, never over
+    mult = fit.clip_k_mlp / h.clip_k_mlp
+    assert mult > 1.0 and fit.clip_k_attn / h.clip_k_attn == pytest.approx(mult)
+    assert {e["meta"]["k"] for e in entries if e["meta"]["role"] == "mlp"} == {fit.clip_k_mlp}
+    with pytest.raises(tg.UserError, match=r"TARGET_BYTES=16000000 cannot be met: .* \d+ over its 1000-byte share"):
+        tg.fit_artifact(state, roles, h.model, h, None, 1000)
