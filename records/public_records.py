@@ -389,11 +389,11 @@ def _agree_mean(
     for r in runs:
         for s in r.scores:
             if _near(claimed, getattr(s, key), 0.5 * 10.0**-s.decimals):
-                which = "best" if getattr(s, key) == min(values) else "only" if len(runs) == 1 else "one"
+                which = "the best" if getattr(s, key) == min(values) else "the only" if len(runs) == 1 else "a single"
                 return [
                     Finding(
                         "note",
-                        f"{name} {key} {claimed} quotes the {which} seed's `{s.name}` "
+                        f"{name} {key} {claimed} quotes {which} seed's `{s.name}` "
                         f"({r.path.name}), not the {len(runs)}-seed mean",
                     )
                 ]
