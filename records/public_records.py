@@ -2,14 +2,14 @@
 conventions of accepted records. records.py reads our own logs through their run_summary JSON line; everything
 here is regular expressions over other people's free-form lines, kept apart on purpose.
 
-Conventions (reported as notes, never as errors; each was accepted by the challenge's reviewers):
-- a training clock that stops up to one step past the cap (the official loop checks the clock after each step);
-- logs kept in a subfolder (logs/, logs_experiment/) when the folder's top level has none;
-- a train.log that is a byte copy of a train_seed<N>.log;
+Conventions (reported as notes that name themselves, never as errors; each was accepted by the challenge):
+- logs kept in a subfolder (logs/, logs_experiment/) when the folder's top level has none; a Unix timestamp
+  before each line; a train.log that is a byte copy of a train_seed<N>.log;
 - an original set of runs documented next to a compliance re-run set (same seeds, a tag after the seed);
-- submission.json quoting the best or only seed, a score printed before the log's last one, mean artifact bytes,
-  the population std, the submitted code's size, or values rounded twice;
-- a training script not named train_gpt.py, in non-record folders.
+- submission.json quoting the best or only seed, a score printed before the log's last one, an eval-only
+  rescoring log of a seed, the mean artifact, the population std, or a mean of rounded values rounded again;
+- in non-record folders: a training script not named train_gpt.py, and logs that are a study's experiments.
+(The one-or-two-step overshoot of the training clock is a rule of rules.py, the same for every log.)
 """
 
 from __future__ import annotations
@@ -60,6 +60,11 @@ def _int(text: str) -> int:
     return int(text.replace(",", ""))
 
 
+def _score(name: str, loss: str, bpb: str, eval_ms: float | None) -> Score:
+    """A score as printed: its precision is the number of decimals shown."""
+    return Score(name, float(loss), float(bpb), eval_ms, _decimals(bpb), _decimals(loss))
+
+
 def parse_public(path: Path, data: bytes) -> RunLog:
     """Read a public record's log: the metric lines, the sizes, the clocks; what it does not say stays None."""
     text = data.decode("utf-8", errors="replace")
@@ -80,14 +85,7 @@ def parse_public(path: Path, data: bytes) -> RunLog:
         if m := STEP.match(line):
             started = True
             if v := STEP_VAL.match(line):
-                last_val = Score(
-                    f"step:{m.group(1)} val",
-                    float(v.group(1)),
-                    float(v.group(2)),
-                    None,
-                    _decimals(v.group(2)),
-                    _decimals(v.group(1)),
-                )
+                last_val = _score(f"step:{m.group(1)} val", v.group(1), v.group(2), None)
             run.steps, run.iterations = int(m.group(1)), int(m.group(2))
             run.train_time_ms = _ms(m.group(3), m.group(4))
             run.step_avg_ms = float(m.group(5)) if m.group(5) else run.step_avg_ms
@@ -101,14 +99,7 @@ def parse_public(path: Path, data: bytes) -> RunLog:
                 continue
             key = (name.removesuffix("_exact"), *rest)
             t = EVAL_TIME.search(m.group(4))
-            new = Score(
-                " ".join((key[0], *rest)),
-                float(m.group(2)),
-                float(m.group(3)),
-                _ms(t.group(1), t.group(2)) if t else None,
-                _decimals(m.group(3)),
-                _decimals(m.group(2)),
-            )
+            new = _score(" ".join((key[0], *rest)), m.group(2), m.group(3), _ms(*t.groups()) if t else None)
             old = merged.get(key)
             if old is None or new.decimals >= old.decimals:
                 new.eval_time_ms = new.eval_time_ms if new.eval_time_ms is not None else (old and old.eval_time_ms)

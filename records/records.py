@@ -127,6 +127,9 @@ def parse_log(path: str | os.PathLike) -> RunLog:
         )
         run.header.update((k, v) for k, v in pairs if k in HEADER_KEYS)
     run.header["git_commit"] = next((ln[11:] for ln in lines if ln.startswith("git_commit:")), "unknown")
+    for x in scores:  # the printed `_exact` lines are what reviewers read: they must say what run_summary says
+        if f"{x.name}_exact val_loss:{x.val_loss:.8f} val_bpb:{x.val_bpb:.8f}" not in lines:
+            raise RecordError(f"{path}: the printed {x.name}_exact line disagrees with run_summary; log edited?")
     if s["source_sha256"] != sha:
         raise RecordError(f"{path}: run_summary names source {s['source_sha256'][:12]} but the log embeds {sha[:12]}")
     return run

@@ -198,17 +198,23 @@ def test_an_edited_val_bpb_is_caught_by_build_and_check(tmp_path):
         assert s.val_bpb == pytest.approx(s.val_loss * run.val_targets / (math.log(2) * run.val_bytes), rel=1e-12)
     line = next(ln for ln in LOGS[1].read_text().splitlines() if ln.startswith("run_summary "))
     scores = json.loads(line[len("run_summary ") :])["scores"]
-    scores[-1]["val_bpb"] -= 0.01  # a better score typed over the real one
+    real = f"val_bpb:{scores[-1]['val_bpb']:.8f}"
+    scores[-1]["val_bpb"] -= 0.01  # a better score typed over the real one, in run_summary and in the printed line
+    forge = lambda dest: edit(
+        LOGS[1], dest, scores=scores, text=lambda t: t.replace(real, f"val_bpb:{scores[-1]['val_bpb']:.8f}")
+    )
     logs = copies(tmp_path)
-    edit(LOGS[1], logs[1], scores=scores)
+    forge(logs[1])
     msg = r"`final_int6_sliding_window` val_bpb .* != val_loss .* log edited\?"
     assert any(re.search(msg, e) for e in errors(R.check_runs([R.parse_log(p) for p in logs], CODE)))
     with pytest.raises(R.RecordError, match=msg):
         build(tmp_path, logs)
     dest = build(tmp_path / "ok")
-    edit(LOGS[1], dest / "train_seed2.log", scores=scores)
+    forge(dest / "train_seed2.log")
     assert any(re.search(msg, e) for e in errors(R.check_folder(dest)))
     assert R.main(["check", str(dest)]) == 1
+    edit(LOGS[1], dest / "train_seed2.log", scores=scores)  # run_summary edited, the printed line left as it was
+    assert any("printed final_int6_sliding_window_exact line disagrees" in e for e in errors(R.check_folder(dest)))
     targets, nbytes = 1000, 2000  # the tolerance follows the printed precision (decimals of val_bpb and val_loss)
     exact = 2.5 * targets / (math.log(2) * nbytes)
     assert R.Score("x_exact", 2.5, 1.1, None, 8, 8).bpb_mismatch(targets, nbytes) is not None
