@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import hashlib
 import importlib.util
 import json
 import os
@@ -30,6 +31,7 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 import xml.etree.ElementTree as ET
@@ -193,12 +195,13 @@ def bench(data: Path, device: torch.device, env: dict[str, str], steps: int, war
 def run_e2e(data: Path, work: Path, env: dict[str, str], timeout: float) -> dict:
     """train_gpt.py as a user runs it, its console captured to a file; the run_summary line parsed."""
     run_id = f"gpu_acceptance_{time.strftime('%Y%m%d_%H%M%S')}"
-    settings = {"DATA_PATH": str(data), "TOKENIZER_PATH": str(data / "tokenizer.model"), "RUN_ID": run_id,
-                "LOG_DIR": str(work), "ARTIFACT_PATH": str(work / f"{run_id}.pgz"), **env}  # fmt: skip
     console = work / f"{run_id}.console.txt"
     cmd = [sys.executable, str(REPO / "train_gpt.py")]
     t0 = time.perf_counter()
-    with open(console, "w", encoding="utf-8") as f:
+    # the artifact and the float checkpoint (~150 MB at full size) go to a temporary folder: only figures come back
+    with tempfile.TemporaryDirectory() as tmp, open(console, "w", encoding="utf-8") as f:
+        settings = {"DATA_PATH": str(data), "TOKENIZER_PATH": str(data / "tokenizer.model"), "RUN_ID": run_id,
+                    "LOG_DIR": str(work), "ARTIFACT_PATH": str(Path(tmp) / f"{run_id}.pgz"), **env}  # fmt: skip
         try:
             code = subprocess.run(cmd, cwd=REPO, env={**os.environ, **settings}, stdout=f, stderr=subprocess.STDOUT,
                                   timeout=timeout).returncode  # fmt: skip
@@ -234,18 +237,28 @@ def parse_run(text: str) -> dict:
 # ------------------------------------------------------------------------------------------------------------- main
 
 
+def git_dirty() -> bool | None:
+    """Whether tracked files differ from the commit; None without git or a repository (a copied working tree)."""
+    try:
+        p = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
+                           text=True, timeout=30)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(p.stdout.strip()) if p.returncode == 0 else None
+
+
 def environment(args: argparse.Namespace, device: torch.device, compressor: str) -> dict:
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True,
-                           text=True).stdout.strip()  # fmt: skip
+    source = (REPO / "train_gpt.py").read_bytes()  # names the code when the commit cannot (no .git)
     out = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-           "git_commit": tg.git_commit(), "git_dirty": bool(dirty), "device": str(device), "dry_run": args.dry_run,
-           "compressor": compressor, "zstandard": zstd_version(), "host_cpus": os.cpu_count()}  # fmt: skip
+           "git_commit": tg.git_commit(), "git_dirty": git_dirty(),
+           "train_gpt_sha256": hashlib.sha256(source).hexdigest(), "device": str(device), "dry_run": args.dry_run,
+           "compressor": compressor, "zstandard": zstd_version(), "host": platform.node(),
+           "host_cpus": os.cpu_count()}  # fmt: skip
     if device.type == "cuda":
         p = torch.cuda.get_device_properties(device)
         out.update(gpu=p.name, gpu_count=torch.cuda.device_count(), gpu_memory_gib=p.total_memory / 2**30,
-                   gpu_capability=f"{p.major}.{p.minor}", driver_cuda=torch.cuda.driver_version()
-                   if hasattr(torch.cuda, "driver_version") else None)  # fmt: skip
+                   gpu_capability=f"{p.major}.{p.minor}")  # fmt: skip
     return out
 
 
@@ -378,8 +391,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = out.with_name(out.stem + "_files")
     work.mkdir(exist_ok=True)
     started = time.time()
-    res: dict = {"format": "pgolf-gpu-acceptance", "version": 1, "command": shlex.join([sys.executable, *sys.argv]),
-                 "argv": list(sys.argv[1:] if argv is None else argv), "out": str(out),
+    argv = list(sys.argv[1:] if argv is None else argv)
+    res: dict = {"format": "pgolf-gpu-acceptance", "version": 1, "out": str(out),
+                 "command": shlex.join(["python", "benchmarks/gpu_acceptance.py", *argv]), "argv": argv,
                  "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
                  "environment": environment(args, device, compressor), "data": data_info,
                  "notes": [note] if note else [], "phases": {}}  # fmt: skip
