@@ -4,7 +4,7 @@
     python records/records.py stats logs/a.txt logs/b.txt logs/c.txt --prev-best-bpb 1.0810
     python records/records.py build --track track_non_record_16mb --name tiny_cpu_smoke \\
         logs/a.txt logs/b.txt logs/c.txt --code train_gpt.py --author "Jane Doe" --github-id jdoe
-    python records/records.py check records/track_non_record_16mb/2026-05-01_tiny_cpu_smoke
+    python records/records.py check records/track_non_record_16mb/2026-12-01_tiny_cpu_smoke
     python records/records.py check --table ../shared/data/public_records/track_*/*/   # one verdict per folder
 
 Our logs open with the exact source that ran and end with one `run_summary {json}` line, which is all this file
