@@ -218,13 +218,14 @@ class Hyperparameters:
         preset = env.get("PRESET", "frontier")
         if preset not in PRESETS:
             raise UserError(f"PRESET={preset!r} is unknown; choose one of {', '.join(PRESETS)}")
-        env = {**dict(kv.split("=", 1) for kv in PRESETS[preset].split()), **env}
+        env = {**dict(kv.split("=", 1) for kv in PRESETS[preset].split()), **public_names(env)}
         values: dict[str, object] = {"preset": preset}
         for f, _ in setting_fields():
             name = f.name.upper()
             if name in env and f.name != "preset":
                 try:
-                    values[f.name] = {"int": int, "float": float, "str": str}[f.type](env[name].strip())
+                    raw = BOOLEANS.get(env[name].strip().lower(), env[name].strip()) if f.type == "int" else env[name]
+                    values[f.name] = {"int": int, "float": float, "str": str}[f.type](raw.strip())
                 except ValueError:
                     raise UserError(f"{name}={env[name]!r} is not a valid {f.type}") from None
         return cls.make(**values)
@@ -285,6 +286,12 @@ class Hyperparameters:
         for name in ("quant_matrix_bits", "quant_embed_bits"):
             need(2 <= getattr(h, name) <= 8, name, "must be between 2 and 8")
         need(0 < m.gate_inputs <= m.model_dim, "gate_inputs", "must be in [1, MODEL_DIM]")
+        need(h.ema_decay < 1.0, "ema_decay", "must be below 1 (1 would export the untrained weights); 0 = off")
+        window = f"is longer than the window EVAL_SEQ_LEN={h.effective_eval_seq_len}"
+        need(h.eval_stride <= h.effective_eval_seq_len, "eval_stride", f"{window}: targets would go unscored")
+        need(h.ttt_mode != "lora" or h.ttt_lora_chunk <= h.effective_eval_seq_len, "ttt_lora_chunk", window)
+        need(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", h.run_id) is not None, "run_id", "must be a plain name "
+             "(letters, digits, '.', '_', '-'): it names files under LOG_DIR and artifacts/")  # fmt: skip
 
     @property
     def effective_eval_seq_len(self) -> int:
@@ -303,7 +310,7 @@ NON_NEGATIVE = {
     "matrix_lr", "tied_embed_lr", "embed_lr", "head_lr", "scalar_lr", "muon_momentum_warmup_steps", "target_bytes",
 }  # fmt: skip
 LAYER_POSITIONS = {"loop_start": 3, "loop_end": 5, "parallel_start": 8}  # of 11 layers, when not set
-FRACTIONS = {"warmdown_frac", "loop_start_frac", "loop_ramp_frac", "min_lr", "ema_decay"}
+FRACTIONS = {"warmdown_frac", "loop_start_frac", "loop_ramp_frac", "min_lr", "ema_decay", "ttt_momentum"}
 CHOICES = {
     "mlp_act": ("leaky_relu2", "relu2"),
     "ttt_mode": ("off", "sgd", "lora"),
@@ -311,6 +318,57 @@ CHOICES = {
     "code_policy": ("raw", "packed"),
     "device": ("auto", "cuda", "cpu"),
 }
+
+
+# Settings of the public challenge scripts: ours under another name, or refused by name (never silently ignored).
+PUBLIC_RENAMES = dict(
+    pair.split("=")
+    for pair in (
+        "ENABLE_LOOPING_AT=LOOP_START_FRAC PARALLEL_START_LAYER=PARALLEL_START MATRIX_BITS=QUANT_MATRIX_BITS "
+        "EMBED_BITS=QUANT_EMBED_BITS ATTN_CLIP_SIGMAS=CLIP_K_ATTN MLP_CLIP_SIGMAS=CLIP_K_MLP "
+        "EMBED_CLIP_SIGMAS=CLIP_K_EMBED GPTQ_CALIBRATION_BATCHES=GPTQ_CALIB_BATCHES LQER_TOP_K=LQER_TOP "
+        "MUON_ROW_NORMALIZE=MUON_EQ_R SMEAR_GATE_ENABLED=SMEAR_GATE SKIP_GATES_ENABLED=SKIP_GATES "
+        "TTT_CHUNK_SIZE=TTT_LORA_CHUNK"
+    ).split()
+)
+PUBLIC_UNSUPPORTED = set(
+    "ARTIFACT_DIR ATTN_OUT_GATE_SRC CASEOPS_ENABLED DATA_DIR FUSED_CE_ENABLED GATED_ATTN_ENABLED GATED_ATTN_INIT_STD "
+    "GATED_ATTN_QUANT_GATE GATE_WINDOW GLOBAL_TTT_BATCH_SEQS GLOBAL_TTT_CHUNK_TOKENS GLOBAL_TTT_EPOCHS "
+    "GLOBAL_TTT_GRAD_CLIP GLOBAL_TTT_LR GLOBAL_TTT_MOMENTUM GLOBAL_TTT_RESPECT_DOC_BOUNDARIES GLOBAL_TTT_WARMUP_CHUNKS "
+    "GLOBAL_TTT_WARMUP_START_LR LQER_ASYM_ENABLED LQER_ASYM_GROUP LQER_ENABLED LQER_FACTOR_BITS MATRIX_CLIP_SIGMAS "
+    "PARALLEL_FINAL_LANE PHASED_TTT_NUM_PHASES PHASED_TTT_PREFIX_DOCS PREQUANT_ONLY ROPE_TRAIN_SEQ_LEN ROPE_YARN "
+    "SPARSE_ATTN_GATE_ENABLED SPARSE_ATTN_GATE_INIT_STD SPARSE_ATTN_GATE_SCALE TTT_BATCH_SIZE TTT_BETA1 TTT_BETA2 "
+    "TTT_ENABLED TTT_EVAL_BATCHES TTT_EVAL_ONLY TTT_EVAL_SEQ_LEN TTT_GRAD_STEPS TTT_K_LORA TTT_LORA_ALPHA "
+    "TTT_MLP_LORA TTT_OPTIMIZER TTT_O_LORA TTT_WARM_START_A TTT_WEIGHT_DECAY VAL_DOC_FRACTION XSA_LAST_N "
+    "ATTN_OUT_GATE_ENABLED".split()
+)
+BOOLEANS = {"true": "1", "false": "0"}
+NOT_SETTINGS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def public_names(env: dict[str, str]) -> dict[str, str]:
+    """The environment with the public scripts' names mapped to ours; a public setting we lack (unless it is set
+    to off) or a name close to one of ours is refused in one line, so a typo never runs the defaults silently."""
+    import difflib
+
+    ours = {f.name.upper() for f, _ in setting_fields()} | {"PRESET"}
+    out = dict(env)
+    for name, value in env.items():
+        if name in ours or not name.isupper() or name in NOT_SETTINGS:
+            continue
+        if name in PUBLIC_RENAMES and PUBLIC_RENAMES[name] not in env:
+            out[PUBLIC_RENAMES[name]] = value
+        elif name in ("VAL_BATCH_SIZE", "VAL_BATCH_TOKENS"):  # tokens per val step over 8 micro-batches: speed only
+            seq = int(env.get("EVAL_SEQ_LEN") or env.get("TRAIN_SEQ_LEN") or 1024)
+            out.setdefault("EVAL_BATCH_SEQS", str(max(1, int(value) // (8 * seq))))
+        elif name in PUBLIC_UNSUPPORTED and BOOLEANS.get(value.strip().lower(), value.strip()) not in ("0", ""):
+            raise UserError(
+                f"{name}={value}: a setting of the public record scripts that this train_gpt.py does not "
+                "implement; unset it (python train_gpt.py --help lists ours)"
+            )
+        elif close := difflib.get_close_matches(name, ours, n=1, cutoff=0.85):
+            raise UserError(f"{name}={value}: no such setting; did you mean {close[0]}?")
+    return out
 
 
 def setting_fields() -> list[tuple[dataclasses.Field, type]]:
@@ -2147,6 +2205,9 @@ def load_validation(h: Hyperparameters, tokenizer_path: str | None = None, val_g
     check_tokenizer_matches_data(sp, tokenizer_path, val_glob, val_tokens)
     if h.val_max_tokens:
         val_tokens = val_tokens[: h.val_max_tokens + 1]
+    if h.ttt_mode == "sgd" and h.ttt_chunk_tokens >= len(val_tokens) - 1:
+        raise UserError(f"TTT_CHUNK_TOKENS={h.ttt_chunk_tokens} holds the whole val split ({len(val_tokens) - 1} "
+                        "targets): SGD TTT would never train; use a smaller chunk")  # fmt: skip
     return tables, prepare_val_tokens(val_tokens, h.effective_eval_seq_len, bool(h.include_tail))
 
 

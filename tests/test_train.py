@@ -94,8 +94,18 @@ def metric(log: str, key: str, field: str = "val_loss") -> float:
     ({"WARMDOWN_FRAC": "1.5"}, "WARMDOWN_FRAC=1.5"),
     ({"PRESET": "huge"}, "PRESET='huge' is unknown"),
     ({"TTT_MODE": "both"}, "TTT_MODE='both'"),
+    ({"NUM_LAYER": "3"}, "NUM_LAYER=3: no such setting; did you mean NUM_LAYERS?"),
+    ({"MATRX_LR": "0.1"}, "MATRX_LR=0.1: no such setting; did you mean MATRIX_LR?"),
+    ({"CASEOPS_ENABLED": "1"}, "CASEOPS_ENABLED=1: a setting of the public record scripts"),
+    ({"EMA_DECAY": "1.0"}, "EMA_DECAY=1.0: must be below 1"),
+    ({"MATRIX_LR": "-0.1"}, "MATRIX_LR=-0.1: must be >= 0"),
+    ({"TTT_MOMENTUM": "5"}, "TTT_MOMENTUM=5.0: must be in [0, 1]"),
+    ({"EVAL_STRIDE": "200"}, "EVAL_STRIDE=200: is longer than the window EVAL_SEQ_LEN=128"),
+    ({"TTT_LORA_CHUNK": "200", "TTT_MODE": "lora"}, "TTT_LORA_CHUNK=200: is longer than the window"),
+    ({"RUN_ID": "../../x"}, "RUN_ID='../../x': must be a plain name"),
 ])  # fmt: skip
 def test_bad_config_names_the_variable(env, needle):
+    """Every setting is checked before any work; a misspelled or unsupported name is refused, never ignored."""
     with pytest.raises(tg.UserError) as e:
         tg.Hyperparameters.from_env({"PRESET": "tiny", **env})
     assert needle in str(e.value) and "\n" not in str(e.value)
