@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--phases", nargs="+", choices=["tests", "bench", "e2e"], default=["tests", "bench", "e2e"])
     ap.add_argument("--seconds", type=float, default=60.0, help="MAX_WALLCLOCK_SECONDS of the e2e run")
     ap.add_argument("--bench-steps", type=int, default=3, help="timed steps per setting")
-    ap.add_argument("--bench-warmup", type=int, default=3, help="untimed steps per setting (the first compiles)")
+    ap.add_argument("--bench-warmup", type=int, default=2, help="untimed steps per setting (the first compiles)")
     ap.add_argument("--compressor", choices=["auto", "zstd", "lzma", "zlib"], default="auto")
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="dense bf16 peak of the GPU, if not in the table")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra settings for the e2e run")

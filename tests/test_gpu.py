@@ -122,7 +122,8 @@ def test_flash_attention_runs_the_model_under_bf16(device, data_dir, figures):
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     h, d, base = setup(device, data_dir)
-    x = torch.randint(0, h.model.vocab_size, (2, h.train_seq_len), device=device)
+    rows = h.train_batch_tokens // tg.grad_accum_steps(h, d) // h.train_seq_len  # the train test's micro-batch shape,
+    x = torch.randint(0, h.model.vocab_size, (rows, h.train_seq_len), device=device)  # so its compile is reused
 
     def step(model):
         with tg.amp_context(device, True):
