@@ -69,11 +69,12 @@ def parse_public(path: Path, data: bytes) -> RunLog:
     """Read a public record's log: the metric lines, the sizes, the clocks; what it does not say stays None."""
     text = data.decode("utf-8", errors="replace")
     run = RunLog(path=path, fmt="public")
-    rule = CODE_RULE.search(text)
-    if rule and re.search(r"^(import|from) \w", text[: rule.start()], re.M):
-        run.source = text[: rule.start()].encode("utf-8")
+    chunks = CODE_RULE.split(text)  # the source sits before the first '=' rule, or between two after `Source code:`
+    code = next((i for i, c in enumerate(chunks[:4]) if re.match(r"\s*(\"\"\"|#|import \w|from \w)", c)), None)
+    if code is not None and len(chunks) > code + 1:
+        run.source = chunks[code].strip("\n").encode("utf-8") + b"\n"
         run.source_sha256 = hashlib.sha256(run.source).hexdigest()
-        text = text[rule.end() :]
+        text = "\n".join(chunks[:code] + chunks[code + 1 :])
     merged: dict[tuple, Score] = {}  # one score per (name, qualifiers); the 8-decimal `_exact` twin wins
     last_val: Score | None = None  # the last validation in training: the score of a log that never scores more
     order: list[tuple] = []
