@@ -98,13 +98,23 @@ def data_summary(folder: Path) -> dict:
 
 def run_tests(work: Path, timeout: float) -> dict:
     """`pytest -m gpu tests/test_gpu.py`, outcomes from its JUnit XML and figures from PGOLF_GPU_REPORT."""
+    if importlib.util.find_spec("pytest") is None:
+        return {
+            "ok": False,
+            "error": "pytest is not installed: pip install --no-index .whl/*.whl (benchmarks/README.md)",
+        }
     junit, report = work / "junit.xml", work / "gpu_tests.json"
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
            str(REPO / "tests" / "test_gpu.py")]  # fmt: skip
     env = {**os.environ, "PGOLF_GPU_REPORT": str(report)}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    out: dict = {"command": shlex.join(cmd[1:]), "exit_code": proc.returncode, "wall_s": time.perf_counter() - t0}
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        code, output = proc.returncode, proc.stdout[-3000:] + proc.stderr[-2000:]
+    except subprocess.TimeoutExpired as e:
+        code, output = None, f"timed out after {timeout:.0f} s\n" + str(e.stdout or "")[-3000:]
+    out: dict = {"command": shlex.join(cmd[1:]), "exit_code": code, "timed_out": code is None,
+                 "wall_s": time.perf_counter() - t0}  # fmt: skip
     cases = []
     if junit.is_file():
         for case in ET.parse(junit).getroot().iter("testcase"):
@@ -115,9 +125,9 @@ def run_tests(work: Path, timeout: float) -> dict:
     out["cases"] = cases
     out["counts"] = {k: sum(c["outcome"] == k for c in cases) for k in ("passed", "failure", "error", "skipped")}
     out["figures"] = json.loads(report.read_text()) if report.is_file() else {}
-    out["output_tail"] = proc.stdout[-3000:] + proc.stderr[-2000:]
+    out["output_tail"] = output
     # exit 5 = nothing collected; a run where every test skipped (no CUDA) is not a failure of the plumbing
-    out["ok"] = proc.returncode == 0 and bool(cases) and not out["counts"]["failure"] and not out["counts"]["error"]
+    out["ok"] = code == 0 and bool(cases) and not out["counts"]["failure"] and not out["counts"]["error"]
     return out
 
 
@@ -306,8 +316,6 @@ def summary_markdown(res: dict) -> str:
                 fig = (f"step {r['step_ms']:.0f} ms, {r['tok_s']:,.0f} tok/s, MFU {mfu}{mem}, "
                        f"first step {r['first_step_s']:.0f} s")  # fmt: skip
             lines.append(f"| bench {b.get('preset', '')} {key} | {phase_ok(b)} | {fig} |")
-        if "error" in b:
-            lines.append(f"| bench | no | {b['error'].splitlines()[-1]} |")
     r = res["phases"].get("e2e")
     if r:
         s = r.get("summary") or {}
@@ -315,6 +323,12 @@ def summary_markdown(res: dict) -> str:
         fig = (f"{s.get('train_steps')} steps in {s.get('train_time_ms', 0) / 1000:.0f} s, {scores}, "
                f"{s.get('total_bytes', 0):,} bytes" if s else f"exit {r.get('exit_code')}")  # fmt: skip
         lines.append(f"| e2e train_gpt.py | {phase_ok(r)} | {fig} (wall {r.get('wall_s', 0):.0f} s) |")
+    problems = [f"- {name}: {p['error'].strip().splitlines()[-1]}" for name, p in res["phases"].items() if "error" in p]
+    problems += [f"- test {c['name']}: {(c['message'] or '').strip().splitlines()[0][:300] if c['message'] else ''}"
+                 for c in (t or {}).get("cases", []) if c["outcome"] in ("failure", "error")]  # fmt: skip
+    if r and not r.get("ok") and "error" not in r:
+        problems.append(f"- e2e: exit {r.get('exit_code')}, {r.get('error') or 'see ' + str(r.get('console'))}")
+    lines += ["", "Problems:", *problems] if problems else []
     lines.append(f"\nAll figures: {res['out']}")
     return "\n".join(lines)
 

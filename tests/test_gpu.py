@@ -136,6 +136,7 @@ def test_flash_attention_runs_the_model_under_bf16(device, data_dir, figures):
         with pytest.raises(RuntimeError):  # fp32 inputs: flash has no kernel for them
             base(x, x)
     for name, model in (("eager", base), ("compiled", compiled(base, device))):
+        step(model)  # compile (and warm up) outside the profile: it records the call the training loop repeats
         kernels = sdpa_kernels(lambda m=model: step(m))
         figures[f"sdpa_kernels_{name}"] = kernels
         assert any("flash" in k.lower() for k in kernels), f"{name}: no flash kernel ran; attention kernels: {kernels}"
@@ -273,3 +274,12 @@ def test_acceptance_refusals_are_one_line(tmp_path, capsys, monkeypatch):
     assert ga.pick_compressor("auto")[0] == "lzma"  # no zstandard: lzma, with a note in the JSON
     assert tk.run_cli(ga.main, ["--prepare", str(tmp_path / "d"), "--docs", str(tmp_path / "none.jsonl")]) == 2
     assert "none.jsonl: no such file" in capsys.readouterr().err
+    assert tk.run_cli(ga.main, ["--dry-run", "--data", str(tmp_path), "--set", "NUM_HEADS"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+    # a failing phase is recorded (the script's one-line error kept), the JSON still written, exit 1
+    out = tmp_path / "bad.json"
+    argv = ["--dry-run", "--data", str(tmp_path), "--out", str(out), "--phases", "e2e", "--set", "NUM_HEADS=3"]
+    assert tk.run_cli(ga.main, argv) == 1
+    e2e = json.loads(out.read_text())["phases"]["e2e"]
+    assert not e2e["ok"] and e2e["exit_code"] != 0 and "NUM_HEADS=3" in e2e["error"]
+    assert "- e2e: error: NUM_HEADS=3" in capsys.readouterr().out
