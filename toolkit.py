@@ -161,18 +161,11 @@ def load_model(artifact: str | None = None, checkpoint: str | None = None, code=
     else:
         config, state, recorded = load_checkpoint(path)
     try:
-        model = code.build_model(config)
+        cfg = code.ModelConfig.from_dict(config, f"{path}'s model config")
+        code.check_shapes(cfg, state, str(path))  # on the meta device: no memory for a crafted config
     except UserError as e:
-        raise UserError(f"{path}: {e}") from None
-    want = {n: tuple(t.shape) for n, t in model.state_dict().items()}
-    got = {n: tuple(t.shape) for n, t in state.items()}
-    bad = sorted(n for n in set(want) | set(got) if want.get(n) != got.get(n))
-    if bad:
-        raise UserError(
-            f"{path}: its tensors do not fit the model its config describes: "
-            + ", ".join(f"{n} {got.get(n)} vs {want.get(n)}" for n in bad[:3])
-            + " (file shape vs model shape)"
-        )
+        raise UserError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
+    model = code.build_model(cfg)
     model.load_state_dict(state, strict=True)
     return Loaded(model.eval(), config, recorded, state)
 
@@ -213,3 +206,217 @@ def build_artifact(state: dict, roles: dict, cfg, h, hessians: dict | None = Non
     report = {"tensors": tensors, "roles": by_role, "model_bytes": len(blob), "compressor": h.compressor}
     report.update(params=sum(r["params"] for r in by_role.values()), quantize_seconds=seconds)
     return blob, report
+
+
+# =====================================================================================================================
+# OFFICIAL CHECKPOINTS: the public baseline's own files, rescored by PRESET=baseline's model
+# =====================================================================================================================
+# The challenge's baseline train_gpt.py (records/track_10min_16mb/2026-03-17_NaiveBaseline) writes two files:
+#   final_model.pt       torch.save of its model's state_dict (tok_emb.weight in bf16, everything else fp32);
+#   final_model.int8.ptz zlib of torch.save of a dict: "__quant_format__": "int8_clean_per_row_v1", "quantized"
+#                        {name: int8}, "scales" {name: fp16 per row for 2-D tensors, a 0-d fp32 otherwise}, "dtypes"
+#                        {name: original dtype}, "passthrough" {name: tensor kept as is, control tensors in fp32,
+#                        other small floats in fp16}, optional "qmeta" {name: {"scheme": "per_row", "axis": 0}} and
+#                        "passthrough_orig_dtypes" {name: dtype the fp16 copy is cast back to}.
+# Both are pickles. They are read with torch.load(weights_only=True), which builds tensors and plain containers and
+# never imports or calls anything the file names, and then every object in them must be a tensor, str, int, float,
+# dict or list. The official parameter names map onto PRESET=baseline's (OFFICIAL_NAMES); the shapes give the
+# few sizes the official script let the environment change (vocab, layers, width, heads, MLP, tied head).
+OFFICIAL_INT8_FORMAT = "int8_clean_per_row_v1"
+OFFICIAL_WRAPPERS = ("_orig_mod.", "module.")  # torch.compile / DDP prefixes a saved state_dict may carry
+OFFICIAL_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+OFFICIAL_MAX_UNZIPPED = 1 << 31  # a 16 MB artifact inflates to ~20 MB; anything near this is not one
+OFFICIAL_BLOCK_NAMES = {  # official name inside blocks.{i} -> ours
+    "attn_scale": "attn_scale",
+    "mlp_scale": "mlp_scale",
+    "resid_mix": "resid_mix",
+    "attn.q_gain": "attn.q_gain",
+    "attn.c_q.weight": "attn.c_q.weight",
+    "attn.c_k.weight": "attn.c_k.weight",
+    "attn.c_v.weight": "attn.c_v.weight",
+    "attn.proj.weight": "attn.proj.weight",
+    "mlp.fc.weight": "mlp.fc.weight",
+    "mlp.proj.weight": "mlp.proj.weight",
+}
+OFFICIAL_TOP_NAMES = {
+    "tok_emb.weight": "tok_emb.weight",
+    "skip_weights": "skip_weights",
+    "lm_head.weight": "lm_head.weight",
+}
+
+
+def official_names(num_layers: int, tied: bool) -> dict[str, str]:
+    """{official parameter name: PRESET=baseline's name} of an official model with `num_layers` blocks."""
+    names = {k: v for k, v in OFFICIAL_TOP_NAMES.items() if not (tied and k == "lm_head.weight")}
+    for i in range(num_layers):
+        names.update({f"blocks.{i}.{k}": f"blocks.{i}.{v}" for k, v in OFFICIAL_BLOCK_NAMES.items()})
+    return names
+
+
+def _official_unpickle(data: bytes, what: str) -> object:
+    """torch.load(weights_only=True) of `data`, then every object checked to be plain: one line if not."""
+    import io
+    import re
+
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # an UnpicklingError naming the refused global, or torch's errors for a non-pickle
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        why = f"it names {found.group(1)}, which is not a tensor or plain container" if found else type(e).__name__
+        raise UserError(f"{what}: refused, not a plain pickle of tensors ({why}); nothing in it was run") from None
+    bad = _first_unplain(obj, "")
+    if bad:
+        raise UserError(f"{what}: refused: {bad} (only tensors, str, int, float, dict and list are accepted)")
+    return obj
+
+
+def _first_unplain(obj: object, at: str) -> str | None:
+    """Where `obj` holds something other than tensors, str, int, float, dict and list (None when it holds none)."""
+    if isinstance(obj, torch.Tensor) or type(obj) in (str, int, float):
+        return None
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if type(k) not in (str, int):
+                return f"{at or 'the object'} has a {type(k).__name__} key"
+            bad = _first_unplain(v, f"{at}[{k!r}]")
+            if bad:
+                return bad
+        return None
+    if isinstance(obj, list):
+        return next((b for i, v in enumerate(obj) if (b := _first_unplain(v, f"{at}[{i}]"))), None)
+    return f"{at or 'the object'} is a {type(obj).__name__}"
+
+
+def dequantize_official(obj: dict, what: str = "the int8 object") -> dict[str, torch.Tensor]:
+    """The float state_dict of an official int8 object, computed as the official dequantiser does: q * its row's
+    scale for a per-row entry (qmeta per_row, or a scale with dimensions), q * the one scale otherwise, in fp32,
+    then cast to the recorded dtype; passthrough tensors kept, an fp16 copy cast back to its recorded dtype."""
+
+    def need(ok: bool, why: str) -> None:
+        if not ok:
+            raise UserError(f"{what}: {why}")
+
+    def dtype_of(name: object, key: str) -> torch.dtype:
+        need(name in OFFICIAL_DTYPES, f"{key} dtype {name!r} is not one of {', '.join(OFFICIAL_DTYPES)}")
+        return OFFICIAL_DTYPES[name]
+
+    need(isinstance(obj, dict), "not a dict")
+    fmt = obj.get("__quant_format__", OFFICIAL_INT8_FORMAT)
+    need(fmt == OFFICIAL_INT8_FORMAT, f"quant format {fmt!r}, expected {OFFICIAL_INT8_FORMAT!r}")
+    parts = {k: obj.get(k, {}) for k in ("quantized", "scales", "dtypes", "passthrough", "qmeta")}
+    parts["orig"] = obj.get("passthrough_orig_dtypes", {})
+    need(all(isinstance(v, dict) for v in parts.values()), "its tables must be dicts")
+    need("quantized" in obj and "passthrough" in obj, "no 'quantized' / 'passthrough' tables")
+    out: dict[str, torch.Tensor] = {}
+    for name, q in parts["quantized"].items():
+        s = parts["scales"].get(name)
+        need(isinstance(q, torch.Tensor) and q.dtype == torch.int8 and q.dim() >= 1, f"{name}: not an int8 tensor")
+        need(isinstance(s, torch.Tensor) and s.is_floating_point(), f"{name}: no float scale")
+        dtype = dtype_of(parts["dtypes"].get(name), name)
+        meta = parts["qmeta"].get(name, {})
+        if (isinstance(meta, dict) and meta.get("scheme") == "per_row") or s.dim() > 0:
+            need(s.numel() == q.shape[0], f"{name}: {s.numel()} row scales for {q.shape[0]} rows")
+            rows = s.to(torch.float32).view(q.shape[0], *([1] * (q.dim() - 1)))
+            out[name] = (q.float() * rows).to(dtype).contiguous()
+        else:
+            out[name] = (q.float() * float(s.item())).to(dtype).contiguous()
+    for name, t in parts["passthrough"].items():
+        need(isinstance(t, torch.Tensor), f"passthrough {name}: not a tensor")
+        need(name not in out, f"{name}: both quantised and passed through")
+        orig = parts["orig"].get(name)
+        out[name] = (t.to(dtype_of(orig, name)) if isinstance(orig, str) else t).contiguous()
+    return out
+
+
+def official_config(state: dict[str, torch.Tensor], what: str) -> tg.ModelConfig:
+    """PRESET=baseline's model config with the sizes the official state_dict's shapes give."""
+    keys = ("tok_emb.weight", "blocks.0.attn.q_gain", "blocks.0.attn.c_k.weight", "blocks.0.mlp.fc.weight")
+    missing = [n for n in keys if n not in state]
+    if missing:
+        raise UserError(f"{what}: not an official baseline state_dict (no {', '.join(missing)})")
+    vocab, dim = state["tok_emb.weight"].shape
+    heads = state["blocks.0.attn.q_gain"].numel()
+    layers = len({n.split(".")[1] for n in state if n.startswith("blocks.") and n.endswith(".attn.c_q.weight")})
+    try:
+        h = preset(
+            "baseline",
+            vocab_size=vocab,
+            model_dim=dim,
+            num_layers=layers,
+            num_heads=heads,
+            num_kv_heads=state["blocks.0.attn.c_k.weight"].shape[0] // max(dim // max(heads, 1), 1),
+            mlp_mult=state["blocks.0.mlp.fc.weight"].shape[0] / dim,
+            tie_embeddings=int("lm_head.weight" not in state),
+        )
+    except UserError as e:
+        raise UserError(f"{what}: its shapes give no valid baseline model ({e})") from None
+    return h.model
+
+
+def load_official(checkpoint: str | None = None, artifact: str | None = None) -> Loaded:
+    """PRESET=baseline's model holding the weights of an official final_model.pt (`checkpoint`) or
+    final_model.int8.ptz (`artifact`, dequantised as the official code does), names mapped, loaded strictly."""
+    import zlib
+
+    path = Path(checkpoint or artifact)
+    what = f"--official-{'checkpoint' if checkpoint else 'artifact'} {path}"
+    if not path.is_file():
+        raise UserError(f"{what}: no such file")
+    data = path.read_bytes()
+    if artifact:
+        try:
+            inflater = zlib.decompressobj()
+            data = inflater.decompress(data, OFFICIAL_MAX_UNZIPPED)
+        except zlib.error:
+            raise UserError(f"{what}: not a zlib stream, so not an official .int8.ptz") from None
+        if inflater.unconsumed_tail:
+            raise UserError(f"{what}: inflates to over {OFFICIAL_MAX_UNZIPPED} bytes: not an official .int8.ptz")
+    obj = _official_unpickle(data, what)
+    if artifact:
+        obj = dequantize_official(obj, what)
+    if not isinstance(obj, dict) or not all(isinstance(t, torch.Tensor) for t in obj.values()):
+        raise UserError(f"{what}: not a state_dict (a dict of tensors)")
+    state = {}
+    for name, t in obj.items():
+        for prefix in OFFICIAL_WRAPPERS:
+            name = name.removeprefix(prefix)
+        state[name] = t
+    cfg = official_config(state, what)
+    names = official_names(cfg.num_layers, bool(cfg.tie_embeddings))
+    odd = sorted(set(state) - set(names))
+    lost = sorted(set(names) - set(state))
+    if odd or lost:
+        raise UserError(f"{what}: its tensors are not the official baseline's: unknown {odd[:3]}, missing {lost[:3]}")
+    floats = [n for n, t in state.items() if not t.is_floating_point()]
+    if floats:
+        raise UserError(f"{what}: {floats[0]} is {state[floats[0]].dtype}, not a float tensor")
+    ours = {names[n]: t for n, t in state.items()}
+    model = tg.build_model(cfg)
+    want = {n: tuple(t.shape) for n, t in model.state_dict().items()}
+    bad = sorted(n for n in set(want) | set(ours) if want.get(n) != (tuple(ours[n].shape) if n in ours else None))
+    if bad:
+        raise UserError(
+            f"{what}: its tensors do not fit the baseline model: "
+            + ", ".join(f"{n} {tuple(ours[n].shape) if n in ours else None} vs {want.get(n)}" for n in bad[:3])
+        )
+    model.load_state_dict(ours, strict=True)  # bf16 / fp16 values are copied exactly into the fp32 parameters
+    return Loaded(model.eval(), dataclasses.asdict(cfg), {"preset": "baseline"}, ours)
+
+
+def sniff_official(path: str | os.PathLike) -> str | None:
+    """'checkpoint' or 'artifact' when the file at `path` looks like an official final_model.pt / .int8.ptz (a
+    zip whose pickle has tok_emb.weight / a zlib stream); None otherwise. Reads, never unpickles."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        head = path.open("rb").read(2)
+        if len(head) == 2 and head[0] == 0x78 and (head[0] * 256 + head[1]) % 31 == 0:
+            return "artifact"
+        with zipfile.ZipFile(path) as z:
+            pkl = next((n for n in z.namelist() if n.endswith("/data.pkl")), None)
+            if pkl and b"tok_emb.weight" in z.read(pkl) and b"pgolf-float-checkpoint" not in z.read(pkl):
+                return "checkpoint"
+    except (OSError, zipfile.BadZipFile):
+        return None
+    return None

@@ -1393,7 +1393,7 @@ ARTIFACT_VERSION = 2  # 2: the header and each stream are separate compressed fr
 ARTIFACT_PART = struct.Struct("<II")  # per part: compressed bytes, raw bytes
 ARTIFACT_FRAME = struct.Struct("<4sBBQ16s")  # magic, version, codec id, payload bytes, blake2b-128 digest
 ARTIFACT_CODECS = {"zstd": 1, "lzma": 2, "zlib": 3}
-ARTIFACT_MAX_PAYLOAD = 1 << 32  # refuse to inflate more than 4 GiB, whatever the length field says
+ARTIFACT_MAX_PAYLOAD = 1 << 28  # 256 MiB, 16x the byte cap: a declared payload above it is refused before inflating
 QUANT_ROLES = ("attn", "mlp", "embed", "head")  # large 2-D matrices of these roles are stored as integers
 STORE_ORDER = ("attn", "mlp", "embed", "head", "control", "buffer")  # tensor order inside every stream
 STREAM_WIDTHS = {"q": 1, "scale": 2, "f16": 2, "f32": 4, "raw": 1, "lqer_q": 1, "lqer_s": 2}  # byte-shuffle width
@@ -1608,8 +1608,8 @@ def compress_bytes(data: bytes, codec: str, level: int) -> bytes:
 def decompress_bytes(data: bytes, codec: str, size: int) -> bytes:
     mod = _codec(codec)
     try:
-        if codec == "zstd":
-            return mod.ZstdDecompressor().decompress(data, max_output_size=size)
+        if codec == "zstd":  # streamed: a frame that declares a huge content size allocates nothing for it
+            return mod.ZstdDecompressor().stream_reader(io.BytesIO(data)).read(size + 1)
         return (mod.LZMADecompressor() if codec == "lzma" else mod.decompressobj()).decompress(data, size)
     except Exception as e:
         raise ArtifactError(f"artifact payload does not decompress with {codec} ({e}): corrupt file") from None
@@ -1783,22 +1783,30 @@ def read_artifact(blob: bytes) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
 def load_artifact_model(blob: bytes, expected: ModelConfig | None = None) -> tuple[GPT, ModelConfig]:
     """Build the model an artifact describes and load its weights strictly (one-line errors on any mismatch)."""
     cfg, state = read_artifact(blob)
+    check_shapes(cfg, state, "artifact")
     if expected is not None and cfg != expected:
         diff = [
             f"{k}={v!r} (expected {getattr(expected, k)!r})" for k, v in vars(cfg).items() if v != getattr(expected, k)
         ]
         raise ArtifactError(f"artifact does not match the model config: {', '.join(diff[:4])}")
     model = build_model(cfg)
-    want = {n: tuple(t.shape) for n, t in model.state_dict().items()}
-    got = {n: tuple(t.shape) for n, t in state.items()}
-    if want != got:
-        bad = sorted(n for n in set(want) | set(got) if want.get(n) != got.get(n))
-        raise ArtifactError(
-            f"artifact tensors do not fit the model: {[(n, got.get(n), want.get(n)) for n in bad[:3]]}"
-            " (name, artifact shape, model shape)"
-        )
     model.load_state_dict(state, strict=True)
     return model, cfg
+
+
+def check_shapes(cfg: ModelConfig, state: dict, what: str) -> None:
+    """Compare a file's tensors with the model its config describes, built on the meta device (no memory), so a
+    crafted config that claims a huge model is refused before anything is allocated for it."""
+    with torch.device("meta"):
+        want = {n: tuple(t.shape) for n, t in build_model(cfg).state_dict().items()}
+    got = {n: tuple(t.shape) for n, t in state.items()}
+    bad = sorted(n for n in set(want) | set(got) if want.get(n) != got.get(n))
+    if bad:
+        raise ArtifactError(
+            f"{what} tensors do not fit the model its config describes: "
+            + ", ".join(f"{n} {got.get(n)} vs {want.get(n)}" for n in bad[:3])
+            + " (file shape vs model shape)"
+        )
 
 
 def calibration_tokens(h: Hyperparameters, d: Dist) -> int:
