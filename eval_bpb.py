@@ -3,27 +3,36 @@ EVALUATION section (it keeps no copy of the scoring code).
 
     PRESET=tiny python eval_bpb.py --artifact model.pgz --val 'data/sample/fineweb_val_*.bin' --mode flat
     python eval_bpb.py --checkpoint model.ckpt.pt --mode ttt --ttt-mode lora
-    python eval_bpb.py --artifact old.pgz --code records/track_10min_16mb/2026-05-01_x/train_gpt.py --mode sliding
+    python eval_bpb.py --artifact old.pgz --code records/track_10min_16mb/2026-05-01_x/train_gpt.py --trust-code
+    python eval_bpb.py --official-artifact final_model.int8.ptz --mode flat --val ... --tokenizer ...
     torchrun --standalone --nproc_per_node=2 eval_bpb.py --artifact model.pgz --mode sliding   # gloo on CPU
     python eval_bpb.py --artifact model.pgz --sample "The capital of France" --max-new-tokens 60 --top-k 40
 
 Settings, lowest precedence first: Hyperparameters defaults (PRESET and the upper-case environment variables, as
 for train_gpt.py), the hyperparameters a float checkpoint recorded, the model config stored in the artifact or
 checkpoint, then the flags below. --code imports that train_gpt.py by path and uses its own build_model,
-read_artifact/load_checkpoint and eval functions, so a past record's artifact is rescored by the code that made it.
+read_artifact/load_checkpoint and eval functions, so a past record's artifact is rescored by the code that made it:
+importing a file RUNS it, so --code needs --trust-code. --official-checkpoint / --official-artifact read the public
+baseline's own final_model.pt / final_model.int8.ptz (pickles, loaded with torch.load(weights_only=True): nothing in
+them runs; anything but tensors, str, int, float, dict and list is refused) into PRESET=baseline's model, names
+mapped, dequantised as the official code does, and score them with this toolkit's metric.
 Prints `NAME val_loss:… val_bpb:…` and `NAME_exact …` with 8 decimals, targets, bytes, the scoring-loop time and the
-full wall time. Exit status 2 with a one-line message on bad input.
+full wall time; while scoring, a progress line on stderr at most every --progress-every seconds. Exit status 2 with a
+one-line message on bad input.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.machinery
 import importlib.util
 import sys
 import time
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import torch
 
 import toolkit as tk
@@ -39,6 +48,8 @@ NEEDED = (
     "eval_ttt",
     "init_distributed",
     "cleanup_distributed",
+    "ModelConfig",
+    "check_shapes",
 )
 FLAG_FIELDS = {  # flag dest -> Hyperparameters field
     "seq_len": "eval_seq_len", "stride": "eval_stride", "batch_seqs": "eval_batch_seqs", "loops": "eval_loops",
@@ -47,6 +58,7 @@ FLAG_FIELDS = {  # flag dest -> Hyperparameters field
     "ttt_lora_lr": "ttt_lora_lr", "ttt_lora_chunk": "ttt_lora_chunk", "ttt_lora_docs": "ttt_lora_docs",
     "device": "device", "seed": "seed",
 }  # fmt: skip
+PROGRESS_EVERY = 5.0  # seconds between progress lines
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,13 +66,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--artifact", help="a quantised artifact written by train_gpt.py / quantize.py")
     src.add_argument("--checkpoint", help="a float checkpoint written by train_gpt.py (save_checkpoint)")
-    p.add_argument("--code", help="score with THIS train_gpt.py (e.g. a record's), imported by path")
+    src.add_argument(
+        "--official-checkpoint",
+        metavar="FINAL_MODEL_PT",
+        help="the official baseline's final_model.pt (a torch.save'd state_dict), scored by PRESET=baseline's model",
+    )
+    src.add_argument(
+        "--official-artifact",
+        metavar="FINAL_MODEL_INT8_PTZ",
+        help="the official baseline's final_model.int8.ptz (zlib + torch.save'd int8 object), dequantised as the\n"
+        "official code does and scored by PRESET=baseline's model",
+    )
+    p.add_argument(
+        "--code",
+        help="score with THIS train_gpt.py (e.g. a record's), imported by path: this RUNS the file, so it also\n"
+        "needs --trust-code",
+    )
+    p.add_argument("--trust-code", action="store_true", help="allow --code to import (run) its file")
     p.add_argument("--val", help="glob of val shards (default: DATA_PATH/fineweb_val_*.bin)")
     p.add_argument("--tokenizer", help="SentencePiece .model (default: TOKENIZER_PATH)")
     p.add_argument("--mode", choices=("flat", "sliding", "ttt"), default="sliding", help="default: sliding")
     p.add_argument("--name", help="label of the printed lines (default: eval_MODE)")
     p.add_argument("--include-tail", action="store_true", help="also score the tail the official loader drops")
     p.add_argument("--max-tokens", type=int, default=0, help="score only this many val targets (quick checks)")
+    p.add_argument(
+        "--progress-every",
+        type=float,
+        default=PROGRESS_EVERY,
+        metavar="SECONDS",
+        help=f"a progress line on stderr at most this often while scoring (default {PROGRESS_EVERY:g}; 0 = none)",
+    )
     g = p.add_argument_group("window and TTT knobs (default: from the model's settings)")
     g.add_argument("--seq-len", type=int, help="window length (EVAL_SEQ_LEN)")
     g.add_argument("--stride", type=int, help="sliding-window stride (EVAL_STRIDE)")
@@ -89,22 +124,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def load_code(path: str | None) -> ModuleType:
-    """The train_gpt module: ours, or the file at `path` imported under its own name."""
+def load_code(path: str | None, trusted: bool = False) -> ModuleType:
+    """The train_gpt module: ours, or the file at `path` imported (so run) under its own name, only if `trusted`."""
     if path is None:
         import train_gpt
 
         return train_gpt
+    if not trusted:
+        raise tk.UserError(f"--code {path} runs that file as Python (it imports it); pass --trust-code if you trust it")
     file = Path(path)
     if not file.is_file():
         raise tk.UserError(f"--code {path}: no such file")
-    spec = importlib.util.spec_from_file_location(f"rescore_{abs(hash(str(file.resolve())))}", file)
+    name = f"rescore_{abs(hash(str(file.resolve())))}"
+    # an explicit source loader: the suffix decides nothing (README.md is read as Python and fails as such)
+    spec = importlib.util.spec_from_loader(name, importlib.machinery.SourceFileLoader(name, str(file)))
     module = importlib.util.module_from_spec(spec)
+    module.__file__ = str(file)
     sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
     try:
         spec.loader.exec_module(module)
-    except Exception as e:
-        raise tk.UserError(f"--code {path}: importing it failed ({type(e).__name__}: {e})") from None
+    except (Exception, SystemExit) as e:  # a SyntaxError for a file that is not Python, or the file's own error
+        sys.modules.pop(spec.name, None)
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise tk.UserError(f"--code {path}: importing it failed ({type(e).__name__}: {msg})") from None
     missing = [name for name in NEEDED if not hasattr(module, name)]
     if missing:
         raise tk.UserError(
@@ -154,6 +196,8 @@ def check_args(args: argparse.Namespace) -> None:
             raise tk.UserError(f"--{name.replace('_', '-')} {value}: must be positive")
     if args.stride is not None and args.stride <= 0:
         raise tk.UserError(f"--stride {args.stride}: must be positive (windows would never advance)")
+    if args.progress_every < 0:
+        raise tk.UserError(f"--progress-every {args.progress_every}: must be >= 0 (0 = no progress lines)")
     if args.max_tokens < 0 or args.max_new_tokens <= 0 or args.temperature < 0 or args.top_k < 0:
         raise tk.UserError("--max-tokens, --temperature and --top-k must be >= 0 and --max-new-tokens positive")
 
@@ -162,8 +206,11 @@ def run(args: argparse.Namespace, t_start: float) -> None:
     import sentencepiece as spm
 
     check_args(args)
-    tg = load_code(args.code)
-    loaded = tk.load_model(args.artifact, args.checkpoint, code=tg)
+    official = args.official_checkpoint or args.official_artifact
+    if official and args.code:
+        raise tk.UserError("--code cannot score --official-*: the official files are scored by PRESET=baseline's model")
+    tg = load_code(args.code, args.trust_code)
+    loaded = load(args, tg)
     h = make_hparams(tg, args, loaded)
     tok_path = args.tokenizer or h.tokenizer_path
     if not Path(tok_path).is_file():
@@ -187,6 +234,20 @@ def run(args: argparse.Namespace, t_start: float) -> None:
         tg.cleanup_distributed()
 
 
+def load(args: argparse.Namespace, tg: ModuleType) -> tk.Loaded:
+    """The model of whichever source was given; a file of the official format under --artifact / --checkpoint is
+    refused with the flag that reads it."""
+    if args.official_checkpoint or args.official_artifact:
+        return tk.load_official(args.official_checkpoint, args.official_artifact)
+    try:
+        return tk.load_model(args.artifact, args.checkpoint, code=tg)
+    except tk.UserError as e:
+        kind = tk.sniff_official(args.artifact or args.checkpoint)
+        if kind:
+            raise tk.UserError(f"{e}; it looks like an official baseline file: pass it as --official-{kind}") from None
+        raise
+
+
 def sample(model: torch.nn.Module, sp, args: argparse.Namespace, h, d) -> None:
     gen = torch.Generator().manual_seed(h.seed)
     ids = [int(sp.bos_id())] + sp.encode(args.sample)
@@ -206,15 +267,18 @@ def score(tg: ModuleType, model: torch.nn.Module, tok_path: str, args: argparse.
         if args.mode == "ttt":
             knobs += f" ttt_mode:{h.ttt_mode}"
         print(
-            f"rescore source:{args.artifact or args.checkpoint} code:{args.code or 'train_gpt.py'} "
+            f"rescore source:{args.artifact or args.checkpoint or args.official_checkpoint or args.official_artifact} "
+            f"code:{args.code or 'train_gpt.py'} "
             f"mode:{args.mode} {knobs} loops:{h.model.eval_loops or h.model.num_loops} world_size:{d.world_size} "
             f"device:{d.device.type} val_tokens:{len(val)}",
             flush=True,
         )
     fn = {"flat": tg.eval_flat, "sliding": tg.eval_sliding, "ttt": tg.eval_ttt}[args.mode]
-    res = fn(model, val, tables, h, d)
+    name = args.name or f"eval_{args.mode}"
+    every = args.progress_every if main else 0.0
+    with progress(tg, name, (len(val) - 1) / d.world_size, every):
+        res = fn(model, val, tables, h, d)
     if main:
-        name = args.name or f"eval_{args.mode}"
         wall = time.perf_counter() - t_start
         print(f"{name} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} eval_time:{1000 * res.seconds:.0f}ms")
         print(
@@ -222,6 +286,43 @@ def score(tg: ModuleType, model: torch.nn.Module, tok_path: str, args: argparse.
             f"bytes:{res.bytes} eval_time:{1000 * res.seconds:.0f}ms wall_time:{1000 * wall:.0f}ms",
             flush=True,
         )
+
+
+@contextlib.contextmanager
+def progress(tg: ModuleType, name: str, targets: float, every: float):
+    """While the block runs, print `progress NAME: P% of N targets, elapsed Ts, eta Ts` on stderr at most every
+    `every` seconds. It observes tg.ScoreLedger.score, the one call every eval mode (flat, sliding, SGD and LoRA TTT)
+    scores targets through, counting this rank's scored targets from the call's own (first, lo, hi) arrays on the
+    CPU (no device sync) against `targets`, this rank's share of the split. The call and its result are untouched,
+    so the scores are the same with or without it. No ScoreLedger (a --code file of another API): no lines."""
+    ledger = getattr(tg, "ScoreLedger", None)
+    if every <= 0 or ledger is None or not hasattr(ledger, "score"):
+        yield
+        return
+    original, t0 = ledger.score, time.perf_counter()
+    state = {"done": 0, "last": t0}
+
+    def score(self, ce, first, lo, hi, *rest, **kw):
+        out = original(self, ce, first, lo, hi, *rest, **kw)
+        width = ce.shape[1]
+        state["done"] += int((np.minimum(hi, first + width) - np.maximum(lo, first)).clip(min=0).sum())
+        now = time.perf_counter()
+        if now - state["last"] >= every:
+            state["last"] = now
+            frac = min(state["done"] / max(targets, 1.0), 1.0)
+            eta = f"{(now - t0) * (1 - frac) / frac:.0f}s" if frac > 0 else "?"
+            print(
+                f"progress {name}: {100 * frac:.1f}% of {round(targets):,} targets, elapsed {now - t0:.0f}s, eta {eta}",
+                file=sys.stderr,
+                flush=True,
+            )
+        return out
+
+    ledger.score = score
+    try:
+        yield
+    finally:
+        ledger.score = original
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -128,12 +128,12 @@ def test_code_flag_uses_that_file(files, capsys, tmp_path):
     shutil.copy(REPO / "train_gpt.py", record / "train_gpt.py")
     args = cli(files, "--artifact", files["artifact"], "--mode", "flat")
     rc, out_ours, _ = run_main(capsys, args)
-    rc2, out_code, _ = run_main(capsys, [*args, "--code", str(record / "train_gpt.py")])
+    rc2, out_code, _ = run_main(capsys, [*args, "--code", str(record / "train_gpt.py"), "--trust-code"])
     assert rc == rc2 == 0
     assert exact(out_code, "eval_flat")["val_bpb"] == exact(out_ours, "eval_flat")["val_bpb"]
     assert f"code:{record / 'train_gpt.py'}" in out_code
     (tmp_path / "old.py").write_text("import torch\n\ndef main():\n    pass\n")
-    rc, _, err = run_main(capsys, [*args, "--code", str(tmp_path / "old.py")])
+    rc, _, err = run_main(capsys, [*args, "--code", str(tmp_path / "old.py"), "--trust-code"])
     assert rc == 2 and "does not define Hyperparameters, setting_fields, build_model" in err and err.count("\n") == 1
 
 
