@@ -3,9 +3,10 @@ forward and of both TTT forwards, at a tiny shape with every feature of the fron
 on; compiled against eager (fp32), and bf16 autocast against fp32.
 
 fullgraph=True raises on any graph break, so a case passing proves the path compiles to one graph per call. The
-default suite compiles with the `aot_eager` backend (Dynamo capture plus AOT autograd's forward/backward graphs,
-run by eager kernels: seconds) and keeps one Inductor case; every case with Inductor (C++ code generation on CPU,
-about 15 s for a forward and 50 s for a forward+backward on a cold cache) is under `-m slow`.
+default suite captures every path with Dynamo alone (the `eager` backend: about a second a case), the training step
+also through AOT autograd (`aot_eager`: the joint forward/backward graph) and the scoring forward through Inductor.
+The other AOT and Inductor cases are under `-m slow`: Inductor generates and compiles C++ for every fused kernel on
+CPU, 20-100 s a case on a cold cache.
 """
 
 from __future__ import annotations
@@ -198,3 +199,23 @@ def test_bf16_autocast_matches_fp32(backend):
     cos = torch.nn.functional.cosine_similarity(torch.cat([g.flatten() for g in got_grads]),
                                                 torch.cat([g.flatten() for g in want_grads]), dim=0)  # fmt: skip
     assert cos > 0.99, f"bf16 gradient direction differs from fp32: cosine {cos.item():.4f}"
+
+
+def test_recurrence_ramp_changes_no_graph():
+    """train() fades the repeated passes in by calling set_loops(loops, gain) with a new gain at many steps: the gain
+    lives in a buffer, so the compiled model follows each value (equal to eager) without compiling again (a Python
+    float would recompile at every value and, past Dynamo's recompile limit, silently fall back to eager)."""
+    from torch._dynamo.testing import CompileCounter
+
+    model = randomized_model()
+    counter = CompileCounter()
+    compiled = torch.compile(model, fullgraph=True, dynamic=False, backend=counter)
+    x, y, _ = batch()
+    losses = []
+    with torch.no_grad():
+        for gain in (0.25, 0.5, 0.75):
+            model.set_loops(LOOPS["on"], gain)
+            losses.append(compiled(x, y))
+            torch.testing.assert_close(losses[-1], model(x, y), **FP32_TOL)
+    assert counter.frame_count == 1, f"{counter.frame_count} compilations for 3 gains"
+    assert len({round(v.item(), 6) for v in losses}) == 3, "the gain must change the loss"
