@@ -225,7 +225,7 @@ def build_artifact(state: dict, roles: dict, cfg, h, hessians: dict | None = Non
 OFFICIAL_INT8_FORMAT = "int8_clean_per_row_v1"
 OFFICIAL_WRAPPERS = ("_orig_mod.", "module.")  # torch.compile / DDP prefixes a saved state_dict may carry
 OFFICIAL_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-OFFICIAL_MAX_UNZIPPED = 1 << 31  # a 16 MB artifact inflates to ~20 MB; anything near this is not one
+OFFICIAL_MAX_UNZIPPED = 256 << 20  # the baseline's int8 object is ~17 MB; a crafted stream inflates no further
 OFFICIAL_BLOCK_NAMES = {  # official name inside blocks.{i} -> ours
     "attn_scale": "attn_scale",
     "mlp_scale": "mlp_scale",
@@ -264,27 +264,38 @@ def _official_unpickle(data: bytes, what: str) -> object:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         why = f"it names {found.group(1)}, which is not a tensor or plain container" if found else type(e).__name__
         raise UserError(f"{what}: refused, not a plain pickle of tensors ({why}); nothing in it was run") from None
-    bad = _first_unplain(obj, "")
+    bad = _first_unplain(obj)
     if bad:
         raise UserError(f"{what}: refused: {bad} (only tensors, str, int, float, dict and list are accepted)")
     return obj
 
 
-def _first_unplain(obj: object, at: str) -> str | None:
-    """Where `obj` holds something other than tensors, str, int, float, dict and list (None when it holds none)."""
-    if isinstance(obj, torch.Tensor) or type(obj) in (str, int, float):
-        return None
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if type(k) not in (str, int):
-                return f"{at or 'the object'} has a {type(k).__name__} key"
-            bad = _first_unplain(v, f"{at}[{k!r}]")
-            if bad:
-                return bad
-        return None
-    if isinstance(obj, list):
-        return next((b for i, v in enumerate(obj) if (b := _first_unplain(v, f"{at}[{i}]"))), None)
-    return f"{at or 'the object'} is a {type(obj).__name__}"
+def _first_unplain(obj: object) -> str | None:
+    """Where `obj` holds something other than tensors, str, int, float, dict and list (None when it holds none).
+    Walked with an explicit stack and parent links: a pickle nests as deep as it likes, the check never recurses."""
+    keys: list[tuple[int, object]] = [(-1, None)]  # node -> (parent node, key in the parent)
+    stack = [(obj, 0)]
+
+    def where(node: int) -> str:
+        path = []
+        while node > 0:
+            node, key = keys[node]
+            path.append(f"[{key!r}]")
+        return "the object" + "".join(reversed(path[-4:])) + ("[...]" if len(path) > 4 else "")
+
+    while stack:
+        x, node = stack.pop()
+        if isinstance(x, torch.Tensor) or type(x) in (str, int, float):
+            continue
+        if isinstance(x, dict | list):
+            for k, v in x.items() if isinstance(x, dict) else enumerate(x):
+                if type(k) not in (str, int):
+                    return f"{where(node)} has a {type(k).__name__} key"
+                keys.append((node, k))
+                stack.append((v, len(keys) - 1))
+        else:
+            return f"{where(node)} is a {type(x).__name__}"
+    return None
 
 
 def dequantize_official(obj: dict, what: str = "the int8 object") -> dict[str, torch.Tensor]:
