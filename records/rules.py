@@ -283,6 +283,9 @@ def _check_times(run: RunLog, limit_s: float) -> list[Finding]:
         out.append(Finding(missing, f"{who}: no eval_time in the log"))
     elif limit_s and ev > limit_s * 1e3:
         out.append(Finding("error", f"{who}: scoring {ev / 1e3:.3f} s > {limit_s:g} s"))
+    for s in run.rescored if limit_s else []:  # an eval-only log that rescored this seed's artifact
+        if s.eval_time_ms is not None and s.eval_time_ms > limit_s * 1e3:
+            out.append(Finding("error", f"{who}: scoring by {s.name} {s.eval_time_ms / 1e3:.3f} s > {limit_s:g} s"))
     return out
 
 
