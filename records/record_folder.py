@@ -54,9 +54,9 @@ def submission_json(runs: list[RunLog], meta: dict, stats: dict, findings: list[
         "cuda_version": env.get("cuda"),
         "source_sha256": runs[0].source_sha256,
         "compliance": {
-            "train_under_600s": not any("training" in e for e in errors),
+            "train_under_600s": all(r.train_time_ms + (r.gptq_calibration_ms or 0) <= 600e3 for r in runs),
             "artifact_under_16mb": max_bytes <= BYTE_LIMIT,
-            "eval_under_600s": not any("scoring" in e for e in errors),
+            "eval_under_600s": all(r.eval_time_ms <= 600e3 for r in runs),
             "three_seeds": len(runs) >= 3,
             "same_code_all_seeds": not any("different code" in e for e in errors),
             "code_matches_logs": not any("differs from the code" in e for e in errors),
