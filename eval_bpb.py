@@ -160,6 +160,9 @@ def make_hparams(tg: ModuleType, args: argparse.Namespace, loaded: tk.Loaded):
     """Settings: flags > environment > what the checkpoint recorded > its model config > preset."""
     flags = {FLAG_FIELDS[k].upper(): v for k, v in vars(args).items() if k in FLAG_FIELDS and v is not None}
     flags.update(VAL_MAX_TOKENS=args.max_tokens or None, INCLUDE_TAIL=1 if args.include_tail else None)
+    if args.mode != "sliding" and args.stride is None:
+        flags["EVAL_STRIDE"] = 0  # only the sliding mode uses a stride: the model's own may exceed --seq-len
+
     return tk.settings({**loaded.recorded, **loaded.config}, flags, code=tg)
 
 

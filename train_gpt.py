@@ -205,6 +205,7 @@ class Hyperparameters:
     compressor: str = "zstd"  # zstd | lzma | zlib
     compress_level: int = 22
     code_policy: str = "raw"  # raw | packed (which code-bytes count the size line uses)
+    overwrite: int = 0  # 1 = an existing artifact at ARTIFACT_PATH (and its checkpoint) may be replaced
     target_bytes: int = BYTE_LIMIT  # total (code + model) to land just under by scaling every clip k; 0 = k as set
     # runtime
     device: str = "auto"  # auto | cuda | cpu
@@ -508,6 +509,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # a read-only folder, a full disk: the user's to fix, and nothing half-written is left
+        raise UserError(f"{path}: cannot write it ({e.strerror or e}); nothing was left under that name") from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -551,12 +554,16 @@ def read_shard_header(path: str | os.PathLike) -> int:
     return n
 
 
-def load_shard(path: str | os.PathLike) -> np.ndarray:
-    """Memory-map a shard's tokens (uint16, read-only, no copy) after validating it."""
+def load_shard(path: str | os.PathLike, vocab_size: int | None = None) -> np.ndarray:
+    """Memory-map a shard's tokens (uint16, read-only, no copy) after validating it (and its ids, given a vocab)."""
     n = read_shard_header(path)
     if n == 0:
         return np.zeros(0, dtype=SHARD_TOKEN_DTYPE)
-    return np.memmap(path, dtype=SHARD_TOKEN_DTYPE, mode="r", offset=SHARD_HEADER_BYTES, shape=(n,))
+    tokens = np.memmap(path, dtype=SHARD_TOKEN_DTYPE, mode="r", offset=SHARD_HEADER_BYTES, shape=(n,))
+    if vocab_size is not None and int(tokens.max()) >= vocab_size:
+        bad = int(np.argmax(tokens >= vocab_size))
+        raise ShardError(f"{path}: token id {int(tokens[bad])} at position {bad} is >= vocab size {vocab_size}")
+    return tokens
 
 
 def list_shards(pattern: str) -> list[Path]:
@@ -580,22 +587,26 @@ class TokenStream:
     """Reads training shards in order, wrapping around, one contiguous span at a time. Its state is two ints, so a
     warm-up can be rolled back exactly."""
 
-    def __init__(self, pattern: str):
-        self.files = list_shards(pattern)
+    def __init__(self, pattern: str, vocab_size: int | None = None):
+        """Every shard's header is checked here, before any training; token ids as each shard is first read."""
+        self.files, self.vocab_size = list_shards(pattern), vocab_size
+        self.total = sum(read_shard_header(f) for f in self.files)
+        if self.total == 0:
+            raise ShardError(f"{pattern}: the {len(self.files)} train shard(s) hold no tokens")
         self.file_idx, self.pos = 0, 0
-        self.tokens = load_shard(self.files[0])
+        self.tokens = load_shard(self.files[0], vocab_size)
 
     def state_dict(self) -> dict[str, int]:
         return {"file_idx": self.file_idx, "pos": self.pos}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state["file_idx"] != self.file_idx:
-            self.tokens = load_shard(self.files[state["file_idx"]])
+            self.tokens = load_shard(self.files[state["file_idx"]], self.vocab_size)
         self.file_idx, self.pos = state["file_idx"], state["pos"]
 
     def _advance_file(self) -> None:
         self.file_idx = (self.file_idx + 1) % len(self.files)
-        self.tokens, self.pos = load_shard(self.files[self.file_idx]), 0
+        self.tokens, self.pos = load_shard(self.files[self.file_idx], self.vocab_size), 0
 
     def take(self, n: int, overlap: int = 0) -> np.ndarray:
         """Return the next n tokens; the last `overlap` of them are read again by the next call (y's last target
@@ -617,8 +628,8 @@ class DistributedTokenLoader:
     """Each step every rank reads the same global span of the stream and keeps its own slice, so the global batch
     is identical for any world size and accumulation split."""
 
-    def __init__(self, pattern: str, rank: int, world_size: int, device: torch.device):
-        self.stream = TokenStream(pattern)
+    def __init__(self, pattern: str, rank: int, world_size: int, device: torch.device, vocab_size: int | None = None):
+        self.stream = TokenStream(pattern, vocab_size)
         self.rank, self.world_size, self.device = rank, world_size, device
 
     def state_dict(self) -> dict[str, int]:
@@ -635,6 +646,11 @@ class DistributedTokenLoader:
         chunk = torch.from_numpy(span[start : start + local + 1].astype(np.int64))
         x, y = chunk[:-1].view(-1, seq_len), chunk[1:].view(-1, seq_len)
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def train_loader(h: Hyperparameters, d: Dist) -> DistributedTokenLoader:
+    pattern = os.path.join(h.data_path, "fineweb_train_*.bin")
+    return DistributedTokenLoader(pattern, d.rank, d.world_size, d.device, h.model.vocab_size)
 
 
 # =====================================================================================================================
@@ -1827,7 +1843,7 @@ def calibration_budget(h: Hyperparameters, d: Dist, step_ms: float) -> int:
 def calibration_batches(h: Hyperparameters, d: Dist, n: int) -> Iterator[torch.Tensor]:
     """n batches (B, T) of token ids from the TRAINING shards (never val), a slice per rank."""
     per_rank = calibration_tokens(h, d)
-    loader = DistributedTokenLoader(os.path.join(h.data_path, "fineweb_train_*.bin"), d.rank, d.world_size, d.device)
+    loader = train_loader(h, d)
     for _ in range(n):
         yield loader.next_batch(per_rank * d.world_size, h.train_seq_len, 1)[0]
 
@@ -2248,18 +2264,41 @@ def score(
     return label, res
 
 
-def open_log(h: Hyperparameters, d: Dist) -> Logger:
+def check_outputs(h: Hyperparameters) -> str:
+    """Before any work: the log is new, the artifact and its checkpoint replace nothing unless OVERWRITE=1 (and
+    never a file that is not an artifact), and both folders can be written. Returns the artifact path."""
     log_path = os.path.join(h.log_dir, f"{h.run_id}.txt")
     if os.path.exists(log_path):
         raise UserError(f"RUN_ID={h.run_id}: {log_path} already exists; choose a new RUN_ID (one log per run)")
+    artifact = h.artifact_path or os.path.join("artifacts", f"{h.run_id}.pgz")
+    for path in (artifact, str(Path(artifact).with_suffix(".ckpt.pt"))):
+        if Path(path).is_dir() or Path(path).exists() and path == artifact and not is_artifact(path):
+            raise UserError(f"ARTIFACT_PATH={artifact}: {path} exists and is not an artifact; refusing to replace it")
+        if Path(path).exists() and not h.overwrite:
+            raise UserError(f"ARTIFACT_PATH={artifact}: {path} exists; choose another path or set OVERWRITE=1")
+    for folder, name in ((h.log_dir, "LOG_DIR"), (str(Path(artifact).parent), "ARTIFACT_PATH")):
+        try:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"{name}: cannot create {folder} ({e.strerror})") from None
+        if not os.access(folder, os.W_OK):
+            raise UserError(f"{name}: {folder} is not writable")
+    return artifact
+
+
+def is_artifact(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(ARTIFACT_MAGIC)) == ARTIFACT_MAGIC
+
+
+def open_log(h: Hyperparameters, d: Dist) -> Logger:
     if d.enabled:
         dist.barrier()  # no rank creates the log before every rank has checked it is new
-    return Logger(log_path, enabled=d.is_main)
+    return Logger(os.path.join(h.log_dir, f"{h.run_id}.txt"), enabled=d.is_main)
 
 
-def train_phase(h: Hyperparameters, d: Dist, accum: int, tables, val_tokens: np.ndarray, log: Logger) -> tuple:
+def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tokens, log: Logger) -> tuple:
     """Build, compile and train the model; return (base model with the exported weights, compile flag, stats)."""
-    loader = DistributedTokenLoader(os.path.join(h.data_path, "fineweb_train_*.bin"), d.rank, d.world_size, d.device)
     base = build_model(h.model).to(d.device)
     log(f"model_params:{sum(p.numel() for p in base.parameters())}")
     optimizers = build_optimizers(base, h, d)
@@ -2393,12 +2432,14 @@ def run(h: Hyperparameters, d: Dist) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     accum = grad_accum_steps(h, d)
+    check_outputs(h)  # every check that needs no model runs before the log exists: a failed start burns no RUN_ID
+    tables, val_tokens = load_validation(h)
+    loader = train_loader(h, d)
     log = open_log(h, d)
     source = Path(__file__).read_bytes()  # read once: the log and the size line describe the same bytes
     try:
         log_header(log, source, h, d, accum)
-        tables, val_tokens = load_validation(h)
-        base, compile_on, stats = train_phase(h, d, accum, tables, val_tokens, log)
+        base, compile_on, stats = train_phase(h, d, accum, loader, tables, val_tokens, log)
         scored = [score(base, "final_float", val_tokens, tables, h, d, log)]
         blob, sizes = export_phase(base, stats.pop("hessians"), h, d, source, log)
         scored += score_phase(blob, h, d, compile_on, tables, val_tokens, log)

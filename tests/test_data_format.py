@@ -67,7 +67,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", disk_full)
-    with pytest.raises(OSError):
+    with pytest.raises(tg.UserError, match="fineweb_train_000000.bin: cannot write it .No space left on device"):
         tk.write_shard(tmp_path / "fineweb_train_000000.bin", np.arange(10))
     assert list(tmp_path.iterdir()) == []
 

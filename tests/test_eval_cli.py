@@ -57,6 +57,8 @@ def cli(files, *argv: str) -> list[str]:
         files["tok"],
         "--seq-len",
         str(SEQ),
+        "--stride",
+        "8",
         "--max-tokens",
         str(MAX_TOKENS),
         *argv,
@@ -79,7 +81,7 @@ def in_process(files, mode: str, **kw) -> tg.EvalResult:
     model = tg.build_model(config)
     model.load_state_dict(state)
     model.eval().set_loops(config.eval_loops or config.num_loops)
-    h = tk.preset("tiny", eval_seq_len=SEQ, **kw)
+    h = tk.preset("tiny", eval_seq_len=SEQ, **{"eval_stride": 8, **kw})
     tables = tg.build_byte_tables(spm.SentencePieceProcessor(model_file=files["tok"]), 1024)
     val = tg.prepare_val_tokens(tg.load_token_split(files["val"], 1024)[: MAX_TOKENS + 1], SEQ, False)
     fn = {"flat": tg.eval_flat, "sliding": tg.eval_sliding, "ttt": tg.eval_ttt}[mode]
