@@ -12,9 +12,9 @@ import sys
 import textwrap
 
 import pytest
+from conftest import REPO
 
 import train_gpt as tg
-from conftest import REPO
 
 zstd = pytest.importorskip("zstandard")
 LIMIT = 1536 << 20
