@@ -409,18 +409,30 @@ def check_not_stale(run: Run, summary: dict, spec: Spec) -> None:
             )
 
 
-def move_aside(run: Run) -> Path:
-    """Keep an unfinished run's log (and console output) under OUT/logs/aside/ so it can be run again."""
+def leftovers(run: Run) -> list[tuple[Path, str]]:
+    """What a run writes (log, console, artifact, checkpoint), with the suffix each keeps when moved aside."""
+    artifact = Path(run.env["ARTIFACT_PATH"])
+    return [
+        (run.log, ".txt"),
+        (run.console, ".out"),
+        (artifact, ".pgz"),
+        (artifact.with_suffix(".ckpt.pt"), ".ckpt.pt"),
+    ]
+
+
+def move_aside(run: Run) -> list[Path]:
+    """Keep what an unfinished run left (train_gpt.py replaces neither a log nor an artifact) under OUT/logs/aside/
+    as <run_id>.<n>.*, so that it can run again from scratch."""
     aside = run.log.parent / "aside"
-    aside.mkdir(exist_ok=True)
     n = 1
-    while (aside / f"{run.run_id}.{n}.txt").exists():
+    while any((aside / f"{run.run_id}.{n}{suffix}").exists() for _, suffix in leftovers(run)):
         n += 1
-    dest = aside / f"{run.run_id}.{n}.txt"
-    run.log.replace(dest)
-    if run.console.exists():
-        run.console.replace(aside / f"{run.run_id}.{n}.out")
-    return dest
+    moved = []
+    for path, suffix in leftovers(run):
+        if path.exists():
+            aside.mkdir(parents=True, exist_ok=True)
+            moved.append(path.replace(aside / f"{run.run_id}.{n}{suffix}"))
+    return moved
 
 
 def command(spec: Spec) -> list[str]:
@@ -470,8 +482,10 @@ def execute(runs: list[Run], spec: Spec) -> list[Run]:
     )
     t0, durations, failed = time.time(), [], []
     for i, run in enumerate(todo, 1):
-        if run.log.exists():
-            say(f"  {run.log.name}: no run_summary (interrupted or failed); moved to {move_aside(run)}")
+        if any(path.exists() for path, _ in leftovers(run)):
+            moved = move_aside(run)
+            say(f"  {run.run_id}: no run_summary (interrupted or failed); moved {', '.join(p.name for p in moved)} "
+                f"to {moved[0].parent}")  # fmt: skip
         elapsed = time.time() - t0
         eta = fmt_s(statistics.fmean(durations) * (len(todo) - i + 1)) if durations else "-"
         say(

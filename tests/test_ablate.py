@@ -173,9 +173,16 @@ def test_an_interrupted_run_is_moved_aside_and_run_again(finished, tmp_path, mon
     monkeypatch.setattr(ablate, "launch", relaunch)
     rc, text = run_main([str(finished[0]), "--out", str(out)])
     assert rc == 0 and launched == [("fx-no_xsa-s2", "2", "0", 1)]
-    assert "3 already complete, 1 to run" in text and "moved to" in text
+    assert (
+        "3 already complete, 1 to run" in text
+        and "fx-no_xsa-s2: no run_summary (interrupted or failed); moved " in text
+    )
     assert (out / "logs" / "aside" / "fx-no_xsa-s2.1.txt").read_text() == partial  # kept, not deleted
     assert (out / "logs" / "aside" / "fx-no_xsa-s2.1.out").exists()
+    # its artifact and checkpoint too: train_gpt.py would refuse to replace them
+    assert {p.name for p in (out / "logs" / "aside").iterdir()} == {
+        f"fx-no_xsa-s2.1{suffix}" for suffix in (".txt", ".out", ".pgz", ".ckpt.pt")
+    }
 
 
 def test_a_failed_run_is_reported_and_the_rest_still_tabled(finished, tmp_path, monkeypatch):
@@ -314,7 +321,8 @@ def test_cpu_golf_spec_is_the_issue_15_benchmark(tmp_path):
     assert len(runs) == 2 * len(spec.variants)
     config = {r.variant: r.config for r in runs if r.seed == 1}
     shape = dict(num_layers=4, model_dim=256, num_heads=4, num_kv_heads=2, mlp_mult=2.0, vocab_size=1024,
-                 train_seq_len=256, train_batch_tokens=16384, max_wallclock_seconds=300.0)  # fmt: skip
+                 train_seq_len=256, train_batch_tokens=16384, max_wallclock_seconds=300.0,
+                 target_bytes=2_000_000)  # fmt: skip
     for variant, c in config.items():
         assert {k: c[k] for k in shape} == shape, variant
     base = config["frontier"]
@@ -370,7 +378,7 @@ def test_smoke_spec_end_to_end_with_ctrl_c_and_resume(tmp_path):
     resumed = subprocess.run(_cli(out), cwd=REPO, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert "4 runs, 1 already complete, 3 to run" in resumed.stdout
-    assert "smoke-tiny-s2.txt: no run_summary (interrupted or failed); moved to" in resumed.stdout
+    assert "smoke-tiny-s2: no run_summary (interrupted or failed); moved smoke-tiny-s2.1.txt" in resumed.stdout
     assert (out / "logs" / "aside" / "smoke-tiny-s2.1.txt").exists()
     rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())["variants"]}
     assert rows["tiny"]["n"] == rows["no_xsa"]["n"] == 2 and rows["no_xsa"]["p_two_sided"] is not None
