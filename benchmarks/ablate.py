@@ -494,12 +494,13 @@ def execute(runs: list[Run], spec: Spec) -> list[Run]:
         )
         start = time.time()
         rc = launch(run, spec)
-        durations.append(time.time() - start)
+        took = time.time() - start
         summary = read_summary(run.log)
         if rc == 0 and summary is not None:
+            durations.append(took)  # the ETA counts finished runs only (a failure may take seconds)
             final = next(s for s in summary["scores"] if s["name"] == summary["final"])
             say(
-                f"[{i}/{len(todo)}] {run.variant} seed {run.seed}: done in {fmt_s(durations[-1])}  "
+                f"[{i}/{len(todo)}] {run.variant} seed {run.seed}: done in {fmt_s(took)}  "
                 f"{summary['final']} val_bpb {final['val_bpb']:.4f}  steps {summary['train_steps']}"
             )
         else:
@@ -507,7 +508,7 @@ def execute(runs: list[Run], spec: Spec) -> list[Run]:
             tail = run.console.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
             say(
                 f"[{i}/{len(todo)}] {run.variant} seed {run.seed}: FAILED (exit {rc}) after "
-                f"{fmt_s(durations[-1])}; {run.console}:"
+                f"{fmt_s(took)}; {run.console}:"
             )
             for line in tail:
                 say(f"    {line}")
