@@ -2499,7 +2499,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
         h = Hyperparameters.from_env()
-        run(h, init_distributed(h.device))
+        d = init_distributed(h.device)
+        run(h, d)
+        if d.enabled:  # no rank tears its process group down while another still talks to it (gloo aborts then)
+            dist.barrier()
     except UserError as e:  # only the user's mistakes become one line; anything else is a bug: traceback
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
