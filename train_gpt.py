@@ -2182,19 +2182,23 @@ def git_commit() -> str:
         return "unknown"
 
 
-def log_header(log: Logger, src: bytes, h: Hyperparameters, d: Dist, accum_steps: int) -> None:
-    """The log opens with the exact source that ran (a records tool compares it to the submitted file)."""
+def log_header(log: Logger, src: bytes, h: Hyperparameters, d: Dist, accum_steps: int) -> dict:
+    """The log opens with the exact source that ran (a records tool compares it to the submitted file), then the
+    environment and every setting. Returns the environment, which the run summary repeats."""
     log(f"==== train_gpt.py source sha256:{hashlib.sha256(src).hexdigest()} bytes:{len(src)} ====", console=False)
     text = src.decode("utf-8")
     log(text[:-1] if text.endswith("\n") else text, console=False)
     log("==== end of source ====", console=False)
+    env = dict(python=platform.python_version(), torch=torch.__version__, cuda=torch.version.cuda or "none")
+    env.update(device=describe_device(d), git_commit=git_commit())
     log(f"run_id:{h.run_id}")
-    log(f"python:{platform.python_version()} torch:{torch.__version__} cuda:{torch.version.cuda or 'none'}")
-    log(f"device:{describe_device(d)}")
+    log(f"python:{env['python']} torch:{env['torch']} cuda:{env['cuda']}")
+    log(f"device:{env['device']}")
     log(f"world_size:{d.world_size} grad_accum_steps:{accum_steps}")
-    log(f"git_commit:{git_commit()}")
+    log(f"git_commit:{env['git_commit']}")
     for name, value in h.flat().items():
         log(f"{name}:{value}")
+    return env
 
 
 def check_tokenizer_matches_data(sp, tokenizer_path: str, val_glob: str, val_tokens: np.ndarray) -> None:
@@ -2438,7 +2442,7 @@ def run(h: Hyperparameters, d: Dist) -> None:
     log = open_log(h, d)
     source = Path(__file__).read_bytes()  # read once: the log and the size line describe the same bytes
     try:
-        log_header(log, source, h, d, accum)
+        environment = log_header(log, source, h, d, accum)
         base, compile_on, stats = train_phase(h, d, accum, loader, tables, val_tokens, log)
         scored = [score(base, "final_float", val_tokens, tables, h, d, log)]
         blob, sizes = export_phase(base, stats.pop("hessians"), h, d, source, log)
@@ -2461,6 +2465,7 @@ def run(h: Hyperparameters, d: Dist) -> None:
             seed=h.seed,
             preset=h.preset,
             world_size=d.world_size,
+            **environment,
             source_sha256=hashlib.sha256(source).hexdigest(),
             **sizes,
             train_steps=stats["steps"],
