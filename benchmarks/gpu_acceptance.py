@@ -49,6 +49,8 @@ SHARED_TEXT = REPO.parent / "shared" / "data" / "text"
 DEFAULT_DOCS = (SHARED_TEXT / "fineweb_docs_200.jsonl", SHARED_TEXT / "c4_docs_1000.jsonl")
 DEFAULT_TOKENIZER = REPO.parent / "shared" / "data" / "tokenizers" / "fineweb_8192_bpe.model"
 VAL_DOCS = 50
+DEADLINE_RESERVE_S = 15.0  # kept back from --deadline to stop a child cleanly and write the JSON
+MIN_PHASE_S = 30.0  # a phase is not started with less time than this left
 # Dense bf16 peaks (FLOP/s) for MFU: train_gpt's table first, then a few more cards; the longest matching name wins.
 PEAK_BF16_FLOPS = {**tg.PEAK_BF16_FLOPS, "H100 PCIe": 756e12, "H100 NVL": 835e12, "GH200": 989e12,
                    "B200": 2250e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "RTX 4090": 165e12}  # fmt: skip
@@ -96,6 +98,23 @@ def data_summary(folder: Path) -> dict:
 # ------------------------------------------------------------------------------------------------------------ tests
 
 
+def run_child(cmd: list[str], env: dict[str, str], console: Path, timeout: float) -> int | None:
+    """Run cmd from the repository root, stdout and stderr into `console`; past `timeout` seconds SIGTERM (train_gpt.py
+    then closes its log cleanly), SIGKILL 30 s later. The exit code, or None when it timed out."""
+    with open(console, "w", encoding="utf-8") as f:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT)
+        try:
+            return proc.wait(timeout=max(timeout, 1.0))
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            return None
+
+
 def run_tests(work: Path, timeout: float) -> dict:
     """`pytest -m gpu tests/test_gpu.py`, outcomes from its JUnit XML and figures from PGOLF_GPU_REPORT."""
     if importlib.util.find_spec("pytest") is None:
@@ -103,18 +122,14 @@ def run_tests(work: Path, timeout: float) -> dict:
             "ok": False,
             "error": "pytest is not installed: pip install --no-index .whl/*.whl (benchmarks/README.md)",
         }
-    junit, report = work / "junit.xml", work / "gpu_tests.json"
+    junit, report, console = work / "junit.xml", work / "gpu_tests.json", work / "pytest.console.txt"
     cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
            str(REPO / "tests" / "test_gpu.py")]  # fmt: skip
-    env = {**os.environ, "PGOLF_GPU_REPORT": str(report)}
     t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-        code, output = proc.returncode, proc.stdout[-3000:] + proc.stderr[-2000:]
-    except subprocess.TimeoutExpired as e:
-        code, output = None, f"timed out after {timeout:.0f} s\n" + str(e.stdout or "")[-3000:]
+    code = run_child(cmd, {**os.environ, "PGOLF_GPU_REPORT": str(report)}, console, timeout)
+    output = console.read_text(encoding="utf-8", errors="replace")[-5000:]
     out: dict = {"command": shlex.join(cmd[1:]), "exit_code": code, "timed_out": code is None,
-                 "wall_s": time.perf_counter() - t0}  # fmt: skip
+                 "wall_s": time.perf_counter() - t0, "console": str(console)}  # fmt: skip
     cases = []
     if junit.is_file():
         for case in ET.parse(junit).getroot().iter("testcase"):
@@ -209,14 +224,10 @@ def run_e2e(data: Path, work: Path, env: dict[str, str], timeout: float) -> dict
     cmd = [sys.executable, str(REPO / "train_gpt.py")]
     t0 = time.perf_counter()
     # the artifact and the float checkpoint (~150 MB at full size) go to a temporary folder: only figures come back
-    with tempfile.TemporaryDirectory() as tmp, open(console, "w", encoding="utf-8") as f:
+    with tempfile.TemporaryDirectory() as tmp:
         settings = {"DATA_PATH": str(data), "TOKENIZER_PATH": str(data / "tokenizer.model"), "RUN_ID": run_id,
                     "LOG_DIR": str(work), "ARTIFACT_PATH": str(Path(tmp) / f"{run_id}.pgz"), **env}  # fmt: skip
-        try:
-            code = subprocess.run(cmd, cwd=REPO, env={**os.environ, **settings}, stdout=f, stderr=subprocess.STDOUT,
-                                  timeout=timeout).returncode  # fmt: skip
-        except subprocess.TimeoutExpired:
-            code = None
+        code = run_child(cmd, {**os.environ, **settings}, console, timeout)
     text = console.read_text(encoding="utf-8", errors="replace")
     out: dict = {"command": " ".join(f"{k}={shlex.quote(v)}" for k, v in settings.items()) + " python train_gpt.py",
                  "exit_code": code, "timed_out": code is None, "wall_s": time.perf_counter() - t0,
@@ -370,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra settings for the e2e run")
     ap.add_argument("--tests-timeout", type=float, default=300.0, help="seconds allowed to the tests phase")
     ap.add_argument("--e2e-timeout", type=float, default=420.0, help="seconds allowed to the e2e run, beyond --seconds")
+    ap.add_argument("--deadline", type=float, default=570.0, help="seconds for the whole script: phases that would "
+                    "run past it are cut (SIGTERM) or not started, and the JSON is still written")  # fmt: skip
     return ap
 
 
@@ -414,18 +427,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench_env = DRY_BENCH if args.dry_run else {"PRESET": "frontier"}
     e2e_env = {**(DRY_E2E if args.dry_run else {"PRESET": "frontier", "MAX_WALLCLOCK_SECONDS": str(args.seconds)}),
                "COMPRESSOR": compressor, **extra}  # fmt: skip
-    if "tests" in args.phases:
-        run_phase(res, "tests", lambda: run_tests(work, args.tests_timeout))
-    if "bench" in args.phases:
-        steps, warmup = (2, 1) if args.dry_run else (args.bench_steps, max(args.bench_warmup, 1))
-        run_phase(res, "bench", lambda: bench(data, device, bench_env, steps, warmup, args.peak_tflops))
-    if "e2e" in args.phases:
-        run_phase(res, "e2e", lambda: run_e2e(data, work, e2e_env, args.seconds + args.e2e_timeout))
+    left = lambda: args.deadline - (time.time() - started) - DEADLINE_RESERVE_S  # noqa: E731
+    steps, warmup = (2, 1) if args.dry_run else (args.bench_steps, max(args.bench_warmup, 1))
+    phases = {"tests": lambda: run_tests(work, min(args.tests_timeout, left())),
+              "bench": lambda: bench(data, device, bench_env, steps, warmup, args.peak_tflops),
+              "e2e": lambda: run_e2e(data, work, e2e_env, min(args.seconds + args.e2e_timeout, left()))}  # fmt: skip
+    for name in [p for p in phases if p in args.phases]:
+        if left() < MIN_PHASE_S:
+            res["phases"][name] = {"ok": False, "error": f"not run: the --deadline of {args.deadline:.0f} s was spent"}
+        else:
+            run_phase(res, name, phases[name])
+        write_result(res, out, started)  # after every phase: a run stopped from outside keeps what it measured
+    print(summary_markdown(res))
+    return 0 if res["ok"] else 1
+
+
+def write_result(res: dict, out: Path, started: float) -> None:
     res["wall_s"] = time.time() - started
     res["ok"] = all(p.get("ok") for p in res["phases"].values())
     tg.atomic_write_bytes(out, json.dumps(res, indent=1, sort_keys=True, default=str).encode())
-    print(summary_markdown(res))
-    return 0 if res["ok"] else 1
 
 
 if __name__ == "__main__":

@@ -283,3 +283,14 @@ def test_acceptance_refusals_are_one_line(tmp_path, capsys, monkeypatch):
     e2e = json.loads(out.read_text())["phases"]["e2e"]
     assert not e2e["ok"] and e2e["exit_code"] != 0 and "NUM_HEADS=3" in e2e["error"]
     assert "- e2e: error: NUM_HEADS=3" in capsys.readouterr().out
+    # past --deadline a phase is not started, and the JSON says so
+    argv = ["--dry-run", "--data", str(tmp_path), "--out", str(out), "--phases", "e2e", "--deadline", "20"]
+    assert tk.run_cli(ga.main, argv) == 1
+    assert "--deadline of 20 s was spent" in json.loads(out.read_text())["phases"]["e2e"]["error"]
+
+
+def test_a_child_past_its_timeout_is_stopped(tmp_path):
+    t0 = time.perf_counter()
+    cmd = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"]
+    assert ga.run_child(cmd, dict(os.environ), tmp_path / "c.txt", timeout=2) is None
+    assert time.perf_counter() - t0 < 20 and "started" in (tmp_path / "c.txt").read_text()
