@@ -24,7 +24,6 @@ one-line message on bad input.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.machinery
 import importlib.util
 import sys
@@ -32,7 +31,6 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-import numpy as np
 import torch
 
 import toolkit as tk
@@ -278,9 +276,12 @@ def score(tg: ModuleType, model: torch.nn.Module, tok_path: str, args: argparse.
         )
     fn = {"flat": tg.eval_flat, "sliding": tg.eval_sliding, "ttt": tg.eval_ttt}[args.mode]
     name = args.name or f"eval_{args.mode}"
-    every = args.progress_every if main else 0.0
-    with progress(tg, name, (len(val) - 1) / d.world_size, every):
-        res = fn(model, val, tables, h, d)
+    lines = (
+        (lambda m: print(f"progress {name}: {m}", file=sys.stderr, flush=True))
+        if main and args.progress_every
+        else None
+    )
+    res = fn(model, val, tables, h, d, progress=lines, progress_every=args.progress_every)
     if main:
         wall = time.perf_counter() - t_start
         print(f"{name} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} eval_time:{1000 * res.seconds:.0f}ms")
@@ -289,43 +290,6 @@ def score(tg: ModuleType, model: torch.nn.Module, tok_path: str, args: argparse.
             f"bytes:{res.bytes} eval_time:{1000 * res.seconds:.0f}ms wall_time:{1000 * wall:.0f}ms",
             flush=True,
         )
-
-
-@contextlib.contextmanager
-def progress(tg: ModuleType, name: str, targets: float, every: float):
-    """While the block runs, print `progress NAME: P% of N targets, elapsed Ts, eta Ts` on stderr at most every
-    `every` seconds. It observes tg.ScoreLedger.score, the one call every eval mode (flat, sliding, SGD and LoRA TTT)
-    scores targets through, counting this rank's scored targets from the call's own (first, lo, hi) arrays on the
-    CPU (no device sync) against `targets`, this rank's share of the split. The call and its result are untouched,
-    so the scores are the same with or without it. No ScoreLedger (a --code file of another API): no lines."""
-    ledger = getattr(tg, "ScoreLedger", None)
-    if every <= 0 or ledger is None or not hasattr(ledger, "score"):
-        yield
-        return
-    original, t0 = ledger.score, time.perf_counter()
-    state = {"done": 0, "last": t0}
-
-    def score(self, ce, first, lo, hi, *rest, **kw):
-        out = original(self, ce, first, lo, hi, *rest, **kw)
-        width = ce.shape[1]
-        state["done"] += int((np.minimum(hi, first + width) - np.maximum(lo, first)).clip(min=0).sum())
-        now = time.perf_counter()
-        if now - state["last"] >= every:
-            state["last"] = now
-            frac = min(state["done"] / max(targets, 1.0), 1.0)
-            eta = f"{(now - t0) * (1 - frac) / frac:.0f}s" if frac > 0 else "?"
-            print(
-                f"progress {name}: {100 * frac:.1f}% of {round(targets):,} targets, elapsed {now - t0:.0f}s, eta {eta}",
-                file=sys.stderr,
-                flush=True,
-            )
-        return out
-
-    ledger.score = score
-    try:
-        yield
-    finally:
-        ledger.score = original
 
 
 def _main(argv: list[str] | None = None) -> int:

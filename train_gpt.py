@@ -34,7 +34,7 @@ import time
 import traceback
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -70,7 +70,7 @@ PRESETS: dict[str, str] = {
     "MUON_MOMENTUM_WARMUP_START=0.85 MUON_MOMENTUM_WARMUP_STEPS=500 MATRIX_LR=0.04 TIED_EMBED_LR=0.05 SCALAR_LR=0.04 "
     "GRAD_CLIP_NORM=0 EMA_DECAY=0 WARMDOWN_FRAC=0 WARMDOWN_ITERS=1200 MIN_LR=0 QUANT_MATRIX_BITS=8 "
     "SCHEDULE_REFERENCE_STEPS=0 LOOP_RAMP_FRAC=0 BETA2=0.95 ADAM_WD=0 EMBED_WD=0 "
-    "QUANT_EMBED_BITS=8 GPTQ=0 COMPRESSOR=zlib",
+    "QUANT_EMBED_BITS=8 GPTQ=0 COMPRESSOR=zlib TARGET_BYTES=0 EVAL_STRIDE=0 VAL_LOSS_EVERY=1000 TRAIN_LOG_EVERY=200",
     # A CPU-sized model for smoke runs, tests and the sample dataset (vocab 1024).
     "tiny": "VOCAB_SIZE=1024 NUM_LAYERS=4 MODEL_DIM=64 NUM_HEADS=4 NUM_KV_HEADS=2 MLP_MULT=2 NUM_LOOPS=2 ROPE_DIMS=8 "
     "TRAIN_SEQ_LEN=128 TRAIN_BATCH_TOKENS=4096 ITERATIONS=200 "
@@ -1102,6 +1102,7 @@ def build_optimizers(model: GPT, h: Hyperparameters, d: Dist) -> list[torch.opti
 # scored exactly once across all ranks.
 LORA_ROLES = ("attn", "mlp", "head")  # linear layers that get per-document adapters in LoRA TTT
 LORA_SEED_STRIDE = 1_000_003  # adapter init seed = SEED * stride + document index
+PROGRESS_EVERY_S = 30.0  # at most one progress line this often while scoring
 PAD_MODES = ("edge", "constant", "constant")  # a padding window of a plan: the last start, the empty range [0, 0)
 
 
@@ -1169,6 +1170,8 @@ class ScoreLedger:
         tables: tuple[np.ndarray, np.ndarray, np.ndarray],
         d: Dist,
         keep_losses: bool = False,
+        progress: Callable[[str], None] | None = None,
+        progress_every: float = PROGRESS_EVERY_S,
     ):
         bad = np.flatnonzero(val_tokens >= len(tables[0]))
         if bad.size:
@@ -1182,6 +1185,8 @@ class ScoreLedger:
         self.loss = torch.zeros((), dtype=torch.float64, device=d.device)
         self.losses = np.zeros(len(val_tokens)) if keep_losses else None
         self.updates: list[tuple[int, int]] = []  # target ranges each TTT gradient used, in order
+        self.progress, self.progress_every, self.done = progress, progress_every, 0
+        self.t0 = self.last = time.perf_counter()
 
     def score(self, ce: torch.Tensor, first: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> torch.Tensor:
         """Add per-token losses ce (B, L) of windows whose column 0 predicts position first[i]; only positions in
@@ -1194,7 +1199,18 @@ class ScoreLedger:
         np.add.at(self.seen, pos[keep], 1)
         if self.losses is not None:
             self.losses[pos[keep]] = ce.detach().double().cpu().numpy()[keep]
+        if self.progress is not None:
+            self.report(int(keep.sum()))
         return mask
+
+    def report(self, scored: int) -> None:
+        """A progress line (this rank's share: fraction, elapsed, ETA) at most every progress_every seconds."""
+        self.done, now = self.done + scored, time.perf_counter()
+        if now - self.last >= self.progress_every:
+            share = (len(self.val) - 1) / self.d.world_size
+            frac, self.last = min(self.done / share, 1.0), now
+            eta = f"{(now - self.t0) * (1 - frac) / frac:.0f}s" if frac > 0 else "?"
+            self.progress(f"{frac:.1%} of {share:,.0f} targets, elapsed {now - self.t0:.0f}s, eta {eta}")
 
     def sync(self, lo: int, hi: int) -> None:
         """Learn from all ranks which positions in [lo, hi) were scored (every rank must call this)."""
@@ -1258,13 +1274,13 @@ def _score_windows(
 
 
 def eval_sliding(
-    model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, *, keep_losses: bool = False
+    model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, **ledger_kw
 ) -> EvalResult:
     """Windows of h.effective_eval_seq_len every h.eval_stride tokens, each target scored once with >= window -
     stride tokens of context (SPEC section 7)."""
     window = h.effective_eval_seq_len
     plan = sliding_plan(len(val_tokens), window, h.eval_stride)
-    ledger = ScoreLedger(val_tokens, tables, d, keep_losses)
+    ledger = ScoreLedger(val_tokens, tables, d, **ledger_kw)
     vt = torch.from_numpy(val_tokens.astype(np.int64)).to(d.device)
     was_training = model.training
     model.eval()
@@ -1276,12 +1292,12 @@ def eval_sliding(
 
 
 def eval_flat(
-    model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, *, keep_losses: bool = False
+    model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, **ledger_kw
 ) -> EvalResult:
     """Non-overlapping windows of h.effective_eval_seq_len (with INCLUDE_TAIL, one last window ending at the final
     token scores the remainder): sliding with stride = window."""
     flat = dataclasses.replace(h, eval_stride=h.effective_eval_seq_len)
-    return eval_sliding(model, val_tokens, tables, flat, d, keep_losses=keep_losses)
+    return eval_sliding(model, val_tokens, tables, flat, d, **ledger_kw)
 
 
 def _all_reduce_grads(params: list[nn.Parameter]) -> None:
@@ -1381,14 +1397,14 @@ def _ttt_lora(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpar
 
 
 def eval_ttt(
-    model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, *, keep_losses: bool = False
+    model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, **ledger_kw
 ) -> EvalResult:
     """Score-first test-time training (h.ttt_mode sgd or lora) on a copy of the model; the caller's is untouched."""
     if h.ttt_mode not in ("sgd", "lora"):
         raise UserError(f"TTT_MODE={h.ttt_mode!r}: eval_ttt needs sgd or lora")
     if h.ttt_mode == "lora" and h.ttt_lora_chunk > h.effective_eval_seq_len:
         raise UserError(f"TTT_LORA_CHUNK={h.ttt_lora_chunk} is longer than the window {h.effective_eval_seq_len}")
-    ledger = ScoreLedger(val_tokens, tables, d, keep_losses)
+    ledger = ScoreLedger(val_tokens, tables, d, **ledger_kw)
     net = copy.deepcopy(getattr(model, "_orig_mod", model)).eval()
     vt = torch.from_numpy(val_tokens.astype(np.int64)).to(d.device)
     t0 = synced_clock(d)
@@ -2261,7 +2277,7 @@ def score(
 ) -> tuple[str, EvalResult]:
     """Score a model (flat, sliding or TTT) and log the conventional line plus its _exact twin."""
     fn = {"flat": eval_flat, "sliding": eval_sliding, "ttt": eval_ttt}[mode]
-    res = fn(model, val_tokens, tables, h, d)
+    res = fn(model, val_tokens, tables, h, d, progress=(lambda m: log(f"progress {label}: {m}")) if d.is_main else None)
     extra = f" stride:{h.eval_stride}" if mode == "sliding" else ""
     log(f"{label} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f}{extra} eval_time:{1000 * res.seconds:.0f}ms")
     log(f"{label}_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f}")
@@ -2384,6 +2400,10 @@ def export_phase(base: GPT, hessians: dict | None, h: Hyperparameters, d: Dist, 
         + f" code_policy:{sizes['code_policy']}"
     )
     log(f"code_bytes_raw:{sizes['code_bytes_raw']} code_bytes_packed:{sizes['code_bytes_packed']}")
+    if h.preset == "baseline":  # the official script's size lines too, so its users find what they look for
+        log(f"Serialized model int8+zlib: {sizes['model_bytes']} bytes")
+        log(f"Code size: {sizes['code_bytes']} bytes")
+        log(f"Total submission size int8+zlib: {sizes['total_bytes']} bytes")
     return blob, sizes
 
 
@@ -2420,7 +2440,7 @@ def score_phase(blob: bytes, h: Hyperparameters, d: Dist, compile_on: bool, tabl
             shape = (h.eval_batch_seqs, h.effective_eval_seq_len + 1)
             warm = torch.randint(0, h.model.vocab_size, shape, device=d.device)
             scored(warm[:, :-1], warm[:, 1:], reduction="none")
-    tag_ = f"final_int{h.quant_matrix_bits}"
+    tag_ = "final_int8_zlib" if h.preset == "baseline" else f"final_int{h.quant_matrix_bits}"  # the official name
     results = [score(scored, f"{tag_}_roundtrip", val_tokens, tables, h, d, log)]
     if h.eval_stride:
         results.append(score(scored, f"{tag_}_sliding_window", val_tokens, tables, h, d, log, "sliding"))
@@ -2493,10 +2513,9 @@ def main() -> None:
         if set(sys.argv[1:]) & {"-h", "--help"}:
             print(settings_help())
             return
-        sys.exit(
-            f"error: train_gpt.py takes no arguments ({' '.join(sys.argv[1:])}): every setting is an "
-            "environment variable; see python train_gpt.py --help"
-        )
+        print(f"error: train_gpt.py takes no arguments ({' '.join(sys.argv[1:])}): every setting is an environment "
+              "variable; see python train_gpt.py --help", file=sys.stderr)  # fmt: skip
+        sys.exit(2)
 
     def on_sigterm(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
@@ -2508,8 +2527,9 @@ def main() -> None:
         run(h, d)
         if d.enabled:  # no rank tears its process group down while another still talks to it (gloo aborts then)
             dist.barrier()
-    except UserError as e:  # only the user's mistakes become one line; anything else is a bug: traceback
-        sys.exit(f"error: {e}")
+    except UserError as e:  # only the user's mistakes become one line (exit 2, as the tools); anything else: traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: the log is intact and no artifact was half-written", file=sys.stderr)
         sys.exit(130)

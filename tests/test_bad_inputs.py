@@ -87,7 +87,7 @@ def test_a_read_only_log_folder_is_one_line(dataset, tmp_path):  # noqa: F811
 def test_refusal_exits_2_with_one_line_and_no_log(dataset, tmp_path):  # noqa: F811
     env = {**os.environ, **env_for(dataset, tmp_path, RUN_ID="../../x")}
     out = subprocess.run([sys.executable, str(REPO / "train_gpt.py")], env=env, capture_output=True, text=True)
-    assert out.returncode == 1 and out.stderr.strip().count("\n") == 0, out.stderr
+    assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr
     assert "RUN_ID='../../x': must be a plain name" in out.stderr and not (tmp_path / "logs").exists()
 
 

@@ -380,3 +380,20 @@ def test_two_rank_runs_exit_cleanly_every_time(dataset, tmp_path):
         out = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(REPO / "train_gpt.py")],
                              env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
         assert out.returncode == 0 and "terminate called" not in out.stderr, (i, out.stderr[-2000:])
+
+
+def test_baseline_preset_logs_what_the_official_script_logs(dataset, tmp_path):
+    """PRESET=baseline: the flat int8+zlib round trip is the final score, under the official name, with the official
+    size lines beside ours, and the official defaults for VAL_LOSS_EVERY / TRAIN_LOG_EVERY."""
+    h = tg.Hyperparameters.from_env({"PRESET": "baseline", "RUN_ID": "x"})
+    assert (h.val_loss_every, h.train_log_every, h.eval_stride, h.target_bytes) == (1000, 200, 0, 0)
+    small = {k: SMALL[k] for k in ("NUM_LAYERS", "MODEL_DIM", "NUM_HEADS", "NUM_KV_HEADS", "TRAIN_SEQ_LEN")}
+    log, _ = run_inprocess(dataset, tmp_path, PRESET="baseline", **small, TRAIN_BATCH_TOKENS=512, ITERATIONS=3,
+                           VAL_MAX_TOKENS=2048, WARMUP_STEPS=0, GRAD_ACCUM_STEPS=1, EVAL_STRIDE=0)  # fmt: skip
+    for line in (r"Serialized model int8\+zlib: \d+ bytes", r"Code size: \d+ bytes",
+                 r"Total submission size int8\+zlib: \d+ bytes", r"final_int8_zlib_roundtrip val_loss:[\d.]+ val_bpb",
+                 r"final_int8_zlib_roundtrip_exact val_loss:[\d.]+ val_bpb:[\d.]+"):  # fmt: skip
+        assert re.search(f"^{line}", log, re.M), line
+    summary = json.loads(re.search(r"^run_summary (.*)$", log, re.M)[1])
+    after_source = log.split("==== end of source ====\n")[-1]
+    assert summary["final"] == "final_int8_zlib_roundtrip" and "sliding_window" not in after_source
