@@ -287,6 +287,8 @@ class Hyperparameters:
         for name in ("quant_matrix_bits", "quant_embed_bits"):
             need(2 <= getattr(h, name) <= 8, name, "must be between 2 and 8")
         need(0 < m.gate_inputs <= m.model_dim, "gate_inputs", "must be in [1, MODEL_DIM]")
+        for name, most in UPPER_BOUNDS.items():  # beyond these an allocation overflows or a shard cannot hold ids
+            need(self.flat()[name] <= most, name, f"must be at most {most:,}")
         need(h.ema_decay < 1.0, "ema_decay", "must be below 1 (1 would export the untrained weights); 0 = off")
         window = f"is longer than the window EVAL_SEQ_LEN={h.effective_eval_seq_len}"
         need(h.eval_stride <= h.effective_eval_seq_len, "eval_stride", f"{window}: targets would go unscored")
@@ -310,6 +312,16 @@ NON_NEGATIVE = {
     "gptq_reserve_seconds", "logit_softcap", "schedule_reference_steps", "adam_wd", "embed_wd", "muon_wd",
     "matrix_lr", "tied_embed_lr", "embed_lr", "head_lr", "scalar_lr", "muon_momentum_warmup_steps", "target_bytes",
 }  # fmt: skip
+UPPER_BOUNDS = {
+    "vocab_size": 65_536,  # shard tokens are uint16
+    "train_seq_len": 1 << 20,
+    "eval_seq_len": 1 << 20,
+    "train_batch_tokens": 1 << 30,
+    "model_dim": 1 << 16,
+    "num_layers": 1024,
+    "num_loops": 1024,
+    "eval_loops": 1024,
+}
 LAYER_POSITIONS = {"loop_start": 3, "loop_end": 5, "parallel_start": 8}  # of 11 layers, when not set
 FRACTIONS = {"warmdown_frac", "loop_start_frac", "loop_ramp_frac", "min_lr", "ema_decay", "ttt_momentum"}
 CHOICES = {
@@ -800,7 +812,7 @@ class Attention(nn.Module):
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=H != Hkv)  # (B, H, T, hd)
         if self.xsa:  # remove each head's component along its own token's (normalised) value vector
-            vn = F.normalize(v, dim=-1).repeat_interleave(H // Hkv, dim=1)
+            vn = (rms_norm(v) * hd**-0.5).repeat_interleave(H // Hkv, dim=1)  # unit rows; rms_norm keeps bf16
             y = y - (y * vn).sum(-1, keepdim=True) * vn
         y = y.transpose(1, 2)  # (B, T, H, hd)
         if self.gate is not None:  # zero-init weights: 2*sigmoid(0) = 1 starts as the identity
@@ -980,85 +992,72 @@ NS_EPS = 1e-7
 
 
 def orthogonalize(g: torch.Tensor, steps: int, polar_express: bool, row_normalize: bool) -> torch.Tensor:
-    """Approximate the polar factor U V^T of a 2-D matrix with Newton-Schulz iterations (bf16 on CUDA, fp32 on CPU).
-    MuonEq-R first divides every row by its L2 norm."""
+    """Approximate the polar factor U V^T of a matrix, or of each matrix of a stack (..., rows, cols), with
+    Newton-Schulz iterations (bf16 on CUDA, fp32 on CPU). MuonEq-R first divides every row by its L2 norm."""
     x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
     if row_normalize:
-        x = x / (x.norm(dim=1, keepdim=True) + NS_EPS)
-    transposed = x.size(0) > x.size(1)
+        x = x / (x.norm(dim=-1, keepdim=True) + NS_EPS)
+    transposed = x.size(-2) > x.size(-1)
     if transposed:
-        x = x.T
-    x = x / (x.norm() + NS_EPS)
+        x = x.mT
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + NS_EPS)
     for i in range(steps):
         a, b, c = NS_POLAR_EXPRESS[min(i, len(NS_POLAR_EXPRESS) - 1)] if polar_express else NS_CLASSIC
-        A = x @ x.T
+        A = x @ x.mT
         x = a * x + (b * A + c * (A @ A)) @ x
-    return x.T if transposed else x
+    return x.mT if transposed else x
 
 
 class Muon(torch.optim.Optimizer):
     """Momentum (optionally Nesterov) + Newton-Schulz orthogonalisation for 2-D matrices, decoupled weight decay.
-    Distributed: rank r orthogonalises matrices r, r+W, r+2W, ...; one all-reduce of a flat buffer shares the
-    updates, so every rank applies every update and the weights stay identical."""
+    Matrices of one shape are stacked and orthogonalised in one batched call (compiled on CUDA). Distributed: each
+    rank orthogonalises a contiguous share of every stack and one all-gather per stack (bf16 on CUDA, as the
+    iteration's own output) gives every rank every update, so the weights stay identical."""
 
-    def __init__(
-        self,
-        params,
-        lr: float,
-        momentum: float,
-        nesterov: bool,
-        backend_steps: int,
-        polar_express: bool,
-        row_normalize: bool,
-        weight_decay: float,
-        rank: int = 0,
-        world_size: int = 1,
-    ):
-        defaults = dict(
-            lr=lr,
-            base_lr=lr,
-            momentum=momentum,
-            nesterov=nesterov,
-            backend_steps=backend_steps,
-            polar_express=polar_express,
-            row_normalize=row_normalize,
-            weight_decay=weight_decay,
-        )
+    def __init__(self, params, lr: float, momentum: float, nesterov: bool, backend_steps: int, polar_express: bool,
+                 row_normalize: bool, weight_decay: float, rank: int = 0, world_size: int = 1):  # fmt: skip
+        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, backend_steps=backend_steps)
+        defaults.update(base_lr=lr, polar_express=polar_express, row_normalize=row_normalize, weight_decay=weight_decay)
         super().__init__(params, defaults)
         self.rank, self.world_size = rank, world_size
         for group in self.param_groups:
             for p in group["params"]:
                 if p.ndim != 2:
                     raise ValueError(f"Muon takes 2-D matrices only, got shape {tuple(p.shape)}")
+        cuda = any(p.is_cuda for g in self.param_groups for p in g["params"])
+        self.ortho = torch.compile(orthogonalize, dynamic=False) if cuda else orthogonalize
+
+    @staticmethod
+    def stacks(params: list[nn.Parameter]) -> list[list[nn.Parameter]]:
+        """The parameters grouped by shape, in first-seen order (each group is orthogonalised as one stack)."""
+        by_shape: dict[tuple[int, ...], list[nn.Parameter]] = {}
+        for p in params:
+            by_shape.setdefault(tuple(p.shape), []).append(p)
+        return list(by_shape.values())
 
     @torch.no_grad()
     def step(self) -> None:
         for group in self.param_groups:
-            params = group["params"]
-            if not params:
-                continue
-            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=torch.float32)
-            offset = 0
-            for i, p in enumerate(params):
-                n = p.numel()
-                if i % self.world_size == self.rank and p.grad is not None:
-                    state = self.state[p]
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = torch.zeros_like(p.grad)
-                    buf = state["momentum_buffer"]
-                    buf.mul_(group["momentum"]).add_(p.grad)
-                    u = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
-                    o = orthogonalize(u, group["backend_steps"], group["polar_express"], group["row_normalize"])
-                    flat[offset : offset + n] = o.flatten().float() * math.sqrt(max(1.0, p.size(0) / p.size(1)))
-                offset += n
-            all_reduce_(flat)
-            offset = 0
-            for p in params:
-                n = p.numel()
+            for params in self.stacks(group["params"]):
+                grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+                bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
+                torch._foreach_mul_(bufs, group["momentum"])
+                torch._foreach_add_(bufs, grads)
+                u = torch._foreach_add(grads, bufs, alpha=group["momentum"]) if group["nesterov"] else bufs
+                share = -(-len(params) // self.world_size)  # matrices per rank, the last share padded
+                mine = torch.stack(u[self.rank * share : (self.rank + 1) * share])
+                args = (group["backend_steps"], group["polar_express"], group["row_normalize"])
+                # CUDA: the stack in one (compiled) call; CPU: a matrix at a time, whose working set stays in cache
+                o = self.ortho(mine, *args) if mine.is_cuda else torch.stack([self.ortho(m, *args) for m in mine])
+                o = o * math.sqrt(max(1.0, params[0].size(0) / params[0].size(1)))
+                if self.world_size > 1:
+                    o = torch.cat([o, o.new_zeros(share - o.size(0), *o.shape[1:])])
+                    parts = [torch.empty_like(o) for _ in range(self.world_size)]
+                    dist.all_gather(parts, o.contiguous())
+                    o = torch.cat(parts)[: len(params)]
                 if group["weight_decay"]:
-                    p.mul_(1.0 - group["lr"] * group["weight_decay"])
-                p.add_(flat[offset : offset + n].view_as(p).to(p.dtype), alpha=-group["lr"])
-                offset += n
+                    torch._foreach_mul_(params, 1.0 - group["lr"] * group["weight_decay"])
+                torch._foreach_add_(params, [x.to(p.dtype) for x, p in zip(o.unbind(0), params)], alpha=-group["lr"])
 
 
 def build_optimizers(model: GPT, h: Hyperparameters, d: Dist) -> list[torch.optim.Optimizer]:
@@ -2028,8 +2027,9 @@ def train_step(
     total = torch.zeros((), device=d.device)
     for micro in range(accum_steps):
         x, y = loader.next_batch(h.train_batch_tokens, h.train_seq_len, accum_steps)
-        skip_sync = isinstance(model, nn.parallel.DistributedDataParallel) and micro < accum_steps - 1
-        with model.no_sync() if skip_sync else contextlib.nullcontext():
+        ddp = getattr(model, "_orig_mod", model)
+        skip_sync = isinstance(ddp, nn.parallel.DistributedDataParallel) and micro < accum_steps - 1
+        with ddp.no_sync() if skip_sync else contextlib.nullcontext():
             with amp_context(d.device, bf16):
                 loss = model(x, y)
             (loss / accum_steps).backward()
@@ -2284,6 +2284,53 @@ def score(
     return label, res
 
 
+# Per-GPU memory of a training step, estimated before any GPU time is spent. Activations saved for the backward pass
+# were measured on CPU under bf16 autocast in eager mode at the default shape: 667 KB per token over 17 virtual
+# layers of width 512, i.e. about 76 bytes per (token, virtual layer, model dim). Compiled graphs save fewer
+# (fused element-wise chains): COMPILED_ACT_FRACTION is an estimate, to be replaced by a GPU measurement.
+ACT_BYTES = 76
+COMPILED_ACT_FRACTION = 0.5
+LOGIT_BYTES = 12  # per (token, vocab entry): fp32 logits, their soft-capped copy, their gradient
+STATE_BYTES = 20  # per parameter: fp32 weight, gradient, Adam's two moments (Muon's one is less), EMA shadow
+MEMORY_OVERHEAD, CONTEXT_BYTES = 1.15, 1 << 30  # allocator caching and fragmentation; the CUDA context
+
+
+def compile_enabled(h: Hyperparameters, d: Dist) -> bool:
+    return d.device.type == "cuda" if h.compile < 0 else bool(h.compile)
+
+
+def memory_estimate(h: Hyperparameters, world_size: int, accum: int, compiled: bool, bf16: bool) -> dict[str, float]:
+    """Bytes per GPU of one training step: weights and optimiser state, the activations of one micro-batch (every
+    virtual layer once recurrence is on), its logits, with overheads."""
+    with torch.device("meta"):
+        model = build_model(h.model)
+    model.loops = h.model.num_loops  # set by hand: set_loops would fill the (meta) gain buffer
+    tokens = h.train_batch_tokens // (world_size * accum)
+    act = tokens * len(model.layer_order()) * h.model.model_dim * ACT_BYTES * (1 if bf16 else 2)
+    parts = {
+        "activations": act * (COMPILED_ACT_FRACTION if compiled else 1.0),
+        "logits": tokens * h.model.vocab_size * LOGIT_BYTES,
+        "weights_and_optimisers": sum(p.numel() for p in model.parameters()) * STATE_BYTES,
+    }
+    return {**parts, "total": sum(parts.values()) * MEMORY_OVERHEAD + CONTEXT_BYTES}
+
+
+def check_memory(h: Hyperparameters, d: Dist, accum: int) -> dict[str, float] | None:
+    """On CUDA, refuse a config whose estimated memory exceeds the GPU before any GPU time is spent."""
+    if d.device.type != "cuda":
+        return None
+    est = memory_estimate(h, d.world_size, accum, compile_enabled(h, d), use_bf16(h, d.device))
+    have = torch.cuda.get_device_properties(d.device).total_memory
+    if est["total"] > have:
+        raise UserError(
+            f"a training step needs about {est['total'] / 2**30:.0f} GiB per GPU (activations "
+            f"{est['activations'] / 2**30:.0f}, logits {est['logits'] / 2**30:.0f}) but the GPU has "
+            f"{have / 2**30:.0f} GiB: raise GRAD_ACCUM_STEPS (now {accum}), lower TRAIN_BATCH_TOKENS, or keep "
+            "COMPILE and AUTOCAST_BF16 on"
+        )
+    return est
+
+
 def check_outputs(h: Hyperparameters) -> str:
     """Before any work: the log is new, the artifact and its checkpoint replace nothing unless OVERWRITE=1 (and
     never a file that is not an artifact), and both folders can be written. Returns the artifact path."""
@@ -2322,11 +2369,13 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tok
     base = build_model(h.model).to(d.device)
     log(f"model_params:{sum(p.numel() for p in base.parameters())}")
     optimizers = build_optimizers(base, h, d)
-    compile_on = d.device.type == "cuda" if h.compile < 0 else bool(h.compile)
-    model: nn.Module = torch.compile(base, dynamic=False) if compile_on else base
-    if d.enabled:
-        ids = [d.local_rank] if d.device.type == "cuda" else None
+    compile_on = compile_enabled(h, d)
+    model: nn.Module = base
+    if d.enabled:  # DDP first, then compile: the compiled graph is split at DDP's buckets, so their all-reduce
+        ids = [d.local_rank] if d.device.type == "cuda" else None  # overlaps the rest of the backward pass
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    if compile_on:
+        model = torch.compile(model, dynamic=False)
     eval_loops = h.model.eval_loops or h.model.num_loops
 
     def validate(m: GPT) -> EvalResult:
@@ -2456,6 +2505,7 @@ def run(h: Hyperparameters, d: Dist) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     accum = grad_accum_steps(h, d)
+    memory = check_memory(h, d, accum)
     check_outputs(h)  # every check that needs no model runs before the log exists: a failed start burns no RUN_ID
     tables, val_tokens = load_validation(h)
     loader = train_loader(h, d)
@@ -2463,6 +2513,8 @@ def run(h: Hyperparameters, d: Dist) -> None:
     source = Path(__file__).read_bytes()  # read once: the log and the size line describe the same bytes
     try:
         environment = log_header(log, source, h, d, accum)
+        if memory is not None:
+            log(" ".join(f"memory_estimate_{k}:{v / 2**30:.1f}GiB" for k, v in memory.items()))
         base, compile_on, stats = train_phase(h, d, accum, loader, tables, val_tokens, log)
         scored = [score(base, "final_float", val_tokens, tables, h, d, log)]
         blob, sizes = export_phase(base, stats.pop("hessians"), h, d, source, log)

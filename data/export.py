@@ -201,6 +201,40 @@ def read_sidecar(paths: Sequence[Path]) -> tuple[Path, dict] | None:
     return None if data is None else (path, data)
 
 
+def split_counts(sidecar: tuple[Path, dict] | None, val_docs: int | None) -> tuple[int, tuple[Path, int] | None]:
+    """(val documents, (sidecar path, total documents expected) or None): --val-docs, else the sidecar's docs_val,
+    else DEFAULT_VAL_DOCS; the sidecar's counts must be positive integers."""
+    if sidecar is None:
+        return (DEFAULT_VAL_DOCS if val_docs is None else val_docs), None
+    for key in ("num_docs", "docs_val"):
+        if not isinstance(sidecar[1].get(key), int) or sidecar[1][key] < 1:
+            raise dl.DataError(f"{sidecar[0]}: {key} is {sidecar[1].get(key)!r}, expected a positive integer")
+    return (sidecar[1]["docs_val"] if val_docs is None else val_docs), (sidecar[0], sidecar[1]["num_docs"])
+
+
+def make_manifest(tokenizer: Path, sp, val_docs: int, shard_tokens: int, official: bool, sidecar, paths, summary):
+    """The manifest.json written beside the shards (train_gpt.py checks the tokenizer's sha256 against it)."""
+    return {
+        "format": dl.MANIFEST_FORMAT,
+        "format_version": dl.MANIFEST_VERSION,
+        "tokenizer": {
+            "path": str(tokenizer.resolve()),
+            "sha256": dl.sha256_file(tokenizer),
+            "vocab_size": sp.vocab_size(),
+        },
+        "bos_id": dl.tg.BOS_ID,
+        "append_eos": False,
+        "val_docs_requested": val_docs,
+        "shard_tokens": shard_tokens,
+        "official": official,
+        "sidecar": None if sidecar is None else {"path": str(sidecar[0].resolve()), **sidecar[1]},
+        "doc_hash": f"blake2b-{8 * dl.DOC_DIGEST_BYTES} of each document's uint16 LE token ids (BOS excluded); "
+        "a split's docs_sha256 is the sha256 of its digests in order",
+        "inputs": [str(p) for p in paths],
+        **summary,
+    }
+
+
 def export(
     inputs: Sequence[str],
     tokenizer: Path,
@@ -225,14 +259,7 @@ def export(
     if sp.vocab_size() > 1 << 16:
         raise dl.DataError(f"{tokenizer}: vocab {sp.vocab_size()} does not fit the uint16 shard format")
     sidecar = read_sidecar(paths) if official else None
-    expected_docs = None
-    if sidecar is not None:
-        for key in ("num_docs", "docs_val"):
-            if not isinstance(sidecar[1].get(key), int) or sidecar[1][key] < 1:
-                raise dl.DataError(f"{sidecar[0]}: {key} is {sidecar[1].get(key)!r}, expected a positive integer")
-        expected_docs = (sidecar[0], sidecar[1]["num_docs"])
-        val_docs = sidecar[1]["docs_val"] if val_docs is None else val_docs
-    val_docs = DEFAULT_VAL_DOCS if val_docs is None else val_docs
+    val_docs, expected_docs = split_counts(sidecar, val_docs)
     old = existing_outputs(out) if out.is_dir() else []
     if old and not overwrite:
         raise dl.DataError(
@@ -262,25 +289,7 @@ def export(
         )
         if copy_tokenizer and tokenizer.resolve() != (out / TOKENIZER_COPY_NAME).resolve():
             shutil.copyfile(tokenizer, staging / TOKENIZER_COPY_NAME)
-        manifest = {
-            "format": dl.MANIFEST_FORMAT,
-            "format_version": dl.MANIFEST_VERSION,
-            "tokenizer": {
-                "path": str(tokenizer.resolve()),
-                "sha256": dl.sha256_file(tokenizer),
-                "vocab_size": sp.vocab_size(),
-            },
-            "bos_id": dl.tg.BOS_ID,
-            "append_eos": False,
-            "val_docs_requested": val_docs,
-            "shard_tokens": shard_tokens,
-            "official": official,
-            "sidecar": None if sidecar is None else {"path": str(sidecar[0].resolve()), **sidecar[1]},
-            "doc_hash": f"blake2b-{8 * dl.DOC_DIGEST_BYTES} of each document's uint16 LE token ids (BOS excluded); "
-            "a split's docs_sha256 is the sha256 of its digests in order",
-            "inputs": [str(p) for p in paths],
-            **summary,
-        }
+        manifest = make_manifest(tokenizer, sp, val_docs, shard_tokens, official, sidecar, paths, summary)
         dl.write_json(staging / dl.MANIFEST_NAME, manifest)
         for path in old:
             path.unlink()

@@ -326,29 +326,29 @@ def check_submission(path: Path, runs: list[RunLog], code_len: int | None, stric
     for key in ("val_loss", "val_bpb"):
         per_run = [quoted[key].get(id(r), r.final) for r in runs]
         shown = [res[key] for res in results.values() if _num(res.get(key))]
-        out += _agree_mean(path.name, sub, key, runs, per_run, shown)
-        std = sub.get(f"{key}_std")
-        if _num(std) and len(runs) > 1:
-            xs = [getattr(s, key) for s in per_run]
-            more = 0.5 * 10.0 ** -min(s.decimals for s in per_run)
-            if _near(std, statistics.pstdev(xs), more) and not _near(std, statistics.stdev(xs), more):
-                out.append(Finding("note", f"{path.name} {key}_std {std} is the population std (n, not n - 1)"))
-            elif not _near(std, statistics.stdev(xs), more):
-                out.append(
-                    Finding("error", f"{path.name} {key}_std = {std} but the logs give {statistics.stdev(xs):.8f}")
-                )
+        out += _agree_mean(path.name, sub, key, runs, per_run, shown) + _agree_std(path.name, sub, key, per_run)
     out += _agree_bytes(path.name, sub, runs, code_len)
     if not strict:
         return out
     for key in ("source_sha256", "code_policy"):
         if sub.get(key) is not None and {sub[key]} != {getattr(r, key) for r in runs}:
-            out.append(
-                Finding(
-                    "error",
-                    f"{path.name} {key} {sub[key]!r} but the logs say {sorted({str(getattr(r, key)) for r in runs})}",
-                )
-            )
+            said = sorted({str(getattr(r, key)) for r in runs})
+            out.append(Finding("error", f"{path.name} {key} {sub[key]!r} but the logs say {said}"))
     return [Finding("error", f.what) if f.level == "note" else f for f in out]
+
+
+def _agree_std(name: str, sub: dict, key: str, per_run: list[Score]) -> list[Finding]:
+    """The quoted std: the sample std of the scores, or the population std (a convention, a note)."""
+    std = sub.get(f"{key}_std")
+    if not _num(std) or len(per_run) < 2:
+        return []
+    xs = [getattr(s, key) for s in per_run]
+    more = 0.5 * 10.0 ** -min(s.decimals for s in per_run)
+    if _near(std, statistics.stdev(xs), more):
+        return []
+    if _near(std, statistics.pstdev(xs), more):
+        return [Finding("note", f"{name} {key}_std {std} is the population std (n, not n - 1)")]
+    return [Finding("error", f"{name} {key}_std = {std} but the logs give {statistics.stdev(xs):.8f}")]
 
 
 def _agree_mean(

@@ -103,6 +103,8 @@ def metric(log: str, key: str, field: str = "val_loss") -> float:
     ({"EVAL_STRIDE": "200"}, "EVAL_STRIDE=200: is longer than the window EVAL_SEQ_LEN=128"),
     ({"TTT_LORA_CHUNK": "200", "TTT_MODE": "lora"}, "TTT_LORA_CHUNK=200: is longer than the window"),
     ({"RUN_ID": "../../x"}, "RUN_ID='../../x': must be a plain name"),
+    ({"TRAIN_SEQ_LEN": str(1 << 40)}, "TRAIN_SEQ_LEN=1099511627776: must be at most 1,048,576"),
+    ({"VOCAB_SIZE": "70000"}, "VOCAB_SIZE=70000: must be at most 65,536"),
 ])  # fmt: skip
 def test_bad_config_names_the_variable(env, needle):
     """Every setting is checked before any work; a misspelled or unsupported name is refused, never ignored."""
