@@ -399,3 +399,19 @@ def test_baseline_preset_logs_what_the_official_script_logs(dataset, tmp_path):
     summary = json.loads(re.search(r"^run_summary (.*)$", log, re.M)[1])
     after_source = log.split("==== end of source ====\n")[-1]
     assert summary["final"] == "final_int8_zlib_roundtrip" and "sliding_window" not in after_source
+
+
+def test_memory_estimate_refuses_what_cannot_fit_before_any_gpu_time():
+    """At the default config on 8 GPUs (98,304 tokens per micro-batch), compiled bf16 fits an 80 GB H100 and eager
+    does not (667 KB of saved activations per token, measured); two accumulation steps halve the activations."""
+    h = tg.Hyperparameters.from_env({"RUN_ID": "x"})
+    gib = 2**30
+    compiled = tg.memory_estimate(h, 8, 1, compiled=True, bf16=True)
+    eager = tg.memory_estimate(h, 8, 1, compiled=False, bf16=True)
+    assert compiled["total"] < 80e9 < eager["total"]
+    assert eager["activations"] == pytest.approx(98_304 * 17 * 512 * tg.ACT_BYTES) and 60 * gib < eager["activations"]
+    assert tg.memory_estimate(h, 8, 2, compiled=False, bf16=True)["activations"] == pytest.approx(
+        eager["activations"] / 2
+    )
+    assert tg.memory_estimate(h, 8, 1, compiled=True, bf16=False)["activations"] == pytest.approx(eager["activations"])
+    assert tg.check_memory(h, tg.Dist(), 1) is None  # only CUDA is checked
