@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import sentencepiece as spm
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,10 +42,6 @@ BASELINE_PERCENTILE = 0.9999984  # the baseline's per-row clip quantile for int8
 CODECS = (("zstd", 22), ("lzma", 9), ("zlib", 9))
 GAUSS_ROW_STD_SIGMA = 0.3  # log-normal spread of row stds in the Gaussian full-size variant
 MATRIX_ROLES = ("attn", "mlp", "embed", "head")
-
-
-class UsageError(ValueError):
-    """Bad input: printed as one line, exit status 2."""
 
 
 def log(msg: str) -> None:
@@ -88,18 +83,11 @@ def percentile_int8_entries(state: dict, roles: dict, h: tg.Hyperparameters) -> 
     return entries
 
 
-def load_checkpoint_model(path: str) -> tuple[torch.nn.Module, dict, tg.Hyperparameters]:
-    if not Path(path).is_file():
-        raise UsageError(f"--checkpoint {path}: no such file (train_gpt.py writes artifacts/RUN_ID.ckpt.pt)")
-    try:
-        config, state, recorded = tk.load_checkpoint(path)
-    except (tg.ArtifactError, ValueError, RuntimeError) as e:
-        raise UsageError(f"--checkpoint {path}: {e}") from None
-    names = {f.name for f in dataclasses.fields(tg.Hyperparameters)}
-    h = tg.Hyperparameters.make(**{k: v for k, v in recorded.items() if k in names})
-    model = tg.build_model(config)
-    model.load_state_dict(state, strict=True)
-    return model.eval(), config, h
+def load_checkpoint_model(path: str) -> tuple[torch.nn.Module, tg.ModelConfig, tg.Hyperparameters]:
+    """The checkpoint's model (checked by toolkit.load_model) and the settings it recorded."""
+    loaded = tk.load_model(checkpoint=path)
+    h = tk.settings(loaded.recorded, env={})
+    return loaded.model, h.model, h
 
 
 def window_se(diff: np.ndarray, window: int, nbytes: int) -> float:
@@ -119,9 +107,11 @@ def interpolate(x: float, xs: list[float], ys: list[float]) -> float | None:
 
 def bench_exports(a: argparse.Namespace) -> None:
     if not VAL_PATH.is_file() or not TOK_PATH.is_file():
-        raise UsageError(f"shared data not found under {SHARED} (val prefix and fineweb_1024_bpe.model)")
+        raise tk.UserError(f"shared data not found under {SHARED} (val prefix and fineweb_1024_bpe.model)")
     if not list(Path(a.data_path).glob("fineweb_train_*.bin")):
-        raise UsageError(f"--data-path {a.data_path}: no fineweb_train_*.bin (GPTQ calibration reads training shards)")
+        raise tk.UserError(
+            f"--data-path {a.data_path}: no fineweb_train_*.bin (GPTQ calibration reads training shards)"
+        )
     d = tg.Dist(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     if a.checkpoint:
         model, config, h = load_checkpoint_model(a.checkpoint)
@@ -137,9 +127,9 @@ def bench_exports(a: argparse.Namespace) -> None:
     )
     model = model.to(d.device)
     state, roles = model.state_dict(), tg.param_roles(model)
-    tables = tg.build_byte_tables(spm.SentencePieceProcessor(model_file=str(TOK_PATH)), h.model.vocab_size)
     window = h.effective_eval_seq_len
-    val = tg.prepare_val_tokens(np.asarray(tg.load_shard(VAL_PATH)[: a.val_tokens + 1]), window, False)
+    val_h = dataclasses.replace(h, val_max_tokens=a.val_tokens, include_tail=0)
+    tables, val = tg.load_validation(val_h, str(TOK_PATH), str(VAL_PATH))
     evals = {"flat": tg.eval_flat} | ({"sliding": tg.eval_sliding} if a.sliding else {})
     loops = h.model.eval_loops or h.model.num_loops
 
@@ -407,19 +397,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--seed", type=int, default=1337)
     a = p.parse_args(argv)
-    try:
-        if a.val_tokens < 1 or a.calib_batches < 0 or a.lqer_rank < 0 or a.lqer_top < 0 or a.offsets < 1:
-            raise UsageError(
-                "--val-tokens and --offsets must be positive; --calib-batches, --lqer-rank and --lqer-top must be >= 0"
-            )
-        if any(k <= 0 for k in a.sweep_k):
-            raise UsageError(f"--sweep-k {a.sweep_k}: every k must be positive")
-        bench_fullsize_codecs(a) if a.fullsize_codecs else bench_exports(a)
-    except UsageError as e:
-        print(f"bench_quant.py: {e}", file=sys.stderr)
-        return 2
+    if a.val_tokens < 1 or a.calib_batches < 0 or a.lqer_rank < 0 or a.lqer_top < 0 or a.offsets < 1:
+        raise tk.UserError(
+            "--val-tokens and --offsets must be positive; --calib-batches, --lqer-rank and --lqer-top must be >= 0"
+        )
+    if any(k <= 0 for k in a.sweep_k):
+        raise tk.UserError(f"--sweep-k {a.sweep_k}: every k must be positive")
+    bench_fullsize_codecs(a) if a.fullsize_codecs else bench_exports(a)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(tk.run_cli(main))
