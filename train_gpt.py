@@ -369,8 +369,11 @@ def public_names(env: dict[str, str]) -> dict[str, str]:
     for name, value in env.items():
         if name in ours or not name.isupper() or name in NOT_SETTINGS:
             continue
-        if name in PUBLIC_RENAMES and PUBLIC_RENAMES[name] not in env:
-            out[PUBLIC_RENAMES[name]] = value
+        if name in PUBLIC_RENAMES:
+            ours_name = PUBLIC_RENAMES[name]
+            if ours_name in env and env[ours_name].strip() != value.strip():
+                raise UserError(f"{name}={value} and {ours_name}={env[ours_name]} name the same setting; set one")
+            out[ours_name] = value
         elif name in ("VAL_BATCH_SIZE", "VAL_BATCH_TOKENS"):  # tokens per val step over 8 micro-batches: speed only
             seq = int(env.get("EVAL_SEQ_LEN") or env.get("TRAIN_SEQ_LEN") or 1024)
             out.setdefault("EVAL_BATCH_SEQS", str(max(1, int(value) // (8 * seq))))

@@ -176,7 +176,7 @@ def bench_exports(a: argparse.Namespace) -> None:
 
     kinds = tuple(evals)
     t0 = time.perf_counter()
-    blob = tg.encode_artifact(config, percentile_int8_entries(state, roles, h), "zlib", 9)
+    blob = tg.encode_artifact(dataclasses.asdict(config), percentile_int8_entries(state, roles, h), "zlib", 9)
     rows = [score("int8 percentile RTN + zlib-9 (baseline)", blob, time.perf_counter() - t0, kinds)]
     rtn, _ = build(kinds, "int6 SDClip RTN + zstd-22", gptq=0)
     gptq, gptq_blob = build(kinds, "int6 SDClip GPTQ + zstd-22", gptq=1)
@@ -356,7 +356,7 @@ def bench_fullsize_codecs(a: argparse.Namespace) -> None:
         entries = tg.quantize_state_dict(synthetic_state(state, roles, samples, gen), roles, h)
         floor = order0_bits(entries)
         for codec, level in CODECS:
-            sizes, enc, blob = codec_sizes(h.model, entries, codec, level, a.offsets)
+            sizes, enc, blob = codec_sizes(dataclasses.asdict(h.model), entries, codec, level, a.offsets)
             t0 = time.perf_counter()
             tg.decode_artifact(blob)
             dec = time.perf_counter() - t0
