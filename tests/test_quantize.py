@@ -415,7 +415,7 @@ def test_cli_roundtrip_scores_before_and_after(cli_setup, capsys):
                 str(ckpt),
                 "--data-path",
                 str(data),
-                "--tokenizer-path",
+                "--tokenizer",
                 str(TOKENIZER),
                 "--set",
                 "EVAL_SEQ_LEN=256",
@@ -484,7 +484,9 @@ def test_packed_script_trains_to_the_same_loss(tmp_path):
     rng = np.random.default_rng(0)
     data = tmp_path / "data"
     tk.write_shard(data / "fineweb_train_000000.bin", rng.integers(0, 1024, 30_000))
-    tk.write_shard(data / "fineweb_val_000000.bin", rng.integers(0, 1024, 3_000))
+    tk.write_shard(
+        data / "fineweb_val_000000.bin", tg.load_shard(SHARED / "fineweb_val_prefix" / "fineweb_val_000000.bin")[:3_000]
+    )
     packed = tmp_path / "packed" / "train_gpt.py"
     packed.parent.mkdir()
     packed.write_text(tg.pack_source((ROOT / "train_gpt.py").read_text()))
