@@ -6,9 +6,9 @@ One self-contained file: its bytes count against the cap and a record must run f
     torchrun --standalone --nproc_per_node=1 train_gpt.py                 # 1 GPU (same global batch, more accum)
     PRESET=tiny python train_gpt.py                                       # CPU: float32, no compile, data/sample
 
-Every knob is an environment variable named after a `Hyperparameters` field in upper case; PRESET picks a base
-(frontier | seed | baseline | tiny) that explicit variables override. Budget: 2,000 lines (the baseline's 1,500,
-plus the artifact format, GPTQ, exact-once scoring and test-time training it lacks).
+Every knob is an environment variable named after a setting in upper case (`python train_gpt.py --help` lists them);
+PRESET picks a base (frontier | seed | baseline | tiny) that explicit variables override. The tools' glue (loading,
+reports, checkpoints for other scripts) lives in toolkit.py; this file holds only what a run executes.
 Sections, in data-flow order: config, distributed and logging, data, metric, model, optimisers, evaluation,
 quantisation and artifact, training, main.
 """
