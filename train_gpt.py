@@ -69,7 +69,7 @@ PRESETS: dict[str, str] = {
     "TRAIN_BATCH_TOKENS=524288 MUON_POLAR_EXPRESS=0 MUON_EQ_R=0 MUON_WD=0 MUON_MOMENTUM=0.95 "
     "MUON_MOMENTUM_WARMUP_START=0.85 MUON_MOMENTUM_WARMUP_STEPS=500 MATRIX_LR=0.04 TIED_EMBED_LR=0.05 SCALAR_LR=0.04 "
     "GRAD_CLIP_NORM=0 EMA_DECAY=0 WARMDOWN_FRAC=0 WARMDOWN_ITERS=1200 MIN_LR=0 QUANT_MATRIX_BITS=8 "
-    "SCHEDULE_REFERENCE_STEPS=0 LOOP_RAMP_FRAC=0 BETA2=0.95 ADAM_WD=0 EMBED_WD=0 "
+    "SCHEDULE_REFERENCE_STEPS=0 LOOP_RAMP_FRAC=0 BETA2=0.95 ADAM_WD=0 EMBED_WD=0 ORTHO_INIT=0 "
     "QUANT_EMBED_BITS=8 GPTQ=0 COMPRESSOR=zlib TARGET_BYTES=0 EVAL_STRIDE=0 VAL_LOSS_EVERY=1000 TRAIN_LOG_EVERY=200",
     # A CPU-sized model for smoke runs, tests and the sample dataset (vocab 1024).
     "tiny": "VOCAB_SIZE=1024 NUM_LAYERS=4 MODEL_DIM=64 NUM_HEADS=4 NUM_KV_HEADS=2 MLP_MULT=2 NUM_LOOPS=2 ROPE_DIMS=8 "
@@ -155,6 +155,7 @@ class Hyperparameters:
     # scale with the run's expected steps (from ITERATIONS, or the measured step time); 0 = use them as given
     # model (every field of ModelConfig, set by its upper-case name: NUM_LAYERS, MODEL_DIM, ...)
     model: ModelConfig = field(default_factory=ModelConfig)
+    ortho_init: int = 1  # Q, K, V and MLP-input matrices start orthogonal (gain 1), as the record's do
     # optimisers
     matrix_lr: float = 0.026  # Muon, attention and MLP matrices
     tied_embed_lr: float = 0.03
@@ -955,6 +956,16 @@ class GPT(nn.Module):
 def build_model(cfg: ModelConfig | dict) -> GPT:
     """The network of a ModelConfig, or of the dict an artifact or checkpoint recorded (keys checked)."""
     return GPT(cfg if isinstance(cfg, ModelConfig) else ModelConfig.from_dict(cfg))
+
+
+def init_weights(model: GPT, h: Hyperparameters) -> None:
+    """The record's initialisation on top of the modules' own (ORTHO_INIT): every block's Q, K, V and MLP-input
+    matrix orthogonal with gain 1; zero-initialised projections and the embedding are left as they are."""
+    if h.ortho_init:
+        with torch.no_grad():
+            for b in model.blocks:
+                for w in (b.attn.c_q.weight, b.attn.c_k.weight, b.attn.c_v.weight, b.mlp.fc.weight):
+                    nn.init.orthogonal_(w, gain=1.0)
 
 
 def param_roles(model: nn.Module) -> dict[str, str]:
@@ -2375,7 +2386,9 @@ def open_log(h: Hyperparameters, d: Dist) -> Logger:
 
 def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tokens, log: Logger) -> tuple:
     """Build, compile and train the model; return (base model with the exported weights, compile flag, stats)."""
-    base = build_model(h.model).to(d.device)
+    base = build_model(h.model)
+    init_weights(base, h)
+    base = base.to(d.device)
     log(f"model_params:{sum(p.numel() for p in base.parameters())}")
     optimizers = build_optimizers(base, h, d)
     compile_on = compile_enabled(h, d)

@@ -262,3 +262,19 @@ def test_checkpoint_round_trip(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(tk.UserError, match="bad.pt"):
         tk.load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_orthogonal_init_as_the_record():
+    """ORTHO_INIT (frontier default): Q, K, V and MLP-input matrices start with orthonormal rows or columns (gain 1),
+    zero-initialised projections stay zero; the baseline preset keeps the official init."""
+    h = tg.Hyperparameters.from_env({"PRESET": "tiny", "RUN_ID": "x"})
+    torch.manual_seed(0)
+    model = tg.build_model(h.model)
+    tg.init_weights(model, h)
+    for b in model.blocks:
+        for w in (b.attn.c_q.weight, b.attn.c_k.weight, b.attn.c_v.weight, b.mlp.fc.weight):
+            small = w @ w.T if w.size(0) <= w.size(1) else w.T @ w  # the smaller Gram matrix is the identity
+            assert torch.allclose(small, torch.eye(small.size(0)), atol=1e-5)
+        assert not b.mlp.proj.weight.any() and not b.attn.proj.weight.any()
+    base = tg.Hyperparameters.from_env({"PRESET": "baseline", "RUN_ID": "x"})
+    assert base.ortho_init == 0 and h.ortho_init == 1
