@@ -254,13 +254,15 @@ class Hyperparameters:
         return {f.name: getattr(self.model if owner is ModelConfig else self, f.name) for f, owner in setting_fields()}
 
     def validate(self) -> None:
-        h, m = self, self.model
+        h, m, flat = self, self.model, self.flat()
 
         def need(ok: bool, name: str, why: str) -> None:
             if not ok:
-                raise UserError(f"{name.upper()}={self.flat()[name]!r}: {why}")
+                raise UserError(f"{name.upper()}={flat[name]!r}: {why}")
 
-        for name, value in self.flat().items():
+        for name, value in flat.items():
+            if name in UPPER_BOUNDS:  # beyond these an allocation overflows or a shard cannot hold the ids
+                need(value <= UPPER_BOUNDS[name], name, f"must be at most {UPPER_BOUNDS[name]:,}")
             if name in POSITIVE:
                 need(value > 0, name, "must be positive")
             elif name in NON_NEGATIVE:
@@ -288,8 +290,6 @@ class Hyperparameters:
         for name in ("quant_matrix_bits", "quant_embed_bits"):
             need(2 <= getattr(h, name) <= 8, name, "must be between 2 and 8")
         need(0 < m.gate_inputs <= m.model_dim, "gate_inputs", "must be in [1, MODEL_DIM]")
-        for name, most in UPPER_BOUNDS.items():  # beyond these an allocation overflows or a shard cannot hold ids
-            need(self.flat()[name] <= most, name, f"must be at most {most:,}")
         need(h.ema_decay < 1.0, "ema_decay", "must be below 1 (1 would export the untrained weights); 0 = off")
         window = f"is longer than the window EVAL_SEQ_LEN={h.effective_eval_seq_len}"
         need(h.eval_stride <= h.effective_eval_seq_len, "eval_stride", f"{window}: targets would go unscored")
