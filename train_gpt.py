@@ -65,12 +65,13 @@ PRESETS: dict[str, str] = {
     "seed": "NUM_LAYERS=3 LOOP_START=0 LOOP_END=-1 NUM_LOOPS=8 EVAL_LOOPS=12 PARALLEL_START=0 LOOP_START_FRAC=0",
     # The challenge's 1.2244 baseline: every frontier feature off.
     "baseline": "VOCAB_SIZE=1024 NUM_LAYERS=9 MLP_MULT=2 MLP_ACT=relu2 QK_GAIN_INIT=1.5 ROPE_DIMS=0 LN_SCALE=0 "
-    "SKIP_GATES=0 XSA=0 SMEAR_GATE=0 ATTN_OUT_GATE=0 NUM_LOOPS=1 PARALLEL_START=-1 TRAIN_SEQ_LEN=1024 "
+    "SKIP_GATES=0 XSA=0 DOC_ISOLATION=0 SMEAR_GATE=0 ATTN_OUT_GATE=0 NUM_LOOPS=1 PARALLEL_START=-1 TRAIN_SEQ_LEN=1024 "
     "TRAIN_BATCH_TOKENS=524288 MUON_POLAR_EXPRESS=0 MUON_EQ_R=0 MUON_WD=0 MUON_MOMENTUM=0.95 "
     "MUON_MOMENTUM_WARMUP_START=0.85 MUON_MOMENTUM_WARMUP_STEPS=500 MATRIX_LR=0.04 TIED_EMBED_LR=0.05 SCALAR_LR=0.04 "
     "GRAD_CLIP_NORM=0 EMA_DECAY=0 WARMDOWN_FRAC=0 WARMDOWN_ITERS=1200 MIN_LR=0 QUANT_MATRIX_BITS=8 "
     "SCHEDULE_REFERENCE_STEPS=0 LOOP_RAMP_FRAC=0 BETA2=0.95 ADAM_WD=0 EMBED_WD=0 ORTHO_INIT=0 "
-    "QUANT_EMBED_BITS=8 GPTQ=0 COMPRESSOR=zlib TARGET_BYTES=0 EVAL_STRIDE=0 VAL_LOSS_EVERY=1000 TRAIN_LOG_EVERY=200",
+    "QUANT_EMBED_BITS=8 CLIP_K_MLP=12 CLIP_K_EMBED=20 CONTROL_BITS=32 GPTQ=0 LQER_RANK=0 COMPRESSOR=zlib "
+    "CODE_POLICY=raw TARGET_BYTES=0 EVAL_STRIDE=0 VAL_LOSS_EVERY=1000 TRAIN_LOG_EVERY=200",
     # A CPU-sized model for smoke runs, tests and the sample dataset (vocab 1024).
     "tiny": "VOCAB_SIZE=1024 NUM_LAYERS=4 MODEL_DIM=64 NUM_HEADS=4 NUM_KV_HEADS=2 MLP_MULT=2 NUM_LOOPS=2 ROPE_DIMS=8 "
     "TRAIN_SEQ_LEN=128 TRAIN_BATCH_TOKENS=4096 ITERATIONS=200 "
@@ -103,8 +104,10 @@ class ModelConfig:
     skip_gates: int = 1
     x0_mix: int = 1  # each block blends its input with the normalised embedding
     xsa: int = 1  # exclusive self-attention: remove each head's own value direction
+    doc_isolation: int = 1  # attention stays inside each document (a BOS starts one), in training and scoring
     smear_gate: int = 1
-    attn_out_gate: int = 1
+    attn_out_gate: int = 1  # per-head output gate sigmoid(scale * w . x[:GATE_INPUTS]) (the record's sparse gate)
+    attn_gate_scale: float = 0.5
     gate_inputs: int = 12  # leading dims of x that drive the smear and attention-output gates
     loop_start: int = 3  # first block of the recurrent span (unset: round(3/11 of NUM_LAYERS))
     loop_end: int = 5  # last block of the span, inclusive; negative counts from the end (unset: round(5/11 ...))
@@ -192,20 +195,21 @@ class Hyperparameters:
     ttt_lora_docs: int = 16  # documents adapted side by side
     # quantisation and artifact
     quant_matrix_bits: int = 6
-    quant_embed_bits: int = 8
+    quant_embed_bits: int = 7
     clip_k_attn: float = 13.0  # SDClip: rows clipped at k standard deviations
-    clip_k_mlp: float = 12.0
-    clip_k_embed: float = 20.0
+    clip_k_mlp: float = 11.5
+    clip_k_embed: float = 14.0
+    control_bits: int = 16  # control tensors (gains, gates, mixes) in fp16, or 32 (the baseline's fp32)
     gptq: int = 1
     gptq_calib_batches: int = 32
     gptq_block: int = 128
     gptq_damp: float = 0.01
     gptq_reserve_seconds: float = 8.0  # taken off the training budget for calibration
-    lqer_rank: int = 0  # low-rank int4 correction of the worst quantisation errors; 0 = off
-    lqer_top: int = 4
+    lqer_rank: int = 4  # low-rank correction (A int2, B int4) of the worst quantisation errors; 0 = off
+    lqer_top: int = 3  # ... of this many matrices
     compressor: str = "zstd"  # zstd | lzma | zlib
     compress_level: int = 22
-    code_policy: str = "raw"  # raw | packed (which code-bytes count the size line uses)
+    code_policy: str = "packed"  # packed | raw: which code bytes the size line counts (packed: the lzma+base85 form)
     overwrite: int = 0  # 1 = an existing artifact at ARTIFACT_PATH (and its checkpoint) may be replaced
     target_bytes: int = BYTE_LIMIT  # total (code + model) to land just under by scaling every clip k; 0 = k as set
     # runtime
@@ -290,6 +294,7 @@ class Hyperparameters:
         for name in ("quant_matrix_bits", "quant_embed_bits"):
             need(2 <= getattr(h, name) <= 8, name, "must be between 2 and 8")
         need(0 < m.gate_inputs <= m.model_dim, "gate_inputs", "must be in [1, MODEL_DIM]")
+        need(h.control_bits in (16, 32), "control_bits", "must be 16 or 32")
         need(h.ema_decay < 1.0, "ema_decay", "must be below 1 (1 would export the untrained weights); 0 = off")
         window = f"is longer than the window EVAL_SEQ_LEN={h.effective_eval_seq_len}"
         need(h.eval_stride <= h.effective_eval_seq_len, "eval_stride", f"{window}: targets would go unscored")
@@ -342,16 +347,17 @@ PUBLIC_RENAMES = dict(
         "EMBED_BITS=QUANT_EMBED_BITS ATTN_CLIP_SIGMAS=CLIP_K_ATTN MLP_CLIP_SIGMAS=CLIP_K_MLP "
         "EMBED_CLIP_SIGMAS=CLIP_K_EMBED GPTQ_CALIBRATION_BATCHES=GPTQ_CALIB_BATCHES LQER_TOP_K=LQER_TOP "
         "MUON_ROW_NORMALIZE=MUON_EQ_R SMEAR_GATE_ENABLED=SMEAR_GATE SKIP_GATES_ENABLED=SKIP_GATES "
-        "TTT_CHUNK_SIZE=TTT_LORA_CHUNK"
+        "TTT_CHUNK_SIZE=TTT_LORA_CHUNK SPARSE_ATTN_GATE_ENABLED=ATTN_OUT_GATE SPARSE_ATTN_GATE_SCALE=ATTN_GATE_SCALE "
+        "GATE_WINDOW=GATE_INPUTS"
     ).split()
 )
 PUBLIC_UNSUPPORTED = set(
     "ARTIFACT_DIR ATTN_OUT_GATE_SRC CASEOPS_ENABLED DATA_DIR FUSED_CE_ENABLED GATED_ATTN_ENABLED GATED_ATTN_INIT_STD "
-    "GATED_ATTN_QUANT_GATE GATE_WINDOW GLOBAL_TTT_BATCH_SEQS GLOBAL_TTT_CHUNK_TOKENS GLOBAL_TTT_EPOCHS "
+    "GATED_ATTN_QUANT_GATE GLOBAL_TTT_BATCH_SEQS GLOBAL_TTT_CHUNK_TOKENS GLOBAL_TTT_EPOCHS "
     "GLOBAL_TTT_GRAD_CLIP GLOBAL_TTT_LR GLOBAL_TTT_MOMENTUM GLOBAL_TTT_RESPECT_DOC_BOUNDARIES GLOBAL_TTT_WARMUP_CHUNKS "
     "GLOBAL_TTT_WARMUP_START_LR LQER_ASYM_ENABLED LQER_ASYM_GROUP LQER_ENABLED LQER_FACTOR_BITS MATRIX_CLIP_SIGMAS "
     "PARALLEL_FINAL_LANE PHASED_TTT_NUM_PHASES PHASED_TTT_PREFIX_DOCS PREQUANT_ONLY ROPE_TRAIN_SEQ_LEN ROPE_YARN "
-    "SPARSE_ATTN_GATE_ENABLED SPARSE_ATTN_GATE_INIT_STD SPARSE_ATTN_GATE_SCALE TTT_BATCH_SIZE TTT_BETA1 TTT_BETA2 "
+    "SPARSE_ATTN_GATE_INIT_STD TTT_BATCH_SIZE TTT_BETA1 TTT_BETA2 "
     "TTT_ENABLED TTT_EVAL_BATCHES TTT_EVAL_ONLY TTT_EVAL_SEQ_LEN TTT_GRAD_STEPS TTT_K_LORA TTT_LORA_ALPHA "
     "TTT_MLP_LORA TTT_OPTIMIZER TTT_O_LORA TTT_WARM_START_A TTT_WEIGHT_DECAY VAL_DOC_FRACTION XSA_LAST_N "
     "ATTN_OUT_GATE_ENABLED".split()
@@ -808,8 +814,9 @@ class Attention(nn.Module):
         self.proj = CastedLinear(dim, dim, "attn", zero_init=True)
         self.q_gain = tag(nn.Parameter(torch.full((c.num_heads,), float(c.qk_gain_init))), "control")
         self.gate = CastedLinear(c.gate_inputs, c.num_heads, "control", zero_init=True) if c.attn_out_gate else None
+        self.gate_scale = c.attn_gate_scale
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, D = x.shape
         H, Hkv, hd = self.num_heads, self.num_kv_heads, self.head_dim
         q = self.c_q(x).view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
@@ -818,13 +825,13 @@ class Attention(nn.Module):
         q = rotate_half_dims(rms_norm(q), self.rope_dims, self.rope_base)
         k = rotate_half_dims(rms_norm(k), self.rope_dims, self.rope_base)
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=H != Hkv)  # (B, H, T, hd)
+        y = F.scaled_dot_product_attention(q, k, v, mask, is_causal=mask is None, enable_gqa=H != Hkv)  # (B,H,T,hd)
         if self.xsa:  # remove each head's component along its own token's (normalised) value vector
             vn = (rms_norm(v) * hd**-0.5).repeat_interleave(H // Hkv, dim=1)  # unit rows; rms_norm keeps bf16
             y = y - (y * vn).sum(-1, keepdim=True) * vn
         y = y.transpose(1, 2)  # (B, T, H, hd)
-        if self.gate is not None:  # zero-init weights: 2*sigmoid(0) = 1 starts as the identity
-            y = y * (2.0 * torch.sigmoid(self.gate(x[..., : self.gate_inputs]))).unsqueeze(-1)
+        if self.gate is not None:  # the record's sparse gate: sigmoid(scale * w . x[:k]) per head, 0.5 at init
+            y = y * torch.sigmoid(self.gate_scale * self.gate(x[..., : self.gate_inputs])).unsqueeze(-1)
         return self.proj(y.reshape(B, T, D))
 
 
@@ -841,9 +848,11 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm block. Sequential: x += a*attn(n(x)); x += m*mlp(n(x)). Parallel: both read the same n(x).
-    With x0 mixing the input is first blended with the normalised embedding; LN scale multiplies norm outputs by
-    1/sqrt(index + 1)."""
+    """Pre-norm block over a tuple of residual lanes. Sequential (one lane; two are averaged first):
+    x += a*attn(n(x)); x += m*mlp(n(x)). Parallel (two lanes, as the record's blocks from PARALLEL_START): attention
+    reads lane 0 and the MLP lane 1, both outputs are written to both lanes through learned 2x2 post-lambdas, and
+    each lane is scaled by its residual lambda (init 1.1). x0 mixing blends the attention's input with the
+    normalised embedding; LN scale multiplies norm outputs by 1/sqrt(index + 1)."""
 
     def __init__(self, index: int, c: ModelConfig):
         super().__init__()
@@ -854,15 +863,24 @@ class Block(nn.Module):
         self.mlp_scale = tag(nn.Parameter(torch.ones(dim)), "control")
         mix = torch.stack((torch.ones(dim), torch.zeros(dim)))  # (2, dim): weights of x and of x0
         self.resid_mix = tag(nn.Parameter(mix), "control") if c.x0_mix else None
-
-    def forward(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-        if self.resid_mix is not None:
-            x = self.resid_mix[0] * x + self.resid_mix[1] * x0
         if self.parallel:
-            n = rms_norm(x) * self.norm_scale
-            return x + self.attn_scale * self.attn(n) + self.mlp_scale * self.mlp(n)
-        x = x + self.attn_scale * self.attn(rms_norm(x) * self.norm_scale)
-        return x + self.mlp_scale * self.mlp(rms_norm(x) * self.norm_scale)
+            self.resid_lambdas = tag(nn.Parameter(torch.full((2,), 1.1)), "control")  # lane 0, lane 1
+            self.post_lambdas = tag(nn.Parameter(torch.ones(2, 2)), "control")  # [attn, mlp] output -> [lane 0, 1]
+
+    def mix(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        return x if self.resid_mix is None else self.resid_mix[0] * x + self.resid_mix[1] * x0
+
+    def forward(self, lanes: tuple[torch.Tensor, ...], x0: torch.Tensor, mask: torch.Tensor | None = None):
+        s = self.norm_scale
+        if not self.parallel:
+            x = self.mix(lanes[0] if len(lanes) == 1 else 0.5 * (lanes[0] + lanes[1]), x0)
+            x = x + self.attn_scale * self.attn(rms_norm(x) * s, mask)
+            return (x + self.mlp_scale * self.mlp(rms_norm(x) * s),)
+        a_lane, m_lane = lanes if len(lanes) == 2 else (lanes[0], lanes[0])
+        a = self.attn_scale * self.attn(rms_norm(self.mix(a_lane, x0)) * s, mask)
+        m = self.mlp_scale * self.mlp(rms_norm(m_lane) * s)
+        (ra, rm), p = self.resid_lambdas, self.post_lambdas
+        return ra * a_lane + p[0, 0] * a + p[1, 0] * m, rm * m_lane + p[0, 1] * a + p[1, 1] * m
 
 
 class SmearGate(nn.Module):
@@ -886,7 +904,7 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg, c = cfg, cfg
         self.num_layers, self.loop_start, self.loop_end = c.num_layers, c.loop_start, c.loop_end
-        self.logit_softcap = c.logit_softcap
+        self.logit_softcap, self.doc_isolation = c.logit_softcap, c.doc_isolation
         self.loops = 1  # recurrence is switched on by set_loops() (the trainer does it at LOOP_START_FRAC)
         self.register_buffer("loop_gain", torch.ones(()), persistent=False)
         self.tok_emb = nn.Embedding(c.vocab_size, c.model_dim)
@@ -895,48 +913,62 @@ class GPT(nn.Module):
         self.lm_head = None if c.tie_embeddings else CastedLinear(c.model_dim, c.vocab_size, "head", zero_init=True)
         self.smear = SmearGate(c.gate_inputs) if c.smear_gate else None
         self.blocks = nn.ModuleList(Block(i, c) for i in range(c.num_layers))
-        # U-Net skips between physical blocks: decoder block n_enc+k adds the latest output of encoder block
-        # n_enc-1-k (the baseline's push/pop order; with recurrence "latest" is the most recent pass).
-        self.n_enc = c.num_layers // 2
-        n_skip = min(self.n_enc, c.num_layers - self.n_enc) if c.unet_skips else 0
-        self.skip_weights = tag(nn.Parameter(torch.ones(n_skip, c.model_dim)), "control") if n_skip else None
-        gates = n_skip and c.skip_gates
-        self.skip_gates = tag(nn.Parameter(torch.zeros(n_skip, c.model_dim)), "control") if gates else None
+        # U-Net skips over the virtual layer order (the record's): the first half of the order pushes its outputs,
+        # the second half pops them mirrored; counted for the training loops, so other loop counts use what exists.
+        self.n_skip = len(self.layer_order(c.num_loops)) // 2 if c.unet_skips else 0
+        self.skip_weights = tag(nn.Parameter(torch.ones(self.n_skip, c.model_dim)), "control") if self.n_skip else None
+        gates = self.n_skip and c.skip_gates  # sigmoid(0) = 0.5: lerp(w*skip, x) is a no-op when skip == x
+        self.skip_gates = tag(nn.Parameter(torch.zeros(self.n_skip, c.model_dim)), "control") if gates else None
+        self.ramp = False
         self.role_map = {name: p.role for name, p in self.named_parameters()}
 
     def set_loops(self, loops: int, gain: float = 1.0) -> None:
-        """Run the recurrent span `loops` times; its repeated passes blend in with `gain` (x + gain * (block(x) - x)),
-        so recurrence can switch on without a jump in the function the model computes."""
+        """Run the recurrent span `loops` times. With gain < 1 the looped network's hidden state is blended with
+        the plain one's (plain + gain * (looped - plain)), so recurrence switches on without a jump in the
+        function the model computes; the gain lives in a buffer, so a compiled model follows it."""
         self.loops = max(1, int(loops))
+        self.ramp = self.loops > 1 and gain < 1.0
         self.loop_gain.fill_(gain)
 
-    def layer_order(self) -> list[int]:
-        if self.loops == 1:
+    def layer_order(self, loops: int | None = None) -> list[int]:
+        loops = self.loops if loops is None else loops
+        if loops <= 1:
             return list(range(self.num_layers))
         span = list(range(self.loop_start, self.loop_end + 1))
-        return list(range(self.loop_start)) + span * self.loops + list(range(self.loop_end + 1, self.num_layers))
+        return list(range(self.loop_start)) + span * loops + list(range(self.loop_end + 1, self.num_layers))
+
+    def stack(self, x0: torch.Tensor, order: list[int], mask: torch.Tensor | None = None) -> torch.Tensor:
+        lanes, skips, n_enc = (x0,), [], len(order) // 2
+        for pos, i in enumerate(order):
+            k = pos - n_enc
+            if 0 <= k < self.n_skip and skips:  # into lane 0, the one attention reads
+                x, skip = lanes[0], self.skip_weights[k] * skips.pop()
+                x = x + skip if self.skip_gates is None else torch.lerp(skip, x, torch.sigmoid(self.skip_gates[k]))
+                lanes = (x, *lanes[1:])
+            lanes = self.blocks[i](lanes, x0, mask)
+            if pos < n_enc and self.n_skip:
+                skips.append(lanes[0])
+        return lanes[0] if len(lanes) == 1 else 0.5 * (lanes[0] + lanes[1])
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         x = self.tok_emb(idx)  # (B, T, D)
         if self.smear is not None:
             x = self.smear(x, idx)
-        x = x0 = rms_norm(x)
-        stash: dict[int, torch.Tensor] = {}
-        n_skip = 0 if self.skip_weights is None else self.skip_weights.size(0)
-        seen: set[int] = set()
-        for i in self.layer_order():
-            k = i - self.n_enc
-            if 0 <= k < n_skip and (self.n_enc - 1 - k) in stash:
-                w = self.skip_weights[k]
-                if self.skip_gates is not None:  # zero-init gate: 2*sigmoid(0) = 1
-                    w = w * 2.0 * torch.sigmoid(self.skip_gates[k])
-                x = x + w * stash[self.n_enc - 1 - k]
-            y = self.blocks[i](x, x0)
-            x = x + self.loop_gain.to(x.dtype) * (y - x) if i in seen else y  # a repeated pass fades in
-            seen.add(i)
-            if i < n_skip:
-                stash[i] = x
+        x0, mask = rms_norm(x), self.doc_mask(idx)
+        x = self.stack(x0, self.layer_order(), mask)
+        if self.ramp:
+            plain = self.stack(x0, self.layer_order(1), mask)
+            x = plain + self.loop_gain.to(x.dtype) * (x - plain)
         return rms_norm(x)
+
+    def doc_mask(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """(B, 1, T, T): causal, and each token sees only its own document (a BOS starts one; tokens before the
+        first BOS of a window are one document); None = plain causal attention (DOC_ISOLATION=0)."""
+        if not self.doc_isolation:
+            return None
+        doc = torch.cumsum((idx == BOS_ID).to(torch.int32), dim=1)  # (B, T)
+        causal = torch.ones(idx.size(1), idx.size(1), dtype=torch.bool, device=idx.device).tril()
+        return (causal & (doc[:, :, None] == doc[:, None, :])).unsqueeze(1)
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
         w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
@@ -1438,7 +1470,7 @@ def eval_ttt(
 # grouped by kind so the codec sees similar bytes together (ints by role, fp16 scales, passthrough, LQER factors).
 # Reading parses JSON and raw bytes only: nothing in an artifact is ever executed or unpickled.
 ARTIFACT_MAGIC = b"PGQA"
-ARTIFACT_VERSION = 2  # 2: the header and each stream are separate compressed frames (v1: one frame)
+ARTIFACT_VERSION = 3  # 3: LQER factor A in int2 with one scale; 2: header and streams in separate frames
 ARTIFACT_PART = struct.Struct("<II")  # per part: compressed bytes, raw bytes
 ARTIFACT_FRAME = struct.Struct("<4sBBQ16s")  # magic, version, codec id, payload bytes, blake2b-128 digest
 ARTIFACT_CODECS = {"zstd": 1, "lzma": 2, "zlib": 3}
@@ -1450,7 +1482,7 @@ STORE_DTYPES = {
     n: getattr(torch, n) for n in ("float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
 }
 FP16_TINY = torch.finfo(torch.float16).tiny  # smallest normal fp16: floor of every stored scale
-LQER_BITS = 4  # both low-rank factors: symmetric ints with one fp16 scale per group
+LQER_BITS = 4  # the low-rank factor B: symmetric ints with one fp16 scale per group (A: int2, one scale)
 LQER_GROUP = 64
 GPTQ_CALIB_MAX_RANK_TOKENS = 65_536  # calibration tokens per rank and batch
 GPTQ_DAMP_RETRIES = 4  # Cholesky failure: multiply the damping by 10 and retry
@@ -1534,7 +1566,7 @@ def dequantize_entry(e: dict) -> torch.Tensor:
     w = e["q"].float() * e["scale"].float()[:, None]
     if m.get("lqer"):
         (rows, cols), r = m["shape"], m["lqer"]
-        w = w + _dequant_groups(e["la"], e["la_s"], (rows, r)) @ _dequant_groups(e["lb"], e["lb_s"], (r, cols))
+        w = w + (e["la"].float().view(rows, r) * e["la_s"].float()) @ _dequant_groups(e["lb"], e["lb_s"], (r, cols))
     return w.to(STORE_DTYPES[m["dtype"]])
 
 
@@ -1565,8 +1597,14 @@ def quantize_state_dict(
         meta = {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "role": role}
         if meta["dtype"] not in STORE_DTYPES:
             raise ArtifactError(f"tensor {name} has dtype {t.dtype}, which the artifact cannot store")
+        if name.endswith("attn.gate.weight") and t.ndim == 2:  # the record's attention gate: int8, absmax per row
+            scale = (t.float().abs().amax(1) / 127).clamp(FP16_TINY, 60_000.0).half()
+            meta.update(store="q", bits=8, k=0.0, method="absmax")
+            entries.append({"meta": meta, "q": quantize_rtn(t, scale, 8).cpu(), "scale": scale.cpu()})
+            continue
         if not (role in QUANT_ROLES and t.ndim == 2 and t.is_floating_point()):  # by role, whatever the size
-            store = "raw" if not t.is_floating_point() else "f32" if role in ("control", "buffer") else "f16"
+            wide = role == "buffer" or role == "control" and h.control_bits == 32
+            store = "raw" if not t.is_floating_point() else "f32" if wide else "f16"
             data = t.cpu() if store == "raw" else t.cpu().to(torch.float32 if store == "f32" else torch.float16)
             entries.append({"meta": {**meta, "store": store}, "data": data})
             continue
@@ -1596,7 +1634,9 @@ def _gptq_wins(
 
 
 def _add_lqer(entries: list[dict], floats: dict[str, torch.Tensor], rank: int, top: int) -> None:
-    """LQER: a rank-r SVD of the quantisation error W - W_hat, in LQER_BITS ints, for the `top` largest errors."""
+    """LQER (the record's asymmetric form): a rank-r SVD E ~ A @ B of the quantisation error E = W - W_hat of the
+    `top` matrices with the largest errors; A = U*S in int2 ([-2, 1], one fp16 scale per matrix), B = Vh in
+    LQER_BITS ints with one scale per LQER_GROUP values."""
     errors = {
         n: floats[n] - dequantize_entry(e).to(floats[n].device) for e in entries if (n := e["meta"]["name"]) in floats
     }
@@ -1604,9 +1644,10 @@ def _add_lqer(entries: list[dict], floats: dict[str, torch.Tensor], rank: int, t
     for e in [e for e in entries if e["meta"]["name"] in worst]:
         U, S, Vh = torch.linalg.svd(errors[e["meta"]["name"]], full_matrices=False)
         r = min(rank, S.numel())
-        root = S[:r].sqrt()
-        e["la"], e["la_s"] = (x.cpu() for x in _quant_groups(U[:, :r] * root, LQER_BITS))
-        e["lb"], e["lb_s"] = (x.cpu() for x in _quant_groups(root[:, None] * Vh[:r], LQER_BITS))
+        A = U[:, :r] * S[:r]
+        sa = (A.abs().amax() / 1.5).clamp(FP16_TINY, 60_000.0).half().reshape(1)
+        e["la"], e["la_s"] = torch.clamp(torch.round(A / sa.float()), -2, 1).to(torch.int8).reshape(-1).cpu(), sa.cpu()
+        e["lb"], e["lb_s"] = (x.cpu() for x in _quant_groups(Vh[:r], LQER_BITS))
         e["meta"]["lqer"] = r
 
 
@@ -1621,8 +1662,8 @@ def _part_specs(m: dict) -> list[tuple[str, str, torch.dtype, list[int]]]:
         return [(m["store"], "data", dtype, m["shape"])]
     (rows, cols), r = m["shape"], m.get("lqer", 0)
     specs = [("q", "q", torch.int8, [rows, cols]), ("scale", "scale", torch.float16, [rows])]
-    for key, n in (("la", rows * r), ("lb", r * cols)) if r else ():
-        specs += [("lqer_q", key, torch.int8, [n]), ("lqer_s", key + "_s", torch.float16, [-(-n // LQER_GROUP)])]
+    for key, n, scales in (("la", rows * r, 1), ("lb", r * cols, -(-r * cols // LQER_GROUP))) if r else ():
+        specs += [("lqer_q", key, torch.int8, [n]), ("lqer_s", key + "_s", torch.float16, [scales])]
     return specs
 
 
@@ -2084,9 +2125,11 @@ def warmup_and_restore(
     weights = {k: v.detach().clone() for k, v in base.state_dict().items()}
     opt_states = [copy.deepcopy(opt.state_dict()) for opt in optimizers]
     loader_state = loader.state_dict()
-    loop_settings = [1, h.model.num_loops] if h.model.num_loops > 1 else [1]
+    loop_settings = [(1, 1.0)]  # (loops, gain): every graph the run will use, the recurrence ramp's included
+    if h.model.num_loops > 1:
+        loop_settings += [(h.model.num_loops, 0.5)] * (h.loop_ramp_frac > 0) + [(h.model.num_loops, 1.0)]
     for i in range(h.warmup_steps):
-        base.set_loops(loop_settings[i * len(loop_settings) // h.warmup_steps])
+        base.set_loops(*loop_settings[i * len(loop_settings) // h.warmup_steps])
         train_step(model, loader, optimizers, h, d, accum_steps, 1.0, h.muon_momentum_warmup_start)
         log(f"warmup_step:{i + 1}/{h.warmup_steps}")
     base.load_state_dict(weights)

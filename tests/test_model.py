@@ -98,7 +98,7 @@ def reference_attention(attn: tg.Attention, x: torch.Tensor) -> torch.Tensor:
         y = y - (y * vn).sum(-1, keepdim=True) * vn
     y = y.transpose(1, 2)
     if attn.gate is not None:
-        y = y * 2 * torch.sigmoid(x[..., : attn.gate_inputs] @ attn.gate.weight.T).unsqueeze(-1)
+        y = y * torch.sigmoid(0.5 * x[..., : attn.gate_inputs] @ attn.gate.weight.T).unsqueeze(-1)
     return y.reshape(B, T, D) @ attn.proj.weight.T
 
 
@@ -136,11 +136,12 @@ def test_recurrence_matches_hand_unrolled_reference():
     model = randomize(tg.build_model(cfg))
     model.set_loops(3)
     assert model.layer_order() == [0, 1, 2, 1, 2, 1, 2, 3]
-    idx = torch.randint(0, 1024, (2, 16))
-    x = x0 = tg.rms_norm(model.tok_emb(idx))
-    for i in [0, 1, 2, 1, 2, 1, 2, 3]:
-        x = model.blocks[i](x, x0)
-    assert torch.allclose(model.hidden(idx), tg.rms_norm(x), atol=1e-5)
+    idx = torch.randint(2, 1024, (2, 16))  # no BOS: the blocks are called without the document mask
+    x0 = tg.rms_norm(model.tok_emb(idx))
+    lanes = (x0,)
+    for i in [0, 1, 2, 1, 2, 1, 2, 3]:  # block 3 is parallel: two lanes from there, averaged at the end
+        lanes = model.blocks[i](lanes, x0)
+    assert len(lanes) == 2 and torch.allclose(model.hidden(idx), tg.rms_norm(0.5 * (lanes[0] + lanes[1])), atol=1e-5)
     model.set_loops(1)
     assert model.layer_order() == [0, 1, 2, 3]
 
@@ -159,6 +160,9 @@ def test_frontier_and_seed_layer_orders():
 
 
 def test_parallel_and_sequential_blocks_match_their_formulas():
+    """Sequential: one lane, x0 mixed in, attention then MLP. Parallel (the record's two lanes): attention reads lane
+    0 mixed with x0, the MLP reads lane 1 as it is, each lane keeps resid_lambda x itself plus both outputs weighted
+    by the post-lambdas (post[0] the attention's to lane 0 and 1, post[1] the MLP's)."""
     dim = 32
     for parallel in (False, True):
         c = shape(
@@ -176,16 +180,89 @@ def test_parallel_and_sequential_blocks_match_their_formulas():
         )
         block = randomize(tg.Block(3, c))
         attn, mlp = block.attn, block.mlp
-        x, x0 = torch.randn(2, 8, dim), torch.randn(2, 8, dim)
+        x, x1, x0 = torch.randn(2, 8, dim), torch.randn(2, 8, dim), torch.randn(2, 8, dim)
         s = 1 / math.sqrt(4)
-        r = block.resid_mix[0] * x + block.resid_mix[1] * x0
+        mixed = block.resid_mix[0] * x + block.resid_mix[1] * x0
         if parallel:
-            n = tg.rms_norm(r) * s
-            expected = r + block.attn_scale * attn(n) + block.mlp_scale * mlp(n)
+            a = block.attn_scale * attn(tg.rms_norm(mixed) * s)
+            m = block.mlp_scale * mlp(tg.rms_norm(x1) * s)
+            r, p = block.resid_lambdas.tolist(), block.post_lambdas.tolist()
+            want = (r[0] * x + p[0][0] * a + p[1][0] * m, r[1] * x1 + p[0][1] * a + p[1][1] * m)
+            got = block((x, x1), x0)
+            assert len(got) == 2 and all(torch.allclose(g, w, atol=1e-5) for g, w in zip(got, want))
+            one = block((x,), x0)  # the first parallel block: both lanes start from the stream
+            assert torch.allclose(one[1], block((x, x), x0)[1], atol=1e-6)
+            fresh = tg.Block(3, c)
+            assert torch.equal(fresh.resid_lambdas, torch.full((2,), 1.1)) and fresh.post_lambdas.tolist() == [
+                [1, 1],
+                [1, 1],
+            ]
         else:
-            r = r + block.attn_scale * attn(tg.rms_norm(r) * s)
-            expected = r + block.mlp_scale * mlp(tg.rms_norm(r) * s)
-        assert torch.allclose(block(x, x0), expected, atol=1e-5)
+            r = mixed + block.attn_scale * attn(tg.rms_norm(mixed) * s)
+            want = r + block.mlp_scale * mlp(tg.rms_norm(r) * s)
+            assert torch.allclose(block((x,), x0)[0], want, atol=1e-5)
+            avg = block.resid_mix[0] * (0.5 * (x + x1)) + block.resid_mix[1] * x0  # two lanes in: their mean
+            r = avg + block.attn_scale * attn(tg.rms_norm(avg) * s)
+            assert torch.allclose(block((x, x1), x0)[0], r + block.mlp_scale * mlp(tg.rms_norm(r) * s), atol=1e-5)
+
+
+def reference_hidden(model: tg.GPT, idx: torch.Tensor, order: list[int], n_skip: int) -> torch.Tensor:
+    """The record's forward written out: encoder = first half of the virtual order (pushes), decoder = the rest
+    (pops, mirrored); a skip goes into lane 0 through lerp(w*skip, x, sigmoid(gate)); lanes start at the first
+    parallel block and end as their mean."""
+    x = x0 = tg.rms_norm(model.tok_emb(idx))
+    lane0 = lane1 = None
+    n_enc, skips = len(order) // 2, []
+    for pos, i in enumerate(order):
+        block = model.blocks[i]
+        if pos >= n_enc and pos - n_enc < n_skip and skips:
+            k = pos - n_enc
+            s = model.skip_weights[k] * skips.pop()
+            g = torch.sigmoid(model.skip_gates[k])
+            if lane0 is not None:
+                lane0 = g * lane0 + (1 - g) * s
+            else:
+                x = g * x + (1 - g) * s
+        if block.parallel:
+            if lane0 is None:
+                lane0 = lane1 = x
+            lane0, lane1 = block((lane0, lane1), x0)
+        else:
+            (x,) = block((x,), x0)
+        if pos < n_enc:
+            skips.append(x if lane0 is None else lane0)
+    return tg.rms_norm(x if lane0 is None else 0.5 * (lane0 + lane1))
+
+
+def test_virtual_order_skips_and_two_lanes_match_the_record_written_out():
+    """11 blocks as the record (loop 3-5 three times, parallel from 8): 17 virtual layers, 8 skips; without
+    recurrence the same weights pair 5 encoder and 6 decoder layers."""
+    cfg = config("frontier", model_dim=64, num_heads=4, num_kv_heads=2, rope_dims=8, vocab_size=64, smear_gate=0)
+    model = randomize(tg.build_model(cfg))
+    assert model.n_skip == 8 and [b.parallel for b in model.blocks].index(True) == 8
+    idx = torch.randint(2, 64, (2, 12))  # no BOS: the reference calls the blocks without the document mask
+    for loops in (1, 3):
+        model.set_loops(loops)
+        want = reference_hidden(model, idx, model.layer_order(), 8)
+        assert torch.allclose(model.hidden(idx), want, atol=1e-5), loops
+
+
+def test_recurrence_ramp_blends_plain_and_looped_networks():
+    """At gain 0 the looped model computes exactly the plain one (no jump when recurrence switches on, although
+    the virtual-order skips pair differently), at gain 1 the looped one, in between their blend."""
+    model = randomize(tg.build_model(config(**ALL_ON))).eval()
+    idx = torch.randint(2, 1024, (1, 16))  # no BOS: stack() is called without the mask below
+    model.set_loops(1)
+    plain = model.hidden(idx)
+    model.set_loops(3)
+    looped = model.hidden(idx)
+    assert not torch.allclose(plain, looped, atol=1e-3)
+    model.set_loops(3, 0.0)
+    assert torch.allclose(model.hidden(idx), plain, atol=1e-6)
+    model.set_loops(3, 0.25)
+    x0 = tg.rms_norm(model.smear(model.tok_emb(idx), idx))
+    a, b = model.stack(x0, model.layer_order(1)), model.stack(x0, model.layer_order())
+    assert torch.allclose(model.hidden(idx), tg.rms_norm(a + 0.25 * (b - a)), atol=1e-6)
 
 
 def test_leaky_relu_squared_mlp():
@@ -198,18 +275,18 @@ def test_leaky_relu_squared_mlp():
 
 
 def test_unet_skips_follow_the_baseline_push_pop_order():
-    cfg = config(num_layers=5, num_loops=1, smear_gate=0, skip_gates=0)
+    cfg = config(num_layers=5, num_loops=1, smear_gate=0, skip_gates=0, parallel_start=-1)
     model = randomize(tg.build_model(cfg))
-    idx = torch.randint(0, 1024, (1, 12))
+    idx = torch.randint(2, 1024, (1, 12))  # no BOS: the blocks are called without the document mask
     x = x0 = tg.rms_norm(model.tok_emb(idx))
     skips = []
     for i in range(2):  # encoder: blocks 0, 1 push
-        x = model.blocks[i](x, x0)
+        (x,) = model.blocks[i]((x,), x0)
         skips.append(x)
     for k, i in enumerate(range(2, 5)):  # decoder: blocks 2, 3 pop (block 4 has nothing left)
         if skips:
             x = x + model.skip_weights[k] * skips.pop()
-        x = model.blocks[i](x, x0)
+        (x,) = model.blocks[i]((x,), x0)
     assert torch.allclose(model.hidden(idx), tg.rms_norm(x), atol=1e-5)
 
 
@@ -278,3 +355,24 @@ def test_orthogonal_init_as_the_record():
         assert not b.mlp.proj.weight.any() and not b.attn.proj.weight.any()
     base = tg.Hyperparameters.from_env({"PRESET": "baseline", "RUN_ID": "x"})
     assert base.ortho_init == 0 and h.ortho_init == 1
+
+
+def test_document_isolation_equals_running_each_document_alone():
+    """A packed window (a BOS starts each document) scores every token as if its document ran alone; tokens before
+    the first BOS are one document too. Without a BOS the mask is the causal one (dense attention)."""
+    model = randomize(tg.build_model(config(**ALL_ON))).eval()
+    model.set_loops(3)
+    idx = torch.randint(2, 1024, (1, 30))
+    idx[0, 7] = idx[0, 19] = tg.BOS_ID
+    with torch.no_grad():
+        packed = model(idx)
+        alone = torch.cat([model(idx[:, a:b]) for a, b in ((0, 7), (7, 19), (19, 30))], dim=1)
+        assert torch.allclose(packed, alone, atol=1e-4)
+        plain = idx.clone()
+        plain[plain == tg.BOS_ID] = 5
+        dense = dataclasses.replace(model.cfg, doc_isolation=0)
+        other = tg.build_model(dense).eval()
+        other.load_state_dict(model.state_dict())
+        other.set_loops(3)
+        assert torch.allclose(model(plain), other(plain), atol=1e-5)
+        assert not torch.allclose(model(idx), other(idx), atol=1e-3)  # with BOS inside, dense attention differs

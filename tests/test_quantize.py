@@ -123,7 +123,7 @@ def test_artifact_roundtrip_loads_strictly_and_reserialises_byte_identically():
     model = tiny_model(h)
     blob, report = build(h, model)
     assert report["model_bytes"] == len(blob) and report["roles"]["attn"]["bits"] == "6"
-    assert report["roles"]["control"]["store"] == "f32" and report["roles"]["embed"]["bits"] == "8"
+    assert report["roles"]["control"]["store"] == "f16/q" and report["roles"]["embed"]["bits"] == "7"  # the gate: q
     cfg, state = tg.read_artifact(blob)
     assert cfg == h.model
     loaded, _ = tg.load_artifact_model(blob, h.model)
@@ -131,8 +131,8 @@ def test_artifact_roundtrip_loads_strictly_and_reserialises_byte_identically():
         q = loaded.state_dict()[name]
         assert q.dtype == p.dtype and q.shape == p.shape
         rel, role = float((q - p).norm() / p.norm()), tg.param_roles(model)[name]
-        if role == "control":
-            assert rel == 0.0, name
+        if role == "control":  # fp16 (2^-11 relative), the attention gate int8 per row
+            assert rel < (0.01 if name.endswith("attn.gate.weight") else 1e-3), (name, rel)
         else:  # uniform rounding error: scale / sqrt(12), scale = k * std / qmax
             bits, k = tg._quant_setting(role, h)
             assert rel < 1.1 * k / (2 ** (bits - 1) - 1) / 12**0.5, (name, rel)
@@ -288,7 +288,7 @@ def test_gptq_artifact_beats_rtn_on_real_model_hessians():
 def test_lqer_lowers_error_of_worst_matrices():
     h = tiny_h(quant_matrix_bits=3)
     model = tiny_model(h)
-    _, base = build(h, model)
+    _, base = build(dataclasses.replace(h, lqer_rank=0), model)
     blob, rep = build(dataclasses.replace(h, lqer_rank=4, lqer_top=2), model)
     fixed = [n for n, r in rep["tensors"].items() if r.get("lqer")]
     assert len(fixed) == 2
@@ -456,7 +456,7 @@ def test_cli_bad_inputs_exit_2_with_one_line_and_keep_files(cli_setup, capsys, t
 def test_cli_fit_lands_just_under_target(cli_setup, capsys):
     quantize, tmp, ckpt, data, h = cli_setup
     src = (ROOT / "train_gpt.py").read_text()
-    code = tg.size_report(0, src, "raw")["code_bytes"]
+    code = tg.size_report(0, src, tg.Hyperparameters.from_env({"RUN_ID": "x"}).code_policy)["code_bytes"]
     args = ["--set", "GPTQ=0", "COMPRESS_LEVEL=9"]
     loose = tmp / "loose.pgz"
     assert quantize.main(["quantize", str(ckpt), "-o", str(loose), *args]) == 0

@@ -278,7 +278,7 @@ def test_end_to_end_run_learns_exports_and_round_trips(dataset, tmp_path):
         assert key in log, key
     assert artifact.is_file() and artifact.with_suffix(".ckpt.pt").is_file()
     assert not [p for p in artifact.parent.iterdir() if ".tmp" in p.name]
-    assert re.search(r"^quant_role:mlp tensors:\d+ params:\d+ bits:6 k:12.0 method:gptq", log, re.M)
+    assert re.search(r"^quant_role:mlp tensors:\d+ params:\d+ bits:6 k:11.5 method:gptq", log, re.M)
     model_bytes = int(re.search(r"model_bytes:(\d+)", log).group(1))
     assert model_bytes == artifact.stat().st_size
     # the round trip costs little, and the float score is what the float checkpoint gives
