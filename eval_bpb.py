@@ -99,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--stride", type=int, help="sliding-window stride (EVAL_STRIDE)")
     g.add_argument("--batch-seqs", type=int, help="windows per forward (EVAL_BATCH_SEQS)")
     g.add_argument("--loops", type=int, help="times the recurrent span runs (EVAL_LOOPS)")
-    g.add_argument("--ttt-mode", choices=("sgd", "lora"), help="TTT flavour for --mode ttt")
+    g.add_argument("--ttt-mode", choices=("sgd", "lora", "phased"), help="TTT flavour for --mode ttt")
     for flag, kind in (
         ("chunk-tokens", int),
         ("lr", float),
@@ -262,7 +262,7 @@ def score(tg: ModuleType, model: torch.nn.Module, tok_path: str, args: argparse.
     main = d.rank == 0
     tables, val = tg.load_validation(h, tok_path, args.val)
     if args.mode == "ttt" and h.ttt_mode == "off":
-        raise tk.UserError("--mode ttt needs --ttt-mode sgd or lora (or TTT_MODE)")
+        raise tk.UserError("--mode ttt needs --ttt-mode sgd, lora or phased (or TTT_MODE)")
     if main:
         knobs = f"window:{h.effective_eval_seq_len} stride:{h.eval_stride} batch_seqs:{h.eval_batch_seqs}"
         if args.mode == "ttt":

@@ -37,6 +37,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -183,16 +184,23 @@ class Hyperparameters:
     eval_stride: int = 64  # sliding-window stride; 0 = skip the sliding score
     eval_batch_seqs: int = 32  # windows per forward
     include_tail: int = 0  # 1 = also score the val tail the official loader drops
-    ttt_mode: str = "off"  # off | sgd (score-first full-parameter) | lora (document-independent)
-    ttt_chunk_tokens: int = 32_768
-    ttt_lr: float = 0.003
-    ttt_epochs: int = 3
+    caseops: int = 0  # val is CaseOps text (data/export.py --caseops): bytes from its fineweb_val_bytes_* sidecars
+    ttt_mode: str = "off"  # off | sgd (score-first, full-parameter) | lora (per-document adapters) | phased (lora,
+    # and in phases the model itself trains on the documents scored so far: the record's)
+    ttt_chunk_tokens: int = 32_768  # sgd, phased: targets per chunk (cosine LR over chunks)
+    ttt_lr: float = 0.001
+    ttt_epochs: int = 1
     ttt_momentum: float = 0.9
     ttt_grad_clip: float = 1.0
-    ttt_lora_rank: int = 8
-    ttt_lora_lr: float = 0.01
+    ttt_lora_rank: int = 80
+    ttt_lora_alpha: float = 144.0  # adapter outputs scaled by alpha / rank
+    ttt_lora_lr: float = 1e-4
+    ttt_lora_wd: float = 0.5  # AdamW weight decay of the adapters (betas 0, 0.99)
+    ttt_lora_warm_a: int = 1  # A carries over from one batch of documents to the next; 0 = documents independent
     ttt_lora_chunk: int = 48  # targets each LoRA step scores, then trains on
-    ttt_lora_docs: int = 16  # documents adapted side by side
+    ttt_lora_docs: int = 64  # documents adapted side by side
+    ttt_phases: int = 3  # phased: times the model trains on the documents scored so far ...
+    ttt_phase_docs: int = 2500  # ... at equal steps up to this many documents
     # quantisation and artifact
     quant_matrix_bits: int = 6
     quant_embed_bits: int = 7
@@ -298,7 +306,7 @@ class Hyperparameters:
         need(h.ema_decay < 1.0, "ema_decay", "must be below 1 (1 would export the untrained weights); 0 = off")
         window = f"is longer than the window EVAL_SEQ_LEN={h.effective_eval_seq_len}"
         need(h.eval_stride <= h.effective_eval_seq_len, "eval_stride", f"{window}: targets would go unscored")
-        need(h.ttt_mode != "lora" or h.ttt_lora_chunk <= h.effective_eval_seq_len, "ttt_lora_chunk", window)
+        need(h.ttt_mode in ("off", "sgd") or h.ttt_lora_chunk <= h.effective_eval_seq_len, "ttt_lora_chunk", window)
         need(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", h.run_id) is not None, "run_id", "must be a plain name "
              "(letters, digits, '.', '_', '-'): it names files under LOG_DIR and artifacts/")  # fmt: skip
 
@@ -314,7 +322,8 @@ POSITIVE = {
 }  # fmt: skip
 NON_NEGATIVE = {
     "max_wallclock_seconds", "warmup_steps", "warmdown_iters", "val_loss_every", "eval_stride", "eval_loops",
-    "eval_seq_len", "val_max_tokens", "grad_clip_norm", "ttt_epochs", "lqer_rank", "gptq_calib_batches",
+    "eval_seq_len", "val_max_tokens", "grad_clip_norm", "ttt_epochs", "ttt_phases", "ttt_phase_docs", "ttt_lora_wd",
+    "ttt_lora_alpha", "lqer_rank", "gptq_calib_batches",
     "gptq_reserve_seconds", "logit_softcap", "schedule_reference_steps", "adam_wd", "embed_wd", "muon_wd",
     "matrix_lr", "tied_embed_lr", "embed_lr", "head_lr", "scalar_lr", "muon_momentum_warmup_steps", "target_bytes",
 }  # fmt: skip
@@ -332,7 +341,7 @@ LAYER_POSITIONS = {"loop_start": 3, "loop_end": 5, "parallel_start": 8}  # of 11
 FRACTIONS = {"warmdown_frac", "loop_start_frac", "loop_ramp_frac", "min_lr", "ema_decay", "ttt_momentum"}
 CHOICES = {
     "mlp_act": ("leaky_relu2", "relu2"),
-    "ttt_mode": ("off", "sgd", "lora"),
+    "ttt_mode": ("off", "sgd", "lora", "phased"),
     "compressor": ("zstd", "lzma", "zlib"),
     "code_policy": ("raw", "packed"),
     "device": ("auto", "cuda", "cpu"),
@@ -348,18 +357,21 @@ PUBLIC_RENAMES = dict(
         "EMBED_CLIP_SIGMAS=CLIP_K_EMBED GPTQ_CALIBRATION_BATCHES=GPTQ_CALIB_BATCHES LQER_TOP_K=LQER_TOP "
         "MUON_ROW_NORMALIZE=MUON_EQ_R SMEAR_GATE_ENABLED=SMEAR_GATE SKIP_GATES_ENABLED=SKIP_GATES "
         "TTT_CHUNK_SIZE=TTT_LORA_CHUNK SPARSE_ATTN_GATE_ENABLED=ATTN_OUT_GATE SPARSE_ATTN_GATE_SCALE=ATTN_GATE_SCALE "
-        "GATE_WINDOW=GATE_INPUTS"
+        "GATE_WINDOW=GATE_INPUTS GLOBAL_TTT_LR=TTT_LR GLOBAL_TTT_EPOCHS=TTT_EPOCHS GLOBAL_TTT_MOMENTUM=TTT_MOMENTUM "
+        "GLOBAL_TTT_CHUNK_TOKENS=TTT_CHUNK_TOKENS GLOBAL_TTT_GRAD_CLIP=TTT_GRAD_CLIP PHASED_TTT_NUM_PHASES=TTT_PHASES "
+        "PHASED_TTT_PREFIX_DOCS=TTT_PHASE_DOCS TTT_BATCH_SIZE=TTT_LORA_DOCS TTT_WEIGHT_DECAY=TTT_LORA_WD "
+        "TTT_WARM_START_A=TTT_LORA_WARM_A CASEOPS_ENABLED=CASEOPS"
     ).split()
 )
 PUBLIC_UNSUPPORTED = set(
-    "ARTIFACT_DIR ATTN_OUT_GATE_SRC CASEOPS_ENABLED DATA_DIR FUSED_CE_ENABLED GATED_ATTN_ENABLED GATED_ATTN_INIT_STD "
-    "GATED_ATTN_QUANT_GATE GLOBAL_TTT_BATCH_SEQS GLOBAL_TTT_CHUNK_TOKENS GLOBAL_TTT_EPOCHS "
-    "GLOBAL_TTT_GRAD_CLIP GLOBAL_TTT_LR GLOBAL_TTT_MOMENTUM GLOBAL_TTT_RESPECT_DOC_BOUNDARIES GLOBAL_TTT_WARMUP_CHUNKS "
+    "ARTIFACT_DIR ATTN_OUT_GATE_SRC DATA_DIR FUSED_CE_ENABLED GATED_ATTN_ENABLED GATED_ATTN_INIT_STD "
+    "GATED_ATTN_QUANT_GATE GLOBAL_TTT_BATCH_SEQS "
+    "GLOBAL_TTT_RESPECT_DOC_BOUNDARIES GLOBAL_TTT_WARMUP_CHUNKS "
     "GLOBAL_TTT_WARMUP_START_LR LQER_ASYM_ENABLED LQER_ASYM_GROUP LQER_ENABLED LQER_FACTOR_BITS MATRIX_CLIP_SIGMAS "
-    "PARALLEL_FINAL_LANE PHASED_TTT_NUM_PHASES PHASED_TTT_PREFIX_DOCS PREQUANT_ONLY ROPE_TRAIN_SEQ_LEN ROPE_YARN "
-    "SPARSE_ATTN_GATE_INIT_STD TTT_BATCH_SIZE TTT_BETA1 TTT_BETA2 "
-    "TTT_ENABLED TTT_EVAL_BATCHES TTT_EVAL_ONLY TTT_EVAL_SEQ_LEN TTT_GRAD_STEPS TTT_K_LORA TTT_LORA_ALPHA "
-    "TTT_MLP_LORA TTT_OPTIMIZER TTT_O_LORA TTT_WARM_START_A TTT_WEIGHT_DECAY VAL_DOC_FRACTION XSA_LAST_N "
+    "PARALLEL_FINAL_LANE PREQUANT_ONLY ROPE_TRAIN_SEQ_LEN ROPE_YARN "
+    "SPARSE_ATTN_GATE_INIT_STD TTT_BETA1 TTT_BETA2 "
+    "TTT_EVAL_BATCHES TTT_EVAL_ONLY TTT_EVAL_SEQ_LEN TTT_GRAD_STEPS TTT_K_LORA "
+    "TTT_MLP_LORA TTT_OPTIMIZER TTT_O_LORA VAL_DOC_FRACTION XSA_LAST_N "
     "ATTN_OUT_GATE_ENABLED".split()
 )
 BOOLEANS = {"true": "1", "false": "0"}
@@ -388,6 +400,9 @@ def public_names(env: dict[str, str]) -> dict[str, str]:
             if not value.strip().isdigit() or not (seq or "1024").isdigit():
                 raise UserError(f"{name}={value}: expected a whole number of tokens")
             out.setdefault("EVAL_BATCH_SEQS", str(max(1, int(value) // (8 * int(seq or "1024")))))
+        elif name in ("TTT_ENABLED", "PHASED_TTT_ENABLED"):  # the record's switch for its phased TTT
+            if BOOLEANS.get(value.strip().lower(), value.strip()) not in ("0", ""):
+                out.setdefault("TTT_MODE", "phased")
         elif name in PUBLIC_UNSUPPORTED and BOOLEANS.get(value.strip().lower(), value.strip()) not in ("0", ""):
             raise UserError(
                 f"{name}={value}: a setting of the public record scripts that this train_gpt.py does not "
@@ -593,7 +608,10 @@ def load_shard(path: str | os.PathLike, vocab_size: int | None = None) -> np.nda
 
 
 def list_shards(pattern: str) -> list[Path]:
-    files = sorted(Path(p) for p in glob.glob(pattern))
+    """The token shards matching `pattern`, CaseOps byte sidecars (fineweb_val_bytes_*, which fineweb_val_* also
+    matches) left out unless the pattern names them."""
+    sidecars = VAL_BYTES_MARK in Path(pattern).name
+    files = sorted(Path(p) for p in glob.glob(pattern) if sidecars or VAL_BYTES_MARK not in Path(p).name)
     if not files:
         raise ShardError(f"no shard files match {pattern!r}")
     return files
@@ -746,6 +764,35 @@ def prove_tokenizer(
             f"{tokenizer} is not the tokenizer {source} were made with: {len(bad)} of {len(docs)} val documents do "
             f"not re-encode to their tokens (first: document {bad[0]}); use the tokenizer the shards were made with"
         )
+
+
+CASEOPS_OPERATORS = "\ue001\ue002\ue003\ue004"  # TITLE, ALLCAPS, CAPNEXT, ESC of the lossless case transform
+VAL_BYTES_MARK = "_val_bytes_"  # CaseOps val byte sidecars: fineweb_val_bytes_000000.bin beside fineweb_val_000000.bin
+
+
+def is_caseops_tokenizer(sp) -> bool:
+    return all(sp.piece_to_id(op) != sp.unk_id() for op in CASEOPS_OPERATORS)
+
+
+def load_val_bytes(h: Hyperparameters, val_glob: str, sp, tokenizer_path: str, n_tokens: int) -> np.ndarray | None:
+    """CASEOPS=1: the original text's bytes carried by each val position, from the byte sidecars beside the val
+    shards (the byte rule on the transformed pieces would count the case operators); None without CaseOps."""
+    if bool(h.caseops) != is_caseops_tokenizer(sp):
+        raise UserError(
+            f"TOKENIZER_PATH={tokenizer_path} is a CaseOps tokenizer: set CASEOPS=1 (bytes come from the val byte "
+            "sidecars)" if not h.caseops else f"CASEOPS=1 but TOKENIZER_PATH={tokenizer_path} has no case operator "
+            "pieces: use the CaseOps tokenizer the data was exported with (data/tokenizer.py --caseops), or CASEOPS=0"
+        )  # fmt: skip
+    if not h.caseops:
+        return None
+    pattern = str(Path(val_glob).with_name(Path(val_glob).name.replace("_val_", VAL_BYTES_MARK, 1)))
+    try:
+        counts = load_token_split(pattern)
+    except ShardError as e:
+        raise UserError(f"CASEOPS=1: {e} (data/export.py --caseops writes the val byte sidecars)") from None
+    if len(counts) != n_tokens:
+        raise UserError(f"{pattern}: {len(counts)} byte counts for {n_tokens} val tokens (sidecars of other data)")
+    return counts
 
 
 def count_target_bytes(x: np.ndarray, y: np.ndarray, tables: tuple[np.ndarray, np.ndarray, np.ndarray]) -> int:
@@ -919,7 +966,7 @@ class GPT(nn.Module):
         self.skip_weights = tag(nn.Parameter(torch.ones(self.n_skip, c.model_dim)), "control") if self.n_skip else None
         gates = self.n_skip and c.skip_gates  # sigmoid(0) = 0.5: lerp(w*skip, x) is a no-op when skip == x
         self.skip_gates = tag(nn.Parameter(torch.zeros(self.n_skip, c.model_dim)), "control") if gates else None
-        self.ramp = False
+        self.ramp, self.head_adapter = False, None  # head_adapter: TTT's per-document LoRA on the logits
         self.role_map = {name: p.role for name, p in self.named_parameters()}
 
     def set_loops(self, loops: int, gain: float = 1.0) -> None:
@@ -973,6 +1020,8 @@ class GPT(nn.Module):
     def project(self, h: torch.Tensor) -> torch.Tensor:
         w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
         logits = F.linear(h, w.to(h.dtype)).float()
+        if self.head_adapter is not None:
+            logits = logits + self.head_adapter(h).float()
         if self.logit_softcap > 0:
             logits = self.logit_softcap * torch.tanh(logits / self.logit_softcap)
         return logits
@@ -1149,7 +1198,7 @@ def build_optimizers(model: GPT, h: Hyperparameters, d: Dist) -> list[torch.opti
 # target exactly once, and a ScoreLedger counts it: test-time training may only train on positions the ledger has
 # seen scored (rules 3 and 4 of SPEC section 1), and the final result refuses to exist unless every target was
 # scored exactly once across all ranks.
-LORA_ROLES = ("attn", "mlp", "head")  # linear layers that get per-document adapters in LoRA TTT
+TTT_LORA_BETAS = (0.0, 0.99)  # AdamW of the LoRA adapters (the record's)
 LORA_SEED_STRIDE = 1_000_003  # adapter init seed = SEED * stride + document index
 PROGRESS_EVERY_S = 30.0  # at most one progress line this often while scoring
 PAD_MODES = ("edge", "constant", "constant")  # a padding window of a plan: the last start, the empty range [0, 0)
@@ -1290,7 +1339,11 @@ class ScoreLedger:
         losses = None
         if self.losses is not None:
             losses = all_reduce_(torch.from_numpy(self.losses).to(self.d.device)).cpu().numpy()
-        targets, nbytes = len(self.val) - 1, count_target_bytes(self.val[:-1], self.val[1:], self.tables)
+        targets = len(self.val) - 1
+        if len(self.tables) == 4:  # CaseOps: the byte sidecar's count for every target position
+            nbytes = int(self.tables[3][1 : len(self.val)].astype(np.int64).sum())
+        else:
+            nbytes = count_target_bytes(self.val[:-1], self.val[1:], self.tables)
         return EvalResult(loss / targets, loss / (math.log(2) * nbytes), targets, nbytes, seconds, losses, self.updates)
 
 
@@ -1389,69 +1442,146 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
             opt.zero_grad(set_to_none=True)
 
 
-def _attach_lora(model: nn.Module, docs: np.ndarray, rank: int, seed: int) -> tuple[list[nn.Parameter], list]:
-    """Per-document low-rank adapters (parameters, hook handles) on the linear layers of roles LORA_ROLES: row b of a
-    batch gets out += (x_b @ A_b) @ B_b. B starts at zero, so a fresh adapter is the unadapted model. Documents share
-    no parameter and Adam is elementwise, so they stay independent; A is drawn from a generator seeded by (seed,
-    document index), so a document's score does not depend on its batch or rank."""
-    roles = param_roles(model)
-    gens = [torch.Generator().manual_seed(seed * LORA_SEED_STRIDE + int(doc)) for doc in docs]
-    params, handles = [], []
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.Linear) and roles.get(f"{name}.weight") in LORA_ROLES:
-            a = torch.stack([torch.randn(mod.in_features, rank, generator=g) for g in gens])
-            a = nn.Parameter((a / math.sqrt(mod.in_features)).to(mod.weight.device))
-            b = nn.Parameter(torch.zeros(len(docs), rank, mod.out_features, device=mod.weight.device))
-            params += [a, b]
+def _attach_lora(model: GPT, docs: np.ndarray, h: Hyperparameters, warm: list | None = None) -> tuple[list, list]:
+    """Per-document low-rank adapters as forward hooks: (parameters as pairs A, B; handles). Row b of a batch gets
+    out += alpha/r * (x_b @ A_b) @ B_b on each attention linear (Q, K, V, O), each MLP (its input to its output) and
+    the logits, with its own adapter for every pass of a looped block (every virtual layer). B starts at zero, so a
+    fresh adapter is the unadapted model. A is drawn per document from a generator seeded by (SEED, document), so a
+    document's score depends on nothing else, unless `warm` (the A tensors of the previous batch) carries over."""
+    n, r, scale, device = len(docs), h.ttt_lora_rank, h.ttt_lora_alpha / h.ttt_lora_rank, model.tok_emb.weight.device
+    gens = [torch.Generator().manual_seed(h.seed * LORA_SEED_STRIDE + int(doc)) for doc in docs]
+    order, blocks = model.layer_order(), list(model.blocks)
+    targets = [(m, m.in_features, m.out_features, order.count(i)) for i, b in enumerate(blocks)
+               for m in (b.attn.c_q, b.attn.c_k, b.attn.c_v, b.attn.proj)]  # fmt: skip
+    targets += [(b.mlp, b.mlp.fc.in_features, b.mlp.proj.out_features, order.count(i)) for i, b in enumerate(blocks)]
+    targets = [t for t in targets if t[3]] + [(None, model.tok_emb.embedding_dim, model.tok_emb.num_embeddings, 1)]
+    params, handles, calls = [], [], {}
 
-            def hook(mod: nn.Module, inputs: tuple, out: torch.Tensor, a=a, b=b) -> torch.Tensor:  # binds this a, b
-                x = inputs[0].reshape(a.size(0), -1, a.size(1))  # (n_docs, tokens, in)
-                return out + torch.bmm(torch.bmm(x, a.to(x.dtype)), b.to(x.dtype)).view(out.shape)
+    def delta(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        xs = x.reshape(n, -1, x.size(-1))  # (docs, tokens, in)
+        return scale * torch.bmm(torch.bmm(xs, a.to(x.dtype)), b.to(x.dtype))
 
-            handles.append(mod.register_forward_hook(hook))
+    for j, (mod, n_in, n_out, passes) in enumerate(targets):
+        if warm is None:
+            a = torch.stack([torch.rand(passes, n_in, r, generator=g) for g in gens], dim=1)  # U(-1, 1) / sqrt(in)
+            a = nn.Parameter(((2 * a - 1) / math.sqrt(n_in)).to(device))
+        else:
+            a = warm[j]
+        b = nn.Parameter(torch.zeros(passes, n, r, n_out, device=device))
+        params += [a, b]
+        if mod is None:
+            model.head_adapter = lambda x, a=a, b=b, v=n_out: delta(x, a[0], b[0]).view(*x.shape[:-1], v)
+            continue
+
+        def hook(mod: nn.Module, inputs: tuple, out: torch.Tensor, a=a, b=b, key=j) -> torch.Tensor:
+            k = calls.get(key, 0)  # the pass of this block within the current forward
+            calls[key] = k + 1
+            return out + delta(inputs[0], a[k], b[k]).view(out.shape)
+
+        handles.append(mod.register_forward_hook(hook))
+    handles.append(model.register_forward_pre_hook(lambda m, args: calls.clear()))
+    handles.append(SimpleNamespace(remove=lambda: setattr(model, "head_adapter", None)))
     return params, handles
 
 
-def _ttt_lora(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameters, d: Dist) -> None:
-    """Document-independent LoRA TTT: documents (split at BOS, dealt to ranks) go h.ttt_lora_docs at a time; each
-    step scores the next h.ttt_lora_chunk targets of every document with its context (that document only, at most
-    one window back), then takes one Adam step on exactly those targets."""
+def _lora_batch(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, lo0: np.ndarray, hi0: np.ndarray, docs: np.ndarray,
+                warm: list | None, h: Hyperparameters, d: Dist) -> list:  # fmt: skip
+    """One batch of documents (target ranges [lo0, hi0)): each step scores the next h.ttt_lora_chunk targets of every
+    document with its context (that document only, at most one window back), then takes one AdamW step on exactly
+    those targets. Returns the A tensors (for TTT_LORA_WARM_A)."""
     window, chunk = h.effective_eval_seq_len, h.ttt_lora_chunk
-    doc_lo, doc_hi = document_spans(vt.cpu().numpy())
-    order = np.argsort(doc_lo - doc_hi, kind="stable")  # longest first, so a batch's documents end together
-    mine = order[d.rank :: d.world_size]
+    warm = warm if h.ttt_lora_warm_a and warm is not None and warm[0].size(1) == len(docs) else None
+    params, handles = _attach_lora(net, docs, h, warm)
+    opt = torch.optim.AdamW(params, lr=h.ttt_lora_lr, betas=TTT_LORA_BETAS, eps=1e-10, weight_decay=h.ttt_lora_wd)
+    n_steps = -(-int((hi0 - lo0).max()) // chunk)
+    for k in range(n_steps):
+        lo = np.minimum(lo0 + k * chunk, hi0)
+        hi = np.minimum(lo + chunk, hi0)
+        starts = np.maximum(lo0 - 1, hi - 1 - window)  # the window ends at the chunk's last target
+        x, y, _ = _windows(vt, starts, np.maximum(hi - 1 - starts, 1))
+        with torch.enable_grad():
+            ce = _per_token_ce(net, x, y, h, d)
+            keep = ledger.score(ce, starts + 1, lo, hi)  # scored with the adapters as they are, before the step
+            if k == n_steps - 1:
+                break
+            ledger.check_trainable(lo[lo < hi], hi[lo < hi])
+            (torch.where(keep, ce, 0.0).sum(1) / keep.sum(1).clamp(min=1)).sum().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    for handle in handles:
+        handle.remove()
+    return params[0::2]
+
+
+def _ttt_phase(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, lo: np.ndarray, hi: np.ndarray, h: Hyperparameters,
+               d: Dist) -> None:  # fmt: skip
+    """A phase of phased TTT: full-parameter SGD on documents already scored (targets [lo, hi) each), cut into
+    windows of the eval length and grouped into chunks of about h.ttt_chunk_tokens targets with a cosine LR over the
+    chunks; a step per h.eval_batch_seqs windows per rank, gradients averaged over the ranks, clipped."""
+    ledger.sync(0, len(ledger.val))  # which targets any rank has scored
+    window = h.effective_eval_seq_len
+    pieces = np.array([(a, min(a + window, b)) for l, b in zip(lo.tolist(), hi.tolist()) for a in range(l, b, window)])
+    chunk_of = (np.cumsum(pieces[:, 1] - pieces[:, 0]) - 1) // h.ttt_chunk_tokens
+    params = list(net.requires_grad_(True).parameters())
+    opt = torch.optim.SGD(params, lr=h.ttt_lr, momentum=h.ttt_momentum)
+    n_chunks, per_step = int(chunk_of[-1]) + 1, h.eval_batch_seqs * d.world_size
+    for c in range(n_chunks):
+        opt.param_groups[0]["lr"] = h.ttt_lr * 0.5 * (1.0 + math.cos(math.pi * c / max(n_chunks - 1, 1)))
+        todo = pieces[chunk_of == c]
+        for _ in range(h.ttt_epochs):
+            for s in range(0, len(todo), per_step):
+                step = todo[s : s + per_step]
+                mine = step[rank_share(len(step), d)]
+                if len(mine):
+                    ledger.check_trainable(mine[:, 0], mine[:, 1])
+                    x, y, real = _windows(vt, mine[:, 0] - 1, mine[:, 1] - mine[:, 0])
+                    with torch.enable_grad():
+                        ce = _per_token_ce(net, x, y, h, d)
+                        (torch.where(real, ce, 0.0).sum() / int((step[:, 1] - step[:, 0]).sum())).backward()
+                _all_reduce_grads(params)
+                if h.ttt_grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, h.ttt_grad_clip)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
     net.requires_grad_(False)
-    for g in range(0, len(mine), h.ttt_lora_docs):
-        docs = np.sort(mine[g : g + h.ttt_lora_docs])
-        lo0, hi0 = doc_lo[docs], doc_hi[docs]
-        params, handles = _attach_lora(net, docs, h.ttt_lora_rank, h.seed)
-        opt = torch.optim.Adam(params, lr=h.ttt_lora_lr, betas=(h.beta1, h.beta2), eps=h.adam_eps)
-        n_steps = -(-int((hi0 - lo0).max()) // chunk)
-        for k in range(n_steps):
-            lo = np.minimum(lo0 + k * chunk, hi0)
-            hi = np.minimum(lo + chunk, hi0)
-            starts = np.maximum(lo0 - 1, hi - 1 - window)  # the window ends at the chunk's last target
-            x, y, _ = _windows(vt, starts, np.maximum(hi - 1 - starts, 1))
-            with torch.enable_grad():
-                ce = _per_token_ce(net, x, y, h, d)
-                keep = ledger.score(ce, starts + 1, lo, hi)  # scored with the adapters as they are, before the step
-                if k == n_steps - 1:
-                    break
-                ledger.check_trainable(lo[lo < hi], hi[lo < hi])
-                (torch.where(keep, ce, 0.0).sum(1) / keep.sum(1).clamp(min=1)).sum().backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        for handle in handles:
-            handle.remove()
+
+
+def _ttt_lora(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameters, d: Dist) -> None:
+    """LoRA TTT: documents (split at BOS) go in batches of h.ttt_lora_docs, dealt to the ranks in turn (_lora_batch).
+    TTT_MODE=phased (the record's): each time the documents scored so far pass the next of TTT_PHASES equal steps up
+    to TTT_PHASE_DOCS, the model itself trains on all of them (_ttt_phase) and the adapters start afresh. When
+    anything carries over from one batch to the next (phases, warm A), batches follow the stream, so no score depends
+    on a later token (rule 1); independent documents go longest first, so a batch's documents end together."""
+    doc_lo, doc_hi = document_spans(vt.cpu().numpy())
+    independent = h.ttt_mode == "lora" and not h.ttt_lora_warm_a
+    order = np.argsort(doc_lo - doc_hi, kind="stable") if independent else np.arange(len(doc_lo))
+    batches = [np.sort(order[i : i + h.ttt_lora_docs]) for i in range(0, len(order), h.ttt_lora_docs)]
+    phased = h.ttt_mode == "phased" and h.ttt_phases > 0
+    cuts = (
+        sorted({c for p in range(h.ttt_phases) if (c := h.ttt_phase_docs * (p + 1) // h.ttt_phases)}) if phased else []
+    )
+    warm, done, W = None, 0, d.world_size
+    net.requires_grad_(False)
+    for r0 in range(0, len(batches), W):
+        if r0 + d.rank < len(batches):
+            docs = batches[r0 + d.rank]
+            warm = _lora_batch(net, vt, ledger, doc_lo[docs], doc_hi[docs], docs, warm, h, d)
+        done += sum(len(b) for b in batches[r0 : r0 + W])
+        if cuts and done >= cuts[0]:
+            cuts = [c for c in cuts if c > done]
+            scored = np.concatenate(batches[: r0 + W])
+            _ttt_phase(net, vt, ledger, doc_lo[scored], doc_hi[scored], h, d)
+            warm = None
 
 
 def eval_ttt(
     model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, **ledger_kw
 ) -> EvalResult:
-    """Score-first test-time training (h.ttt_mode sgd or lora) on a copy of the model; the caller's is untouched."""
-    if h.ttt_mode not in ("sgd", "lora"):
-        raise UserError(f"TTT_MODE={h.ttt_mode!r}: eval_ttt needs sgd or lora")
-    if h.ttt_mode == "lora" and h.ttt_lora_chunk > h.effective_eval_seq_len:
+    """Score-first test-time training (h.ttt_mode sgd, lora or phased) on a copy of the model; the caller's is
+    untouched."""
+    if h.ttt_mode not in ("sgd", "lora", "phased"):
+        raise UserError(f"TTT_MODE={h.ttt_mode!r}: eval_ttt needs sgd, lora or phased")
+    if h.ttt_mode != "sgd" and h.ttt_lora_chunk > h.effective_eval_seq_len:
         raise UserError(f"TTT_LORA_CHUNK={h.ttt_lora_chunk} is longer than the window {h.effective_eval_seq_len}")
     ledger = ScoreLedger(val_tokens, tables, d, **ledger_kw)
     net = copy.deepcopy(getattr(model, "_orig_mod", model)).eval()
@@ -2310,12 +2440,14 @@ def load_validation(h: Hyperparameters, tokenizer_path: str | None = None, val_g
     tables = build_byte_tables(sp, h.model.vocab_size)
     val_tokens = load_token_split(val_glob, h.model.vocab_size)
     check_tokenizer_matches_data(sp, tokenizer_path, val_glob, val_tokens)
+    val_bytes = load_val_bytes(h, val_glob, sp, tokenizer_path, len(val_tokens))
     if h.val_max_tokens:
         val_tokens = val_tokens[: h.val_max_tokens + 1]
     if h.ttt_mode == "sgd" and h.ttt_chunk_tokens >= len(val_tokens) - 1:
         raise UserError(f"TTT_CHUNK_TOKENS={h.ttt_chunk_tokens} holds the whole val split ({len(val_tokens) - 1} "
                         "targets): SGD TTT would never train; use a smaller chunk")  # fmt: skip
-    return tables, prepare_val_tokens(val_tokens, h.effective_eval_seq_len, bool(h.include_tail))
+    val_tokens = prepare_val_tokens(val_tokens, h.effective_eval_seq_len, bool(h.include_tail))
+    return (*tables, val_bytes[: len(val_tokens)]) if val_bytes is not None else tables, val_tokens
 
 
 def grad_accum_steps(h: Hyperparameters, d: Dist) -> int:

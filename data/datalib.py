@@ -59,7 +59,8 @@ def shard_name(split: str, index: int) -> str:
 
 
 def split_files(folder: Path, split: str) -> list[Path]:
-    return sorted(folder.glob(VAL_GLOB if split == "val" else TRAIN_GLOB))
+    """A split's token shards (CaseOps byte sidecars, which the val glob also matches, left out)."""
+    return sorted(p for p in folder.glob(VAL_GLOB if split == "val" else TRAIN_GLOB) if tg.VAL_BYTES_MARK not in p.name)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

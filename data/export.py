@@ -27,12 +27,13 @@ import hashlib
 import os
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import caseops  # noqa: E402
 import datalib as dl  # noqa: E402
 
 import toolkit  # noqa: E402  (datalib put the repository root on sys.path)
@@ -105,6 +106,7 @@ def export_documents(
     progress: dl.Progress | None = None,
     keep_val_copies: bool = False,
     expected_docs: tuple[Path, int] | None = None,
+    val_bytes: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, object]:
     """Encode and write the shards of `docs` into `out` (an existing, empty staging folder); return the split
     summaries for the manifest. A train document equal to a val document is dropped unless keep_val_copies. Raises
@@ -112,6 +114,7 @@ def export_documents(
     stats = stats if stats is not None else dl.DocStats()
     progress = progress or dl.Progress("export", enabled=False)
     writers = {s: ShardWriter(out, s, shard_tokens) for s in dl.SPLITS}
+    byte_writer = ShardWriter(out, "val_bytes", shard_tokens)  # CaseOps: a count per val token, shard for shard
     split_stats = {s: SplitStats() for s in dl.SPLITS}
     val_digests: set[bytes] = set()
     dropped_duplicates = 0
@@ -135,6 +138,8 @@ def export_documents(
             st.tokens += end - start
             st.hash.update(digest)
             writers[split].add(flat[start:end])
+            if split == "val" and val_bytes is not None:
+                byte_writer.add(val_bytes(flat[start:end]))
             start = end
         done = split_stats["val"].docs + split_stats["train"].docs
         progress(
@@ -142,7 +147,7 @@ def export_documents(
             f"{split_stats['val'].tokens + split_stats['train'].tokens:,} tokens, "
             f"{text_bytes / dl.MB / max(progress.elapsed(), 1e-9):.2f} MB/s of text"
         )
-    for w in writers.values():
+    for w in (*writers.values(), byte_writer):
         w.flush()
     total = split_stats["val"].docs + split_stats["train"].docs + dropped_duplicates
     if expected_docs is not None and total != expected_docs[1]:
@@ -171,11 +176,12 @@ def export_documents(
             "train_docs_equal_to_a_val_doc": dropped_duplicates,
         },
         "text_bytes": text_bytes,
+        **({"caseops": {"val_bytes_files": byte_writer.files}} if val_bytes is not None else {}),
     }
 
 
 def existing_outputs(out: Path) -> list[Path]:
-    return sorted([*out.glob(dl.VAL_GLOB), *out.glob(dl.TRAIN_GLOB), *out.glob(dl.MANIFEST_NAME)])
+    return sorted([*out.glob(dl.VAL_GLOB), *out.glob(dl.TRAIN_GLOB), *out.glob(dl.MANIFEST_NAME)])  # sidecars too
 
 
 def check_settings(val_docs: int | None, shard_tokens: int, threads: int, out: Path) -> None:
@@ -249,6 +255,7 @@ def export(
     copy_tokenizer: bool = False,
     quiet: bool = False,
     official: bool = False,
+    caseops_text: bool = False,
 ) -> dict[str, object]:
     """The whole export: check arguments, write shards via a staging folder, then the manifest. Returns it.
     val_docs None: 50,000, or with `official` the sidecar's docs_val. `official`: keep every document and check the
@@ -259,6 +266,16 @@ def export(
     if sp.vocab_size() > 1 << 16:
         raise dl.DataError(f"{tokenizer}: vocab {sp.vocab_size()} does not fit the uint16 shard format")
     sidecar = read_sidecar(paths) if official else None
+    val_bytes = None
+    if caseops_text or dl.tg.is_caseops_tokenizer(sp):
+        if not caseops_text:
+            raise dl.DataError(f"{tokenizer} is a CaseOps tokenizer (case operator pieces): pass --caseops")
+        try:
+            ops, esc = caseops.operator_ids(sp)
+        except ValueError as e:
+            raise dl.DataError(f"--caseops: {tokenizer}: {e}") from None
+        tables = dl.tg.build_byte_tables(sp, sp.vocab_size())
+        val_bytes = lambda doc: caseops.position_bytes(doc, tables, ops, esc)  # noqa: E731
     val_docs, expected_docs = split_counts(sidecar, val_docs)
     old = existing_outputs(out) if out.is_dir() else []
     if old and not overwrite:
@@ -275,6 +292,7 @@ def export(
     done = False
     try:
         docs = dl.iter_documents(paths, fmt, blocks, on_bad_line, stats, keep_empty=official)
+        docs = map(caseops.encode, docs) if caseops_text else docs
         summary = export_documents(
             docs,
             sp,
@@ -286,6 +304,7 @@ def export(
             progress,
             keep_val_copies=official,
             expected_docs=expected_docs,
+            val_bytes=val_bytes,
         )
         if copy_tokenizer and tokenizer.resolve() != (out / TOKENIZER_COPY_NAME).resolve():
             shutil.copyfile(tokenizer, staging / TOKENIZER_COPY_NAME)
@@ -333,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--copy-tokenizer", action="store_true", help=f"also copy the tokenizer to <out>/{TOKENIZER_COPY_NAME}"
     )
+    p.add_argument(
+        "--caseops",
+        action="store_true",
+        help="CaseOps: transform the text's case into operators (a tokenizer from data/tokenizer.py --caseops) "
+        "and write the val byte sidecars fineweb_val_bytes_*.bin (train_gpt.py CASEOPS=1)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace the dataset already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
@@ -357,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         a.copy_tokenizer,
         a.quiet,
         a.official,
+        a.caseops,
     )
     return 0
 

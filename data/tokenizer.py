@@ -7,7 +7,8 @@ Official settings (SPEC section 2): BPE, character_coverage 0.999, byte_fallback
 prefix, pad 0 / bos 1 / eos 2 / unk 3, hard_vocab_limit off. The .model and .vocab files appear under their final
 names only once training succeeded and the model passed its checks (a standalone "▁" piece, BOS id 1, exactly the
 vocab size asked for: with hard_vocab_limit off SentencePiece quietly returns fewer pieces when the text is too
-small, so that is refused with the largest size the text supports).
+small, so that is refused with the largest size the text supports). --caseops trains on the CaseOps-transformed
+text (data/caseops.py) with the four case operators as pieces of their own, for data/export.py --caseops.
 
 --check loads a model and checks its structure; with --data (a dataset folder or val shards) it also proves the
 model is the one the shards were made with: their val documents decode and re-encode to the same tokens.
@@ -26,6 +27,7 @@ from itertools import islice
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import caseops  # noqa: E402
 import datalib as dl  # noqa: E402
 
 import toolkit  # noqa: E402  (datalib put the repository root on sys.path)
@@ -62,6 +64,7 @@ def train_tokenizer(
     max_docs: int = 0,
     threads: int = 0,
     quiet: bool = True,
+    caseops_text: bool = False,
 ) -> Path:
     """Train an official-settings BPE model and write `out` (.model) and its .vocab atomically; return `out`."""
     import sentencepiece as spm
@@ -72,7 +75,7 @@ def train_tokenizer(
     def texts() -> Iterator[str]:
         for t in training_texts(paths, fmt, blocks, on_bad_line, skip_docs, max_docs):
             counted["docs"] += 1
-            yield t
+            yield caseops.encode(t) if caseops_text else t
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=".tok-") as tmp:
@@ -85,6 +88,7 @@ def train_tokenizer(
                 num_threads=threads or os.cpu_count() or 1,
                 minloglevel=2 if quiet else 0,
                 **dl.OFFICIAL_SP_SETTINGS,
+                **({"user_defined_symbols": ",".join(dl.tg.CASEOPS_OPERATORS)} if caseops_text else {}),
             )
         except RuntimeError as e:
             if counted["docs"] == 0:
@@ -165,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train on at most N documents; with --check --data, prove on the first N val documents (0 = all)",
     )
     p.add_argument("--threads", type=int, default=0, help="trainer threads (0 = all cores)")
+    p.add_argument("--caseops", action="store_true", help="a CaseOps tokenizer (case operators as pieces)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--check", type=Path, metavar="MODEL", help="only check an existing model and print its summary")
     p.add_argument(
@@ -204,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.skip_docs,
         args.max_docs,
         args.threads,
+        caseops_text=args.caseops,
     )
     progress("done", force=True)
     print(check(out))

@@ -101,7 +101,8 @@ def run_case(model: tg.GPT, fn, kind: str, amp: bool = False) -> tuple[torch.Ten
         (torch.where(real, out, 0.0).sum() / real.sum()).backward()
     elif kind == "ttt_lora":  # _ttt_lora: frozen model, per-document adapters on every attn/mlp/head linear
         model.eval().requires_grad_(False)
-        lora, handles = tg._attach_lora(model, np.arange(B), rank=2, seed=7)
+        h = tg.Hyperparameters.from_env({"PRESET": "tiny", "TTT_LORA_RANK": "2", "SEED": "7"})
+        lora, handles = tg._attach_lora(model, np.arange(B), h)
         with torch.no_grad():
             for b in lora[1::2]:  # B starts at zero; make it non-zero so the adapters change the output
                 b.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(3))

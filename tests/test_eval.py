@@ -50,6 +50,7 @@ def hparams(**kw) -> tg.Hyperparameters:
         ttt_lora_docs=3,
         ttt_lora_lr=0.05,
         ttt_lora_rank=4,
+        ttt_lora_alpha=4.0,  # adapter scale 1 at this learning rate
     )
     return tk.preset("tiny", **{**base, **kw})
 
@@ -235,6 +236,7 @@ MODES = {
     "sliding": (tg.eval_sliding, {}),
     "sgd": (tg.eval_ttt, {"ttt_mode": "sgd"}),
     "lora": (tg.eval_ttt, {"ttt_mode": "lora"}),
+    "phased": (tg.eval_ttt, {"ttt_mode": "phased", "ttt_phases": 1, "ttt_phase_docs": 3}),
 }
 
 
@@ -245,7 +247,7 @@ def test_changing_a_later_token_never_changes_an_earlier_score(mode, val, tables
     model, d, h = tiny_model(2), tg.Dist(), hparams(**kw)
     v = docs_val(val)
     base = fn(model, v, tables, h, d, keep_losses=True)
-    if mode in ("sgd", "lora"):
+    if mode in ("sgd", "lora", "phased"):
         assert base.updates, "TTT made no update"
     for t in (40, 100, 190):  # mid-chunk, near a document start, near the end
         w = v.copy()
@@ -275,7 +277,8 @@ def test_sgd_ttt_trains_only_on_scored_chunks_and_leaves_the_model_alone(val, ta
 def test_lora_ttt_is_document_independent_and_starts_unadapted(val, tables):
     model, d = tiny_model(4), tg.Dist()
     v = docs_val(val)
-    h = hparams(ttt_mode="lora")
+    # a fresh A per document: documents independent; lr 0.02 suits AdamW with beta1 0 here (0.05 overshoots)
+    h = hparams(ttt_mode="lora", ttt_lora_warm_a=0, ttt_lora_lr=0.02)
     r = tg.eval_ttt(model, v, tables, h, d, keep_losses=True)
     lo, hi = tg.document_spans(v)
     assert len(lo) == 4 and np.array_equal(lo[1:], hi[:-1])
@@ -290,6 +293,25 @@ def test_lora_ttt_is_document_independent_and_starts_unadapted(val, tables):
     other = tg.eval_ttt(model, w, tables, h, d, keep_losses=True)
     np.testing.assert_array_equal(other.target_losses[hi[0] :], r.target_losses[hi[0] :])  # ... leaves the others be
     assert r.val_loss < tg.eval_ttt(model, v, tables, dataclasses.replace(h, ttt_lora_lr=0.0), d).val_loss
+
+
+def test_phased_ttt_trains_the_model_on_scored_documents_between_batches(val, tables):
+    """4 documents in batches of 3 and 1, in stream order; one phase after the first batch: its documents score as
+    plain LoRA TTT (with A carried over) scores them, the model then trains on them in windows of the eval length
+    (longer than a LoRA chunk), and the last document is scored by the trained model."""
+    model, d = tiny_model(5), tg.Dist()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    v = docs_val(val)
+    h = hparams(ttt_mode="phased", ttt_phases=1, ttt_phase_docs=3)
+    r = tg.eval_ttt(model, v, tables, h, d, keep_losses=True)
+    lora = tg.eval_ttt(model, v, tables, dataclasses.replace(h, ttt_mode="lora"), d, keep_losses=True)
+    lo, hi = tg.document_spans(v)
+    np.testing.assert_array_equal(r.target_losses[: hi[2]], lora.target_losses[: hi[2]])
+    assert not np.array_equal(r.target_losses[lo[3] :], lora.target_losses[lo[3] :])
+    long = [(a, b) for a, b in r.updates if b - a > h.ttt_lora_chunk]  # the phase's windows
+    assert long and all(b <= hi[2] for _, b in long) and max(b - a for a, b in long) == h.eval_seq_len
+    assert all(torch.equal(before[k], t) for k, t in model.state_dict().items())
+    assert r.targets == lora.targets and r.bytes == lora.bytes
 
 
 # --- bad input -------------------------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ def metric(log: str, key: str, field: str = "val_loss") -> float:
     ({"TTT_MODE": "both"}, "TTT_MODE='both'"),
     ({"NUM_LAYER": "3"}, "NUM_LAYER=3: no such setting; did you mean NUM_LAYERS?"),
     ({"MATRX_LR": "0.1"}, "MATRX_LR=0.1: no such setting; did you mean MATRIX_LR?"),
-    ({"CASEOPS_ENABLED": "1"}, "CASEOPS_ENABLED=1: a setting of the public record scripts"),
+    ({"GATED_ATTN_ENABLED": "1"}, "GATED_ATTN_ENABLED=1: a setting of the public record scripts"),
     ({"VAL_BATCH_SIZE": "lots"}, "VAL_BATCH_SIZE=lots: expected a whole number of tokens"),
     ({"MATRIX_BITS": "5", "QUANT_MATRIX_BITS": "6"}, "MATRIX_BITS=5 and QUANT_MATRIX_BITS=6 name the same setting"),
     ({"EMA_DECAY": "1.0"}, "EMA_DECAY=1.0: must be below 1"),
