@@ -3,6 +3,7 @@
     python benchmarks/bench_quant.py --checkpoint artifacts/RUN.ckpt.pt --data-path DATA --sliding
     python benchmarks/bench_quant.py --train-steps 150 --data-path data/sample   # trains a tiny model first
     python benchmarks/bench_quant.py --fullsize-codecs --checkpoint artifacts/RUN.ckpt.pt
+    python benchmarks/bench_quant.py --fullsize-fit --checkpoint artifacts/RUN.ckpt.pt
 
 Exports: int8 percentile round-to-nearest + zlib-9 (the baseline's export, in our container), int6 SDClip RTN +
 zstd-22, int6 SDClip GPTQ + zstd-22, and GPTQ + LQER. Every variant is written, read back, loaded strictly and
@@ -364,6 +365,37 @@ def bench_fullsize_codecs(a: argparse.Namespace) -> None:
         log(f"| {label} | order-0 entropy of the int codes alone | {floor:,.0f} | {floor / nparams:.4f} | - | - |")
 
 
+def bench_fullsize_fit(a: argparse.Namespace) -> None:
+    """The default export at full size: the default model with every quantised matrix resampled from --checkpoint
+    (as --fullsize-codecs), quantised at every default (int6 attn/mlp, int7 embedding, LQER, fp16 control tensors,
+    int8 attention gate; SDClip RTN, since synthetic weights have no calibration data), encoded once with the
+    default codec, plus the code bytes of the default policy, against TARGET_BYTES (default: the cap)."""
+    h = tg.Hyperparameters.from_env({"RUN_ID": "bench"})
+    torch.manual_seed(a.seed)
+    model = tg.build_model(h.model)
+    state, roles = model.state_dict(), tg.param_roles(model)
+    small, _, _ = load_checkpoint_model(a.checkpoint)
+    samples = role_samples(small.state_dict(), tg.param_roles(small))
+    synth = synthetic_state(state, roles, samples, torch.Generator().manual_seed(a.seed))
+    code = tg.size_report(0, (ROOT / "train_gpt.py").read_text(encoding="utf-8"), h.code_policy)["code_bytes"]
+    log(f"default model: {sum(t.numel() for t in state.values()):,} params, weights resampled from "
+        f"{Path(a.checkpoint).name}; code {code:,} bytes ({h.code_policy}); target {h.target_bytes:,}")  # fmt: skip
+    t0 = time.perf_counter()
+    entries = tg.quantize_state_dict(synth, roles, h)
+    t1 = time.perf_counter()
+    blob = tg.encode_artifact(dataclasses.asdict(h.model), entries, h.compressor, h.compress_level)
+    t2 = time.perf_counter()
+    total = code + len(blob)
+    log(f"model {len(blob):,} bytes + code {code:,} = {total:,} ({total / h.target_bytes:.2%} of the target, "
+        f"{'margin' if total <= h.target_bytes else 'OVER by'} {abs(h.target_bytes - total):,}); order-0 floor of "
+        f"the int codes {order0_bits(entries):,.0f}; quantise {t1 - t0:.0f} s, {h.compressor}-{h.compress_level} "
+        f"encode {t2 - t1:.0f} s")  # fmt: skip
+    for role in ("attn", "mlp", "embed", "control"):
+        ms = [e["meta"] for e in entries if e["meta"]["role"] == role]
+        how = sorted({f"{m['store']}{m.get('bits', '')}" + ("+lqer" if m.get("lqer") else "") for m in ms})
+        log(f"  {role}: {len(ms)} tensors, {sum(math.prod(m['shape']) for m in ms):,} values, {'/'.join(how)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -390,6 +422,11 @@ def main(argv: list[str] | None = None) -> int:
         help="only the full-size codec comparison (weights resampled from --checkpoint, and Gaussian)",
     )
     p.add_argument(
+        "--fullsize-fit",
+        action="store_true",
+        help="only the default export at full size (weights resampled from --checkpoint) against TARGET_BYTES",
+    )
+    p.add_argument(
         "--offsets",
         type=int,
         default=1,
@@ -403,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     if any(k <= 0 for k in a.sweep_k):
         raise tk.UserError(f"--sweep-k {a.sweep_k}: every k must be positive")
-    bench_fullsize_codecs(a) if a.fullsize_codecs else bench_exports(a)
+    if a.fullsize_fit and not a.checkpoint:
+        raise tk.UserError("--fullsize-fit resamples a trained model's weights: pass --checkpoint")
+    bench_fullsize_fit(a) if a.fullsize_fit else bench_fullsize_codecs(a) if a.fullsize_codecs else bench_exports(a)
     return 0
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import caseops  # noqa: E402
 import datalib as dl  # noqa: E402
 
 import toolkit  # noqa: E402  (datalib put the repository root on sys.path)
@@ -329,7 +330,35 @@ def verify(
         scan_split(files["train"], "train", exp, report, val_digests if val_digests is not None else set(), progress)
     if sp is not None and ids_ok.get("val"):
         check_val_text(files["val"], sp, str(tok_path), max_docs, threads or os.cpu_count() or 1, report, progress)
+        check_caseops(folder, files["val"], sp, report)
     return report
+
+
+def check_caseops(folder: Path, val_files: list[Path], sp, report: Report) -> None:
+    """CaseOps data (a CaseOps tokenizer, or byte sidecars present): one sidecar per val shard, holding exactly the
+    per-position byte counts data/caseops.py computes from the val tokens."""
+    sidecars = sorted(folder.glob("fineweb" + dl.tg.VAL_BYTES_MARK + "*.bin"))
+    if not sidecars and not dl.tg.is_caseops_tokenizer(sp):
+        return
+    if not dl.tg.is_caseops_tokenizer(sp):
+        report.add(False, "caseops", f"{len(sidecars)} val byte sidecar(s), but the tokenizer has no case operators")
+        return
+    want = [f.name.replace("_val_", dl.tg.VAL_BYTES_MARK, 1) for f in val_files]
+    if [f.name for f in sidecars] != want:
+        report.add(False, "caseops", f"val byte sidecars {[f.name for f in sidecars]} do not pair with the val "
+                   f"shards (want {want}; data/export.py --caseops writes them)")  # fmt: skip
+        return
+    val = np.concatenate([dl.tg.load_shard(f) for f in val_files])
+    counts = np.concatenate([dl.tg.load_shard(f) for f in sidecars])
+    ops, esc = caseops.operator_ids(sp)
+    expected = caseops.position_bytes(val, dl.tg.build_byte_tables(sp, sp.vocab_size()), ops, esc)
+    if len(counts) != len(val) or not np.array_equal(counts, expected):
+        bad = (
+            int(np.argmax(counts != expected[: len(counts)])) if len(counts) == len(val) else min(len(counts), len(val))
+        )
+        report.add(False, "caseops", f"val byte sidecars differ from the counts of the val tokens at position {bad}")
+        return
+    report.add(True, "caseops", f"{len(sidecars)} val byte sidecar(s): {int(counts.sum()):,} original-text bytes")
 
 
 def build_parser() -> argparse.ArgumentParser:

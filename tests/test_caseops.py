@@ -132,3 +132,22 @@ def test_tiny_run_with_caseops_data_and_phased_ttt(caseops_data):
     n = int(summary["val_targets"]) + 1
     assert summary["val_bytes"] == int(counts[1:n].sum())
     assert all(np.isfinite(s["val_bpb"]) for s in summary["scores"])
+
+
+def test_verify_checks_the_sidecars_against_the_val_tokens(caseops_data, tmp_path):
+    import shutil
+
+    import toolkit
+    import verify
+
+    tmp, model, _ = caseops_data
+    report = verify.verify(tmp / "data", model, echo=False)
+    assert not report.failures and any(ok and c == "caseops" for ok, c, _ in report.lines), report.lines
+    bad = tmp_path / "data"
+    shutil.copytree(tmp / "data", bad)
+    side = bad / "fineweb_val_bytes_000000.bin"
+    counts = tg.load_shard(side).copy()
+    counts[10] += 1
+    toolkit.write_shard(side, counts)
+    report = verify.verify(bad, model, echo=False)
+    assert report.failures == ["caseops: val byte sidecars differ from the counts of the val tokens at position 10"]
