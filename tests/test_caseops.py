@@ -137,8 +137,9 @@ def test_tiny_run_with_caseops_data_and_phased_ttt(caseops_data):
 def test_verify_checks_the_sidecars_against_the_val_tokens(caseops_data, tmp_path):
     import shutil
 
-    import toolkit
     import verify
+
+    import toolkit
 
     tmp, model, _ = caseops_data
     report = verify.verify(tmp / "data", model, echo=False)
