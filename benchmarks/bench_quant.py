@@ -4,6 +4,7 @@
     python benchmarks/bench_quant.py --train-steps 150 --data-path data/sample   # trains a tiny model first
     python benchmarks/bench_quant.py --fullsize-codecs --checkpoint artifacts/RUN.ckpt.pt
     python benchmarks/bench_quant.py --fullsize-fit --checkpoint artifacts/RUN.ckpt.pt
+    python benchmarks/bench_quant.py --layouts --checkpoint artifacts/RUN.ckpt.pt
 
 Exports: int8 percentile round-to-nearest + zlib-9 (the baseline's export, in our container), int6 SDClip RTN +
 zstd-22, int6 SDClip GPTQ + zstd-22, and GPTQ + LQER. Every variant is written, read back, loaded strictly and
@@ -396,6 +397,36 @@ def bench_fullsize_fit(a: argparse.Namespace) -> None:
         log(f"  {role}: {len(ms)} tensors, {sum(math.prod(m['shape']) for m in ms):,} values, {'/'.join(how)}")
 
 
+def similarity_order(q: np.ndarray) -> np.ndarray:
+    """Rows in nearest-neighbour chain order (L1), from row 0: the record's per-group row sort."""
+    m, used, order = q.astype(np.float32), np.zeros(len(q), dtype=bool), [0]
+    used[0] = True
+    for _ in range(len(q) - 1):
+        rest = np.flatnonzero(~used)
+        order.append(int(rest[np.argmin(np.abs(m[rest] - m[order[-1]]).sum(1))]))
+        used[order[-1]] = True
+    return np.array(order)
+
+
+def bench_layouts(a: argparse.Namespace) -> None:
+    """Does the record's layout (rows sorted by similarity, codes stored column-major) shrink the int codes under
+    zstd-22? The --checkpoint model quantised at the defaults (RTN); per role, each matrix's codes as stored, column
+    -major, sorted, sorted and column-major, each role's matrices compressed together; the permutations' cost."""
+    h = tg.Hyperparameters.from_env({"RUN_ID": "bench"})
+    model, cfg, _ = load_checkpoint_model(a.checkpoint)
+    entries = tg.quantize_state_dict(model.state_dict(), tg.param_roles(model), h)
+    z = lambda b: len(tg.compress_bytes(b, "zstd", 22))  # noqa: E731
+    log("| role | as stored | column-major | rows sorted | sorted + column-major | permutations |")
+    log("|---|---:|---:|---:|---:|---:|")
+    for role in ("attn", "mlp", "embed"):
+        qs = [e["q"].numpy() for e in entries if e["meta"]["role"] == role and e["meta"].get("method") != "absmax"]
+        orders = [similarity_order(q) for q in qs]
+        layouts = (qs, [q.T for q in qs], [q[o] for q, o in zip(qs, orders)], [q[o].T for q, o in zip(qs, orders)])
+        sizes = [z(b"".join(np.ascontiguousarray(q).tobytes() for q in lay)) for lay in layouts]
+        perms = z(b"".join(o.astype(np.uint16).tobytes() for o in orders))
+        log(f"| {role} | " + " | ".join(f"{n:,}" for n in sizes) + f" | {perms:,} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -421,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only the full-size codec comparison (weights resampled from --checkpoint, and Gaussian)",
     )
+    p.add_argument("--layouts", action="store_true", help="only the row-order / column-major layout question")
     p.add_argument(
         "--fullsize-fit",
         action="store_true",
@@ -440,8 +472,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     if any(k <= 0 for k in a.sweep_k):
         raise tk.UserError(f"--sweep-k {a.sweep_k}: every k must be positive")
-    if a.fullsize_fit and not a.checkpoint:
-        raise tk.UserError("--fullsize-fit resamples a trained model's weights: pass --checkpoint")
+    if (a.fullsize_fit or a.layouts) and not a.checkpoint:
+        raise tk.UserError("--fullsize-fit and --layouts need a trained model: pass --checkpoint")
+    if a.layouts:
+        return bench_layouts(a) or 0
     bench_fullsize_fit(a) if a.fullsize_fit else bench_fullsize_codecs(a) if a.fullsize_codecs else bench_exports(a)
     return 0
 
