@@ -92,7 +92,7 @@ class ModelConfig:
     num_heads: int = 8
     num_kv_heads: int = 4
     mlp_mult: float = 4.0
-    mlp_act: str = "leaky_relu2"  # leaky_relu2 | relu2
+    mlp_act: str = "leaky_relu2"  # leaky_relu2 | relu2 | swiglu (silu(x Wa) * (x Wb), each MLP_MULT x width wide)
     leaky_slope: float = 0.5
     tie_embeddings: int = 1
     tied_embed_init_std: float = 0.005
@@ -106,6 +106,12 @@ class ModelConfig:
     x0_mix: int = 1  # each block blends its input with the normalised embedding
     xsa: int = 1  # exclusive self-attention: remove each head's own value direction
     doc_isolation: int = 1  # attention stays inside each document (a BOS starts one), in training and scoring
+    attn: str = "global"  # global | local (each token sees the last ATTN_WINDOW) | alternating (local and global
+    # blocks in turn, the last global)
+    attn_window: int = 256
+    bigram_hash: int = 0  # >0: a table of this many vectors, indexed by a hash of (previous, current) token and
+    # added to the input embedding (zero at init)
+    z_loss: float = 0.0  # training adds z_loss * mean(logsumexp(logits)^2)
     smear_gate: int = 1
     attn_out_gate: int = 1  # per-head output gate sigmoid(scale * w . x[:GATE_INPUTS]) (the record's sparse gate)
     attn_gate_scale: float = 0.5
@@ -145,6 +151,7 @@ class Hyperparameters:
     warmdown_frac: float = 0.85  # fraction of the budget (time, or iterations) spent decaying the LR
     warmdown_iters: int = 0  # >0: fixed-length warm-down in steps instead (the baseline's WARMDOWN_ITERS)
     min_lr: float = 0.1  # LR floor, as a fraction of each group's base LR
+    lr_schedule: str = "warmdown"  # warmdown (linear over WARMDOWN_FRAC) | wsd (1 - sqrt over it) | cosine (all)
     train_batch_tokens: int = 786_432  # global tokens per optimiser step
     train_seq_len: int = 2048
     grad_accum_steps: int = 0  # 0 = 8 // WORLD_SIZE (the baseline's rule), so the global batch is the same on 1-8 GPUs
@@ -161,7 +168,9 @@ class Hyperparameters:
     model: ModelConfig = field(default_factory=ModelConfig)
     ortho_init: int = 1  # Q, K, V and MLP-input matrices start orthogonal (gain 1), as the record's do
     # optimisers
+    optimizer: str = "muon"  # muon | adamw (the matrices too, at ADAMW_MATRIX_LR: for comparisons)
     matrix_lr: float = 0.026  # Muon, attention and MLP matrices
+    adamw_matrix_lr: float = 0.003
     tied_embed_lr: float = 0.03
     embed_lr: float = 0.6  # untied input embedding
     head_lr: float = 0.008  # untied output head
@@ -302,6 +311,8 @@ class Hyperparameters:
         for name in ("quant_matrix_bits", "quant_embed_bits"):
             need(2 <= getattr(h, name) <= 8, name, "must be between 2 and 8")
         need(0 < m.gate_inputs <= m.model_dim, "gate_inputs", "must be in [1, MODEL_DIM]")
+        need(m.attn == "global" or 0 < m.attn_window <= h.train_seq_len, "attn_window",
+             f"must be in [1, TRAIN_SEQ_LEN={h.train_seq_len}] for ATTN={m.attn}")  # fmt: skip
         need(h.control_bits in (16, 32), "control_bits", "must be 16 or 32")
         need(h.ema_decay < 1.0, "ema_decay", "must be below 1 (1 would export the untrained weights); 0 = off")
         window = f"is longer than the window EVAL_SEQ_LEN={h.effective_eval_seq_len}"
@@ -323,7 +334,7 @@ POSITIVE = {
 NON_NEGATIVE = {
     "max_wallclock_seconds", "warmup_steps", "warmdown_iters", "val_loss_every", "eval_stride", "eval_loops",
     "eval_seq_len", "val_max_tokens", "grad_clip_norm", "ttt_epochs", "ttt_phases", "ttt_phase_docs", "ttt_lora_wd",
-    "ttt_lora_alpha", "lqer_rank", "gptq_calib_batches",
+    "ttt_lora_alpha", "lqer_rank", "bigram_hash", "z_loss", "adamw_matrix_lr", "gptq_calib_batches",
     "gptq_reserve_seconds", "logit_softcap", "schedule_reference_steps", "adam_wd", "embed_wd", "muon_wd",
     "matrix_lr", "tied_embed_lr", "embed_lr", "head_lr", "scalar_lr", "muon_momentum_warmup_steps", "target_bytes",
 }  # fmt: skip
@@ -340,7 +351,10 @@ UPPER_BOUNDS = {
 LAYER_POSITIONS = {"loop_start": 3, "loop_end": 5, "parallel_start": 8}  # of 11 layers, when not set
 FRACTIONS = {"warmdown_frac", "loop_start_frac", "loop_ramp_frac", "min_lr", "ema_decay", "ttt_momentum"}
 CHOICES = {
-    "mlp_act": ("leaky_relu2", "relu2"),
+    "mlp_act": ("leaky_relu2", "relu2", "swiglu"),
+    "attn": ("global", "local", "alternating"),
+    "lr_schedule": ("warmdown", "wsd", "cosine"),
+    "optimizer": ("muon", "adamw"),
     "ttt_mode": ("off", "sgd", "lora", "phased"),
     "compressor": ("zstd", "lzma", "zlib"),
     "code_policy": ("raw", "packed"),
@@ -766,6 +780,7 @@ def prove_tokenizer(
         )
 
 
+BIGRAM_HASH_MULT = 1_000_003  # BIGRAM_HASH index: (previous * this + current) mod the table size
 CASEOPS_OPERATORS = "\ue001\ue002\ue003\ue004"  # TITLE, ALLCAPS, CAPNEXT, ESC of the lossless case transform
 VAL_BYTES_MARK = "_val_bytes_"  # CaseOps val byte sidecars: fineweb_val_bytes_000000.bin beside fineweb_val_000000.bin
 
@@ -885,12 +900,15 @@ class Attention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, c: ModelConfig):
         super().__init__()
-        hidden = int(c.mlp_mult * c.model_dim)
-        self.fc = CastedLinear(c.model_dim, hidden, "mlp")
+        hidden, self.glu = int(c.mlp_mult * c.model_dim), c.mlp_act == "swiglu"
+        self.fc = CastedLinear(c.model_dim, hidden * (2 if self.glu else 1), "mlp")  # swiglu: [Wa; Wb]
         self.proj = CastedLinear(hidden, c.model_dim, "mlp", zero_init=True)
         self.slope = c.leaky_slope if c.mlp_act == "leaky_relu2" else 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.glu:
+            a, b = self.fc(x).chunk(2, dim=-1)
+            return self.proj(F.silu(a) * b)
         return self.proj(F.leaky_relu(self.fc(x), self.slope).square())
 
 
@@ -906,6 +924,7 @@ class Block(nn.Module):
         dim = c.model_dim
         self.attn, self.mlp, self.parallel = Attention(c), MLP(c), 0 <= c.parallel_start <= index
         self.norm_scale = 1.0 / math.sqrt(index + 1) if c.ln_scale else 1.0
+        self.local = c.attn == "local" or c.attn == "alternating" and (c.num_layers - 1 - index) % 2 == 1
         self.attn_scale = tag(nn.Parameter(torch.ones(dim)), "control")
         self.mlp_scale = tag(nn.Parameter(torch.ones(dim)), "control")
         mix = torch.stack((torch.ones(dim), torch.zeros(dim)))  # (2, dim): weights of x and of x0
@@ -951,7 +970,8 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg, c = cfg, cfg
         self.num_layers, self.loop_start, self.loop_end = c.num_layers, c.loop_start, c.loop_end
-        self.logit_softcap, self.doc_isolation = c.logit_softcap, c.doc_isolation
+        self.logit_softcap, self.doc_isolation, self.z_loss = c.logit_softcap, c.doc_isolation, c.z_loss
+        self.window = c.attn_window if c.attn != "global" else 0
         self.loops = 1  # recurrence is switched on by set_loops() (the trainer does it at LOOP_START_FRAC)
         self.register_buffer("loop_gain", torch.ones(()), persistent=False)
         self.tok_emb = nn.Embedding(c.vocab_size, c.model_dim)
@@ -959,6 +979,9 @@ class GPT(nn.Module):
         nn.init.normal_(self.tok_emb.weight, std=c.tied_embed_init_std if c.tie_embeddings else 1.0)
         self.lm_head = None if c.tie_embeddings else CastedLinear(c.model_dim, c.vocab_size, "head", zero_init=True)
         self.smear = SmearGate(c.gate_inputs) if c.smear_gate else None
+        self.bigram = nn.Embedding(c.bigram_hash, c.model_dim) if c.bigram_hash else None
+        if self.bigram is not None:
+            nn.init.zeros_(tag(self.bigram.weight, "embed"))
         self.blocks = nn.ModuleList(Block(i, c) for i in range(c.num_layers))
         # U-Net skips over the virtual layer order (the record's): the first half of the order pushes its outputs,
         # the second half pops them mirrored; counted for the training loops, so other loop counts use what exists.
@@ -984,7 +1007,8 @@ class GPT(nn.Module):
         span = list(range(self.loop_start, self.loop_end + 1))
         return list(range(self.loop_start)) + span * loops + list(range(self.loop_end + 1, self.num_layers))
 
-    def stack(self, x0: torch.Tensor, order: list[int], mask: torch.Tensor | None = None) -> torch.Tensor:
+    def stack(self, x0: torch.Tensor, order: list[int], masks: tuple = (None, None)) -> torch.Tensor:
+        """The blocks in `order`; `masks`: attention masks of the global and the local blocks (None: causal)."""
         lanes, skips, n_enc = (x0,), [], len(order) // 2
         for pos, i in enumerate(order):
             k = pos - n_enc
@@ -992,30 +1016,38 @@ class GPT(nn.Module):
                 x, skip = lanes[0], self.skip_weights[k] * skips.pop()
                 x = x + skip if self.skip_gates is None else torch.lerp(skip, x, torch.sigmoid(self.skip_gates[k]))
                 lanes = (x, *lanes[1:])
-            lanes = self.blocks[i](lanes, x0, mask)
+            lanes = self.blocks[i](lanes, x0, masks[self.blocks[i].local])
             if pos < n_enc and self.n_skip:
                 skips.append(lanes[0])
         return lanes[0] if len(lanes) == 1 else 0.5 * (lanes[0] + lanes[1])
 
     def hidden(self, idx: torch.Tensor) -> torch.Tensor:
         x = self.tok_emb(idx)  # (B, T, D)
+        if self.bigram is not None:  # hash of (previous, current) token; position 0 pairs with token 0
+            prev = F.pad(idx[:, :-1], (1, 0))
+            x = x + self.bigram((prev * BIGRAM_HASH_MULT + idx) % self.bigram.num_embeddings)
         if self.smear is not None:
             x = self.smear(x, idx)
-        x0, mask = rms_norm(x), self.doc_mask(idx)
-        x = self.stack(x0, self.layer_order(), mask)
+        x0, masks = rms_norm(x), (self.doc_mask(idx), self.doc_mask(idx, self.window))
+        x = self.stack(x0, self.layer_order(), masks)
         if self.ramp:
-            plain = self.stack(x0, self.layer_order(1), mask)
+            plain = self.stack(x0, self.layer_order(1), masks)
             x = plain + self.loop_gain.to(x.dtype) * (x - plain)
         return rms_norm(x)
 
-    def doc_mask(self, idx: torch.Tensor) -> torch.Tensor | None:
-        """(B, 1, T, T): causal, and each token sees only its own document (a BOS starts one; tokens before the
-        first BOS of a window are one document); None = plain causal attention (DOC_ISOLATION=0)."""
-        if not self.doc_isolation:
+    def doc_mask(self, idx: torch.Tensor, window: int = 0) -> torch.Tensor | None:
+        """(B or 1, 1, T, T): causal, only the last `window` tokens when it is set (local attention), and with
+        DOC_ISOLATION only the token's own document (a BOS starts one; tokens before the first BOS of a window are
+        one document); None = plain causal attention."""
+        if not self.doc_isolation and not window:
             return None
-        doc = torch.cumsum((idx == BOS_ID).to(torch.int32), dim=1)  # (B, T)
-        causal = torch.ones(idx.size(1), idx.size(1), dtype=torch.bool, device=idx.device).tril()
-        return (causal & (doc[:, :, None] == doc[:, None, :])).unsqueeze(1)
+        T = idx.size(1)
+        pos = torch.arange(T, device=idx.device)
+        mask = (pos[:, None] >= pos[None, :]) & ((pos[:, None] - pos[None, :] < window) if window else True)
+        if self.doc_isolation:
+            doc = torch.cumsum((idx == BOS_ID).to(torch.int32), dim=1)  # (B, T)
+            mask = mask & (doc[:, :, None] == doc[:, None, :])
+        return mask.expand(idx.size(0), T, T).unsqueeze(1) if mask.dim() == 3 else mask[None, None]
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
         w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
@@ -1031,6 +1063,8 @@ class GPT(nn.Module):
         if targets is None:
             return logits
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), reduction=reduction)
+        if self.z_loss and self.training and reduction == "mean":  # training only: scores stay plain CE
+            loss = loss + self.z_loss * torch.logsumexp(logits, dim=-1).square().mean()
         return loss.view(targets.shape) if reduction == "none" else loss
 
 
@@ -1160,29 +1194,27 @@ class Muon(torch.optim.Optimizer):
 
 
 def build_optimizers(model: GPT, h: Hyperparameters, d: Dist) -> list[torch.optim.Optimizer]:
-    """Muon for attn/mlp matrices; Adam for embedding, head and control tensors. Checks that every parameter is
-    in exactly one group."""
+    """Muon for attn/mlp matrices (OPTIMIZER=adamw: AdamW at ADAMW_MATRIX_LR); AdamW for embedding, head and control
+    tensors. Checks that every parameter is in exactly one group."""
     by_role: dict[str, list[nn.Parameter]] = {r: [] for r in ROLES}
     roles = param_roles(model)
     for name, p in model.named_parameters():
         by_role[roles[name]].append(p)
-    muon = Muon(
-        by_role["attn"] + by_role["mlp"],
-        lr=h.matrix_lr,
-        momentum=h.muon_momentum,
-        nesterov=bool(h.muon_nesterov),
-        backend_steps=h.muon_backend_steps,
-        polar_express=bool(h.muon_polar_express),
-        row_normalize=bool(h.muon_eq_r),
-        weight_decay=h.muon_wd,
-        rank=d.rank,
-        world_size=d.world_size,
-    )
+    matrices = by_role["attn"] + by_role["mlp"]
     embed_lr = h.tied_embed_lr if h.model.tie_embeddings else h.embed_lr
-    settings = (("embed", embed_lr, h.embed_wd), ("head", h.head_lr, h.adam_wd), ("control", h.scalar_lr, h.adam_wd))
+    by_role["matrix"] = matrices if h.optimizer == "adamw" else []
+    settings = (("embed", embed_lr, h.embed_wd), ("head", h.head_lr, h.adam_wd), ("control", h.scalar_lr, h.adam_wd),
+                ("matrix", h.adamw_matrix_lr, h.adam_wd))  # fmt: skip
     groups = [dict(params=by_role[r], lr=lr, base_lr=lr, weight_decay=wd) for r, lr, wd in settings if by_role[r]]
-    adam = torch.optim.AdamW(groups, betas=(h.beta1, h.beta2), eps=h.adam_eps, fused=d.device.type == "cuda")
-    optimizers: list[torch.optim.Optimizer] = [muon, adam]
+    optimizers: list[torch.optim.Optimizer] = [
+        torch.optim.AdamW(groups, betas=(h.beta1, h.beta2), eps=h.adam_eps, fused=d.device.type == "cuda")
+    ]
+    if h.optimizer == "muon":
+        muon = Muon(matrices, lr=h.matrix_lr, momentum=h.muon_momentum, nesterov=bool(h.muon_nesterov),
+                    backend_steps=h.muon_backend_steps, polar_express=bool(h.muon_polar_express),
+                    row_normalize=bool(h.muon_eq_r), weight_decay=h.muon_wd, rank=d.rank,
+                    world_size=d.world_size)  # fmt: skip
+        optimizers.insert(0, muon)
     seen = [id(p) for opt in optimizers for g in opt.param_groups for p in g["params"]]
     owned = {id(p) for p in model.parameters()}
     if len(seen) != len(set(seen)) or set(seen) != owned:
@@ -2182,11 +2214,14 @@ def lr_multiplier(h: Hyperparameters, clock: RunClock, step: int) -> float:
     if h.warmdown_iters > 0:
         steps_left = (clock.budget_ms - clock.elapsed(step)) / max(clock.step_ms, 1e-9) if clock.budget_ms else None
         left = (h.iterations - step if steps_left is None else steps_left) / h.warmdown_iters
+    elif h.lr_schedule == "cosine":
+        return h.min_lr + (1.0 - h.min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(clock.progress(step), 1.0)))
     elif h.warmdown_frac > 0:
         left = (1.0 - clock.progress(step)) / h.warmdown_frac
     else:
         return 1.0
-    return max(min(max(left, 0.0), 1.0), h.min_lr)
+    left = min(max(left, 0.0), 1.0)
+    return max(1.0 - math.sqrt(1.0 - left) if h.lr_schedule == "wsd" else left, h.min_lr)
 
 
 def muon_momentum(h: Hyperparameters, step: int, warmup_steps: float) -> float:

@@ -108,17 +108,14 @@ def export_documents(
     expected_docs: tuple[Path, int] | None = None,
     val_bytes: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> dict[str, object]:
-    """Encode and write the shards of `docs` into `out` (an existing, empty staging folder); return the split
-    summaries for the manifest. A train document equal to a val document is dropped unless keep_val_copies. Raises
-    DataError when the input has no documents, not the (sidecar, count) of expected_docs, or nothing for training."""
-    stats = stats if stats is not None else dl.DocStats()
-    progress = progress or dl.Progress("export", enabled=False)
-    writers = {s: ShardWriter(out, s, shard_tokens) for s in dl.SPLITS}
-    byte_writer = ShardWriter(out, "val_bytes", shard_tokens)  # CaseOps: a count per val token, shard for shard
+    """Encode and write the shards of `docs` (and val_bytes' CaseOps sidecars) into `out`, an empty staging folder;
+    return the split summaries for the manifest. A train document equal to a val document is dropped unless
+    keep_val_copies. DataError: no documents, not expected_docs' (sidecar, count), or nothing for training."""
+    stats, progress = stats if stats is not None else dl.DocStats(), progress or dl.Progress("export", enabled=False)
+    writers = {s: ShardWriter(out, s, shard_tokens) for s in (*dl.SPLITS, "val_bytes")}  # CaseOps byte sidecars
     split_stats = {s: SplitStats() for s in dl.SPLITS}
     val_digests: set[bytes] = set()
-    dropped_duplicates = 0
-    text_bytes = 0
+    dropped_duplicates = text_bytes = 0
     for texts in dl.batched(docs, BATCH_DOCS, BATCH_CHARS):
         text_bytes += sum(len(t.encode("utf-8")) for t in texts)
         flat, ends = encode_batch(sp, texts, threads)
@@ -138,8 +135,8 @@ def export_documents(
             st.tokens += end - start
             st.hash.update(digest)
             writers[split].add(flat[start:end])
-            if split == "val" and val_bytes is not None:
-                byte_writer.add(val_bytes(flat[start:end]))
+            if split == "val" and val_bytes is not None:  # a count per val token, shard for shard
+                writers["val_bytes"].add(val_bytes(flat[start:end]))
             start = end
         done = split_stats["val"].docs + split_stats["train"].docs
         progress(
@@ -147,7 +144,7 @@ def export_documents(
             f"{split_stats['val'].tokens + split_stats['train'].tokens:,} tokens, "
             f"{text_bytes / dl.MB / max(progress.elapsed(), 1e-9):.2f} MB/s of text"
         )
-    for w in (*writers.values(), byte_writer):
+    for w in writers.values():
         w.flush()
     total = split_stats["val"].docs + split_stats["train"].docs + dropped_duplicates
     if expected_docs is not None and total != expected_docs[1]:
@@ -176,7 +173,7 @@ def export_documents(
             "train_docs_equal_to_a_val_doc": dropped_duplicates,
         },
         "text_bytes": text_bytes,
-        **({"caseops": {"val_bytes_files": byte_writer.files}} if val_bytes is not None else {}),
+        **({"caseops": {"val_bytes_files": writers["val_bytes"].files}} if val_bytes is not None else {}),
     }
 
 
@@ -241,6 +238,21 @@ def make_manifest(tokenizer: Path, sp, val_docs: int, shard_tokens: int, officia
     }
 
 
+def caseops_counter(sp, tokenizer: Path, caseops_text: bool) -> Callable[[np.ndarray], np.ndarray] | None:
+    """With --caseops, the function giving a document's per-position original-text bytes; None without. A CaseOps
+    tokenizer without --caseops, or --caseops with another tokenizer, is refused."""
+    if not caseops_text and not dl.tg.is_caseops_tokenizer(sp):
+        return None
+    if not caseops_text:
+        raise dl.DataError(f"{tokenizer} is a CaseOps tokenizer (case operator pieces): pass --caseops")
+    try:
+        ops, esc = caseops.operator_ids(sp)
+    except ValueError as e:
+        raise dl.DataError(f"--caseops: {tokenizer}: {e}") from None
+    tables = dl.tg.build_byte_tables(sp, sp.vocab_size())
+    return lambda doc: caseops.position_bytes(doc, tables, ops, esc)
+
+
 def export(
     inputs: Sequence[str],
     tokenizer: Path,
@@ -266,16 +278,7 @@ def export(
     if sp.vocab_size() > 1 << 16:
         raise dl.DataError(f"{tokenizer}: vocab {sp.vocab_size()} does not fit the uint16 shard format")
     sidecar = read_sidecar(paths) if official else None
-    val_bytes = None
-    if caseops_text or dl.tg.is_caseops_tokenizer(sp):
-        if not caseops_text:
-            raise dl.DataError(f"{tokenizer} is a CaseOps tokenizer (case operator pieces): pass --caseops")
-        try:
-            ops, esc = caseops.operator_ids(sp)
-        except ValueError as e:
-            raise dl.DataError(f"--caseops: {tokenizer}: {e}") from None
-        tables = dl.tg.build_byte_tables(sp, sp.vocab_size())
-        val_bytes = lambda doc: caseops.position_bytes(doc, tables, ops, esc)  # noqa: E731
+    val_bytes = caseops_counter(sp, tokenizer, caseops_text)
     val_docs, expected_docs = split_counts(sidecar, val_docs)
     old = existing_outputs(out) if out.is_dir() else []
     if old and not overwrite:

@@ -1,0 +1,147 @@
+"""The seed repositories' variants (issue 10) as options of train_gpt.py, each against a slow, obviously correct
+reference: SwiGLU, z-loss, local and alternating attention, BigramHash, the LR schedules and AdamW-only; every
+variant is causal and round-trips through the artifact."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_model import config, randomize, reference_attention, shape
+
+import train_gpt as tg
+
+VARIANTS = {
+    "swiglu": dict(mlp_act="swiglu"),
+    "local": dict(attn="local", attn_window=5),
+    "alternating": dict(attn="alternating", attn_window=3),
+    "bigram": dict(bigram_hash=97),
+    "z_loss": dict(z_loss=1e-3),
+}
+
+
+def test_swiglu_mlp_matches_its_formula():
+    mlp = randomize(tg.MLP(shape(model_dim=8, mlp_mult=2.0, mlp_act="swiglu")))
+    x = torch.randn(3, 8)
+    h = x @ mlp.fc.weight.T
+    a, b = h[:, :16], h[:, 16:]
+    want = (a * torch.sigmoid(a) * b) @ mlp.proj.weight.T
+    assert mlp.fc.weight.shape == (32, 8) and torch.allclose(mlp(x), want, atol=1e-6)
+
+
+def test_local_attention_equals_full_attention_with_an_explicit_band_mask():
+    c = shape(model_dim=32, num_heads=4, num_kv_heads=2, rope_dims=0, qk_gain_init=1.0, xsa=0, attn_out_gate=0)
+    attn = randomize(tg.Attention(c))
+    x, T, w = torch.randn(2, 12, 32), 12, 4
+    i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    band = ((j <= i) & (i - j < w))[None, None]
+    # the reference: scores over all keys, -inf outside the band (written out, not via SDPA's mask)
+    B, H, Hkv, hd = 2, 4, 2, 8
+    q = (x @ attn.c_q.weight.T).view(B, T, H, hd).transpose(1, 2)
+    k = (x @ attn.c_k.weight.T).view(B, T, Hkv, hd).transpose(1, 2)
+    v = (x @ attn.c_v.weight.T).view(B, T, Hkv, hd).transpose(1, 2)
+    rope = lambda t: tg.rotate_half_dims(tg.rms_norm(t), attn.rope_dims, attn.rope_base)  # noqa: E731
+    q = rope(q) * attn.q_gain[None, :, None, None]
+    k, v = rope(k).repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    scores = (q @ k.transpose(-1, -2) / math.sqrt(hd)).masked_fill(~band, float("-inf"))
+    want = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, 32) @ attn.proj.weight.T
+    assert torch.allclose(attn(x, band), want, atol=1e-5)
+    assert torch.allclose(attn(x, (j <= i)[None, None]), reference_attention(attn, x), atol=1e-5)
+
+
+def test_local_and_alternating_blocks_and_their_masks():
+    m = tg.build_model(config(num_layers=4, attn="alternating", attn_window=3, doc_isolation=0))
+    assert [b.local for b in m.blocks] == [True, False, True, False]  # the last block is global
+    assert not any(b.local for b in tg.build_model(config(num_layers=4)).blocks)
+    idx = torch.tensor([[5, 6, 7, 8, 9]])
+    band = m.doc_mask(idx, 3)[0, 0]
+    assert band.tolist()[4] == [False, False, True, True, True] and m.doc_mask(idx) is None
+    iso = tg.build_model(config(num_layers=2, attn="local", attn_window=3))
+    idx = torch.tensor([[5, 6, tg.BOS_ID, 8, 9]])
+    assert iso.doc_mask(idx, 3)[0, 0].tolist()[4] == [False, False, True, True, True]
+    assert iso.doc_mask(idx, 3)[0, 0].tolist()[2] == [False, False, True, False, False]  # BOS starts a document
+
+
+def test_bigram_hash_adds_the_hashed_pair_vector():
+    model = randomize(tg.build_model(config(num_layers=2, bigram_hash=97, smear_gate=0)))
+    assert tg.build_model(config(num_layers=2, bigram_hash=97)).bigram.weight.abs().sum() == 0  # zero at init
+    idx = torch.randint(2, 1024, (2, 10))
+    prev = torch.cat([torch.zeros(2, 1, dtype=idx.dtype), idx[:, :-1]], dim=1)
+    x = model.tok_emb(idx) + model.bigram.weight[(prev * tg.BIGRAM_HASH_MULT + idx) % 97]
+    x0 = tg.rms_norm(x)
+    want = tg.rms_norm(model.stack(x0, model.layer_order(), (model.doc_mask(idx), None)))
+    assert torch.allclose(model.hidden(idx), want, atol=1e-5)
+    assert tg.param_roles(model)["bigram.weight"] == "embed"
+
+
+def test_z_loss_is_added_in_training_only():
+    model = randomize(tg.build_model(config(num_layers=2, z_loss=1e-3)), seed=1)
+    idx, tgt = torch.randint(2, 1024, (2, 8)), torch.randint(2, 1024, (2, 8))
+    logits = model(idx)
+    ce = F.cross_entropy(logits.view(-1, 1024), tgt.view(-1))
+    z = torch.logsumexp(logits, dim=-1).square().mean()
+    assert torch.allclose(model.train()(idx, tgt), ce + 1e-3 * z, atol=1e-5)
+    assert torch.allclose(model.eval()(idx, tgt), ce, atol=1e-6)  # scoring is plain cross-entropy
+    assert torch.allclose(model.train()(idx, tgt, reduction="none").mean(), ce, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_every_variant_is_causal_and_round_trips_through_the_artifact(name):
+    from test_model import ALL_ON
+
+    model = randomize(tg.build_model(config(**{**ALL_ON, **VARIANTS[name]}))).eval()
+    model.set_loops(3)
+    T = 20
+    idx = torch.randint(2, 1024, (1, T))
+    idx[0, 9] = tg.BOS_ID
+    base = model(idx)
+    for t in (3, 9, 15):
+        changed = idx.clone()
+        changed[0, t + 1 :] = torch.randint(2, 1024, (T - t - 1,))
+        assert torch.allclose(model(changed)[0, : t + 1], base[0, : t + 1], atol=1e-5), f"{name}: saw the future"
+    h = tg.Hyperparameters.from_env(
+        {"PRESET": "tiny", **{k.upper(): str(v) for k, v in {**ALL_ON, **VARIANTS[name]}.items()}}
+    )
+    h = dataclasses.replace(h, gptq=0, target_bytes=0)
+    blob, _ = tg.build_artifact(model.state_dict(), tg.param_roles(model), model.cfg, h, None)
+    loaded, _ = tg.load_artifact_model(blob, model.cfg)
+    assert loaded.cfg == model.cfg and set(loaded.state_dict()) == set(model.state_dict())
+
+
+def test_lr_schedules():
+    h = tg.Hyperparameters.from_env({"PRESET": "tiny", "ITERATIONS": "100", "WARMDOWN_FRAC": "0.5", "MIN_LR": "0"})
+    clock = tg.RunClock(h, 0.0)
+    lr = lambda sched, step: tg.lr_multiplier(dataclasses.replace(h, lr_schedule=sched), clock, step)  # noqa: E731
+    assert lr("warmdown", 25) == 1.0 and lr("warmdown", 75) == pytest.approx(0.5)
+    assert lr("wsd", 25) == 1.0 and lr("wsd", 75) == pytest.approx(1 - math.sqrt(0.5))
+    assert lr("cosine", 0) == pytest.approx(1.0) and lr("cosine", 50) == pytest.approx(0.5)
+    assert lr("cosine", 100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_adamw_only_routes_every_parameter_to_adamw():
+    h = tg.Hyperparameters.from_env({"PRESET": "tiny", "OPTIMIZER": "adamw", "ADAMW_MATRIX_LR": "0.002"})
+    model = tg.build_model(h.model)
+    (opt,) = tg.build_optimizers(model, h, tg.Dist())
+    assert isinstance(opt, torch.optim.AdamW)
+    matrix = [g for g in opt.param_groups if g["lr"] == 0.002]
+    assert len(matrix) == 1 and len(matrix[0]["params"]) == sum(
+        r in ("attn", "mlp") for r in tg.param_roles(model).values()
+    )
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"ATTN": "sparse"}, "ATTN='sparse'"),
+    ({"ATTN": "local", "ATTN_WINDOW": "0"}, "ATTN_WINDOW"),
+    ({"ATTN": "local", "ATTN_WINDOW": "9999"}, "ATTN_WINDOW"),
+    ({"BIGRAM_HASH": "-1"}, "BIGRAM_HASH"),
+    ({"MLP_ACT": "gelu"}, "MLP_ACT"),
+    ({"LR_SCHEDULE": "linear"}, "LR_SCHEDULE"),
+    ({"OPTIMIZER": "sgd"}, "OPTIMIZER"),
+])  # fmt: skip
+def test_bad_variant_settings_are_one_line_errors(env, needle):
+    with pytest.raises(tg.UserError, match=needle) as e:
+        tg.Hyperparameters.from_env({"PRESET": "tiny", **env})
+    assert "\n" not in str(e.value)
