@@ -26,11 +26,14 @@ from __future__ import annotations
 import argparse
 import importlib.machinery
 import importlib.util
+import json
+import math
 import sys
 import time
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import torch
 
 import toolkit as tk
@@ -115,6 +118,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: DEVICE (auto)")
     s = p.add_argument_group("text generation (instead of scoring)")
     s.add_argument("--sample", metavar="PROMPT", help="decode a continuation of PROMPT and print it")
+    s.add_argument(
+        "--probe",
+        metavar="FILE",
+        help="score each item of FILE (.jsonl with a text field, or plain text with items separated by blank lines) "
+        "alone: tokens, loss and bpb per item; --probe-samples of them also get a continuation of their opening",
+    )
+    s.add_argument("--probe-samples", type=int, default=3, help="items that get a continuation (default 3)")
     s.add_argument("--max-new-tokens", type=int, default=100)
     s.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     s.add_argument("--top-k", type=int, default=50, help="0 = the whole vocabulary")
@@ -158,7 +168,7 @@ def make_hparams(tg: ModuleType, args: argparse.Namespace, loaded: tk.Loaded):
     """Settings: flags > environment > what the checkpoint recorded > its model config > preset."""
     flags = {FLAG_FIELDS[k].upper(): v for k, v in vars(args).items() if k in FLAG_FIELDS and v is not None}
     flags.update(VAL_MAX_TOKENS=args.max_tokens or None, INCLUDE_TAIL=1 if args.include_tail else None)
-    if args.mode != "sliding" and args.stride is None:
+    if (args.mode != "sliding" or args.probe or args.sample) and args.stride is None:
         flags["EVAL_STRIDE"] = 0  # only the sliding mode uses a stride: the model's own may exceed --seq-len
 
     return tk.settings({**loaded.recorded, **loaded.config}, flags, code=tg)
@@ -226,9 +236,9 @@ def run(args: argparse.Namespace, t_start: float) -> None:
     try:
         model = loaded.model.to(d.device).eval()
         model.set_loops(h.model.eval_loops or h.model.num_loops)
-        if args.sample is not None:
+        if args.sample is not None or args.probe is not None:
             if d.rank == 0:
-                sample(model, sp, args, h, d)
+                (sample if args.sample is not None else probe)(model, sp, args, h, d)
             return
         score(tg, model, tok_path, args, h, d, t_start)
     finally:
@@ -256,6 +266,62 @@ def sample(model: torch.nn.Module, sp, args: argparse.Namespace, h, d) -> None:
         model, ids, args.max_new_tokens, args.temperature, args.top_k, h.effective_eval_seq_len, d.device, gen
     )
     print(sp.decode(out[1:]), flush=True)
+
+
+PROBE_PROMPT_TOKENS = 32  # a probe continuation starts from the item's first tokens
+
+
+def probe_items(path: str) -> list[str]:
+    """The items of a probe file: a .jsonl's "text" fields, or blank-line separated blocks of a text file."""
+    try:
+        raw = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise tk.UserError(f"--probe {path}: cannot read it as UTF-8 text ({e})") from None
+    if path.endswith(".jsonl"):
+        items = []
+        for n, line in enumerate(raw.splitlines(), 1):
+            try:
+                obj = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError as e:
+                raise tk.UserError(f"--probe {path}: line {n} is not JSON ({e.msg})") from None
+            if obj is not None:
+                if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                    raise tk.UserError(f'--probe {path}: line {n} has no "text" string')
+                items.append(obj["text"])
+    else:
+        items = [b.strip() for b in raw.split("\n\n") if b.strip()]
+    if not items:
+        raise tk.UserError(f"--probe {path}: no items")
+    return items
+
+
+def probe(model: torch.nn.Module, sp, args: argparse.Namespace, h, d) -> None:
+    """Each item scored alone (BOS + its tokens; items longer than the window in windows of it, each with only its
+    own context): tokens, bytes (the byte rule; a CaseOps tokenizer has none, so no bpb), nats per token and bpb."""
+    tg_ = tk.tg  # the byte rule and the tokenizer check of this toolkit's train_gpt.py
+    tables, window = tg_.build_byte_tables(sp, h.model.vocab_size), h.effective_eval_seq_len
+    caseops = tg_.is_caseops_tokenizer(sp)
+    gen, total = torch.Generator().manual_seed(h.seed), [0.0, 0]
+    for i, text in enumerate(probe_items(args.probe)):
+        ids = np.array([int(sp.bos_id())] + sp.encode(text), dtype=np.int64)
+        if len(ids) < 2:
+            print(f"probe item:{i} tokens:0 (empty)")
+            continue
+        loss = 0.0
+        with torch.inference_mode():
+            for a in range(0, len(ids) - 1, window):
+                chunk = torch.from_numpy(ids[a : a + window + 1]).to(d.device)[None]
+                loss += float(model(chunk[:, :-1], chunk[:, 1:], reduction="none").double().sum())
+        n = len(ids) - 1
+        nbytes = tg_.count_target_bytes(ids[:-1], ids[1:], tables)
+        bpb = "-" if caseops or not nbytes else f"{loss / (math.log(2) * nbytes):.4f}"
+        total = [total[0] + loss, total[1] + n]
+        print(f"probe item:{i} tokens:{n} bytes:{nbytes} loss:{loss / n:.4f} bpb:{bpb} text:{text[:60]!r}")
+        if i < args.probe_samples:
+            out = generate(model, ids[: PROBE_PROMPT_TOKENS + 1].tolist(), args.max_new_tokens, args.temperature,
+                           args.top_k, window, d.device, gen)  # fmt: skip
+            print(f"probe item:{i} continuation: {sp.decode(out[1:])!r}")
+    print(f"probe items:{i + 1} tokens:{total[1]} loss:{total[0] / max(total[1], 1):.4f}", flush=True)
 
 
 def score(tg: ModuleType, model: torch.nn.Module, tok_path: str, args: argparse.Namespace, h, d, t_start) -> None:

@@ -82,6 +82,9 @@ PRESETS: dict[str, str] = {
 }
 
 
+ADDED_OPTIONS = ("attn", "attn_window", "attn_global", "attn_block", "attn_random_blocks", "bigram_hash", "z_loss")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The network's shape and forward pass: what GPT is built from and what every artifact stores."""
@@ -107,8 +110,12 @@ class ModelConfig:
     xsa: int = 1  # exclusive self-attention: remove each head's own value direction
     doc_isolation: int = 1  # attention stays inside each document (a BOS starts one), in training and scoring
     attn: str = "global"  # global | local (each token sees the last ATTN_WINDOW) | alternating (local and global
-    # blocks in turn, the last global)
+    # blocks in turn, the last global) | sparse (BigBird: the window, the first ATTN_GLOBAL tokens and, per block of
+    # ATTN_BLOCK queries, ATTN_RANDOM_BLOCKS earlier key blocks chosen by a fixed hash)
     attn_window: int = 256
+    attn_global: int = 0
+    attn_block: int = 16
+    attn_random_blocks: int = 0
     bigram_hash: int = 0  # >0: a table of this many vectors, indexed by a hash of (previous, current) token and
     # added to the input embedding (zero at init)
     z_loss: float = 0.0  # training adds z_loss * mean(logsumexp(logits)^2)
@@ -126,6 +133,8 @@ class ModelConfig:
     def from_dict(cls, d: dict, what: str = "model config") -> ModelConfig:
         """The config an artifact or checkpoint recorded; refused in one line when its keys are not ours."""
         keys = {f.name for f in fields(cls)}
+        if isinstance(d, dict):  # options added later, off by default: a file written before them lacks them
+            d = {**{k: getattr(cls, k) for k in ADDED_OPTIONS if k not in d}, **d}
         if not isinstance(d, dict) or set(d) != keys:
             got = set(d) if isinstance(d, dict) else set()
             raise ArtifactError(
@@ -329,12 +338,13 @@ class Hyperparameters:
 POSITIVE = {
     "iterations", "train_batch_tokens", "train_seq_len", "vocab_size", "num_layers", "model_dim", "num_heads",
     "num_kv_heads", "num_loops", "muon_backend_steps", "eval_batch_seqs", "ttt_chunk_tokens", "ttt_lora_rank",
-    "ttt_lora_chunk", "ttt_lora_docs", "gptq_block", "train_log_every", "mlp_mult",
+    "ttt_lora_chunk", "ttt_lora_docs", "gptq_block", "train_log_every", "mlp_mult", "attn_block",
 }  # fmt: skip
 NON_NEGATIVE = {
     "max_wallclock_seconds", "warmup_steps", "warmdown_iters", "val_loss_every", "eval_stride", "eval_loops",
     "eval_seq_len", "val_max_tokens", "grad_clip_norm", "ttt_epochs", "ttt_phases", "ttt_phase_docs", "ttt_lora_wd",
-    "ttt_lora_alpha", "lqer_rank", "bigram_hash", "z_loss", "adamw_matrix_lr", "gptq_calib_batches",
+    "ttt_lora_alpha", "lqer_rank", "bigram_hash", "z_loss", "adamw_matrix_lr",
+    "attn_global", "attn_random_blocks", "gptq_calib_batches",
     "gptq_reserve_seconds", "logit_softcap", "schedule_reference_steps", "adam_wd", "embed_wd", "muon_wd",
     "matrix_lr", "tied_embed_lr", "embed_lr", "head_lr", "scalar_lr", "muon_momentum_warmup_steps", "target_bytes",
 }  # fmt: skip
@@ -352,7 +362,7 @@ LAYER_POSITIONS = {"loop_start": 3, "loop_end": 5, "parallel_start": 8}  # of 11
 FRACTIONS = {"warmdown_frac", "loop_start_frac", "loop_ramp_frac", "min_lr", "ema_decay", "ttt_momentum"}
 CHOICES = {
     "mlp_act": ("leaky_relu2", "relu2", "swiglu"),
-    "attn": ("global", "local", "alternating"),
+    "attn": ("global", "local", "alternating", "sparse"),
     "lr_schedule": ("warmdown", "wsd", "cosine"),
     "optimizer": ("muon", "adamw"),
     "ttt_mode": ("off", "sgd", "lora", "phased"),
@@ -924,7 +934,7 @@ class Block(nn.Module):
         dim = c.model_dim
         self.attn, self.mlp, self.parallel = Attention(c), MLP(c), 0 <= c.parallel_start <= index
         self.norm_scale = 1.0 / math.sqrt(index + 1) if c.ln_scale else 1.0
-        self.local = c.attn == "local" or c.attn == "alternating" and (c.num_layers - 1 - index) % 2 == 1
+        self.local = c.attn in ("local", "sparse") or c.attn == "alternating" and (c.num_layers - 1 - index) % 2 == 1
         self.attn_scale = tag(nn.Parameter(torch.ones(dim)), "control")
         self.mlp_scale = tag(nn.Parameter(torch.ones(dim)), "control")
         mix = torch.stack((torch.ones(dim), torch.zeros(dim)))  # (2, dim): weights of x and of x0
@@ -1028,26 +1038,47 @@ class GPT(nn.Module):
             x = x + self.bigram((prev * BIGRAM_HASH_MULT + idx) % self.bigram.num_embeddings)
         if self.smear is not None:
             x = self.smear(x, idx)
-        x0, masks = rms_norm(x), (self.doc_mask(idx), self.doc_mask(idx, self.window))
+        x0, masks = rms_norm(x), (self.attn_mask(idx), self.attn_mask(idx, local=True))
         x = self.stack(x0, self.layer_order(), masks)
         if self.ramp:
             plain = self.stack(x0, self.layer_order(1), masks)
             x = plain + self.loop_gain.to(x.dtype) * (x - plain)
         return rms_norm(x)
 
-    def doc_mask(self, idx: torch.Tensor, window: int = 0) -> torch.Tensor | None:
-        """(B or 1, 1, T, T): causal, only the last `window` tokens when it is set (local attention), and with
-        DOC_ISOLATION only the token's own document (a BOS starts one; tokens before the first BOS of a window are
-        one document); None = plain causal attention."""
-        if not self.doc_isolation and not window:
+    def attn_mask(self, idx: torch.Tensor, local: bool = False) -> torch.Tensor | None:
+        """(B or 1, 1, T, T): causal; for local blocks only the last ATTN_WINDOW tokens (ATTN=sparse adds the first
+        ATTN_GLOBAL tokens and random key blocks); with DOC_ISOLATION only the token's own document (a BOS starts
+        one; tokens before the first BOS of a window are one document). None: plain causal attention."""
+        if not self.doc_isolation and not (local and self.window):
             return None
         T = idx.size(1)
         pos = torch.arange(T, device=idx.device)
-        mask = (pos[:, None] >= pos[None, :]) & ((pos[:, None] - pos[None, :] < window) if window else True)
+        i, j = pos[:, None], pos[None, :]
+        mask = i >= j
+        if local and self.window:
+            near = i - j < self.window
+            if self.cfg.attn == "sparse":
+                near = near | (j < self.cfg.attn_global) | self.random_blocks(T, idx.device)
+            mask = mask & near
         if self.doc_isolation:
             doc = torch.cumsum((idx == BOS_ID).to(torch.int32), dim=1)  # (B, T)
             mask = mask & (doc[:, :, None] == doc[:, None, :])
         return mask.expand(idx.size(0), T, T).unsqueeze(1) if mask.dim() == 3 else mask[None, None]
+
+    def random_blocks(self, T: int, device: torch.device) -> torch.Tensor:
+        """(T, T): for each block of ATTN_BLOCK queries, ATTN_RANDOM_BLOCKS earlier key blocks, those with the
+        smallest hash of (query block, key block): fixed, the same at every step and on every rank."""
+        n, bs, r = -(-T // self.cfg.attn_block), self.cfg.attn_block, self.cfg.attn_random_blocks
+        if r == 0:
+            return torch.zeros(T, T, dtype=torch.bool, device=device)
+        qb, kb = torch.arange(n, device=device)[:, None], torch.arange(n, device=device)[None, :]
+        h = ((qb * 1_000_003 + kb * 7_919) * 2_654_435_761) % (1 << 31)
+        h = torch.where(kb < qb, h, 1 << 32)  # only earlier blocks
+        pick = torch.zeros(n, n, dtype=torch.bool, device=device)
+        pick.scatter_(1, h.topk(min(r, n), dim=1, largest=False).indices, True)
+        pick &= kb < qb
+        pos = torch.arange(T, device=device) // bs
+        return pick[pos[:, None], pos[None, :]]
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
         w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight

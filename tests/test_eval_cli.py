@@ -3,6 +3,7 @@ errors with exit status 2, text generation, torchrun, and an end-to-end run whos
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -229,3 +230,34 @@ def test_end_to_end_run_is_reproduced_by_rescoring(tmp_path):
     assert (got["val_loss"], got["val_bpb"]) == (logged["val_loss"], logged["val_bpb"])
     ttt = ["--mode", "ttt", "--ttt-mode", "sgd", "--ttt-chunk-tokens", "1024"]
     assert exact(_subprocess([*rescore, *ttt], tmp_path, {"PRESET": "tiny"}), "eval_ttt")["targets"] == "4096"
+
+
+def test_probe_scores_each_item_alone_and_continues_some(files, capsys, tmp_path):
+    items = ["The weather today is sunny and warm.", "Paris is the capital of France. " * 3, "x"]
+    path = tmp_path / "probe.jsonl"
+    path.write_text("\n".join(f'{{"text": "{t}"}}' for t in items) + "\n")
+    argv = ["--artifact", files["artifact"], "--tokenizer", files["tok"], "--seq-len", "16", "--probe", str(path)]
+    rc, out, _ = run_main(capsys, [*argv, "--probe-samples", "1", "--max-new-tokens", "4", "--temperature", "0"])
+    assert rc == 0
+    rows = [dict(kv.split(":", 1) for kv in line.split()[1:6]) for line in out.splitlines() if " tokens:" in line]
+    assert len(rows) == 4 and rows[-1]["items"] == "3"
+    sp = spm.SentencePieceProcessor(model_file=files["tok"])
+    config, state = tg.read_artifact(Path(files["artifact"]).read_bytes())
+    model = tg.build_model(config)
+    model.load_state_dict(state)
+    model.eval().set_loops(config.eval_loops or config.num_loops)
+    tables = tg.build_byte_tables(sp, 1024)
+    for row, text in zip(rows, items):
+        ids = torch.tensor([sp.bos_id()] + sp.encode(text))
+        with torch.no_grad():  # windows of 16: each scored with only its own context
+            chunks = [ids[a : a + 17] for a in range(0, len(ids) - 1, 16)]
+            loss = sum(float(model(c[:-1][None], c[1:][None], reduction="none").sum()) for c in chunks)
+        n = len(ids) - 1
+        nbytes = tg.count_target_bytes(ids[:-1].numpy(), ids[1:].numpy(), tables)
+        assert (int(row["tokens"]), int(row["bytes"])) == (n, nbytes) and row["loss"] == f"{loss / n:.4f}"
+        assert row["bpb"] == f"{loss / (math.log(2) * nbytes):.4f}"
+    assert sum("continuation:" in line for line in out.splitlines()) == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"txt": 1}\n')
+    rc, _, err = run_main(capsys, [*argv[:-1], str(bad)])
+    assert rc == 2 and 'line 1 has no "text" string' in err

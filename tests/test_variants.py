@@ -20,7 +20,28 @@ VARIANTS = {
     "alternating": dict(attn="alternating", attn_window=3),
     "bigram": dict(bigram_hash=97),
     "z_loss": dict(z_loss=1e-3),
+    "sparse": dict(attn="sparse", attn_window=3, attn_global=2, attn_block=4, attn_random_blocks=1),
 }
+
+
+def test_sparse_mask_is_window_global_tokens_and_random_earlier_blocks():
+    """The BigBird mask written out with loops: causal, and a key is visible when it is in the window, one of the
+    first ATTN_GLOBAL tokens, or in one of the ATTN_RANDOM_BLOCKS earlier key blocks (smallest hash) of the query's
+    block."""
+    c = dict(num_layers=2, attn="sparse", attn_window=3, attn_global=2, attn_block=4, attn_random_blocks=2)
+    model = tg.build_model(config(doc_isolation=0, **c))
+    T, bs = 24, 4
+    got = model.attn_mask(torch.zeros(1, T, dtype=torch.long) + 5, local=True)[0, 0]
+    n = T // bs
+    chosen = {}
+    for qb in range(n):
+        hashes = sorted((((qb * 1_000_003 + kb * 7_919) * 2_654_435_761) % (1 << 31), kb) for kb in range(qb))
+        chosen[qb] = {kb for _, kb in hashes[:2]}
+    for i in range(T):
+        for j in range(T):
+            want = j <= i and (i - j < 3 or j < 2 or j // bs in chosen[i // bs])
+            assert bool(got[i, j]) == want, (i, j)
+    assert got.sum() > torch.ones(T, T).tril().logical_and(torch.ones(T, T).triu(-2)).sum()  # more than the band
 
 
 def test_swiglu_mlp_matches_its_formula():
@@ -57,12 +78,12 @@ def test_local_and_alternating_blocks_and_their_masks():
     assert [b.local for b in m.blocks] == [True, False, True, False]  # the last block is global
     assert not any(b.local for b in tg.build_model(config(num_layers=4)).blocks)
     idx = torch.tensor([[5, 6, 7, 8, 9]])
-    band = m.doc_mask(idx, 3)[0, 0]
-    assert band.tolist()[4] == [False, False, True, True, True] and m.doc_mask(idx) is None
+    band = m.attn_mask(idx, local=True)[0, 0]
+    assert band.tolist()[4] == [False, False, True, True, True] and m.attn_mask(idx) is None
     iso = tg.build_model(config(num_layers=2, attn="local", attn_window=3))
     idx = torch.tensor([[5, 6, tg.BOS_ID, 8, 9]])
-    assert iso.doc_mask(idx, 3)[0, 0].tolist()[4] == [False, False, True, True, True]
-    assert iso.doc_mask(idx, 3)[0, 0].tolist()[2] == [False, False, True, False, False]  # BOS starts a document
+    assert iso.attn_mask(idx, local=True)[0, 0].tolist()[4] == [False, False, True, True, True]
+    assert iso.attn_mask(idx, local=True)[0, 0].tolist()[2] == [False, False, True, False, False]  # BOS: new doc
 
 
 def test_bigram_hash_adds_the_hashed_pair_vector():
@@ -72,7 +93,7 @@ def test_bigram_hash_adds_the_hashed_pair_vector():
     prev = torch.cat([torch.zeros(2, 1, dtype=idx.dtype), idx[:, :-1]], dim=1)
     x = model.tok_emb(idx) + model.bigram.weight[(prev * tg.BIGRAM_HASH_MULT + idx) % 97]
     x0 = tg.rms_norm(x)
-    want = tg.rms_norm(model.stack(x0, model.layer_order(), (model.doc_mask(idx), None)))
+    want = tg.rms_norm(model.stack(x0, model.layer_order(), (model.attn_mask(idx), None)))
     assert torch.allclose(model.hidden(idx), want, atol=1e-5)
     assert tg.param_roles(model)["bigram.weight"] == "embed"
 
@@ -133,10 +154,12 @@ def test_adamw_only_routes_every_parameter_to_adamw():
 
 
 @pytest.mark.parametrize("env,needle", [
-    ({"ATTN": "sparse"}, "ATTN='sparse'"),
+    ({"ATTN": "bigbird"}, "ATTN='bigbird'"),
     ({"ATTN": "local", "ATTN_WINDOW": "0"}, "ATTN_WINDOW"),
     ({"ATTN": "local", "ATTN_WINDOW": "9999"}, "ATTN_WINDOW"),
     ({"BIGRAM_HASH": "-1"}, "BIGRAM_HASH"),
+    ({"ATTN": "sparse", "ATTN_BLOCK": "0"}, "ATTN_BLOCK"),
+    ({"ATTN": "sparse", "ATTN_RANDOM_BLOCKS": "-2"}, "ATTN_RANDOM_BLOCKS"),
     ({"MLP_ACT": "gelu"}, "MLP_ACT"),
     ({"LR_SCHEDULE": "linear"}, "LR_SCHEDULE"),
     ({"OPTIMIZER": "sgd"}, "OPTIMIZER"),
@@ -145,3 +168,15 @@ def test_bad_variant_settings_are_one_line_errors(env, needle):
     with pytest.raises(tg.UserError, match=needle) as e:
         tg.Hyperparameters.from_env({"PRESET": "tiny", **env})
     assert "\n" not in str(e.value)
+
+
+def test_files_written_before_the_variants_still_load():
+    """A model config recorded before these options existed lacks their keys: they take their off defaults; any
+    other missing or unknown key is still refused."""
+    d = dataclasses.asdict(tg.ModelConfig())
+    old = {k: v for k, v in d.items() if k not in tg.ADDED_OPTIONS}
+    assert tg.ModelConfig.from_dict(old) == tg.ModelConfig()
+    with pytest.raises(tg.ArtifactError, match="missing \\['xsa'\\]"):
+        tg.ModelConfig.from_dict({k: v for k, v in d.items() if k != "xsa"})
+    with pytest.raises(tg.ArtifactError, match="unknown \\['mystery'\\]"):
+        tg.ModelConfig.from_dict({**d, "mystery": 1})
