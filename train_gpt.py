@@ -82,7 +82,11 @@ PRESETS: dict[str, str] = {
 }
 
 
-ADDED_OPTIONS = ("attn", "attn_window", "attn_global", "attn_block", "attn_random_blocks", "bigram_hash", "z_loss")
+WINDOWED = ("local", "alternating", "sparse")  # ATTN kinds whose local blocks see only ATTN_WINDOW tokens back
+ADDED_OPTIONS = (
+    "attn", "attn_window", "attn_global", "attn_block", "attn_random_blocks", "bigram_hash", "z_loss", "mla_rank",
+    "engram_slots",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -111,14 +115,19 @@ class ModelConfig:
     doc_isolation: int = 1  # attention stays inside each document (a BOS starts one), in training and scoring
     attn: str = "global"  # global | local (each token sees the last ATTN_WINDOW) | alternating (local and global
     # blocks in turn, the last global) | sparse (BigBird: the window, the first ATTN_GLOBAL tokens and, per block of
-    # ATTN_BLOCK queries, ATTN_RANDOM_BLOCKS earlier key blocks chosen by a fixed hash)
+    # ATTN_BLOCK queries, ATTN_RANDOM_BLOCKS earlier key blocks chosen by a fixed hash) | mla (DeepSeek-V2: keys
+    # and values up-projected from a rank-MLA_RANK latent of x, the ROPE_DIMS rotated key dims a separate shared
+    # projection of x) | linear (kernel phi = elu + 1, causal; chunked, O(T), without a mask, exact with one)
     attn_window: int = 256
+    mla_rank: int = 0  # 0 = MODEL_DIM // 4
     attn_global: int = 0
     attn_block: int = 16
     attn_random_blocks: int = 0
     bigram_hash: int = 0  # >0: a table of this many vectors, indexed by a hash of (previous, current) token and
     # added to the input embedding (zero at init)
     z_loss: float = 0.0  # training adds z_loss * mean(logsumexp(logits)^2)
+    engram_slots: int = 0  # >0: a memory of this many learned (key, value) slots, read by every token at the middle
+    # of the layer order through a zero-initialised gate
     smear_gate: int = 1
     attn_out_gate: int = 1  # per-head output gate sigmoid(scale * w . x[:GATE_INPUTS]) (the record's sparse gate)
     attn_gate_scale: float = 0.5
@@ -157,6 +166,9 @@ class Hyperparameters:
     iterations: int = 20_000
     max_wallclock_seconds: float = 600.0  # 0 = bounded by ITERATIONS alone
     warmup_steps: int = 20  # compile warm-up steps, rolled back afterwards
+    stop_after: int = 0  # >0, non-record runs (MAX_WALLCLOCK_SECONDS=0): stop after this many steps and save the
+    # whole training state beside the artifact (<artifact>.resume.pt) instead of exporting
+    resume_from: str = ""  # a .resume.pt state: continue that run (same settings and train_gpt.py) where it stopped
     warmdown_frac: float = 0.85  # fraction of the budget (time, or iterations) spent decaying the LR
     warmdown_iters: int = 0  # >0: fixed-length warm-down in steps instead (the baseline's WARMDOWN_ITERS)
     min_lr: float = 0.1  # LR floor, as a fraction of each group's base LR
@@ -320,9 +332,16 @@ class Hyperparameters:
         for name in ("quant_matrix_bits", "quant_embed_bits"):
             need(2 <= getattr(h, name) <= 8, name, "must be between 2 and 8")
         need(0 < m.gate_inputs <= m.model_dim, "gate_inputs", "must be in [1, MODEL_DIM]")
-        need(m.attn == "global" or 0 < m.attn_window <= h.train_seq_len, "attn_window",
+        need(m.attn != "mla" or m.mla_rank <= m.model_dim, "mla_rank", f"must be at most MODEL_DIM={m.model_dim}")
+        need(m.attn != "mla" or 0 < m.rope_dims < m.model_dim // m.num_heads, "rope_dims",
+             "must be in [1, head_dim) for ATTN=mla: the rotated key dims are MLA's decoupled part")  # fmt: skip
+        need(m.attn not in WINDOWED or 0 < m.attn_window <= h.train_seq_len, "attn_window",
              f"must be in [1, TRAIN_SEQ_LEN={h.train_seq_len}] for ATTN={m.attn}")  # fmt: skip
         need(h.control_bits in (16, 32), "control_bits", "must be 16 or 32")
+        need(not (h.stop_after or h.resume_from) or h.max_wallclock_seconds == 0, "stop_after" if h.stop_after else
+             "resume_from", "splits a non-record run: set MAX_WALLCLOCK_SECONDS=0 (a wallclock-bounded run cannot be "
+             "split; run it whole)")  # fmt: skip
+        need(not h.resume_from or Path(h.resume_from).is_file(), "resume_from", "no such file")
         need(h.ema_decay < 1.0, "ema_decay", "must be below 1 (1 would export the untrained weights); 0 = off")
         window = f"is longer than the window EVAL_SEQ_LEN={h.effective_eval_seq_len}"
         need(h.eval_stride <= h.effective_eval_seq_len, "eval_stride", f"{window}: targets would go unscored")
@@ -341,9 +360,10 @@ POSITIVE = {
     "ttt_lora_chunk", "ttt_lora_docs", "gptq_block", "train_log_every", "mlp_mult", "attn_block",
 }  # fmt: skip
 NON_NEGATIVE = {
-    "max_wallclock_seconds", "warmup_steps", "warmdown_iters", "val_loss_every", "eval_stride", "eval_loops",
+    "max_wallclock_seconds", "warmup_steps", "stop_after", "warmdown_iters", "val_loss_every", "eval_stride",
+    "eval_loops",
     "eval_seq_len", "val_max_tokens", "grad_clip_norm", "ttt_epochs", "ttt_phases", "ttt_phase_docs", "ttt_lora_wd",
-    "ttt_lora_alpha", "lqer_rank", "bigram_hash", "z_loss", "adamw_matrix_lr",
+    "ttt_lora_alpha", "lqer_rank", "bigram_hash", "z_loss", "adamw_matrix_lr", "engram_slots", "mla_rank",
     "attn_global", "attn_random_blocks", "gptq_calib_batches",
     "gptq_reserve_seconds", "logit_softcap", "schedule_reference_steps", "adam_wd", "embed_wd", "muon_wd",
     "matrix_lr", "tied_embed_lr", "embed_lr", "head_lr", "scalar_lr", "muon_momentum_warmup_steps", "target_bytes",
@@ -362,7 +382,7 @@ LAYER_POSITIONS = {"loop_start": 3, "loop_end": 5, "parallel_start": 8}  # of 11
 FRACTIONS = {"warmdown_frac", "loop_start_frac", "loop_ramp_frac", "min_lr", "ema_decay", "ttt_momentum"}
 CHOICES = {
     "mlp_act": ("leaky_relu2", "relu2", "swiglu"),
-    "attn": ("global", "local", "alternating", "sparse"),
+    "attn": ("global", "local", "alternating", "sparse", "mla", "linear"),
     "lr_schedule": ("warmdown", "wsd", "cosine"),
     "optimizer": ("muon", "adamw"),
     "ttt_mode": ("off", "sgd", "lora", "phased"),
@@ -871,6 +891,29 @@ def rotate_half_dims(x: torch.Tensor, rope_dims: int, base: float) -> torch.Tens
     return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest), dim=-1)
 
 
+LINEAR_ATTN_CHUNK = 64  # ATTN=linear: positions per chunk of the chunked form
+
+
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Causal linear attention, (B, H, T, D) each: y_t = sum_s a_ts v_s / sum_s a_ts with a_ts = phi(q_t).phi(k_s),
+    phi = elu + 1, over s <= t. Without a mask in chunks: quadratic inside a chunk, a running sum of phi(k)^T v
+    across them (O(T)); with a mask (document isolation, windows) the same sums over the mask, quadratically."""
+    q, k = F.elu(q) + 1, F.elu(k) + 1
+    if mask is not None:
+        a = (q @ k.transpose(-1, -2)) * mask
+        return (a @ v) / a.sum(-1, keepdim=True)
+    B, H, T, D = q.shape
+    C = LINEAR_ATTN_CHUNK
+    n = -(-T // C)
+    q, k, v = (F.pad(t, (0, 0, 0, n * C - T)).view(B, H, n, C, t.size(-1)) for t in (q, k, v))
+    a = (q @ k.transpose(-1, -2)) * torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    kv, ks = k.transpose(-1, -2) @ v, k.sum(-2)  # per chunk: (B, H, n, D, Dv), (B, H, n, D)
+    state, zsum = kv.cumsum(2) - kv, ks.cumsum(2) - ks  # everything in the chunks before
+    num = a @ v + q @ state
+    den = a.sum(-1) + (q * zsum[..., None, :]).sum(-1)
+    return (num / den[..., None]).reshape(B, H, n * C, -1)[:, :, :T]
+
+
 class Attention(nn.Module):
     """Causal GQA with QK-norm, per-head QK gain, partial RoPE, optional XSA and a sigmoid output gate per head."""
 
@@ -881,8 +924,14 @@ class Attention(nn.Module):
         self.rope_dims, self.rope_base, self.xsa, self.gate_inputs = c.rope_dims, c.rope_base, c.xsa, c.gate_inputs
         kv_dim = c.num_kv_heads * self.head_dim
         self.c_q = CastedLinear(dim, dim, "attn")
-        self.c_k = CastedLinear(dim, kv_dim, "attn")
-        self.c_v = CastedLinear(dim, kv_dim, "attn")
+        self.mla, self.linear = c.attn == "mla", c.attn == "linear"
+        if self.mla:  # K and V from a latent of rank r; the rotated key dims from x directly, shared by the heads
+            rank = c.mla_rank or dim // 4
+            self.c_kv = CastedLinear(dim, rank, "attn")
+            self.c_kr = CastedLinear(dim, c.rope_dims, "attn")
+            self.c_k = CastedLinear(rank, c.num_kv_heads * (self.head_dim - c.rope_dims), "attn")
+        self.c_k = self.c_k if self.mla else CastedLinear(dim, kv_dim, "attn")
+        self.c_v = CastedLinear(self.c_kv.out_features if self.mla else dim, kv_dim, "attn")
         self.proj = CastedLinear(dim, dim, "attn", zero_init=True)
         self.q_gain = tag(nn.Parameter(torch.full((c.num_heads,), float(c.qk_gain_init))), "control")
         self.gate = CastedLinear(c.gate_inputs, c.num_heads, "control", zero_init=True) if c.attn_out_gate else None
@@ -892,12 +941,21 @@ class Attention(nn.Module):
         B, T, D = x.shape
         H, Hkv, hd = self.num_heads, self.num_kv_heads, self.head_dim
         q = self.c_q(x).view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
-        k = self.c_k(x).view(B, T, Hkv, hd).transpose(1, 2)  # (B, Hkv, T, hd)
-        v = self.c_v(x).view(B, T, Hkv, hd).transpose(1, 2)  # (B, Hkv, T, hd)
+        if self.mla:
+            lat, rd = self.c_kv(x), self.rope_dims
+            k_rope = self.c_kr(x).view(B, T, 1, rd).expand(B, T, Hkv, rd)
+            k = torch.cat((k_rope, self.c_k(lat).view(B, T, Hkv, hd - rd)), dim=-1).transpose(1, 2)
+            v = self.c_v(lat).view(B, T, Hkv, hd).transpose(1, 2)
+        else:
+            k = self.c_k(x).view(B, T, Hkv, hd).transpose(1, 2)  # (B, Hkv, T, hd)
+            v = self.c_v(x).view(B, T, Hkv, hd).transpose(1, 2)  # (B, Hkv, T, hd)
         q = rotate_half_dims(rms_norm(q), self.rope_dims, self.rope_base)
         k = rotate_half_dims(rms_norm(k), self.rope_dims, self.rope_base)
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
-        y = F.scaled_dot_product_attention(q, k, v, mask, is_causal=mask is None, enable_gqa=H != Hkv)  # (B,H,T,hd)
+        if self.linear:
+            y = linear_attention(q, k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1), mask)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, mask, is_causal=mask is None, enable_gqa=H != Hkv)  # (B,H,T,hd)
         if self.xsa:  # remove each head's component along its own token's (normalised) value vector
             vn = (rms_norm(v) * hd**-0.5).repeat_interleave(H // Hkv, dim=1)  # unit rows; rms_norm keeps bf16
             y = y - (y * vn).sum(-1, keepdim=True) * vn
@@ -959,6 +1017,21 @@ class Block(nn.Module):
         return ra * a_lane + p[0, 0] * a + p[1, 0] * m, rm * m_lane + p[0, 1] * a + p[1, 1] * m
 
 
+class MemoryBank(nn.Module):
+    """Engram-style memory: learned (key, value) slots; each token reads softmax(n(x) K^T / sqrt(width)) V, scaled by
+    a per-dimension gate that starts at zero (so the bank starts switched off)."""
+
+    def __init__(self, slots: int, dim: int):
+        super().__init__()
+        self.keys = CastedLinear(dim, slots, "attn")
+        self.values = CastedLinear(slots, dim, "attn")
+        self.gate = tag(nn.Parameter(torch.zeros(dim)), "control")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(self.keys(rms_norm(x)) / math.sqrt(x.size(-1)), dim=-1)
+        return self.gate * self.values(w)
+
+
 class SmearGate(nn.Module):
     """x_t += lam * sigmoid(w . x_t[:k]) * x_{t-1}, zero-initialised, and masked where token t is BOS so the last
     token of one document never leaks into the next."""
@@ -981,7 +1054,7 @@ class GPT(nn.Module):
         self.cfg, c = cfg, cfg
         self.num_layers, self.loop_start, self.loop_end = c.num_layers, c.loop_start, c.loop_end
         self.logit_softcap, self.doc_isolation, self.z_loss = c.logit_softcap, c.doc_isolation, c.z_loss
-        self.window = c.attn_window if c.attn != "global" else 0
+        self.window = c.attn_window if c.attn in WINDOWED else 0
         self.loops = 1  # recurrence is switched on by set_loops() (the trainer does it at LOOP_START_FRAC)
         self.register_buffer("loop_gain", torch.ones(()), persistent=False)
         self.tok_emb = nn.Embedding(c.vocab_size, c.model_dim)
@@ -990,6 +1063,7 @@ class GPT(nn.Module):
         self.lm_head = None if c.tie_embeddings else CastedLinear(c.model_dim, c.vocab_size, "head", zero_init=True)
         self.smear = SmearGate(c.gate_inputs) if c.smear_gate else None
         self.bigram = nn.Embedding(c.bigram_hash, c.model_dim) if c.bigram_hash else None
+        self.memory = MemoryBank(c.engram_slots, c.model_dim) if c.engram_slots else None
         if self.bigram is not None:
             nn.init.zeros_(tag(self.bigram.weight, "embed"))
         self.blocks = nn.ModuleList(Block(i, c) for i in range(c.num_layers))
@@ -1026,6 +1100,8 @@ class GPT(nn.Module):
                 x, skip = lanes[0], self.skip_weights[k] * skips.pop()
                 x = x + skip if self.skip_gates is None else torch.lerp(skip, x, torch.sigmoid(self.skip_gates[k]))
                 lanes = (x, *lanes[1:])
+            if pos == n_enc and self.memory is not None:  # the engram bank, read at the middle of the order
+                lanes = (lanes[0] + self.memory(lanes[0]), *lanes[1:])
             lanes = self.blocks[i](lanes, x0, masks[self.blocks[i].local])
             if pos < n_enc and self.n_skip:
                 skips.append(lanes[0])
@@ -2355,13 +2431,18 @@ def train(
     accum_steps: int,
     validate,
     log: Logger,
+    resumed: dict | None = None,
 ) -> dict:
-    """The wallclock-bounded loop. The clock is read (a host sync) and agreed across ranks only on logging steps and
-    on a few extra checks: steps 1, 2, 4, ... at the start and ever closer ones as the budget runs out. Between them
-    every rank estimates the time the same way and takes the same decisions (LR, recurrence, stop) each step."""
+    """The wallclock-bounded loop (from a saved state's step when resumed). The clock is read (a host sync) and agreed
+    across ranks only on logging steps and on a few extra checks: steps 1, 2, 4, ... at the start and ever closer ones
+    as the budget runs out. Between them every rank estimates the time the same way and takes the same decisions
+    (LR, recurrence, stop) each step."""
     budget_ms = 1000.0 * max(h.max_wallclock_seconds - (h.gptq_reserve_seconds if h.gptq else 0.0), 0.0)
     clock = RunClock(h, budget_ms if h.max_wallclock_seconds > 0 else 0.0)
     step, train_ms, next_check, stop_reason, gain = 0, 0.0, 1, "", -1.0
+    if resumed is not None:
+        step, gain = resumed["step"], resumed["gain"]
+        base.set_loops(h.model.num_loops if gain > 0 else 1, max(gain, 0.0))
     bad_step = torch.full((), -1, device=d.device, dtype=torch.int64)
     t0 = synced_clock(d)
     while True:
@@ -2376,6 +2457,9 @@ def train(
             model.train()
             t0 = synced_clock(d)
         if last:
+            break
+        if h.stop_after and step >= h.stop_after:
+            stop_reason = "stop_after"
             break
         if gain < 1.0 and (new := recurrence_gain(h, clock.progress(step))) != gain:
             if gain <= 0.0 < new:
@@ -2407,6 +2491,7 @@ def train(
         "train_ms": clock.agreed_ms,
         "step_ms": clock.step_ms,
         "stop_reason": stop_reason or "iterations",
+        "gain": gain,
     }
 
 
@@ -2604,6 +2689,8 @@ def check_outputs(h: Hyperparameters) -> str:
             raise UserError(f"ARTIFACT_PATH={artifact}: {path} exists and is not an artifact; refusing to replace it")
         if Path(path).exists() and not h.overwrite:
             raise UserError(f"ARTIFACT_PATH={artifact}: {path} exists; choose another path or set OVERWRITE=1")
+    if h.stop_after and resume_path(h).exists() and not h.overwrite:
+        raise UserError(f"STOP_AFTER: {resume_path(h)} exists; choose another ARTIFACT_PATH or set OVERWRITE=1")
     for folder, name in ((h.log_dir, "LOG_DIR"), (str(Path(artifact).parent), "ARTIFACT_PATH")):
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
@@ -2642,17 +2729,22 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tok
     eval_loops = h.model.eval_loops or h.model.num_loops
 
     def validate(m: GPT) -> EvalResult:
-        loops = m.loops
+        loops, gain = m.loops, float(m.loop_gain)  # the recurrence ramp's gain too
         m.eval()
         m.set_loops(eval_loops)
         res = eval_flat(m, val_tokens, tables, h, d)
-        m.set_loops(loops)
+        m.set_loops(loops, gain)
         m.train()
         return res
 
-    warmup_and_restore(model, base, loader, optimizers, h, d, accum, log)
     ema = EMA(base) if h.ema_decay > 0 else None
-    stats = train(model, base, loader, optimizers, ema, h, d, accum, validate, log)
+    resumed = resume_state(h, base, optimizers, ema, loader, log) if h.resume_from else None
+    if resumed is None:
+        warmup_and_restore(model, base, loader, optimizers, h, d, accum, log)
+    stats = train(model, base, loader, optimizers, ema, h, d, accum, validate, log, resumed)
+    if stats["stop_reason"] == "stop_after":
+        save_resume_state(h, d, base, optimizers, ema, loader, stats, log)
+        return base, compile_on, stats
     if d.device.type == "cuda":
         log(
             f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
@@ -2670,6 +2762,61 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tok
         res = eval_flat(raw, val_tokens, tables, h, d)
         log(f"pre_ema val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f}")
     return base, compile_on, stats
+
+
+RESUME_FORMAT = "pgolf-resume-state"
+RESUME_FREE = {"resume_from", "stop_after", "run_id", "log_dir", "artifact_path", "overwrite"}  # may differ
+
+
+def resume_path(h: Hyperparameters) -> Path:
+    return Path(h.artifact_path or os.path.join("artifacts", f"{h.run_id}.pgz")).with_suffix(".resume.pt")
+
+
+def save_resume_state(h, d: Dist, base: GPT, optimizers: list, ema, loader, stats: dict, log: Logger) -> None:
+    """Everything the loop carries from one step to the next (weights, optimiser and EMA state, loader position,
+    step, recurrence gain, RNG), with the settings and the source's hash, for RESUME_FROM (rank 0 writes it)."""
+    state = dict(format=RESUME_FORMAT, source_sha256=hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+                 config=h.flat(), step=stats["steps"], gain=stats["gain"], model=base.state_dict(),
+                 optimizers=[o.state_dict() for o in optimizers], ema=None if ema is None else ema.shadow,
+                 loader=loader.state_dict(), rng=torch.get_rng_state())  # fmt: skip
+    path = resume_path(h)
+    if d.rank == 0:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(path, buf.getvalue())
+    log(f"stopped_after step:{stats['steps']}/{h.iterations} resume_state:{path} (continue with RESUME_FROM={path})")
+
+
+def resume_state(h, base: GPT, optimizers: list, ema, loader, log: Logger) -> dict:
+    """Load a state save_resume_state wrote into the freshly built run; refused in one line when it is not one,
+    came from another train_gpt.py or other settings (naming them), or the run is wallclock-bounded."""
+    if h.max_wallclock_seconds > 0:
+        raise UserError("RESUME_FROM continues a non-record run: set MAX_WALLCLOCK_SECONDS=0 (a record-track run is "
+                        "bounded by its wallclock and cannot be split; run it whole)")  # fmt: skip
+    try:
+        state = torch.load(h.resume_from, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a file that is not a state
+        raise UserError(f"RESUME_FROM={h.resume_from}: not a readable resume state ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        raise UserError(f"RESUME_FROM={h.resume_from}: not a {RESUME_FORMAT} file (STOP_AFTER writes one)")
+    if state["source_sha256"] != hashlib.sha256(Path(__file__).read_bytes()).hexdigest():
+        raise UserError(f"RESUME_FROM={h.resume_from} was written by another version of train_gpt.py")
+    ours = h.flat()
+    differ = sorted(k for k in set(ours) | set(state["config"]) if k not in RESUME_FREE
+                    and ours.get(k) != state["config"].get(k))  # fmt: skip
+    if differ:
+        raise UserError(f"RESUME_FROM={h.resume_from} ran other settings: " + ", ".join(
+            f"{k.upper()}={state['config'].get(k)!r} there, {ours.get(k)!r} here" for k in differ[:6]))  # fmt: skip
+    base.load_state_dict(state["model"])
+    for opt, s in zip(optimizers, state["optimizers"]):
+        opt.load_state_dict(s)
+    if ema is not None:
+        for mine, saved in zip(ema.shadow, state["ema"]):
+            mine.copy_(saved)
+    loader.load_state_dict(state["loader"])
+    torch.set_rng_state(state["rng"])
+    log(f"resumed_from:{h.resume_from} step:{state['step']}")
+    return state
 
 
 def calibrate(base: GPT, h: Hyperparameters, d: Dist, stats: dict, log: Logger) -> tuple[dict | None, float | None]:
@@ -2779,6 +2926,9 @@ def run(h: Hyperparameters, d: Dist) -> None:
         if memory is not None:
             log(" ".join(f"memory_estimate_{k}:{v / 2**30:.1f}GiB" for k, v in memory.items()))
         base, compile_on, stats = train_phase(h, d, accum, loader, tables, val_tokens, log)
+        if stats["stop_reason"] == "stop_after":
+            log("run_stopped")
+            return
         scored = [score(base, "final_float", val_tokens, tables, h, d, log)]
         blob, sizes = export_phase(base, stats.pop("hessians"), h, d, source, log)
         scored += score_phase(blob, h, d, compile_on, tables, val_tokens, log)

@@ -417,3 +417,26 @@ def test_memory_estimate_refuses_what_cannot_fit_before_any_gpu_time():
     )
     assert tg.memory_estimate(h, 8, 1, compiled=True, bf16=False)["activations"] == pytest.approx(eager["activations"])
     assert tg.check_memory(h, tg.Dist(), 1) is None  # only CUDA is checked
+
+
+def test_stop_after_and_resume_from_equal_one_uninterrupted_run(dataset, tmp_path):
+    """A non-record run split at step 4 (STOP_AFTER, then RESUME_FROM) ends with bit-identical weights, and the
+    same losses at every step, as the run that never stopped; recurrence switches on at that very step."""
+    over = dict(ITERATIONS=8, GPTQ=0, EVAL_STRIDE=0, MAX_WALLCLOCK_SECONDS=0, TRAIN_LOG_EVERY=1)
+    whole, art = run_inprocess(dataset, tmp_path / "a", **over)
+    first, _ = run_inprocess(dataset, tmp_path / "b", STOP_AFTER=4, **over)
+    state = tmp_path / "b" / "art" / "r.resume.pt"
+    assert first.rstrip().endswith("run_stopped") and state.is_file() and "stopped_after step:4/8" in first
+    assert not (tmp_path / "b" / "art" / "r.pgz").exists()
+    rest, art2 = run_inprocess(dataset, tmp_path / "c", RESUME_FROM=state, **over)
+    steps = lambda log: re.findall(r"^step:(\d+)/8 train_loss:(\S+)", log, re.M)  # noqa: E731
+    assert steps(first) + steps(rest) == steps(whole) and len(steps(whole)) == 8
+    a = torch.load(art.with_suffix(".ckpt.pt"), weights_only=True)["state_dict"]
+    b = torch.load(art2.with_suffix(".ckpt.pt"), weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(tg.UserError, match="MATRIX_LR=0.026 there, 0.03 here"):
+        run_inprocess(dataset, tmp_path / "d", RESUME_FROM=state, MATRIX_LR=0.03, **over)
+    with pytest.raises(tg.UserError, match="RESUME_FROM=.*splits a non-record run"):
+        tg.Hyperparameters.from_env({**SMALL, "RESUME_FROM": str(state), "MAX_WALLCLOCK_SECONDS": "60"})
+    with pytest.raises(tg.UserError, match="STOP_AFTER=4: splits a non-record run"):
+        tg.Hyperparameters.from_env({**SMALL, "STOP_AFTER": "4", "MAX_WALLCLOCK_SECONDS": "60"})

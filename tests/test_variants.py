@@ -20,6 +20,10 @@ VARIANTS = {
     "alternating": dict(attn="alternating", attn_window=3),
     "bigram": dict(bigram_hash=97),
     "z_loss": dict(z_loss=1e-3),
+    "mla": dict(attn="mla", mla_rank=16),
+    "linear": dict(attn="linear"),
+    "engram": dict(engram_slots=8),
+    "linear_dense": dict(attn="linear", doc_isolation=0),
     "sparse": dict(attn="sparse", attn_window=3, attn_global=2, attn_block=4, attn_random_blocks=1),
 }
 
@@ -158,6 +162,8 @@ def test_adamw_only_routes_every_parameter_to_adamw():
     ({"ATTN": "local", "ATTN_WINDOW": "0"}, "ATTN_WINDOW"),
     ({"ATTN": "local", "ATTN_WINDOW": "9999"}, "ATTN_WINDOW"),
     ({"BIGRAM_HASH": "-1"}, "BIGRAM_HASH"),
+    ({"ATTN": "mla", "MLA_RANK": "65"}, "MLA_RANK"),
+    ({"ATTN": "mla", "ROPE_DIMS": "0"}, "ROPE_DIMS"),
     ({"ATTN": "sparse", "ATTN_BLOCK": "0"}, "ATTN_BLOCK"),
     ({"ATTN": "sparse", "ATTN_RANDOM_BLOCKS": "-2"}, "ATTN_RANDOM_BLOCKS"),
     ({"MLP_ACT": "gelu"}, "MLP_ACT"),
@@ -180,3 +186,71 @@ def test_files_written_before_the_variants_still_load():
         tg.ModelConfig.from_dict({k: v for k, v in d.items() if k != "xsa"})
     with pytest.raises(tg.ArtifactError, match="unknown \\['mystery'\\]"):
         tg.ModelConfig.from_dict({**d, "mystery": 1})
+
+
+def test_mla_equals_the_uncompressed_attention_it_factorises():
+    """MLA's keys and values are linear in x through the latent: an ordinary attention whose K is [the shared rotated
+    part; K_up @ W_latent] per head and whose V is V_up @ W_latent computes exactly the same."""
+    base = dict(model_dim=32, num_heads=4, num_kv_heads=2, rope_dims=4, qk_gain_init=1.5, xsa=1, attn_out_gate=1)
+    mla = randomize(tg.Attention(shape(attn="mla", mla_rank=6, **base)))
+    std = randomize(tg.Attention(shape(**base)))
+    hd, rd = 8, 4
+    with torch.no_grad():
+        for name in ("c_q", "proj", "gate"):
+            getattr(std, name).weight.copy_(getattr(mla, name).weight)
+        std.q_gain.copy_(mla.q_gain)
+        up = mla.c_k.weight.view(2, hd - rd, 6) @ mla.c_kv.weight  # (kv heads, hd - rd, dim)
+        std.c_k.weight.copy_(torch.cat((mla.c_kr.weight.expand(2, rd, 32), up), dim=1).reshape(2 * hd, 32))
+        std.c_v.weight.copy_(mla.c_v.weight @ mla.c_kv.weight)
+    x = torch.randn(2, 10, 32)
+    assert sum(p.numel() for p in mla.parameters()) < sum(p.numel() for p in std.parameters())
+    assert torch.allclose(mla(x), std(x), atol=1e-5)
+
+
+def naive_linear_attention(q, k, v, bos):
+    """The recurrence, position by position: a running sum of phi(k)^T v and of phi(k), reset where a document
+    starts (bos[t] True), or never."""
+    phi = lambda t: F.elu(t) + 1  # noqa: E731
+    B, H, T, D = q.shape
+    out = torch.zeros(B, H, T, v.size(-1), dtype=torch.float64)
+    for b in range(B):
+        S, z = torch.zeros(H, D, v.size(-1), dtype=torch.float64), torch.zeros(H, D, dtype=torch.float64)
+        for t in range(T):
+            if bos[b, t]:
+                S, z = S * 0, z * 0
+            fk, fq = phi(k[b, :, t]).double(), phi(q[b, :, t]).double()
+            S = S + fk[:, :, None] * v[b, :, t].double()[:, None, :]
+            z = z + fk
+            out[b, :, t] = (fq[:, None, :] @ S)[:, 0] / (fq * z).sum(-1, keepdim=True)
+    return out.float()
+
+
+@pytest.mark.parametrize("T", [5, 64, 150])
+def test_linear_attention_equals_the_naive_recurrence(T):
+    torch.manual_seed(T)
+    q, k, v = torch.randn(2, 3, T, 8), torch.randn(2, 3, T, 8), torch.randn(2, 3, T, 6)
+    none = torch.zeros(2, T, dtype=torch.bool)
+    assert torch.allclose(tg.linear_attention(q, k, v, None), naive_linear_attention(q, k, v, none), atol=1e-4)
+    idx = torch.randint(2, 50, (2, T))
+    idx[0, T // 3] = idx[1, T // 2] = tg.BOS_ID
+    model = tg.build_model(config(num_layers=1, attn="linear"))
+    got = tg.linear_attention(q, k, v, model.attn_mask(idx))
+    assert torch.allclose(got, naive_linear_attention(q, k, v, idx == tg.BOS_ID), atol=1e-4)
+
+
+def test_engram_bank_is_read_at_the_middle_of_the_order_through_its_gate():
+    model = randomize(tg.build_model(config(num_layers=4, engram_slots=8, smear_gate=0, unet_skips=0)))
+    assert tg.build_model(config(num_layers=4, engram_slots=8)).memory.gate.abs().sum() == 0  # off at init
+    mem = model.memory
+    idx = torch.randint(2, 1024, (1, 9))
+    x0 = tg.rms_norm(model.tok_emb(idx))
+    order = model.layer_order()
+    lanes = (x0,)
+    for pos, i in enumerate(order):
+        if pos == len(order) // 2:
+            x = lanes[0]
+            read = torch.softmax(tg.rms_norm(x) @ mem.keys.weight.T / math.sqrt(x.size(-1)), dim=-1)
+            lanes = (x + mem.gate * (read @ mem.values.weight.T), *lanes[1:])
+        lanes = model.blocks[i](lanes, x0, model.attn_mask(idx))
+    x = lanes[0] if len(lanes) == 1 else 0.5 * (lanes[0] + lanes[1])
+    assert torch.allclose(model.hidden(idx), tg.rms_norm(x), atol=1e-5)
