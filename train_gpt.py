@@ -1114,7 +1114,8 @@ class GPT(nn.Module):
             x = x + self.bigram((prev * BIGRAM_HASH_MULT + idx) % self.bigram.num_embeddings)
         if self.smear is not None:
             x = self.smear(x, idx)
-        x0, masks = rms_norm(x), (self.attn_mask(idx), self.attn_mask(idx, local=True))
+        mask = self.attn_mask(idx)
+        x0, masks = rms_norm(x), (mask, self.attn_mask(idx, local=True) if self.window else mask)
         x = self.stack(x0, self.layer_order(), masks)
         if self.ramp:
             plain = self.stack(x0, self.layer_order(1), masks)
@@ -1739,8 +1740,8 @@ def eval_ttt(
 # grouped by kind so the codec sees similar bytes together (ints by role, fp16 scales, passthrough, LQER factors).
 # Reading parses JSON and raw bytes only: nothing in an artifact is ever executed or unpickled.
 ARTIFACT_MAGIC = b"PGQA"
-ARTIFACT_VERSION = 3  # 3: LQER factor A in int2 with one scale; 2: header and streams in separate frames
-ARTIFACT_PART = struct.Struct("<II")  # per part: compressed bytes, raw bytes
+ARTIFACT_VERSION = 4  # 4: int codes rANS-coded when smaller; 3: LQER A int2; 2: header and streams in separate frames
+ARTIFACT_PART = struct.Struct("<BII")  # per part: method (0 the codec, 1 rANS), stored bytes, raw bytes
 ARTIFACT_FRAME = struct.Struct("<4sBBQ16s")  # magic, version, codec id, payload bytes, blake2b-128 digest
 ARTIFACT_CODECS = {"zstd": 1, "lzma": 2, "zlib": 3}
 ARTIFACT_MAX_PAYLOAD = 1 << 28  # 256 MiB, 16x the byte cap: a declared payload above it is refused before inflating
@@ -1991,19 +1992,112 @@ def encode_artifact(model_config: dict, entries: list[dict], codec: str, level: 
     }
     hbytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     parts = [struct.pack("<I", len(hbytes)) + hbytes] + [_shuffle(data[s], STREAM_WIDTHS[s]) for s in data]
-    body = compress_parts(parts, codec, level)
+    q_sizes = [t.numel() for e in entries for stream, t in _entry_parts(e) if stream == "q"]
+    body = compress_parts(parts, codec, level, {1 + list(data).index("q"): q_sizes})
     size = sum(map(len, parts))
     frame = ARTIFACT_FRAME.pack(ARTIFACT_MAGIC, ARTIFACT_VERSION, ARTIFACT_CODECS[codec], size, bytes(16))[:-16]
     return frame + hashlib.blake2b(frame + body, digest_size=16).digest() + body
 
 
-def compress_parts(parts: list[bytes], codec: str, level: int) -> bytes:
-    """A part index (count, then compressed and raw bytes of each) and one compressed frame per non-empty part.
+def compress_parts(parts: list[bytes], codec: str, level: int, segments: dict[int, list[int]] | None = None) -> bytes:
+    """A part index (count, then method, stored and raw bytes of each) and one compressed frame per non-empty part.
     zstd-22 on a single frame of everything swung by +-3% when the data moved by a few bytes; separate frames are
-    stable and smaller (benchmarks/README.md, Quantisation)."""
-    frames = [compress_bytes(p, codec, level) if p else b"" for p in parts]
-    index = b"".join(ARTIFACT_PART.pack(len(f), len(p)) for f, p in zip(frames, parts))
+    stable and smaller (benchmarks/README.md, Quantisation). A part of int codes (`segments`: its tensors' sizes)
+    is also rANS-coded with a table per tensor, and stored so when that is smaller."""
+    frames, methods = [compress_bytes(p, codec, level) if p else b"" for p in parts], [0] * len(parts)
+    for i, sizes in (segments or {}).items():
+        if not parts[i] or len(sizes) > ANS_MAX_SEGMENTS:
+            continue
+        if len(coded := ans_encode(np.frombuffer(parts[i], np.uint8), sizes)) < len(frames[i]):
+            frames[i], methods[i] = coded, 1
+    index = b"".join(ARTIFACT_PART.pack(m, len(f), len(p)) for m, f, p in zip(methods, frames, parts))
     return struct.pack("<H", len(parts)) + index + b"".join(frames)
+
+
+ANS_BITS = 15  # each table's frequencies sum to 2^15
+ANS_LOW = 1 << 16  # coder states live in [2^16, 2^32); 16-bit words in and out
+ANS_HEAD = struct.Struct("<II")  # segments, lanes
+ANS_MAX_SEGMENTS = 1024  # tables per coded part (a model has a few hundred int-coded tensors): bounds decode memory
+
+
+def _ans_tables(freqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(freq, cum, symbol of each slot) per table, (tables, 256) / (tables, 2^ANS_BITS)."""
+    freq = np.stack(freqs).astype(np.int64)
+    cum = np.cumsum(freq, axis=1) - freq
+    slots = np.stack([np.repeat(np.arange(256), f) for f in freq]).astype(np.uint8)
+    return freq, cum, slots
+
+
+def ans_encode(sym: np.ndarray, sizes: list[int]) -> bytes:
+    """rANS over byte symbols with one static table per segment (a tensor's int codes), in lanes interleaved symbol
+    by symbol so numpy codes a whole row of lanes per step: within 0.1% of the order-0 entropy of each tensor."""
+    M, n = 1 << ANS_BITS, len(sym)
+    seg = np.repeat(np.arange(len(sizes)), sizes)
+    freqs, head = [], [ANS_HEAD.pack(len(sizes), lanes := int(min(1024, max(1, n // 4096))))]
+    for a, b in zip(np.cumsum([0, *sizes[:-1]]), np.cumsum(sizes)):
+        counts = np.bincount(sym[a:b], minlength=256).astype(np.int64)
+        f = np.where(counts > 0, np.maximum(1, counts * M // max(int(counts.sum()), 1)), 0)
+        f[np.argmax(f)] += M - f.sum()  # the most frequent symbol absorbs the rounding
+        assert f.sum() == M and (f[counts > 0] >= 1).all(), "rANS table"
+        lo, hi = int(np.flatnonzero(f)[0]), int(np.flatnonzero(f)[-1])
+        head.append(struct.pack("<IBB", b - a, lo, hi) + f[lo : hi + 1].astype("<u2").tobytes())
+        freqs.append(f)
+    freq, cum, _ = _ans_tables(freqs)
+    steps = -(-n // lanes)
+    x, out, cnt = np.full(lanes, ANS_LOW, np.uint64), np.zeros((lanes, steps), np.uint16), np.zeros(lanes, np.int64)
+    for t in range(steps - 1, -1, -1):
+        a, b = t * lanes, min(t * lanes + lanes, n)
+        f, c = freq[seg[a:b], sym[a:b]].astype(np.uint64), cum[seg[a:b], sym[a:b]].astype(np.uint64)
+        xa = x[: b - a]
+        r = np.flatnonzero(xa >= (f << np.uint64(32 - ANS_BITS)))  # renormalise: emit the low 16 bits
+        out[r, cnt[r]], cnt[r], xa[r] = xa[r] & np.uint64(0xFFFF), cnt[r] + 1, xa[r] >> np.uint64(16)
+        x[: b - a] = (xa // f << np.uint64(ANS_BITS)) + xa % f + c
+    words = b"".join(out[j, : cnt[j]][::-1].astype("<u2").tobytes() for j in range(lanes))
+    return b"".join(head) + x.astype("<u4").tobytes() + cnt.astype("<u4").tobytes() + words
+
+
+def ans_decode(blob: bytes, n: int) -> bytes:
+    """The n byte symbols ans_encode coded into blob; anything that is not such a coding (tables that do not sum to
+    2^15, reads past a lane's words, states that do not return to their start) is an ArtifactError."""
+    M, pos = 1 << ANS_BITS, ANS_HEAD.size
+    n_seg, lanes = ANS_HEAD.unpack_from(blob)
+    if not 0 < lanes <= 1024 or not 0 < n_seg <= ANS_MAX_SEGMENTS:
+        raise ValueError("bad rANS header")
+    freqs, sizes = [], []
+    for _ in range(n_seg):
+        size, lo, hi = struct.unpack_from("<IBB", blob, pos)
+        f = np.zeros(256, np.int64)
+        f[lo : hi + 1] = np.frombuffer(blob, "<u2", hi - lo + 1, pos + 6) if hi >= lo else []
+        if f.sum() != M:
+            raise ValueError("a rANS table does not sum to 2^15")
+        freqs.append(f)
+        sizes.append(size)
+        pos += 6 + 2 * (hi - lo + 1)
+    if sum(sizes) != n:
+        raise ValueError("rANS segments do not add up")
+    freq, cum, slots = _ans_tables(freqs)
+    x = np.frombuffer(blob, "<u4", lanes, pos).astype(np.uint64)
+    cnt = np.frombuffer(blob, "<u4", lanes, pos + 4 * lanes).astype(np.int64)
+    words = np.frombuffer(blob, "<u2", offset=pos + 8 * lanes)
+    if cnt.sum() != len(words) or len(blob) != pos + 8 * lanes + 2 * len(words):
+        raise ValueError("rANS word counts do not match the data")
+    ptr, end = np.cumsum(cnt) - cnt, np.cumsum(cnt)
+    seg, sym, steps = np.repeat(np.arange(n_seg), sizes), np.empty(n, np.uint8), -(-n // lanes)
+    for t in range(steps):
+        a, b = t * lanes, min(t * lanes + lanes, n)
+        xa, sg = x[: b - a], seg[a:b]
+        slot = (xa & np.uint64(M - 1)).astype(np.int64)
+        s = slots[sg, slot]
+        xa = freq[sg, s].astype(np.uint64) * (xa >> np.uint64(ANS_BITS)) + slot.astype(np.uint64)
+        xa -= cum[sg, s].astype(np.uint64)
+        r = np.flatnonzero(xa < ANS_LOW)
+        if (ptr[r] >= end[r]).any():
+            raise ValueError("a rANS lane reads past its words")
+        xa[r], ptr[r] = (xa[r] << np.uint64(16)) | words[ptr[r]].astype(np.uint64), ptr[r] + 1
+        x[: b - a], sym[a:b] = xa, s
+    if (x != ANS_LOW).any() or (ptr != end).any():
+        raise ValueError("rANS states do not return to their start")
+    return sym.tobytes()
 
 
 def decompress_parts(body: bytes, codec: str, size: int) -> bytes:
@@ -2012,13 +2106,19 @@ def decompress_parts(body: bytes, codec: str, size: int) -> bytes:
         (n_parts,) = struct.unpack_from("<H", body)
         index = [ARTIFACT_PART.unpack_from(body, 2 + i * ARTIFACT_PART.size) for i in range(n_parts)]
         pos = 2 + n_parts * ARTIFACT_PART.size
-        if sum(c for c, _ in index) != len(body) - pos or sum(r for _, r in index) != size:
+        if sum(c for _, c, _ in index) != len(body) - pos or sum(r for _, _, r in index) != size:
             raise ValueError("part sizes do not add up")
+        if any(m not in (0, 1) for m, _, _ in index):
+            raise ValueError("unknown part method")
     except (struct.error, ValueError) as e:
         raise ArtifactError(f"artifact part index is malformed ({e}): corrupt or not ours") from None
     parts = []
-    for comp, raw in index:
-        part = decompress_bytes(body[pos : pos + comp], codec, raw) if raw else b""
+    for method, comp, raw in index:
+        try:
+            part = b"" if not raw else (ans_decode(body[pos : pos + comp], raw) if method == 1 else None)
+        except (struct.error, ValueError, IndexError) as e:
+            raise ArtifactError(f"artifact's rANS-coded part is malformed ({e}): corrupt file") from None
+        part = decompress_bytes(body[pos : pos + comp], codec, raw) if part is None else part
         if len(part) != raw:
             raise ArtifactError(f"artifact part inflates to {len(part)} bytes, expected {raw}: corrupt file")
         parts.append(part)
@@ -2098,13 +2198,17 @@ def build_artifact(
 
 
 FIT_K_MAX = 4.0  # TARGET_BYTES scales every role's clip k by one multiplier in [1, FIT_K_MAX]
-FIT_STEPS = 12  # bisection steps in log space: the multiplier to within 0.1%
+FIT_FIRST = 1.01  # the first multiplier tried past 1 (then doubled in log space until the artifact fits)
+FIT_STEPS = 12  # at most this many bisection steps in log space ...
+FIT_SLACK = 0.001  # ... stopping once the artifact is within 0.1% under the budget (each step is a full encode)
 
 
 def fit_artifact(state: dict, roles: dict, cfg: ModelConfig, h: Hyperparameters, hessians: dict | None, budget: int):
     """(blob, entries, settings) of the artifact at CLIP_K_* as set when it fits `budget` model bytes; otherwise of
-    the smallest multiplier of every k (bisection) that fits: a larger k spreads the integers over fewer levels, so
-    the artifact shrinks as k grows. k is never lowered below its setting (that would clip more, not help)."""
+    a multiplier of every k that lands it just under: a larger k spreads the integers over fewer levels, so the
+    artifact shrinks as k grows. Multipliers 1.01, 1.02, 1.04, ... bracket the budget (an encode takes about a
+    minute at full size, so a small excess costs few), then bisection until within FIT_SLACK. k is never lowered
+    below its setting (that would clip more, not help)."""
 
     def attempt(mult: float) -> tuple[bytes, list[dict], Hyperparameters]:
         hh = dataclasses.replace(
@@ -2115,15 +2219,18 @@ def fit_artifact(state: dict, roles: dict, cfg: ModelConfig, h: Hyperparameters,
     best = attempt(1.0)
     if len(best[0]) <= budget:
         return best
-    coarsest = attempt(FIT_K_MAX)
-    if len(coarsest[0]) > budget:
-        raise UserError(
-            f"TARGET_BYTES={h.target_bytes} cannot be met: even with every clip k x{FIT_K_MAX} the model takes "
-            f"{len(coarsest[0])} bytes, {len(coarsest[0]) - budget} over its {budget}-byte share; lower QUANT_*_BITS, "
-            "shrink the model or raise TARGET_BYTES (the float checkpoint is saved for quantize.py fit)"
-        )
-    lo, hi, best = 0.0, math.log(FIT_K_MAX), coarsest
+    lo, hi, top = 0.0, math.log(FIT_FIRST), math.log(FIT_K_MAX)
+    while len((best := attempt(math.exp(hi)))[0]) > budget:
+        if hi >= top:
+            raise UserError(
+                f"TARGET_BYTES={h.target_bytes} cannot be met: even with every clip k x{FIT_K_MAX} the model takes "
+                f"{len(best[0])} bytes, {len(best[0]) - budget} over its {budget}-byte share; lower QUANT_*_BITS, "
+                "shrink the model or raise TARGET_BYTES (the float checkpoint is saved for quantize.py fit)"
+            )
+        lo, hi = hi, min(2 * hi, top)
     for _ in range(FIT_STEPS):
+        if len(best[0]) >= budget * (1 - FIT_SLACK):
+            break
         mid = attempt(math.exp((lo + hi) / 2))
         if len(mid[0]) <= budget:
             best, hi = mid, (lo + hi) / 2

@@ -52,7 +52,7 @@ def open_in_subprocess(blob: bytes, tmp_path) -> subprocess.CompletedProcess:
 def test_a_frame_declaring_gigabytes_inflates_nothing(tmp_path):
     """The part index says 1,000 raw bytes; the zstd frame inside declares 1 GiB: the reader stops at 1,001."""
     part = zeros_frame(1 << 30)
-    body = struct.pack("<H", 1) + tg.ARTIFACT_PART.pack(len(part), 1000) + part
+    body = struct.pack("<H", 1) + tg.ARTIFACT_PART.pack(0, len(part), 1000) + part
     out = open_in_subprocess(frame(body, 1000), tmp_path)
     assert out.returncode == 0, out.stderr[-1500:]
     assert "refused: artifact part inflates to 1001 bytes, expected 1000" in out.stdout

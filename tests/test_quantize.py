@@ -527,7 +527,7 @@ def test_packed_script_trains_to_the_same_loss(tmp_path):
 
 def _frames(body: bytes) -> list[bytes]:
     (n,) = struct.unpack_from("<H", body)
-    sizes = [tg.ARTIFACT_PART.unpack_from(body, 2 + i * tg.ARTIFACT_PART.size)[0] for i in range(n)]
+    sizes = [tg.ARTIFACT_PART.unpack_from(body, 2 + i * tg.ARTIFACT_PART.size)[1] for i in range(n)]
     pos, out = 2 + n * tg.ARTIFACT_PART.size, []
     for c in sizes:
         out.append(body[pos : pos + c])
@@ -547,8 +547,9 @@ def test_part_index_is_checked_and_parts_are_independent(blob_and_h):
     payload = payload_of(blob)
     body = tg.compress_parts([payload[:100], payload[100:]], "zstd", 3)
     assert tg.decompress_parts(body, "zstd", len(payload)) == payload
-    lying = body[:2] + tg.ARTIFACT_PART.pack(5, 100) + body[2 + tg.ARTIFACT_PART.size :]  # sizes that do not add up
-    for bad in (body[:-1], lying, b"\x01"):
+    lying = body[:2] + tg.ARTIFACT_PART.pack(0, 5, 100) + body[2 + tg.ARTIFACT_PART.size :]  # sizes that do not add up
+    method = body[:2] + tg.ARTIFACT_PART.pack(7, *tg.ARTIFACT_PART.unpack_from(body, 2)[1:]) + body[11:]
+    for bad in (body[:-1], lying, method, b"\x01"):
         with pytest.raises(tg.ArtifactError, match="part index is malformed"):
             tg.read_artifact(_with_body(blob, bad, len(payload)))
     # one frame per part: a longer header leaves every stream's compressed bytes exactly as they were
