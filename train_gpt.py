@@ -218,8 +218,8 @@ class Hyperparameters:
     ttt_mode: str = "off"  # off | sgd (score-first, full-parameter) | lora (per-document adapters) | phased (lora,
     # and in phases the model itself trains on the documents scored so far: the record's)
     ttt_chunk_tokens: int = 32_768  # sgd, phased: targets per chunk (cosine LR over chunks)
-    ttt_lr: float = 0.001
-    ttt_epochs: int = 1
+    ttt_lr: float = 0.003  # sgd
+    ttt_epochs: int = 3  # sgd
     ttt_momentum: float = 0.9
     ttt_grad_clip: float = 1.0
     ttt_lora_rank: int = 80
@@ -231,6 +231,8 @@ class Hyperparameters:
     ttt_lora_docs: int = 64  # documents adapted side by side
     ttt_phases: int = 3  # phased: times the model trains on the documents scored so far ...
     ttt_phase_docs: int = 2500  # ... at equal steps up to this many documents
+    ttt_phase_lr: float = 0.001  # ... with SGD (TTT_MOMENTUM, TTT_GRAD_CLIP) at this LR, cosine over chunks
+    ttt_phase_epochs: int = 1
     # quantisation and artifact
     quant_matrix_bits: int = 6
     quant_embed_bits: int = 7
@@ -361,12 +363,12 @@ POSITIVE = {
 }  # fmt: skip
 NON_NEGATIVE = {
     "max_wallclock_seconds", "warmup_steps", "stop_after", "warmdown_iters", "val_loss_every", "eval_stride",
-    "eval_loops",
-    "eval_seq_len", "val_max_tokens", "grad_clip_norm", "ttt_epochs", "ttt_phases", "ttt_phase_docs", "ttt_lora_wd",
-    "ttt_lora_alpha", "lqer_rank", "bigram_hash", "z_loss", "adamw_matrix_lr", "engram_slots", "mla_rank",
-    "attn_global", "attn_random_blocks", "gptq_calib_batches",
-    "gptq_reserve_seconds", "logit_softcap", "schedule_reference_steps", "adam_wd", "embed_wd", "muon_wd",
-    "matrix_lr", "tied_embed_lr", "embed_lr", "head_lr", "scalar_lr", "muon_momentum_warmup_steps", "target_bytes",
+    "eval_loops", "eval_seq_len", "val_max_tokens", "grad_clip_norm", "ttt_epochs", "ttt_phases", "ttt_phase_docs",
+    "ttt_phase_epochs", "ttt_lora_wd", "ttt_lr", "ttt_lora_lr", "ttt_phase_lr", "ttt_grad_clip", "ttt_lora_alpha",
+    "lqer_rank", "bigram_hash", "z_loss", "adamw_matrix_lr", "engram_slots", "mla_rank", "attn_global",
+    "attn_random_blocks", "gptq_calib_batches", "gptq_reserve_seconds", "logit_softcap", "schedule_reference_steps",
+    "adam_wd", "embed_wd", "muon_wd", "matrix_lr", "tied_embed_lr", "embed_lr", "head_lr", "scalar_lr",
+    "muon_momentum_warmup_steps", "target_bytes",
 }  # fmt: skip
 UPPER_BOUNDS = {
     "vocab_size": 65_536,  # shard tokens are uint16
@@ -401,7 +403,8 @@ PUBLIC_RENAMES = dict(
         "EMBED_CLIP_SIGMAS=CLIP_K_EMBED GPTQ_CALIBRATION_BATCHES=GPTQ_CALIB_BATCHES LQER_TOP_K=LQER_TOP "
         "MUON_ROW_NORMALIZE=MUON_EQ_R SMEAR_GATE_ENABLED=SMEAR_GATE SKIP_GATES_ENABLED=SKIP_GATES "
         "TTT_CHUNK_SIZE=TTT_LORA_CHUNK SPARSE_ATTN_GATE_ENABLED=ATTN_OUT_GATE SPARSE_ATTN_GATE_SCALE=ATTN_GATE_SCALE "
-        "GATE_WINDOW=GATE_INPUTS GLOBAL_TTT_LR=TTT_LR GLOBAL_TTT_EPOCHS=TTT_EPOCHS GLOBAL_TTT_MOMENTUM=TTT_MOMENTUM "
+        "GATE_WINDOW=GATE_INPUTS GLOBAL_TTT_LR=TTT_PHASE_LR GLOBAL_TTT_EPOCHS=TTT_PHASE_EPOCHS "
+        "GLOBAL_TTT_MOMENTUM=TTT_MOMENTUM "
         "GLOBAL_TTT_CHUNK_TOKENS=TTT_CHUNK_TOKENS GLOBAL_TTT_GRAD_CLIP=TTT_GRAD_CLIP PHASED_TTT_NUM_PHASES=TTT_PHASES "
         "PHASED_TTT_PREFIX_DOCS=TTT_PHASE_DOCS TTT_BATCH_SIZE=TTT_LORA_DOCS TTT_WEIGHT_DECAY=TTT_LORA_WD "
         "TTT_WARM_START_A=TTT_LORA_WARM_A CASEOPS_ENABLED=CASEOPS"
@@ -1663,12 +1666,12 @@ def _ttt_phase(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, lo: np.ndarray, 
     pieces = np.array([(a, min(a + window, b)) for l, b in zip(lo.tolist(), hi.tolist()) for a in range(l, b, window)])
     chunk_of = (np.cumsum(pieces[:, 1] - pieces[:, 0]) - 1) // h.ttt_chunk_tokens
     params = list(net.requires_grad_(True).parameters())
-    opt = torch.optim.SGD(params, lr=h.ttt_lr, momentum=h.ttt_momentum)
+    opt = torch.optim.SGD(params, lr=h.ttt_phase_lr, momentum=h.ttt_momentum)
     n_chunks, per_step = int(chunk_of[-1]) + 1, h.eval_batch_seqs * d.world_size
     for c in range(n_chunks):
-        opt.param_groups[0]["lr"] = h.ttt_lr * 0.5 * (1.0 + math.cos(math.pi * c / max(n_chunks - 1, 1)))
+        opt.param_groups[0]["lr"] = h.ttt_phase_lr * 0.5 * (1.0 + math.cos(math.pi * c / max(n_chunks - 1, 1)))
         todo = pieces[chunk_of == c]
-        for _ in range(h.ttt_epochs):
+        for _ in range(h.ttt_phase_epochs):
             for s in range(0, len(todo), per_step):
                 step = todo[s : s + per_step]
                 mine = step[rank_share(len(step), d)]
