@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import sentencepiece as spm
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,9 +63,9 @@ def main() -> None:
     model.set_loops(h.model.eval_loops or h.model.num_loops)
     prefix = SHARED / "fineweb_val_prefix" / "fineweb_val_000000.bin"
     tok = SHARED / "tokenizers" / "fineweb_1024_bpe.model"
-    if prefix.is_file() and tok.is_file() and h.model.vocab_size == 1024:
-        val = tg.load_token_split(str(prefix), h.model.vocab_size)
-        tables = tg.build_byte_tables(spm.SentencePieceProcessor(model_file=str(tok)), h.model.vocab_size)
+    if prefix.is_file() and tok.is_file() and h.model.vocab_size == 1024:  # train_gpt's own validation pipeline
+        vh = dataclasses.replace(h, val_max_tokens=args.tokens, include_tail=1)
+        tables, val = tg.load_validation(vh, str(tok), str(prefix))
         source = "official val prefix"
     else:
         val = np.random.default_rng(0).integers(2, h.model.vocab_size, 1 << 20).astype(np.uint16)
