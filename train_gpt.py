@@ -1755,6 +1755,7 @@ STORE_DTYPES = {
     n: getattr(torch, n) for n in ("float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
 }
 FP16_TINY = torch.finfo(torch.float16).tiny  # smallest normal fp16: floor of every stored scale
+SCALE_MANTISSA_BITS = 6  # significant bits of an SDClip row scale (fp16 keeps 11; the rest compress away)
 LQER_BITS = 4  # the low-rank factor B: symmetric ints with one fp16 scale per group (A: int2, one scale)
 LQER_GROUP = 64
 GPTQ_CALIB_MAX_RANK_TOKENS = 65_536  # calibration tokens per rank and batch
@@ -1767,10 +1768,13 @@ class ArtifactError(UserError):
 
 
 def sdclip_scale(w: torch.Tensor, k: float, bits: int) -> torch.Tensor:
-    """SDClip: per-row fp16 scale clipping each row at k standard deviations, scale = k*std / (2^(bits-1) - 1)."""
+    """SDClip: per-row fp16 scale clipping each row at k standard deviations, scale = k*std / (2^(bits-1) - 1),
+    rounded to SCALE_MANTISSA_BITS significant bits (a clip range within 1.6% of k*std; every quantiser uses the
+    rounded scale, so nothing is mismatched), which makes the scale stream compress to about half."""
     std = w.float().std(dim=1, correction=0)
-    scale = torch.where(std > 0, k * std / (2 ** (bits - 1) - 1), torch.ones_like(std))
-    return scale.clamp(FP16_TINY, 60_000.0).half()
+    scale = torch.where(std > 0, k * std / (2 ** (bits - 1) - 1), torch.ones_like(std)).clamp(FP16_TINY, 60_000.0)
+    m, e = torch.frexp(scale.double())
+    return torch.ldexp(torch.round(m * 2**SCALE_MANTISSA_BITS) / 2**SCALE_MANTISSA_BITS, e).clamp(FP16_TINY).half()
 
 
 def quantize_rtn(w: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
