@@ -112,7 +112,7 @@ def test_rtn_error_bounds(bits):
     assert (err[inside] <= s.expand_as(w)[inside] / 2 + 1e-6).all()
     assert q[0, 0] == qmax  # clipped to the top code
     exact = k * w.std(dim=1, correction=0) / qmax
-    assert ((scale.float() / exact - 1).abs() <= 2.0 ** -tg.SCALE_MANTISSA_BITS).all()  # rounded, within half a step
+    assert ((scale.float() / exact - 1).abs() <= 2.0**-tg.SCALE_MANTISSA_BITS).all()  # rounded, within half a step
     m, _ = torch.frexp(scale.float())
     assert torch.equal(m * 2**tg.SCALE_MANTISSA_BITS, (m * 2**tg.SCALE_MANTISSA_BITS).round())  # on the coarse grid
 
