@@ -8,6 +8,7 @@ logs. The slow test runs smoke.json itself through the CLI, interrupts it with C
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -395,3 +396,21 @@ def test_torchrun_launch_runs_every_rank(tmp_path):
     assert rc == 0, text
     summary = ablate.read_summary(tmp_path / "out" / "logs" / "ddp-tiny-s1.txt")
     assert summary["world_size"] == 2 and summary["train_steps"] == 6
+
+
+def test_cpu_preset_is_the_measured_cpu_golf_candidate():
+    """PRESET=cpu resolves to exactly what the CPU golf search measured as its best candidate (cpu_explore.json's
+    c_mom85 over cpu_golf.json's base), data paths aside, so the preset and its benchmark rows cannot drift apart."""
+    import train_gpt as tg
+
+    golf = json.loads((REPO / "benchmarks/ablations/cpu_golf.json").read_text())
+    explore = json.loads((REPO / "benchmarks/ablations/cpu_explore.json").read_text())
+    measured = {**golf["base"], **explore["variants"]["c_mom85"]}
+    measured.pop("TARGET_BYTES")  # the golf cap: an artifact of ~1 MB is far under either
+    measured.pop("GPTQ_CALIB_BATCHES")  # GPTQ is off in both
+    a = tg.Hyperparameters.from_env({**measured, "RUN_ID": "x"})
+    b = tg.Hyperparameters.from_env({"PRESET": "cpu", "RUN_ID": "x"})
+    da, db = dataclasses.asdict(a), dataclasses.asdict(b)
+    differ = {k for k in da if da[k] != db[k]}
+    assert differ == {"preset", "data_path", "tokenizer_path"}, differ
+    assert golf["variants"]["cpu"] == {"PRESET": "cpu"}
