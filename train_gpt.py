@@ -195,6 +195,9 @@ class Hyperparameters:
     loop_ramp_frac: float = 0.03  # then the repeated passes fade in over this fraction of it (0 = at once)
     schedule_reference_steps: int = 4900  # step counts (EMA horizon, momentum warm-up) hold at this many steps and
     # scale with the run's expected steps (from ITERATIONS, or the measured step time); 0 = use them as given
+    muon_momentum_horizon_frac: float = 0.05  # with SCHEDULE_REFERENCE_STEPS: Muon momentum's averaging horizon
+    # 1/(1 - momentum) is capped at this fraction of the expected steps (the record's 0.97, 33 steps, holds from 667
+    # steps on; ~0.85 at 130 steps); 0 = no cap
     # model (every field of ModelConfig, set by its upper-case name: NUM_LAYERS, MODEL_DIM, ...)
     model: ModelConfig = field(default_factory=ModelConfig)
     ortho_init: int = 1  # Q, K, V and MLP-input matrices start orthogonal (gain 1), as the record's do
@@ -391,7 +394,10 @@ UPPER_BOUNDS = {
     "eval_loops": 1024,
 }
 LAYER_POSITIONS = {"loop_start": 3, "loop_end": 5, "parallel_start": 8}  # of 11 layers, when not set
-FRACTIONS = {"warmdown_frac", "loop_start_frac", "loop_ramp_frac", "min_lr", "ema_decay", "ttt_momentum"}
+FRACTIONS = {
+    "warmdown_frac", "loop_start_frac", "loop_ramp_frac", "min_lr", "ema_decay", "ttt_momentum",
+    "muon_momentum_horizon_frac",
+}  # fmt: skip
 CHOICES = {
     "mlp_act": ("leaky_relu2", "relu2", "swiglu"),
     "attn": ("global", "local", "alternating", "sparse", "mla", "linear"),
@@ -2429,14 +2435,18 @@ class RunClock:
         return min(float(self.h.iterations), self.agreed_step + (self.budget_ms - self.agreed_ms) / self.step_ms)
 
 
-def scaled_schedule(h: Hyperparameters, expected_steps: float) -> tuple[float, float]:
-    """(EMA decay, Muon momentum warm-up steps) for a run of `expected_steps`: the settings hold at
-    SCHEDULE_REFERENCE_STEPS (the record's 4,900) and keep the same fraction of the run at any other length."""
+def scaled_schedule(h: Hyperparameters, expected_steps: float) -> tuple[float, float, float]:
+    """(EMA decay, Muon momentum warm-up steps, Muon momentum cap) for a run of `expected_steps`: the settings hold
+    at SCHEDULE_REFERENCE_STEPS (the record's 4,900) and keep the same fraction of the run at any other length; the
+    momentum's horizon stays under MUON_MOMENTUM_HORIZON_FRAC of the run (0.97 averages over ~33 steps: a quarter
+    of a 130-step run, which cost the CPU golf 0.1 bpb; benchmarks/README.md)."""
     if not h.schedule_reference_steps:
-        return h.ema_decay, float(h.muon_momentum_warmup_steps)
-    r = max(expected_steps, 1.0) / h.schedule_reference_steps
+        return h.ema_decay, float(h.muon_momentum_warmup_steps), 1.0
+    steps = max(expected_steps, 1.0)
+    r = steps / h.schedule_reference_steps
     decay = max(0.0, 1.0 - (1.0 - h.ema_decay) / r) if h.ema_decay else 0.0
-    return decay, h.muon_momentum_warmup_steps * r
+    cap = max(0.0, 1.0 - 1.0 / (h.muon_momentum_horizon_frac * steps)) if h.muon_momentum_horizon_frac else 1.0
+    return decay, h.muon_momentum_warmup_steps * r, cap
 
 
 def lr_multiplier(h: Hyperparameters, clock: RunClock, step: int) -> float:
@@ -2455,9 +2465,9 @@ def lr_multiplier(h: Hyperparameters, clock: RunClock, step: int) -> float:
     return max(1.0 - math.sqrt(1.0 - left) if h.lr_schedule == "wsd" else left, h.min_lr)
 
 
-def muon_momentum(h: Hyperparameters, step: int, warmup_steps: float) -> float:
+def muon_momentum(h: Hyperparameters, step: int, warmup_steps: float, cap: float = 1.0) -> float:
     frac = min(step / warmup_steps, 1.0) if warmup_steps > 0 else 1.0
-    return (1 - frac) * h.muon_momentum_warmup_start + frac * h.muon_momentum
+    return min((1 - frac) * h.muon_momentum_warmup_start + frac * h.muon_momentum, cap)
 
 
 def recurrence_gain(h: Hyperparameters, progress: float) -> float:
@@ -2590,8 +2600,8 @@ def train(
                 log(f"recurrence_on step:{step} train_time:{clock.elapsed(step):.0f}ms")
             base.set_loops(h.model.num_loops if new > 0 else 1, new)
             gain = new
-        ema_decay, momentum_steps = scaled_schedule(h, clock.expected_steps())
-        lr, momentum = lr_multiplier(h, clock, step), muon_momentum(h, step, momentum_steps)
+        ema_decay, momentum_steps, momentum_cap = scaled_schedule(h, clock.expected_steps())
+        lr, momentum = lr_multiplier(h, clock, step), muon_momentum(h, step, momentum_steps, momentum_cap)
         loss = train_step(model, loader, optimizers, h, d, accum_steps, lr, momentum)
         if ema is not None:
             ema.update(base, ema_decay)
@@ -2609,7 +2619,8 @@ def train(
             stop_reason = "wallclock_cap"
             log(f"stopping_early: wallclock_cap train_time:{clock.agreed_ms:.0f}ms step:{step}/{h.iterations}")
     log(f"schedule expected_steps:{clock.expected_steps():.0f} ema_decay:{ema_decay:.6f} "
-        f"muon_momentum_warmup_steps:{momentum_steps:.1f} recurrence_gain:{max(gain, 0.0):.3f}")  # fmt: skip
+        f"muon_momentum_warmup_steps:{momentum_steps:.1f} muon_momentum_cap:{momentum_cap:.4f} "
+        f"recurrence_gain:{max(gain, 0.0):.3f}")  # fmt: skip
     return {
         "steps": step,
         "train_ms": clock.agreed_ms,

@@ -166,15 +166,20 @@ def test_record_scale_constants_are_the_records_and_shrink_with_the_run():
     Muon momentum 0.92 -> 0.97 over 1,500 steps, recurrence at 35%, warm-down 85% floored at 0.1; at 100 steps the
     same fractions of the run."""
     h = tg.Hyperparameters.from_env({"RUN_ID": "x"})
-    decay, warm = tg.scaled_schedule(h, 4900)
+    decay, warm, cap = tg.scaled_schedule(h, 4900)
     assert decay == pytest.approx(0.9965, abs=1e-12) and warm == pytest.approx(1500, abs=1e-9)
+    assert [tg.muon_momentum(h, s, warm, cap) for s in (0, 750, 1500, 4000)] == pytest.approx([0.92, 0.945, 0.97, 0.97])
     assert (h.loop_start_frac, h.warmdown_frac, h.min_lr) == (0.35, 0.85, 0.1)
     assert (h.muon_momentum_warmup_start, h.muon_momentum, h.ema_decay) == (0.92, 0.97, 0.9965)
-    decay, warm = tg.scaled_schedule(h, 100)
+    decay, warm, cap = tg.scaled_schedule(h, 100)
     assert 1 / (1 - decay) == pytest.approx(100 * (1 / 0.0035) / 4900) and warm == pytest.approx(1500 / 49)
+    assert 1 / (1 - cap) == pytest.approx(5) and tg.muon_momentum(h, 50, warm, cap) == pytest.approx(0.8)
+    assert tg.scaled_schedule(h, 667)[2] > 0.97 > tg.scaled_schedule(h, 666)[2]  # the record's 0.97 from 667 steps
     assert tg.scaled_schedule(h, 5)[0] == 0.0  # a horizon under one step: the EMA is the weights
     base = tg.Hyperparameters.from_env({"PRESET": "baseline", "RUN_ID": "x"})
-    assert tg.scaled_schedule(base, 100) == (0.0, 500.0)  # the baseline keeps its absolute constants
+    assert tg.scaled_schedule(base, 100) == (0.0, 500.0, 1.0)  # the baseline keeps its absolute constants
+    off = tg.Hyperparameters.from_env({"RUN_ID": "x", "MUON_MOMENTUM_HORIZON_FRAC": "0"})
+    assert tg.scaled_schedule(off, 100)[2] == 1.0
 
 
 def test_expected_steps_come_from_iterations_or_the_measured_step_time():
