@@ -399,13 +399,17 @@ def test_torchrun_launch_runs_every_rank(tmp_path):
 
 
 def test_cpu_preset_is_the_measured_cpu_golf_candidate():
-    """PRESET=cpu resolves to exactly what the CPU golf search measured as its best candidate (cpu_explore.json's
-    c_mom85 over cpu_golf.json's base), data paths aside, so the preset and its benchmark rows cannot drift apart."""
+    """PRESET=cpu resolves to exactly what the CPU golf benchmarks measured as their best candidate (cpu_explore.json's
+    c_mom85 over cpu_golf.json's base, with the BigramHash table of cpu_shapes.json's cpu_bigram_4096), data paths
+    aside, so the preset and its benchmark rows cannot drift apart."""
     import train_gpt as tg
 
     golf = json.loads((REPO / "benchmarks/ablations/cpu_golf.json").read_text())
     explore = json.loads((REPO / "benchmarks/ablations/cpu_explore.json").read_text())
-    measured = {**golf["base"], **explore["variants"]["c_mom85"]}
+    shapes = json.loads((REPO / "benchmarks/ablations/cpu_shapes.json").read_text())
+    bigram = dict(shapes["variants"]["cpu_bigram_4096"])
+    assert bigram.pop("PRESET") == "cpu" and shapes["base"] == golf["base"]
+    measured = {**golf["base"], **explore["variants"]["c_mom85"], **bigram}
     measured.pop("TARGET_BYTES")  # the golf cap: an artifact of ~1 MB is far under either
     measured.pop("GPTQ_CALIB_BATCHES")  # GPTQ is off in both
     a = tg.Hyperparameters.from_env({**measured, "RUN_ID": "x"})
@@ -413,4 +417,5 @@ def test_cpu_preset_is_the_measured_cpu_golf_candidate():
     da, db = dataclasses.asdict(a), dataclasses.asdict(b)
     differ = {k for k in da if da[k] != db[k]}
     assert differ == {"preset", "data_path", "tokenizer_path"}, differ
-    assert golf["variants"]["cpu"] == {"PRESET": "cpu"}
+    # The rows named cpu ran the preset before the table joined it (their logs say bigram_hash 0).
+    assert golf["variants"]["cpu"] == shapes["variants"]["cpu"] == {"PRESET": "cpu", "BIGRAM_HASH": "0"}
