@@ -73,7 +73,7 @@ PRESETS: dict[str, str] = {
     "SCHEDULE_REFERENCE_STEPS=0 LOOP_RAMP_FRAC=0 BETA2=0.95 ADAM_WD=0 EMBED_WD=0 ORTHO_INIT=0 "
     "QUANT_EMBED_BITS=8 CLIP_K_MLP=12 CLIP_K_EMBED=20 CONTROL_BITS=32 GPTQ=0 LQER_RANK=0 COMPRESSOR=zlib "
     "CODE_POLICY=raw TARGET_BYTES=0 EVAL_STRIDE=0 VAL_LOSS_EVERY=1000 TRAIN_LOG_EVERY=200",
-    # The frontier at CPU golf scale (issue 15: 300 s on 2 cores, ~140 steps): the shape of the CPU golf benchmark,
+    # The frontier at CPU golf scale (issue 15: 300 s on 2 cores, 100-140 steps): the shape of the CPU golf benchmark,
     # the features that did not pay for their step time there off (recurrence, XSA, the attention gate, U-Net skips,
     # EMA, GPTQ and LQER), the baseline's learning rates, Muon momentum 0.85 (0.97 averages over ~33 steps: a
     # quarter of such a run), and a BigramHash table of 4,096 vectors (-0.035 on this preset in 2 of 2 seeds, within
