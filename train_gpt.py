@@ -71,7 +71,7 @@ PRESETS: dict[str, str] = {
     "MUON_MOMENTUM_WARMUP_START=0.85 MUON_MOMENTUM_WARMUP_STEPS=500 MATRIX_LR=0.04 TIED_EMBED_LR=0.05 SCALAR_LR=0.04 "
     "GRAD_CLIP_NORM=0 EMA_DECAY=0 WARMDOWN_FRAC=0 WARMDOWN_ITERS=1200 MIN_LR=0 QUANT_MATRIX_BITS=8 "
     "SCHEDULE_REFERENCE_STEPS=0 LOOP_RAMP_FRAC=0 BETA2=0.95 ADAM_WD=0 EMBED_WD=0 ORTHO_INIT=0 "
-    "QUANT_EMBED_BITS=8 CLIP_K_MLP=12 CLIP_K_EMBED=20 CONTROL_BITS=32 GPTQ=0 LQER_RANK=0 COMPRESSOR=zlib "
+    "QUANT_EMBED_BITS=8 QUANT_CLIP=percentile CONTROL_BITS=32 GPTQ=0 LQER_RANK=0 COMPRESSOR=zlib "
     "CODE_POLICY=raw TARGET_BYTES=0 EVAL_STRIDE=0 VAL_LOSS_EVERY=1000 TRAIN_LOG_EVERY=200",
     # The frontier at CPU golf scale (issue 15: 300 s on 2 cores): the model shape of the CPU golf benchmark, the
     # features that did not pay for their step time there off (recurrence, XSA, the attention gate, U-Net skips,
@@ -256,6 +256,7 @@ class Hyperparameters:
     clip_k_mlp: float = 11.5
     clip_k_embed: float = 14.0
     control_bits: int = 16  # control tensors (gains, gates, mixes) in fp16, or 32 (the baseline's fp32)
+    quant_clip: str = "sdclip"  # sdclip (CLIP_K_*) | percentile: the official baseline's int8 rule (see PERCENTILE_*)
     gptq: int = 1
     gptq_calib_batches: int = 32
     gptq_block: int = 128
@@ -356,6 +357,8 @@ class Hyperparameters:
         need(m.attn not in WINDOWED or 0 < m.attn_window <= h.train_seq_len, "attn_window",
              f"must be in [1, TRAIN_SEQ_LEN={h.train_seq_len}] for ATTN={m.attn}")  # fmt: skip
         need(h.control_bits in (16, 32), "control_bits", "must be 16 or 32")
+        need(h.quant_clip == "sdclip" or not h.target_bytes, "target_bytes", "cannot steer QUANT_CLIP=percentile "
+             "(its clip is fixed, not a k to scale): set TARGET_BYTES=0 and check the size line")  # fmt: skip
         need(not (h.stop_after or h.resume_from) or h.max_wallclock_seconds == 0, "stop_after" if h.stop_after else
              "resume_from", "splits a non-record run: set MAX_WALLCLOCK_SECONDS=0 (a wallclock-bounded run cannot be "
              "split; run it whole)")  # fmt: skip
@@ -409,6 +412,7 @@ CHOICES = {
     "ttt_mode": ("off", "sgd", "lora", "phased"),
     "compressor": ("zstd", "lzma", "zlib"),
     "code_policy": ("raw", "packed"),
+    "quant_clip": ("sdclip", "percentile"),
     "device": ("auto", "cuda", "cpu"),
 }
 
@@ -1775,6 +1779,10 @@ STORE_DTYPES = {
 }
 FP16_TINY = torch.finfo(torch.float16).tiny  # smallest normal fp16: floor of every stored scale
 SCALE_MANTISSA_BITS = 6  # significant bits of an SDClip row scale (fp16 keeps 11; the rest compress away)
+# QUANT_CLIP=percentile, the official baseline's export: each row clipped at this quantile of |w|, scale = clip /
+# qmax but at least 1 / qmax (its floor), fp16 scales; matrices of at most PERCENTILE_KEEP_NUMEL elements stay fp16.
+PERCENTILE_Q = 0.9999984
+PERCENTILE_KEEP_NUMEL = 65_536
 LQER_BITS = 4  # the low-rank factor B: symmetric ints with one fp16 scale per group (A: int2, one scale)
 LQER_GROUP = 64
 GPTQ_CALIB_MAX_RANK_TOKENS = 65_536  # calibration tokens per rank and batch
@@ -1794,6 +1802,15 @@ def sdclip_scale(w: torch.Tensor, k: float, bits: int) -> torch.Tensor:
     scale = torch.where(std > 0, k * std / (2 ** (bits - 1) - 1), torch.ones_like(std)).clamp(FP16_TINY, 60_000.0)
     m, e = torch.frexp(scale.double())
     return torch.ldexp(torch.round(m * 2**SCALE_MANTISSA_BITS) / 2**SCALE_MANTISSA_BITS, e).clamp(FP16_TINY).half()
+
+
+def percentile_clip(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w clipped per row at its PERCENTILE_Q quantile of |w|, fp32 row scale): the official baseline's int8 rule,
+    which rounds with the fp32 scale and stores it in fp16."""
+    qmax = 2 ** (bits - 1) - 1
+    clip = torch.quantile(w.float().abs(), PERCENTILE_Q, dim=1)
+    w = torch.maximum(torch.minimum(w.float(), clip[:, None]), -clip[:, None])
+    return w, (clip / qmax).clamp_min(1.0 / qmax)
 
 
 def quantize_rtn(w: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
@@ -1898,7 +1915,8 @@ def quantize_state_dict(
             meta.update(store="q", bits=8, k=0.0, method="absmax")
             entries.append({"meta": meta, "q": quantize_rtn(t, scale, 8).cpu(), "scale": scale.cpu()})
             continue
-        if not (role in QUANT_ROLES and t.ndim == 2 and t.is_floating_point()):  # by role, whatever the size
+        kept = h.quant_clip == "percentile" and t.numel() <= PERCENTILE_KEEP_NUMEL  # the official size rule
+        if kept or not (role in QUANT_ROLES and t.ndim == 2 and t.is_floating_point()):  # else by role, any size
             wide = role == "buffer" or role == "control" and h.control_bits == 32
             store = "raw" if not t.is_floating_point() else "f32" if wide else "f16"
             data = t.cpu() if store == "raw" else t.cpu().to(torch.float32 if store == "f32" else torch.float16)
@@ -1906,8 +1924,11 @@ def quantize_state_dict(
             continue
         bits, k = _quant_setting(role, h)
         w, H = t.float(), hessians.get(name)
-        scale = sdclip_scale(w, k, bits)
-        q, method = quantize_rtn(w, scale, bits), "rtn"
+        if h.quant_clip == "percentile":
+            (w, scale), k = percentile_clip(w, bits), 0.0
+        else:
+            scale = sdclip_scale(w, k, bits)
+        q, method, scale = quantize_rtn(w, scale, bits), "rtn", scale.half()
         if H is not None and h.gptq:
             qg = gptq_quantize(w.to(H.device), H, scale, bits, h.gptq_block, h.gptq_damp).to(w.device)
             if role != "embed" or _gptq_wins(w, q, qg, scale, H):

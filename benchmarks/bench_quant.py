@@ -40,7 +40,6 @@ import train_gpt as tg  # noqa: E402 (after the path setup above)
 SHARED = ROOT.parent / "shared" / "data"
 VAL_PATH = SHARED / "fineweb_val_prefix" / "fineweb_val_000000.bin"
 TOK_PATH = SHARED / "tokenizers" / "fineweb_1024_bpe.model"
-BASELINE_PERCENTILE = 0.9999984  # the baseline's per-row clip quantile for int8
 CODECS = (("zstd", 22), ("lzma", 9), ("zlib", 9))
 GAUSS_ROW_STD_SIGMA = 0.3  # log-normal spread of row stds in the Gaussian full-size variant
 MATRIX_ROLES = ("attn", "mlp", "embed", "head")
@@ -71,16 +70,14 @@ def quick_train(h: tg.Hyperparameters, steps: int, seed: int) -> torch.nn.Module
 
 
 def percentile_int8_entries(state: dict, roles: dict, h: tg.Hyperparameters) -> list[dict]:
-    """The baseline's export: every quantised matrix int8, clipped per row at a fixed quantile of |w|."""
+    """The baseline's int8 rule (train_gpt.percentile_clip: per-row percentile clip, scale at least 1/127) on every
+    quantised matrix, whatever its size (QUANT_CLIP=percentile itself keeps matrices up to 65,536 elements in fp16)."""
     hh = dataclasses.replace(h, quant_matrix_bits=8, quant_embed_bits=8, gptq=0, lqer_rank=0)
     entries = tg.quantize_state_dict(state, roles, hh)
     for e in entries:
         if e["meta"]["store"] == "q":
-            w = state[e["meta"]["name"]].float()
-            clip = torch.quantile(w.abs(), BASELINE_PERCENTILE, dim=1)
-            e["scale"] = (clip / 127).clamp_min(tg.FP16_TINY).half()
-            s = e["scale"].float()[:, None]
-            e["q"] = torch.clamp(torch.round(w / s), -127, 127).to(torch.int8)
+            w, scale = tg.percentile_clip(state[e["meta"]["name"]], 8)
+            e["q"], e["scale"] = tg.quantize_rtn(w, scale, 8), scale.half()
             e["meta"].update(k=None, method="pct")
     return entries
 

@@ -229,6 +229,31 @@ def test_dequantize_matches_the_official_rules_on_every_branch():
     assert err < 0.005  # half a step of the smallest scale the official rule allows (1/127), scale in fp16
 
 
+def test_baseline_preset_exports_by_the_official_int8_rules():
+    """PRESET=baseline's own artifact (QUANT_CLIP=percentile) holds exactly the weights the official int8 rules give:
+    at width 256 the attention matrices (65,536 and 32,768 elements) pass through in fp16, the embedding and the MLP
+    are int8 per row at the percentile clip (scale at least 1/127), the control tensors fp32."""
+    h = tk.preset("baseline", num_layers=2, model_dim=256, num_heads=4, num_kv_heads=2)
+    torch.manual_seed(2)
+    model = tg.build_model(h.model)
+    with torch.no_grad():  # some rows far below the 1/127 scale floor, some above it
+        for _, p in model.named_parameters():
+            p.copy_(p + torch.randn_like(p) * (0.02 if p.dim() == 2 else 0.2))
+        model.tok_emb.weight[:8].mul_(200)
+    state = {k: v.detach().float() for k, v in model.state_dict().items()}
+    blob, entries = tg.build_artifact(state, tg.param_roles(model), h.model, h)
+    _, ours = tg.read_artifact(blob)
+    names = tk.official_names(h.model.num_layers, tied=True)
+    want = official_dequantize(official_quantize({off: state[o] for off, o in names.items()}))
+    assert {names[k] for k in want} == set(ours)
+    for off, o in names.items():
+        assert torch.equal(ours[o].float(), want[off].float()), o
+    stores = {e["meta"]["name"]: e["meta"]["store"] for e in entries}
+    assert stores["blocks.0.attn.c_q.weight"] == stores["blocks.0.attn.c_k.weight"] == "f16"
+    assert stores["tok_emb.weight"] == stores["blocks.0.mlp.fc.weight"] == "q"
+    assert any(ours[o].dtype == torch.float32 and stores[o] == "f32" for o in ours)  # the control tensors
+
+
 def test_state_dict_names_map_and_refuse_strangers():
     h = tk.preset("baseline", num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2)
     names = tk.official_names(2, tied=True)
@@ -299,3 +324,9 @@ def test_an_official_file_given_as_our_checkpoint_or_artifact_names_the_right_fl
         assert rc == 2 and f"pass it as --official-{kind}" in err and err.count("\n") == 1, err
     loaded = tk.load_official(checkpoint=str(tmp_path / "final_model.pt"))  # shapes give the sizes
     assert (loaded.config["num_layers"], loaded.config["model_dim"], loaded.config["num_kv_heads"]) == (2, 64, 2)
+
+
+def test_a_byte_target_with_the_percentile_clip_is_refused():
+    """The percentile clip has no k to scale, so TARGET_BYTES could not steer it: refused, naming the fix."""
+    with pytest.raises(tg.UserError, match="TARGET_BYTES=2000000: cannot steer QUANT_CLIP=percentile .*TARGET_BYTES=0"):
+        tg.Hyperparameters.from_env({"PRESET": "baseline", "TARGET_BYTES": "2000000", "RUN_ID": "x"})
