@@ -106,6 +106,8 @@ def quantize_cmd(a: argparse.Namespace) -> None:
 
 def roundtrip_cmd(a: argparse.Namespace) -> None:
     d = tg.Dist(device=tk.pick_device(a.device))
+    if a.per_tensor and not a.checkpoint:
+        raise tk.UserError("--per-tensor needs --checkpoint (the float weights each tensor is swapped into)")
     blob = read_blob(a.artifact)
     flags = {**tk.parse_sets(a.set), "DATA_PATH": a.data_path, "TOKENIZER_PATH": a.tokenizer,
              "VAL_MAX_TOKENS": a.max_tokens or None}  # fmt: skip
@@ -133,6 +135,24 @@ def roundtrip_cmd(a: argparse.Namespace) -> None:
             f"quantisation tax: {scores['quantised'].val_bpb - scores['float'].val_bpb:+.6f} bpb, "
             f"{scores['quantised'].val_loss - scores['float'].val_loss:+.6f} nats/token; artifact {len(blob)} bytes"
         )
+    if a.per_tensor:
+        per_tensor_tax(fmodel, blob, val, tables, h, d, scores["float"].val_bpb)
+
+
+def per_tensor_tax(fmodel, blob: bytes, val, tables, h, d, float_bpb: float) -> None:
+    """Each integer-stored tensor's own share of the tax: the float model with only that tensor dequantised."""
+    _, entries = tg.decode_artifact(blob)
+    floats = {k: v.detach().clone() for k, v in fmodel.state_dict().items()}
+    named = [e for e in entries if e["meta"]["store"] == "q"]
+    log(f"per-tensor tax: {len(named)} integer-stored tensors, one flat pass each")
+    for i, e in enumerate(named, 1):
+        name = e["meta"]["name"]
+        fmodel.load_state_dict({**floats, name: tg.dequantize_entry(e).to(floats[name].dtype)}, strict=True)
+        res = tg.eval_flat(fmodel, val, tables, h, d)
+        m = e["meta"]
+        how = f"{m['role']}, int{m['bits']} {m['method']}"
+        log(f"  [{i}/{len(named)}] {name} ({how}): {res.val_bpb - float_bpb:+.6f} bpb")
+    fmodel.load_state_dict(floats, strict=True)
 
 
 def read_blob(path: str) -> bytes:
@@ -271,6 +291,11 @@ def _main(argv: list[str] | None = None) -> int:
     r.add_argument("--checkpoint", help="the float checkpoint, to score it too and check the artifact matches it")
     r.add_argument("--tokenizer", help="SentencePiece model of the data (default: TOKENIZER_PATH)")
     r.add_argument("--max-tokens", type=int, default=0, help="score only this many val targets (quick checks)")
+    r.add_argument(
+        "--per-tensor",
+        action="store_true",
+        help="also score the float model with one integer tensor dequantised at a time (needs --checkpoint)",
+    )
     common(r)
     i = sub.add_parser("inspect", help="what an artifact holds")
     i.add_argument("artifact")

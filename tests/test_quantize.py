@@ -430,6 +430,32 @@ def test_cli_roundtrip_scores_before_and_after(cli_setup, capsys):
     assert "float" in text and "quantised" in text and "quantisation tax" in text
 
 
+def test_cli_roundtrip_per_tensor_swaps_one_tensor_at_a_time(cli_setup, capsys):
+    """--per-tensor scores the float model with each integer tensor dequantised alone: one line per such tensor,
+    each equal to a direct score of that swap."""
+    quantize, tmp, ckpt, data, h = cli_setup
+    if not (data / "fineweb_val_000000.bin").is_file() or not TOKENIZER.is_file():
+        pytest.skip(f"shared data not available under {SHARED}")
+    out = tmp / "pt.pgz"
+    assert quantize.main(["quantize", str(ckpt), "-o", str(out), "--set", "GPTQ=0", "LQER_RANK=0"]) == 0
+    argv = ["roundtrip", str(out), "--checkpoint", str(ckpt), "--data-path", str(data), "--tokenizer", str(TOKENIZER)]
+    capsys.readouterr()
+    assert quantize.main([*argv, "--per-tensor", "--set", "EVAL_SEQ_LEN=256"]) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("  [")]
+    _, entries = tg.decode_artifact(out.read_bytes())
+    ints = [e for e in entries if e["meta"]["store"] == "q"]
+    assert len(lines) == len(ints) > 0 and all(e["meta"]["name"] in x for e, x in zip(ints, lines))
+    loaded = tk.load_model(checkpoint=str(ckpt))
+    hh = tk.settings(loaded.recorded, {"DATA_PATH": str(data), "TOKENIZER_PATH": str(TOKENIZER), "EVAL_SEQ_LEN": "256"})
+    tables, val = tg.load_validation(hh)
+    d, model = tg.Dist(device=torch.device("cpu")), loaded.model.eval()
+    base = tg.eval_flat(model, val, tables, hh, d).val_bpb
+    e = ints[-1]
+    state = {**model.state_dict(), e["meta"]["name"]: tg.dequantize_entry(e)}
+    model.load_state_dict(state)
+    assert f"{tg.eval_flat(model, val, tables, hh, d).val_bpb - base:+.6f} bpb" in lines[-1]
+
+
 def test_cli_bad_inputs_exit_2_with_one_line_and_keep_files(cli_setup, capsys, tmp_path):
     quantize, tmp, ckpt, data, h = cli_setup
     keep = tmp_path / "keep.pgz"
@@ -442,6 +468,7 @@ def test_cli_bad_inputs_exit_2_with_one_line_and_keep_files(cli_setup, capsys, t
         (["quantize", str(ckpt), "-o", str(keep), "--set", "GPTQ=0", "COMPRESSOR=brotli"], "COMPRESSOR"),
         (["fit", str(ckpt), "-o", str(keep), "--target", "20000", "--set", "GPTQ=0"], "unreachable"),
         (["pack", "-o", str(ROOT / "train_gpt.py")], "refusing"),
+        (["roundtrip", str(keep), "--per-tensor"], "--per-tensor needs --checkpoint"),
     ]
     for argv, msg in cases:
         assert quantize.main(argv) == 2, argv
