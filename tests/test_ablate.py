@@ -402,8 +402,8 @@ def test_torchrun_launch_runs_every_rank(tmp_path):
 def test_cpu_preset_is_the_measured_cpu_golf_candidate():
     """PRESET=cpu resolves to exactly what the CPU golf benchmarks measured as their best candidate (cpu_explore.json's
     c_mom85 over cpu_golf.json's base, with the BigramHash table of cpu_shapes.json's cpu_bigram_4096 and the tokens
-    per step and embedding export of its cpu_b4k_e8), data paths aside, so the preset and its benchmark rows cannot
-    drift apart."""
+    per step, embedding export and width of its cpu_b4k_e8_w224), data paths aside, so the preset and its benchmark
+    rows cannot drift apart."""
     import train_gpt as tg
 
     golf = json.loads((REPO / "benchmarks/ablations/cpu_golf.json").read_text())
@@ -411,10 +411,10 @@ def test_cpu_preset_is_the_measured_cpu_golf_candidate():
     shapes = json.loads((REPO / "benchmarks/ablations/cpu_shapes.json").read_text())
     bigram = dict(shapes["variants"]["cpu_bigram_4096"])
     assert bigram.pop("PRESET") == "cpu" and shapes["base"] == golf["base"]
-    batch = dict(shapes["variants"]["cpu_b4k_e8"])
+    batch = dict(shapes["variants"]["cpu_b4k_e8_w224"])
     assert batch.pop("PRESET") == "cpu"
     measured = {**golf["base"], **explore["variants"]["c_mom85"], **bigram, **batch}
-    measured.pop("TARGET_BYTES")  # the golf cap: the preset's 1.79 MB artifact is under either
+    measured.pop("TARGET_BYTES")  # the golf cap: the preset's 1.49 MB artifact is under either
     measured.pop("GPTQ_CALIB_BATCHES")  # GPTQ is off in both
     a = tg.Hyperparameters.from_env({**measured, "RUN_ID": "x"})
     b = tg.Hyperparameters.from_env({"PRESET": "cpu", "RUN_ID": "x"})
