@@ -402,8 +402,8 @@ def test_torchrun_launch_runs_every_rank(tmp_path):
 def test_cpu_preset_is_the_measured_cpu_golf_candidate():
     """PRESET=cpu resolves to exactly what the CPU golf benchmarks measured as their best candidate (cpu_explore.json's
     c_mom85 over cpu_golf.json's base, with the BigramHash table of cpu_shapes.json's cpu_bigram_4096 and the tokens
-    per step, embedding export and width of its cpu_b4k_e8_w224), data paths aside, so the preset and its benchmark
-    rows cannot drift apart."""
+    per step, embedding export, width and sequential blocks of its cpu_b4k_e8_w224_noparallel), data paths aside, so
+    the preset and its benchmark rows cannot drift apart."""
     import train_gpt as tg
 
     golf = json.loads((REPO / "benchmarks/ablations/cpu_golf.json").read_text())
@@ -411,7 +411,7 @@ def test_cpu_preset_is_the_measured_cpu_golf_candidate():
     shapes = json.loads((REPO / "benchmarks/ablations/cpu_shapes.json").read_text())
     bigram = dict(shapes["variants"]["cpu_bigram_4096"])
     assert bigram.pop("PRESET") == "cpu" and shapes["base"] == golf["base"]
-    batch = dict(shapes["variants"]["cpu_b4k_e8_w224"])
+    batch = dict(shapes["variants"]["cpu_b4k_e8_w224_noparallel"])
     assert batch.pop("PRESET") == "cpu"
     measured = {**golf["base"], **explore["variants"]["c_mom85"], **bigram, **batch}
     measured.pop("TARGET_BYTES")  # the golf cap: the preset's 1.49 MB artifact is under either
