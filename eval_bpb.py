@@ -97,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="SECONDS",
         help=f"a progress line on stderr at most this often while scoring (default {PROGRESS_EVERY:g}; 0 = none)",
     )
-    g = p.add_argument_group("window and TTT knobs (default: from the model's settings)")
+    g = p.add_argument_group("window and TTT knobs (default: what the checkpoint or artifact recorded, or the preset)")
     g.add_argument("--seq-len", type=int, help="window length (EVAL_SEQ_LEN)")
     g.add_argument("--stride", type=int, help="sliding-window stride (EVAL_STRIDE)")
     g.add_argument("--batch-seqs", type=int, help="windows per forward (EVAL_BATCH_SEQS)")

@@ -56,7 +56,7 @@ def hessians_for(model: torch.nn.Module, h: tg.Hyperparameters, d: tg.Dist) -> t
 
 def role_compressed_bytes(blob: bytes, codec: str, level: int) -> dict[str, int]:
     """Bytes each role's data takes when compressed on its own with the artifact's codec."""
-    _, entries = tg.decode_artifact(blob)
+    entries = tg.decode_artifact(blob)[1]
     parts: dict[str, list[bytes]] = {}
     for e in entries:
         for _, t in tg._entry_parts(e):
@@ -116,7 +116,8 @@ def roundtrip_cmd(a: argparse.Namespace) -> None:
         loaded = tk.load_model(checkpoint=a.checkpoint)
         fmodel, h = loaded.model, tk.settings(loaded.recorded, flags)
     else:
-        h = tk.settings(dataclasses.asdict(tg.read_artifact(blob)[0]), flags)
+        cfg, _, recorded = tg.read_artifact(blob)
+        h = tk.settings({**recorded, **dataclasses.asdict(cfg)}, flags)
     qmodel, _ = tg.load_artifact_model(blob, h.model)
     tables, val = tg.load_validation(h)
     scores = {}
@@ -141,7 +142,7 @@ def roundtrip_cmd(a: argparse.Namespace) -> None:
 
 def per_tensor_tax(fmodel, blob: bytes, val, tables, h, d, float_bpb: float) -> None:
     """Each integer-stored tensor's own share of the tax: the float model with only that tensor dequantised."""
-    _, entries = tg.decode_artifact(blob)
+    entries = tg.decode_artifact(blob)[1]
     floats = {k: v.detach().clone() for k, v in fmodel.state_dict().items()}
     named = [e for e in entries if e["meta"]["store"] == "q"]
     log(f"per-tensor tax: {len(named)} integer-stored tensors, one flat pass each")
@@ -164,7 +165,7 @@ def read_blob(path: str) -> bytes:
 
 def inspect_cmd(a: argparse.Namespace) -> None:
     blob = read_blob(a.artifact)
-    model_config, entries = tg.decode_artifact(blob)
+    model_config, entries, recorded = tg.decode_artifact(blob)
     _, version, codec_id, payload, _ = tg.ARTIFACT_FRAME.unpack_from(blob)
     codec = {v: k for k, v in tg.ARTIFACT_CODECS.items()}[codec_id]
     if a.json:
@@ -176,6 +177,7 @@ def inspect_cmd(a: argparse.Namespace) -> None:
                     "bytes": len(blob),
                     "payload_bytes": payload,
                     "model_config": model_config,
+                    "recorded": recorded,
                     "tensors": [e["meta"] for e in entries],
                 },
                 indent=1,
@@ -184,6 +186,7 @@ def inspect_cmd(a: argparse.Namespace) -> None:
         return
     log(f"{a.artifact}: artifact format v{version}, codec {codec}, {len(blob)} bytes ({payload} uncompressed)")
     log("model_config: " + " ".join(f"{k}={v}" for k, v in model_config.items()))
+    log("recorded: " + (" ".join(f"{k}={v}" for k, v in recorded.items()) or "none (an older artifact)"))
     roles: dict[str, dict] = {}
     for e in entries:
         m = e["meta"]

@@ -126,7 +126,7 @@ def pick_device(name: str) -> torch.device:
 class Loaded:
     model: torch.nn.Module  # on CPU, eval mode, weights loaded strictly
     config: dict  # the model config the file recorded
-    recorded: dict  # the hyperparameters a checkpoint recorded ({} for an artifact)
+    recorded: dict  # the hyperparameters a checkpoint recorded (an artifact: its window, or {} if it predates that)
     state: dict  # the float (or dequantised) state_dict
 
 
@@ -154,10 +154,10 @@ def load_model(artifact: str | None = None, checkpoint: str | None = None, code=
         if not path.is_file():
             raise UserError(f"--artifact {path}: no such file")
         try:
-            cfg, state = code.read_artifact(path.read_bytes())
+            cfg, state, *rest = code.read_artifact(path.read_bytes())  # rest: the recorded window, if any
         except UserError as e:
             raise UserError(f"--artifact {path}: {e}") from None
-        config, recorded = dataclasses.asdict(cfg), {}
+        config, recorded = dataclasses.asdict(cfg), (rest[0] if rest else {})
     else:
         config, state, recorded = load_checkpoint(path)
     try:

@@ -2024,7 +2024,14 @@ def decompress_bytes(data: bytes, codec: str, size: int) -> bytes:
         raise ArtifactError(f"artifact payload does not decompress with {codec} ({e}): corrupt file") from None
 
 
-def encode_artifact(model_config: dict, entries: list[dict], codec: str, level: int) -> bytes:
+# Settings an artifact records beside its model config, so a tool rescoring it alone uses the window it was trained
+# and scored at (a model trained at 256 tokens scored at the frontier default of 2,048 is a different, worse score).
+ARTIFACT_RECORDED = ("train_seq_len", "eval_seq_len")
+
+
+def encode_artifact(
+    model_config: dict, entries: list[dict], codec: str, level: int, recorded: dict | None = None
+) -> bytes:
     data = {
         s: b"".join(
             t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
@@ -2038,6 +2045,7 @@ def encode_artifact(model_config: dict, entries: list[dict], codec: str, level: 
         "model_config": model_config,
         "tensors": [e["meta"] for e in entries],
         "streams": [[s, len(data[s]), STREAM_WIDTHS[s]] for s in STREAM_WIDTHS],
+        **({"recorded": recorded} if recorded else {}),
     }
     hbytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     parts = [struct.pack("<I", len(hbytes)) + hbytes] + [_shuffle(data[s], STREAM_WIDTHS[s]) for s in data]
@@ -2175,8 +2183,9 @@ def decompress_parts(body: bytes, codec: str, size: int) -> bytes:
     return b"".join(parts)
 
 
-def decode_artifact(blob: bytes) -> tuple[dict, list[dict]]:
-    """Verify and parse an artifact into (model_config, storage entries) without executing anything from it."""
+def decode_artifact(blob: bytes) -> tuple[dict, list[dict], dict]:
+    """Verify and parse an artifact into (model_config, storage entries, recorded settings) without executing
+    anything from it (recorded: ARTIFACT_RECORDED's values; {} in an artifact written before them)."""
     if len(blob) < ARTIFACT_FRAME.size:
         raise ArtifactError(
             f"artifact is {len(blob)} bytes, shorter than its {ARTIFACT_FRAME.size}-byte frame (truncated?)"
@@ -2205,6 +2214,11 @@ def decode_artifact(blob: bytes) -> tuple[dict, list[dict]]:
         (hlen,) = struct.unpack_from("<I", payload)
         header = json.loads(payload[4 : 4 + hlen])
         model_config, metas, stream_info = header["model_config"], header["tensors"], header["streams"]
+        recorded = header.get("recorded", {})
+        if not isinstance(recorded, dict) or not all(
+            k in ARTIFACT_RECORDED and type(v) is int and v >= 0 for k, v in recorded.items()
+        ):
+            raise ValueError(f"bad recorded settings {recorded!r}")
         pos, streams = 4 + hlen, {}
         for s, n, width in stream_info:
             if s not in STREAM_WIDTHS or width != STREAM_WIDTHS[s] or not 0 <= n <= len(payload) - pos:
@@ -2231,7 +2245,7 @@ def decode_artifact(blob: bytes) -> tuple[dict, list[dict]]:
         raise
     except Exception as e:
         raise ArtifactError(f"artifact header is malformed ({type(e).__name__}: {e}): corrupt or not ours") from None
-    return model_config, entries
+    return model_config, entries, recorded
 
 
 def build_artifact(
@@ -2243,7 +2257,8 @@ def build_artifact(
 ) -> tuple[bytes, list[dict]]:
     """Quantise a float state_dict and encode it: (artifact bytes, storage entries)."""
     entries = quantize_state_dict(state_dict, roles, h, hessians)
-    return encode_artifact(dataclasses.asdict(cfg), entries, h.compressor, h.compress_level), entries
+    recorded = {k: getattr(h, k) for k in ARTIFACT_RECORDED}
+    return encode_artifact(dataclasses.asdict(cfg), entries, h.compressor, h.compress_level, recorded), entries
 
 
 FIT_K_MAX = 4.0  # TARGET_BYTES scales every role's clip k by one multiplier in [1, FIT_K_MAX]
@@ -2288,16 +2303,17 @@ def fit_artifact(state: dict, roles: dict, cfg: ModelConfig, h: Hyperparameters,
     return best
 
 
-def read_artifact(blob: bytes) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """(model config, dequantised float state_dict) of an artifact; strict-loadable into build_model(config)."""
-    model_config, entries = decode_artifact(blob)
+def read_artifact(blob: bytes) -> tuple[ModelConfig, dict[str, torch.Tensor], dict]:
+    """(model config, dequantised float state_dict, recorded settings) of an artifact; the state is strict-loadable
+    into build_model(config)."""
+    model_config, entries, recorded = decode_artifact(blob)
     cfg = ModelConfig.from_dict(model_config, "the artifact's model config")
-    return cfg, {e["meta"]["name"]: dequantize_entry(e) for e in entries}
+    return cfg, {e["meta"]["name"]: dequantize_entry(e) for e in entries}, recorded
 
 
 def load_artifact_model(blob: bytes, expected: ModelConfig | None = None) -> tuple[GPT, ModelConfig]:
     """Build the model an artifact describes and load its weights strictly (one-line errors on any mismatch)."""
-    cfg, state = read_artifact(blob)
+    cfg, state, _ = read_artifact(blob)
     check_shapes(cfg, state, "artifact")
     if expected is not None and cfg != expected:
         diff = [

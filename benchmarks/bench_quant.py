@@ -221,7 +221,7 @@ def bench_exports(a: argparse.Namespace) -> None:
                 row, blob = build(
                     ("flat",), f"{method} k={k:g}", gptq=int(method == "gptq"), clip_k_attn=k, clip_k_mlp=k
                 )
-                cfg, entries = tg.decode_artifact(blob)
+                cfg, entries = tg.decode_artifact(blob)[:2]
                 lz = len(tg.encode_artifact(cfg, entries, "lzma", 9))
                 sweep[method].append((k, row["bytes"], lz, row["flat"][1], row["flat"][2]))
         rb, rt = [r[2] for r in sweep["rtn"]], [r[3] for r in sweep["rtn"]]
@@ -241,7 +241,7 @@ def bench_exports(a: argparse.Namespace) -> None:
                 + (f"{at:+.5f} | {t_g / at:.3f} |" if at else "out of range | - |")
             )
 
-    cfg, entries = tg.decode_artifact(gptq_blob)
+    cfg, entries = tg.decode_artifact(gptq_blob)[:2]
     log(f"\nGPTQ artifact re-encoded; bytes min-max over {a.offsets} header shifts of 0..{a.offsets - 1} bytes")
     log("| codec / layout | bytes | encode s |")
     log("|---|---:|---:|")

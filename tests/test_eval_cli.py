@@ -78,7 +78,7 @@ def exact(out: str, name: str) -> dict[str, str]:
 
 
 def in_process(files, mode: str, **kw) -> tg.EvalResult:
-    config, state = tg.read_artifact(Path(files["artifact"]).read_bytes())
+    config, state, _ = tg.read_artifact(Path(files["artifact"]).read_bytes())
     model = tg.build_model(config)
     model.load_state_dict(state)
     model.eval().set_loops(config.eval_loops or config.num_loops)
@@ -97,6 +97,18 @@ def test_artifact_rescoring_equals_the_library(files, capsys):
     assert (int(got["targets"]), int(got["bytes"])) == (ref.targets, ref.bytes) == (MAX_TOKENS, ref.bytes)
     assert re.search(r"^eval_flat val_loss:\d+\.\d{4} val_bpb:\d+\.\d{4} eval_time:\d+ms$", out, re.M)
     assert "wall_time:" in out
+
+
+def test_artifact_rescoring_defaults_to_its_recorded_window(files, capsys, monkeypatch):
+    """An artifact records the window its run scored at: rescored alone (no --seq-len, no environment), it is scored
+    at that window, not at the preset's default (frontier: 2,048), and gives the same score as with --seq-len."""
+    for k in ("PRESET", "TRAIN_SEQ_LEN", "EVAL_SEQ_LEN"):
+        monkeypatch.delenv(k, raising=False)
+    assert tg.decode_artifact(Path(files["artifact"]).read_bytes())[2] == {"train_seq_len": 128, "eval_seq_len": SEQ}
+    argv = cli(files, "--artifact", files["artifact"], "--mode", "flat")
+    rc, out, _ = run_main(capsys, argv[:4] + argv[6:])  # without --seq-len
+    assert rc == 0 and f" window:{SEQ} " in out
+    assert exact(out, "eval_flat")["val_bpb"] == f"{in_process(files, 'flat').val_bpb:.8f}"
 
 
 def test_checkpoint_and_ttt_modes(files, capsys):
@@ -242,7 +254,7 @@ def test_probe_scores_each_item_alone_and_continues_some(files, capsys, tmp_path
     rows = [dict(kv.split(":", 1) for kv in line.split()[1:6]) for line in out.splitlines() if " tokens:" in line]
     assert len(rows) == 4 and rows[-1]["items"] == "3"
     sp = spm.SentencePieceProcessor(model_file=files["tok"])
-    config, state = tg.read_artifact(Path(files["artifact"]).read_bytes())
+    config, state, _ = tg.read_artifact(Path(files["artifact"]).read_bytes())
     model = tg.build_model(config)
     model.load_state_dict(state)
     model.eval().set_loops(config.eval_loops or config.num_loops)

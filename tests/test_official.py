@@ -242,7 +242,7 @@ def test_baseline_preset_exports_by_the_official_int8_rules():
         model.tok_emb.weight[:8].mul_(200)
     state = {k: v.detach().float() for k, v in model.state_dict().items()}
     blob, entries = tg.build_artifact(state, tg.param_roles(model), h.model, h)
-    _, ours = tg.read_artifact(blob)
+    _, ours, _ = tg.read_artifact(blob)
     names = tk.official_names(h.model.num_layers, tied=True)
     want = official_dequantize(official_quantize({off: state[o] for off, o in names.items()}))
     assert {names[k] for k in want} == set(ours)

@@ -127,7 +127,7 @@ def test_artifact_roundtrip_loads_strictly_and_reserialises_byte_identically():
     blob, report = build(h, model)
     assert report["model_bytes"] == len(blob) and report["roles"]["attn"]["bits"] == "6"
     assert report["roles"]["control"]["store"] == "f16/q" and report["roles"]["embed"]["bits"] == "7"  # the gate: q
-    cfg, state = tg.read_artifact(blob)
+    cfg, state, _ = tg.read_artifact(blob)
     assert cfg == h.model
     loaded, _ = tg.load_artifact_model(blob, h.model)
     for name, p in model.state_dict().items():
@@ -140,8 +140,9 @@ def test_artifact_roundtrip_loads_strictly_and_reserialises_byte_identically():
             bits, k = tg._quant_setting(role, h)
             assert rel < 1.1 * k / (2 ** (bits - 1) - 1) / 12**0.5, (name, rel)
     assert build(h, model)[0] == blob  # deterministic
-    cfg2, entries = tg.decode_artifact(blob)
-    assert tg.encode_artifact(cfg2, entries, h.compressor, h.compress_level) == blob
+    cfg2, entries, recorded = tg.decode_artifact(blob)
+    assert recorded == {"train_seq_len": h.train_seq_len, "eval_seq_len": h.eval_seq_len}
+    assert tg.encode_artifact(cfg2, entries, h.compressor, h.compress_level, recorded) == blob
 
 
 @pytest.mark.parametrize("codec", ["lzma", "zlib"])
@@ -150,7 +151,7 @@ def test_other_codecs_roundtrip(codec):
     model = tiny_model(h)
     blob, _ = build(h, model)
     assert blob[5] == tg.ARTIFACT_CODECS[codec]
-    _, state = tg.read_artifact(blob)
+    _, state, _ = tg.read_artifact(blob)
     zblob, _ = build(tiny_h(), model)
     assert all(torch.equal(state[k], v) for k, v in tg.read_artifact(zblob)[1].items())
 
@@ -395,7 +396,7 @@ def test_cli_quantize_and_inspect(cli_setup, capsys):
     )
     text = capsys.readouterr().out
     assert "gptq" in text and "total_bytes:" in text and "UNDER" in text
-    _, entries = tg.decode_artifact(out.read_bytes())
+    entries = tg.decode_artifact(out.read_bytes())[1]
     mlp = [e["meta"] for e in entries if e["meta"]["role"] == "mlp"]
     assert mlp and all(m["k"] == 10.0 and m["method"] == "gptq" for m in mlp)
     assert quantize.main(["inspect", str(out), "--tensors"]) == 0
@@ -442,7 +443,7 @@ def test_cli_roundtrip_per_tensor_swaps_one_tensor_at_a_time(cli_setup, capsys):
     capsys.readouterr()
     assert quantize.main([*argv, "--per-tensor", "--set", "EVAL_SEQ_LEN=256"]) == 0
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("  [")]
-    _, entries = tg.decode_artifact(out.read_bytes())
+    entries = tg.decode_artifact(out.read_bytes())[1]
     ints = [e for e in entries if e["meta"]["store"] == "q"]
     assert len(lines) == len(ints) > 0 and all(e["meta"]["name"] in x for e, x in zip(ints, lines))
     loaded = tk.load_model(checkpoint=str(ckpt))

@@ -283,7 +283,7 @@ def test_end_to_end_run_learns_exports_and_round_trips(dataset, tmp_path):
     assert model_bytes == artifact.stat().st_size
     # the round trip costs little, and the float score is what the float checkpoint gives
     assert abs(metric(log, "final_int6_roundtrip") - metric(log, "final_float")) < 0.05
-    cfg, state = tg.read_artifact(artifact.read_bytes())
+    cfg, state, _ = tg.read_artifact(artifact.read_bytes())
     model = tg.build_model(cfg)
     model.load_state_dict(state, strict=True)
 
