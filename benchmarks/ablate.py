@@ -12,10 +12,12 @@ A spec is a JSON file:
      "description": "...",                       optional
      "launch": {"procs": 1, "threads": 2},       procs 1: python train_gpt.py; N > 1: torchrun with N processes;
                                                  threads: OMP_NUM_THREADS / MKL_NUM_THREADS of each process
-     "prepare": {"export": {"inputs": [...], "tokenizer": "...", "val_docs": N, "shard_tokens": N},
+     "prepare": {"export": {"inputs": [...], "tokenizer": "...", "val_docs": N, "shard_tokens": N,
+                            "shuffle_seed": N},
                  "val_shard": "..."},            optional: data/export.py into OUT/data (once), its val split
                                                  replaced by val_shard when given; DATA_PATH and TOKENIZER_PATH
-                                                 then point there
+                                                 then point there. shuffle_seed: the inputs' documents (JSONL
+                                                 lines) are exported in a seeded random order, not file order
      "base": {"PRESET": "frontier", ...},        settings (train_gpt.py env names) of every run
      "variants": {"frontier": {}, "no_xsa": {"XSA": "0"}, ...},   each applied on top of base
      "reference": "frontier",                    optional: the variant the others are compared with (default first)
@@ -59,6 +61,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 for _p in (REPO, REPO / "records"):
     if str(_p) not in sys.path:
@@ -76,6 +80,7 @@ SAME_BUDGET = ("max_wallclock_seconds", "iterations")  # ...and these
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 SUMMARY_PREFIX = "run_summary "
 STAMP = "prepared.json"
+SHUFFLED_DOCS = "shuffled_docs.jsonl"  # in OUT/data, with shuffle_seed: the documents the export read
 STOP_GRACE_S = 5.0  # after Ctrl-C, how long a run may take to stop by itself before it gets SIGTERM
 
 
@@ -198,11 +203,11 @@ def _check_prepare(prepare: object, path: Path) -> None:
     if not isinstance(prepare, dict) or set(prepare) - {"export", "val_shard"} or "export" not in prepare:
         raise UserError(f"{where} must be an object with 'export' and optionally 'val_shard', got {prepare!r}")
     export = prepare["export"]
-    keys = {"inputs", "tokenizer", "val_docs", "shard_tokens"}
+    keys = {"inputs", "tokenizer", "val_docs", "shard_tokens", "shuffle_seed"}
     if not isinstance(export, dict) or set(export) - keys or not {"inputs", "tokenizer"} <= set(export):
         raise UserError(
             f"{where}.export must be an object with 'inputs' and 'tokenizer' "
-            f"(and optionally 'val_docs', 'shard_tokens'), got {export!r}"
+            f"(and optionally 'val_docs', 'shard_tokens', 'shuffle_seed'), got {export!r}"
         )
     inputs = export["inputs"]
     if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
@@ -211,7 +216,7 @@ def _check_prepare(prepare: object, path: Path) -> None:
         holder = prepare if key == "val_shard" else export
         if key in holder and not isinstance(holder[key], str):
             raise UserError(f"{where}: {key} must be a path, got {holder[key]!r}")
-    for key in ("val_docs", "shard_tokens"):
+    for key in ("val_docs", "shard_tokens", "shuffle_seed"):
         if key in export and (isinstance(export[key], bool) or not isinstance(export[key], int) or export[key] < 1):
             raise UserError(f"{where}.export.{key} must be a positive integer, got {export[key]!r}")
     if "val_shard" in prepare and "val_docs" in export:
@@ -305,6 +310,19 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def shuffle_documents(inputs: Sequence[str], seed: int, dest: Path) -> int:
+    """Write the documents (lines) of the JSONL inputs, in file order, permuted by a generator seeded with `seed`,
+    to dest (atomically); return their number. Exported in file order, the CPU golf's 999 C4 documents came before
+    its 200 FineWeb ones, and a run's score moved with how far into the FineWeb block it stopped."""
+    docs = []
+    for path in inputs:
+        with open(path, encoding="utf-8") as f:
+            docs += [line.rstrip("\n") for line in f if line.strip()]
+    order = np.random.default_rng(seed).permutation(len(docs))
+    tg.atomic_write_bytes(dest, "".join(docs[i] + "\n" for i in order).encode("utf-8"))
+    return len(docs)
+
+
 def prepare_data(spec: Spec, out: Path) -> None:
     """Export the spec's documents into OUT/data once (data/export.py); with val_shard, its val split is replaced by
     a copy of that shard. A stamp records what was prepared; a different prepare section is refused."""
@@ -330,12 +348,17 @@ def prepare_data(spec: Spec, out: Path) -> None:
     for key, p in (("export.tokenizer", tokenizer), ("val_shard", val_shard)):
         if p is not None and not p.is_file():
             raise UserError(f"{spec.path}: prepare.{key}: {p} is not a file")
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = inputs
+    if "shuffle_seed" in export:  # one file of the inputs' documents in a seeded order (the export keeps file order)
+        sources = [folder / SHUFFLED_DOCS]
+        want["shuffled_docs"] = shuffle_documents(inputs, export["shuffle_seed"], sources[0])
     # data/export.py refuses an empty val split, so with val_shard one document is exported as val and replaced
     val_docs = 1 if val_shard else export.get("val_docs", 50_000)
     cmd = [
         sys.executable,
         str(REPO / "data" / "export.py"),
-        *inputs,
+        *map(str, sources),
         "--tokenizer",
         str(tokenizer),
         "--out",

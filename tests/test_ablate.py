@@ -424,3 +424,37 @@ def test_cpu_preset_is_the_measured_cpu_golf_candidate():
     assert golf["variants"]["cpu"] == shapes["variants"]["cpu"] == {
         "PRESET": "cpu", "BIGRAM_HASH": "0", "PARALLEL_START": "3", "QUANT_EMBED_BITS": "7", "CLIP_K_EMBED": "14"
     }  # fmt: skip
+
+
+def test_prepare_shuffle_seed_exports_the_same_documents_in_a_seeded_order(tmp_path):
+    """shuffle_seed: the inputs' documents are exported in a seeded random order (the same for the same seed), none
+    lost or added; without it, in file order (the first file's documents first)."""
+    need_smoke_data()
+    lines = shared_path("text", "fineweb_docs_200.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (tmp_path / "a.jsonl").write_text("".join(lines[:20]), encoding="utf-8")
+    (tmp_path / "b.jsonl").write_text("".join(lines[20:40]), encoding="utf-8")
+    tokenizer = smoke_spec()["prepare"]["export"]["tokenizer"]
+
+    def docs(seed: int | None, out: str) -> list[tuple[int, ...]]:
+        export = {"inputs": [str(tmp_path / "*.jsonl")], "tokenizer": tokenizer, "val_docs": 1}
+        if seed is not None:
+            export["shuffle_seed"] = seed
+        spec = ablate.load_spec(write_spec(tmp_path, smoke_spec(prepare={"export": export}), f"{out}.json"))
+        ablate.prepare_data(spec, tmp_path / out)
+        stream = ablate.tg.load_shard(tmp_path / out / "data" / "fineweb_train_000000.bin").tolist()
+        starts = [i for i, t in enumerate(stream) if t == 1] + [len(stream)]
+        return [tuple(stream[a:b]) for a, b in zip(starts, starts[1:])]
+
+    plain, one, other = docs(None, "plain"), docs(7, "s7"), docs(8, "s8")
+    assert len(plain) == len(one) == len(other) == 39  # 40 documents, the first exported as the val split
+    assert one != plain and one != other
+    inputs = sorted(str(p) for p in tmp_path.glob("*.jsonl"))
+    assert ablate.shuffle_documents(inputs, 7, tmp_path / "again.jsonl") == 40
+    assert (tmp_path / "again.jsonl").read_bytes() == (tmp_path / "s7" / "data" / ablate.SHUFFLED_DOCS).read_bytes()
+    # the same documents, but for the one each export takes as val
+    assert len(set(one) & set(plain)) >= 38 and len(set(one) | set(plain)) <= 40
+    stamp = json.loads((tmp_path / "s7" / "data" / "prepared.json").read_text())
+    assert stamp["shuffled_docs"] == 40 and stamp["prepare"]["export"]["shuffle_seed"] == 7
+    bad = {"export": {**smoke_spec()["prepare"]["export"], "shuffle_seed": "x"}}
+    with pytest.raises(toolkit.UserError, match="shuffle_seed must be a positive integer"):
+        ablate.load_spec(write_spec(tmp_path, smoke_spec(prepare=bad)))
