@@ -401,8 +401,8 @@ def test_torchrun_launch_runs_every_rank(tmp_path):
 def test_cpu_preset_is_the_measured_cpu_golf_candidate():
     """PRESET=cpu resolves to exactly what the CPU golf benchmarks measured as their best candidate (cpu_explore.json's
     c_mom85 over cpu_golf.json's base, with the BigramHash table of cpu_shapes.json's cpu_bigram_4096 and the tokens
-    per step, embedding export, width and sequential blocks of its cpu_b4k_e8_w224_noparallel), data paths aside, so
-    the preset and its benchmark rows cannot drift apart."""
+    per step, embedding export, width and sequential blocks of its cpu_b4k_e8_w224_noparallel, and the warm-down of
+    cpu_mixed.json's cpu_wd60), data paths aside, so the preset and its benchmark rows cannot drift apart."""
     import train_gpt as tg
 
     golf = json.loads((REPO / "benchmarks/ablations/cpu_golf.json").read_text())
@@ -412,7 +412,12 @@ def test_cpu_preset_is_the_measured_cpu_golf_candidate():
     assert bigram.pop("PRESET") == "cpu" and shapes["base"] == golf["base"]
     batch = dict(shapes["variants"]["cpu_b4k_e8_w224_noparallel"])
     assert batch.pop("PRESET") == "cpu"
-    measured = {**golf["base"], **explore["variants"]["c_mom85"], **bigram, **batch}
+    mixed = json.loads((REPO / "benchmarks/ablations/cpu_mixed.json").read_text())
+    warmdown = dict(mixed["variants"]["cpu_wd60"])
+    assert warmdown.pop("PRESET") == "cpu" and mixed["base"] == golf["base"]
+    same = lambda row: {k: v for k, v in row.items() if k != "WARMDOWN_FRAC"}  # noqa: E731
+    assert same(warmdown) == same(batch) and batch["WARMDOWN_FRAC"] == "0.4"  # the same row, but its warm-down
+    measured = {**golf["base"], **explore["variants"]["c_mom85"], **bigram, **batch, **warmdown}
     measured.pop("TARGET_BYTES")  # the golf cap: the preset's 1.49 MB artifact is under either
     measured.pop("GPTQ_CALIB_BATCHES")  # GPTQ is off in both
     a = tg.Hyperparameters.from_env({**measured, "RUN_ID": "x"})
@@ -422,13 +427,14 @@ def test_cpu_preset_is_the_measured_cpu_golf_candidate():
     assert differ == {"preset", "data_path", "tokenizer_path"}, differ
     # The rows named cpu ran the preset before the table joined it (their logs say bigram_hash 0).
     assert golf["variants"]["cpu"] == shapes["variants"]["cpu"] == {
-        "PRESET": "cpu", "BIGRAM_HASH": "0", "PARALLEL_START": "3", "QUANT_EMBED_BITS": "7", "CLIP_K_EMBED": "14"
+        "PRESET": "cpu", "BIGRAM_HASH": "0", "PARALLEL_START": "3", "QUANT_EMBED_BITS": "7", "CLIP_K_EMBED": "14",
+        "WARMDOWN_FRAC": "0.4",
     }  # fmt: skip
 
 
 def test_prepare_shuffle_seed_exports_the_same_documents_in_a_seeded_order(tmp_path):
     """shuffle_seed: the inputs' documents are exported in a seeded random order (the same for the same seed), none
-    lost or added; without it, in file order (the first file's documents first)."""
+    lost or added; without it, the export reads the inputs themselves (file order)."""
     need_smoke_data()
     lines = shared_path("text", "fineweb_docs_200.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     (tmp_path / "a.jsonl").write_text("".join(lines[:20]), encoding="utf-8")
@@ -447,7 +453,7 @@ def test_prepare_shuffle_seed_exports_the_same_documents_in_a_seeded_order(tmp_p
 
     plain, one, other = docs(None, "plain"), docs(7, "s7"), docs(8, "s8")
     assert len(plain) == len(one) == len(other) == 39  # 40 documents, the first exported as the val split
-    assert one != plain and one != other
+    assert one != plain and one != other and not (tmp_path / "plain" / "data" / ablate.SHUFFLED_DOCS).exists()
     inputs = sorted(str(p) for p in tmp_path.glob("*.jsonl"))
     assert ablate.shuffle_documents(inputs, 7, tmp_path / "again.jsonl") == 40
     assert (tmp_path / "again.jsonl").read_bytes() == (tmp_path / "s7" / "data" / ablate.SHUFFLED_DOCS).read_bytes()
