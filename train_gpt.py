@@ -82,7 +82,7 @@ PRESETS: dict[str, str] = {
     # the tied embedding at 8 bits with clip k 10 (int7's rounding of the output head cost 0.04 bpb; this 0.005,
     # -0.033 on the same weights over 2 seeds; 1.49 MB in all), and no parallel residuals (from the last of 4 blocks
     # they learned to scale that block's output to ~2%: -0.015 without, 2 seeds), and a warm-down over the last 60%
-    # (-0.020 against 40% on the shuffled golf data, 2 of 2 seeds). benchmarks/README.md, "CPU golf".
+    # (-0.020 against 40% on the shuffled golf data, 3 of 3 seeds). benchmarks/README.md, "CPU golf".
     "cpu": "VOCAB_SIZE=1024 NUM_LAYERS=4 MODEL_DIM=224 NUM_HEADS=4 NUM_KV_HEADS=2 MLP_MULT=2 TRAIN_SEQ_LEN=256 "
     "TRAIN_BATCH_TOKENS=4096 GRAD_ACCUM_STEPS=1 MAX_WALLCLOCK_SECONDS=300 WARMUP_STEPS=2 EVAL_STRIDE=0 "
     "NUM_LOOPS=1 XSA=0 ATTN_OUT_GATE=0 UNET_SKIPS=0 EMA_DECAY=0 GPTQ=0 LQER_RANK=0 PARALLEL_START=-1 "
