@@ -73,16 +73,10 @@ PRESETS: dict[str, str] = {
     "SCHEDULE_REFERENCE_STEPS=0 LOOP_RAMP_FRAC=0 BETA2=0.95 ADAM_WD=0 EMBED_WD=0 ORTHO_INIT=0 "
     "QUANT_EMBED_BITS=8 QUANT_CLIP=percentile CONTROL_BITS=32 GPTQ=0 LQER_RANK=0 COMPRESSOR=zlib "
     "CODE_POLICY=raw TARGET_BYTES=0 EVAL_STRIDE=0 VAL_LOSS_EVERY=1000 TRAIN_LOG_EVERY=200",
-    # The frontier at CPU golf scale (issue 15: 300 s on 2 cores): the CPU golf benchmark's model shape at width 224
-    # (~25% more steps than 256: -0.040 over 2 seeds; 192 lost), the features that did not pay for their step time
-    # there off (recurrence, XSA, the attention gate, U-Net skips, EMA, GPTQ and LQER; added back one at a time at
-    # ~500 steps, each cost 0.02-0.11), the baseline's learning rates, Muon momentum 0.85 (0.97 averages over ~33
-    # steps: a quarter of a 130-step run), a BigramHash table of 4,096 vectors (-0.035 on this preset in 2 of 2
-    # seeds), 4,096 tokens per step instead of the golf's 16,384 (~500 steps instead of ~120: -0.094 over 2 seeds),
-    # the tied embedding at 8 bits with clip k 10 (int7's rounding of the output head cost 0.04 bpb; this 0.005,
-    # -0.033 on the same weights over 2 seeds; 1.49 MB in all), and no parallel residuals (from the last of 4 blocks
-    # they learned to scale that block's output to ~2%: -0.015 without, 2 seeds), and a warm-down over the last 60%
-    # (-0.020 against 40% on the shuffled golf data, 3 of 3 seeds). benchmarks/README.md, "CPU golf".
+    # The frontier at CPU golf scale (issue 15: 300 s on 2 cores, under 2 MB): every setting is the best measured
+    # there (width 224, sequential blocks, 4,096 tokens per step, the features whose step cost did not pay off
+    # there switched off, the baseline's learning rates, Muon momentum 0.85, a 4,096-vector BigramHash table, an 8-bit
+    # tied embedding, a 60% warm-down). benchmarks/README.md, "CPU golf", has the figures; a test pins these rows.
     "cpu": "VOCAB_SIZE=1024 NUM_LAYERS=4 MODEL_DIM=224 NUM_HEADS=4 NUM_KV_HEADS=2 MLP_MULT=2 TRAIN_SEQ_LEN=256 "
     "TRAIN_BATCH_TOKENS=4096 GRAD_ACCUM_STEPS=1 MAX_WALLCLOCK_SECONDS=300 WARMUP_STEPS=2 EVAL_STRIDE=0 "
     "NUM_LOOPS=1 XSA=0 ATTN_OUT_GATE=0 UNET_SKIPS=0 EMA_DECAY=0 GPTQ=0 LQER_RANK=0 PARALLEL_START=-1 "

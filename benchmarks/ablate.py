@@ -313,7 +313,8 @@ def _sha256(path: Path) -> str:
 def shuffle_documents(inputs: Sequence[str], seed: int, dest: Path) -> int:
     """Write the documents (lines) of the JSONL inputs, in file order, permuted by a generator seeded with `seed`,
     to dest (atomically); return their number. Exported in file order, the CPU golf's 999 C4 documents came before
-    its 200 FineWeb ones, and a run's score moved with how far into the FineWeb block it stopped."""
+    its 200 FineWeb ones, and a run's score moved with how far into the FineWeb block it stopped. Every document is
+    held in memory: meant for benchmark-sized inputs (the golf's are 3.7 MB), not a full FineWeb export."""
     docs = []
     for path in inputs:
         with open(path, encoding="utf-8") as f:
