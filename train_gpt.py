@@ -159,7 +159,50 @@ class ModelConfig:
             raise ArtifactError(
                 f"{what} does not fit this train_gpt.py: missing {sorted(keys - got)}, unknown {sorted(got - keys)}"
             )
-        return cls(**d)
+        for f in fields(cls):  # a file's values are checked as the settings are, before anything is built from them
+            kinds = {"int": (int,), "float": (int, float), "str": (str,)}[f.type]
+            if type(d[f.name]) not in kinds:
+                raise ArtifactError(f"{what}: {f.name}={d[f.name]!r} is not a{'n' * (f.type == 'int')} {f.type}")
+
+        def need(ok: bool, name: str, why: str) -> None:
+            if not ok:
+                raise ArtifactError(f"{what}: {name}={d[name]!r} {why}: corrupt, or not a model this code builds")
+
+        cfg = cls(**d)
+        cfg.check(need)
+        return cfg
+
+    def check(self, need) -> None:
+        """The checks of a model config alone (need(ok, field name, why) raises): run on the settings by
+        Hyperparameters.validate and on a file's config by from_dict, so a crafted size fails before any work."""
+        m = self
+        check_ranges({f.name: getattr(m, f.name) for f in fields(m)}, need)
+        need(m.model_dim % m.num_heads == 0, "num_heads", f"must divide MODEL_DIM={m.model_dim}")
+        need(m.num_heads % m.num_kv_heads == 0, "num_kv_heads", f"must divide NUM_HEADS={m.num_heads}")
+        head_dim = m.model_dim // m.num_heads
+        need(head_dim % 2 == 0, "model_dim", "MODEL_DIM / NUM_HEADS must be even for RoPE")
+        need(
+            0 <= m.rope_dims <= head_dim and m.rope_dims % 2 == 0,
+            "rope_dims",
+            f"must be even and in [0, head_dim={head_dim}]",
+        )
+        if m.num_loops > 1 or m.eval_loops > 1:
+            need(
+                0 <= m.loop_start <= m.loop_end < m.num_layers,
+                "loop_end",
+                f"the span LOOP_START={m.loop_start}..LOOP_END must lie in [0, NUM_LAYERS-1={m.num_layers - 1}]",
+            )
+        need(-1 <= m.parallel_start < m.num_layers, "parallel_start", f"must be -1 or below NUM_LAYERS={m.num_layers}")
+        need(0 < m.gate_inputs <= m.model_dim, "gate_inputs", "must be in [1, MODEL_DIM]")
+        need(m.attn != "mla" or m.mla_rank <= m.model_dim, "mla_rank", f"must be at most MODEL_DIM={m.model_dim}")
+        need(m.attn != "mla" or 0 < m.rope_dims < m.model_dim // m.num_heads, "rope_dims",
+             "must be in [1, head_dim) for ATTN=mla: the rotated key dims are MLA's decoupled part")  # fmt: skip
+        for name, rows in (("vocab_size", m.vocab_size), ("bigram_hash", m.bigram_hash),
+                           ("engram_slots", 2 * m.engram_slots)):  # fmt: skip
+            params = rows * m.model_dim
+            need(params <= MAX_TABLE_PARAMS, name, f"makes a table of {params:,} parameters (rows x MODEL_DIM="
+                 f"{m.model_dim}), about {params * STATE_BYTES / 2**30:.0f} GiB of weights and optimiser state; at "
+                 f"most {MAX_TABLE_PARAMS:,} (what a {BYTE_LIMIT:,}-byte artifact holds at 1 bit each)")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -318,39 +361,10 @@ class Hyperparameters:
             if not ok:
                 raise UserError(f"{name.upper()}={flat[name]!r}: {why}")
 
-        for name, value in flat.items():
-            if name in UPPER_BOUNDS:  # beyond these an allocation overflows or a shard cannot hold the ids
-                need(value <= UPPER_BOUNDS[name], name, f"must be at most {UPPER_BOUNDS[name]:,}")
-            if name in POSITIVE:
-                need(value > 0, name, "must be positive")
-            elif name in NON_NEGATIVE:
-                need(value >= 0, name, "must be >= 0")
-            elif name in FRACTIONS:
-                need(0.0 <= value <= 1.0, name, "must be in [0, 1]")
-            elif name in CHOICES:
-                need(value in CHOICES[name], name, f"must be one of {', '.join(CHOICES[name])}")
-        need(m.model_dim % m.num_heads == 0, "num_heads", f"must divide MODEL_DIM={m.model_dim}")
-        need(m.num_heads % m.num_kv_heads == 0, "num_kv_heads", f"must divide NUM_HEADS={m.num_heads}")
-        head_dim = m.model_dim // m.num_heads
-        need(head_dim % 2 == 0, "model_dim", "MODEL_DIM / NUM_HEADS must be even for RoPE")
-        need(
-            0 <= m.rope_dims <= head_dim and m.rope_dims % 2 == 0,
-            "rope_dims",
-            f"must be even and in [0, head_dim={head_dim}]",
-        )
-        if m.num_loops > 1 or m.eval_loops > 1:
-            need(
-                0 <= m.loop_start <= m.loop_end < m.num_layers,
-                "loop_end",
-                f"the span LOOP_START={m.loop_start}..LOOP_END must lie in [0, NUM_LAYERS-1={m.num_layers - 1}]",
-            )
-        need(-1 <= m.parallel_start < m.num_layers, "parallel_start", f"must be -1 or below NUM_LAYERS={m.num_layers}")
+        check_ranges(flat, need)
+        m.check(need)
         for name in ("quant_matrix_bits", "quant_embed_bits"):
             need(2 <= getattr(h, name) <= 8, name, "must be between 2 and 8")
-        need(0 < m.gate_inputs <= m.model_dim, "gate_inputs", "must be in [1, MODEL_DIM]")
-        need(m.attn != "mla" or m.mla_rank <= m.model_dim, "mla_rank", f"must be at most MODEL_DIM={m.model_dim}")
-        need(m.attn != "mla" or 0 < m.rope_dims < m.model_dim // m.num_heads, "rope_dims",
-             "must be in [1, head_dim) for ATTN=mla: the rotated key dims are MLA's decoupled part")  # fmt: skip
         need(m.attn not in WINDOWED or 0 < m.attn_window <= h.train_seq_len, "attn_window",
              f"must be in [1, TRAIN_SEQ_LEN={h.train_seq_len}] for ATTN={m.attn}")  # fmt: skip
         need(h.control_bits in (16, 32), "control_bits", "must be 16 or 32")
@@ -366,6 +380,21 @@ class Hyperparameters:
         need(h.ttt_mode in ("off", "sgd") or h.ttt_lora_chunk <= h.effective_eval_seq_len, "ttt_lora_chunk", window)
         need(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", h.run_id) is not None, "run_id", "must be a plain name "
              "(letters, digits, '.', '_', '-'): it names files under LOG_DIR and artifacts/")  # fmt: skip
+        need(0 <= h.seed < 1 << 32, "seed", "must be in [0, 2^32) (numpy's seed range)")
+        need(0 <= h.compress_level <= 22, "compress_level", "must be in [0, 22] (zstd uses it as is; lzma and zlib "
+             "at most 9)")  # fmt: skip
+        need(not h.stop_after or h.stop_after < h.iterations, "stop_after", f"cannot happen: the run ends at "
+             f"ITERATIONS={h.iterations} first; set it below ITERATIONS or unset it")  # fmt: skip
+        if h.ttt_mode == "phased":
+            for name in ("ttt_phases", "ttt_phase_docs"):
+                need(getattr(h, name) > 0, name, "must be positive for TTT_MODE=phased (0 runs no phase: that is "
+                     "TTT_MODE=lora)")  # fmt: skip
+            need(h.ttt_phases <= h.ttt_phase_docs, "ttt_phases", f"more phases than TTT_PHASE_DOCS={h.ttt_phase_docs} "
+                 "documents cannot take effect (a phase needs at least one new document)")  # fmt: skip
+        if h.target_bytes and h.target_bytes < 4 * len(Path(__file__).read_bytes()) + 4096:  # cheap first: packing
+            code = size_report(0, Path(__file__).read_text(encoding="utf-8"), h.code_policy)["code_bytes"]  # is slow
+            need(h.target_bytes > code, "target_bytes", f"leaves no bytes for the model: the code alone is {code:,} "
+                 f"bytes (CODE_POLICY={h.code_policy}); raise it, or 0 to keep the clip k as set")  # fmt: skip
 
     @property
     def effective_eval_seq_len(self) -> int:
@@ -375,7 +404,8 @@ class Hyperparameters:
 POSITIVE = {
     "iterations", "train_batch_tokens", "train_seq_len", "vocab_size", "num_layers", "model_dim", "num_heads",
     "num_kv_heads", "num_loops", "muon_backend_steps", "eval_batch_seqs", "ttt_chunk_tokens", "ttt_lora_rank",
-    "ttt_lora_chunk", "ttt_lora_docs", "gptq_block", "train_log_every", "mlp_mult", "attn_block",
+    "ttt_lora_chunk", "ttt_lora_docs", "gptq_block", "train_log_every", "mlp_mult", "attn_block", "clip_k_attn",
+    "clip_k_mlp", "clip_k_embed",
 }  # fmt: skip
 NON_NEGATIVE = {
     "max_wallclock_seconds", "warmup_steps", "stop_after", "warmdown_iters", "val_loss_every", "eval_stride",
@@ -384,7 +414,7 @@ NON_NEGATIVE = {
     "lqer_rank", "bigram_hash", "z_loss", "adamw_matrix_lr", "engram_slots", "mla_rank", "attn_global",
     "attn_random_blocks", "gptq_calib_batches", "gptq_reserve_seconds", "logit_softcap", "schedule_reference_steps",
     "adam_wd", "embed_wd", "muon_wd", "matrix_lr", "tied_embed_lr", "embed_lr", "head_lr", "scalar_lr",
-    "muon_momentum_warmup_steps", "target_bytes",
+    "muon_momentum_warmup_steps", "target_bytes", "grad_accum_steps", "adam_eps", "gptq_damp",
 }  # fmt: skip
 UPPER_BOUNDS = {
     "vocab_size": 65_536,  # shard tokens are uint16
@@ -395,7 +425,14 @@ UPPER_BOUNDS = {
     "num_layers": 1024,
     "num_loops": 1024,
     "eval_loops": 1024,
+    "ttt_epochs": 100,  # each epoch, phase and phase epoch is a pass over the scored documents: bounds the time
+    "ttt_phases": 100,
+    "ttt_phase_epochs": 100,
+    **dict.fromkeys(("matrix_lr", "adamw_matrix_lr", "tied_embed_lr", "embed_lr", "head_lr", "scalar_lr", "ttt_lr",
+                     "ttt_lora_lr", "ttt_phase_lr"), 10.0),  # fmt: skip
 }
+BELOW_ONE = {"beta1", "beta2", "muon_momentum", "muon_momentum_warmup_start"}  # moment averages: 1 never forgets
+MAX_TABLE_PARAMS = 8 * BYTE_LIMIT  # the embedding, BIGRAM_HASH and ENGRAM_SLOTS tables: parameters each
 LAYER_POSITIONS = {"loop_start": 3, "loop_end": 5, "parallel_start": 8}  # of 11 layers, when not set
 FRACTIONS = {
     "warmdown_frac", "loop_start_frac", "loop_ramp_frac", "min_lr", "ema_decay", "ttt_momentum",
@@ -412,6 +449,25 @@ CHOICES = {
     "quant_clip": ("sdclip", "percentile"),
     "device": ("auto", "cuda", "cpu"),
 }
+
+
+def check_ranges(values: dict[str, object], need) -> None:
+    """The ranges the tables above give, by field name (need(ok, name, why) raises)."""
+    for name, value in values.items():
+        if isinstance(value, float):  # nan fails every range below, inf passes the lower bounds
+            need(math.isfinite(value), name, "must be a finite number")
+        if name in UPPER_BOUNDS:  # beyond these an allocation overflows or a shard cannot hold the ids
+            need(value <= UPPER_BOUNDS[name], name, f"must be at most {UPPER_BOUNDS[name]:,}")
+        if name in BELOW_ONE:
+            need(0.0 <= value < 1.0, name, "must be in [0, 1): at 1 or above the average never forgets")
+        if name in POSITIVE:
+            need(value > 0, name, "must be positive")
+        elif name in NON_NEGATIVE:
+            need(value >= 0, name, "must be >= 0")
+        elif name in FRACTIONS:
+            need(0.0 <= value <= 1.0, name, "must be in [0, 1]")
+        elif name in CHOICES:
+            need(value in CHOICES[name], name, f"must be one of {', '.join(CHOICES[name])}")
 
 
 # Settings of the public challenge scripts: ours under another name, or refused by name (never silently ignored).
@@ -464,8 +520,8 @@ def public_names(env: dict[str, str]) -> dict[str, str]:
             seq = next(
                 (env[k].strip() for k in ("EVAL_SEQ_LEN", "TRAIN_SEQ_LEN") if env.get(k, "0").strip() != "0"), ""
             )
-            if not value.strip().isdigit() or not (seq or "1024").isdigit():
-                raise UserError(f"{name}={value}: expected a whole number of tokens")
+            if not value.strip().isdigit() or not int(value) or not (seq or "1024").isdigit():
+                raise UserError(f"{name}={value}: expected a positive whole number of tokens")
             out.setdefault("EVAL_BATCH_SEQS", str(max(1, int(value) // (8 * int(seq or "1024")))))
         elif name in ("TTT_ENABLED", "PHASED_TTT_ENABLED"):  # the record's switch for its phased TTT
             if BOOLEANS.get(value.strip().lower(), value.strip()) not in ("0", ""):
@@ -1245,22 +1301,24 @@ def save_checkpoint(path: str | os.PathLike, cfg: ModelConfig, state_dict: dict,
 # =====================================================================================================================
 
 NS_CLASSIC = (3.4445, -4.7750, 2.0315)
-NS_POLAR_EXPRESS = (
-    (8.1566, -22.4833, 15.8788),
-    (4.0429, -2.8089, 0.5000),
-    (3.8917, -2.7725, 0.5061),
-    (3.2858, -2.3681, 0.4645),
-    (2.3465, -1.7098, 0.4232),
-)  # one tuple per step; the last repeats
+NS_POLAR_EXPRESS = (  # the record's minimax coefficients, one tuple per step (Polar Express); more steps reuse the last
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
 NS_EPS = 1e-7
 
 
-def orthogonalize(g: torch.Tensor, steps: int, polar_express: bool, row_normalize: bool) -> torch.Tensor:
+def orthogonalize(g: torch.Tensor, steps: int, polar_express: bool, row_normalize: bool,
+                  dtype: torch.dtype | None = None) -> torch.Tensor:  # fmt: skip
     """Approximate the polar factor U V^T of a matrix, or of each matrix of a stack (..., rows, cols), with
-    Newton-Schulz iterations (bf16 on CUDA, fp32 on CPU). MuonEq-R first divides every row by its L2 norm."""
-    x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
+    Newton-Schulz iterations in `dtype` (default: bf16 on CUDA, as the record on every device; fp32 on CPU, where
+    bf16 products are hundreds of times slower). MuonEq-R first divides every row by its L2 norm (taken in fp32)."""
+    x = g.to(dtype or (torch.bfloat16 if g.is_cuda else torch.float32))
     if row_normalize:
-        x = x / (x.norm(dim=-1, keepdim=True) + NS_EPS)
+        x = x / x.float().norm(dim=-1, keepdim=True).clamp_min(NS_EPS).to(x.dtype)
     transposed = x.size(-2) > x.size(-1)
     if transposed:
         x = x.mT
@@ -1274,12 +1332,15 @@ def orthogonalize(g: torch.Tensor, steps: int, polar_express: bool, row_normaliz
 
 class Muon(torch.optim.Optimizer):
     """Momentum (optionally Nesterov) + Newton-Schulz orthogonalisation for 2-D matrices, decoupled weight decay.
-    Matrices of one shape are stacked and orthogonalised in one batched call (compiled on CUDA). Distributed: each
-    rank orthogonalises a contiguous share of every stack and one all-gather per stack (bf16 on CUDA, as the
-    iteration's own output) gives every rank every update, so the weights stay identical."""
+    Matrices of one shape are stacked and orthogonalised in one batched call (compiled on CUDA). The momentum buffer
+    and the iteration run in `dtype` (default: bf16 on CUDA as the record, fp32 on CPU). Distributed: the stack is
+    padded with zero matrices (whose update is zero) to a multiple of the world size, each rank orthogonalises its
+    equal share, and one all-gather per stack gives every rank every update, so the weights stay identical for any
+    world size and stack size."""
 
     def __init__(self, params, lr: float, momentum: float, nesterov: bool, backend_steps: int, polar_express: bool,
-                 row_normalize: bool, weight_decay: float, rank: int = 0, world_size: int = 1):  # fmt: skip
+                 row_normalize: bool, weight_decay: float, rank: int = 0, world_size: int = 1,
+                 dtype: torch.dtype | None = None):  # fmt: skip
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, backend_steps=backend_steps)
         defaults.update(base_lr=lr, polar_express=polar_express, row_normalize=row_normalize, weight_decay=weight_decay)
         super().__init__(params, defaults)
@@ -1289,6 +1350,7 @@ class Muon(torch.optim.Optimizer):
                 if p.ndim != 2:
                     raise ValueError(f"Muon takes 2-D matrices only, got shape {tuple(p.shape)}")
         cuda = any(p.is_cuda for g in self.param_groups for p in g["params"])
+        self.dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
         self.ortho = torch.compile(orthogonalize, dynamic=False) if cuda else orthogonalize
 
     @staticmethod
@@ -1299,29 +1361,38 @@ class Muon(torch.optim.Optimizer):
             by_shape.setdefault(tuple(p.shape), []).append(p)
         return list(by_shape.values())
 
+    def _buffer(self, p: nn.Parameter) -> torch.Tensor:
+        buf = self.state[p].get("momentum_buffer")
+        if buf is None or buf.dtype != self.dtype:  # new, or saved by a run on another device
+            buf = torch.zeros_like(p, dtype=self.dtype) if buf is None else buf.to(self.dtype)
+            self.state[p]["momentum_buffer"] = buf
+        return buf
+
     @torch.no_grad()
     def step(self) -> None:
         for group in self.param_groups:
+            args = (group["backend_steps"], group["polar_express"], group["row_normalize"], self.dtype)
             for params in self.stacks(group["params"]):
-                grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
-                bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
+                n, share = len(params), -(-len(params) // self.world_size)  # matrices per rank
+                grads = [torch.zeros_like(p, dtype=self.dtype) if p.grad is None else p.grad.to(self.dtype)
+                         for p in params]  # fmt: skip
+                bufs = [self._buffer(p) for p in params]
                 torch._foreach_mul_(bufs, group["momentum"])
                 torch._foreach_add_(bufs, grads)
                 u = torch._foreach_add(grads, bufs, alpha=group["momentum"]) if group["nesterov"] else bufs
-                share = -(-len(params) // self.world_size)  # matrices per rank, the last share padded
-                mine = torch.stack(u[self.rank * share : (self.rank + 1) * share])
-                args = (group["backend_steps"], group["polar_express"], group["row_normalize"])
+                mine = list(u[self.rank * share : (self.rank + 1) * share])
+                mine = torch.stack(mine + [torch.zeros_like(u[0])] * (share - len(mine)))  # (share, rows, cols)
                 # CUDA: the stack in one (compiled) call; CPU: a matrix at a time, whose working set stays in cache
                 o = self.ortho(mine, *args) if mine.is_cuda else torch.stack([self.ortho(m, *args) for m in mine])
-                o = o * math.sqrt(max(1.0, params[0].size(0) / params[0].size(1)))
                 if self.world_size > 1:
-                    o = torch.cat([o, o.new_zeros(share - o.size(0), *o.shape[1:])])
                     parts = [torch.empty_like(o) for _ in range(self.world_size)]
                     dist.all_gather(parts, o.contiguous())
-                    o = torch.cat(parts)[: len(params)]
+                    o = torch.cat(parts)
+                scale = math.sqrt(max(1.0, params[0].size(0) / params[0].size(1)))
                 if group["weight_decay"]:
                     torch._foreach_mul_(params, 1.0 - group["lr"] * group["weight_decay"])
-                torch._foreach_add_(params, [x.to(p.dtype) for x, p in zip(o.unbind(0), params)], alpha=-group["lr"])
+                updates = [x.to(p.dtype) for x, p in zip(o[:n].unbind(0), params)]
+                torch._foreach_add_(params, updates, alpha=-group["lr"] * scale)
 
 
 def build_optimizers(model: GPT, h: Hyperparameters, d: Dist) -> list[torch.optim.Optimizer]:
@@ -1768,6 +1839,8 @@ ARTIFACT_PART = struct.Struct("<BII")  # per part: method (0 the codec, 1 rANS),
 ARTIFACT_FRAME = struct.Struct("<4sBBQ16s")  # magic, version, codec id, payload bytes, blake2b-128 digest
 ARTIFACT_CODECS = {"zstd": 1, "lzma": 2, "zlib": 3}
 ARTIFACT_MAX_PAYLOAD = 1 << 28  # 256 MiB, 16x the byte cap: a declared payload above it is refused before inflating
+ARTIFACT_MAX_HEADER = 1 << 24  # JSON header bytes (a model's is tens of KB): bounds what json.loads builds
+ARTIFACT_MAX_TENSORS = 1 << 16  # header entries (1,024 blocks of a dozen tensors fit)
 QUANT_ROLES = ("attn", "mlp", "embed", "head")  # large 2-D matrices of these roles are stored as integers
 STORE_ORDER = ("attn", "mlp", "embed", "head", "control", "buffer")  # tensor order inside every stream
 STREAM_WIDTHS = {"q": 1, "scale": 2, "f16": 2, "f32": 4, "raw": 1, "lqer_q": 1, "lqer_s": 2}  # byte-shuffle width
@@ -2207,8 +2280,12 @@ def decode_artifact(blob: bytes) -> tuple[dict, list[dict], dict]:
     payload = decompress_parts(body, codec, size)
     try:
         (hlen,) = struct.unpack_from("<I", payload)
+        if hlen > ARTIFACT_MAX_HEADER:
+            raise ValueError(f"a {hlen}-byte header, over the {ARTIFACT_MAX_HEADER}-byte limit")
         header = json.loads(payload[4 : 4 + hlen])
         model_config, metas, stream_info = header["model_config"], header["tensors"], header["streams"]
+        if not isinstance(metas, list) or len(metas) > ARTIFACT_MAX_TENSORS:
+            raise ValueError(f"the tensor list is not a list of at most {ARTIFACT_MAX_TENSORS} entries")
         recorded = header.get("recorded", {})
         if not isinstance(recorded, dict) or not all(
             k in ARTIFACT_RECORDED and type(v) is int and v >= 0 for k, v in recorded.items()
@@ -2322,7 +2399,16 @@ def load_artifact_model(blob: bytes, expected: ModelConfig | None = None) -> tup
 
 def check_shapes(cfg: ModelConfig, state: dict, what: str) -> None:
     """Compare a file's tensors with the model its config describes, built on the meta device (no memory), so a
-    crafted config that claims a huge model is refused before anything is allocated for it."""
+    crafted config that claims a huge model is refused before anything is allocated for it, and one that claims more
+    than the file holds before it is built at all (building 1,024 blocks on the meta device takes seconds)."""
+    have = sum(math.prod(t.shape) for t in state.values())
+    least = cfg.vocab_size * cfg.model_dim + cfg.num_layers * 2 * cfg.model_dim**2  # the embedding; c_q, proj a block
+    if least > have or 4 * cfg.num_layers > len(state):  # and a block has at least 4 tensors
+        raise ArtifactError(
+            f"{what}'s config describes {cfg.num_layers} blocks of width {cfg.model_dim} and a {cfg.vocab_size}-token "
+            f"vocabulary, at least {least:,} parameters, but the file holds {have:,} in {len(state)} tensors: its "
+            "config does not describe its tensors (corrupt or crafted)"
+        )
     with torch.device("meta"):
         want = {n: tuple(t.shape) for n, t in build_model(cfg).state_dict().items()}
     got = {n: tuple(t.shape) for n, t in state.items()}
