@@ -36,8 +36,10 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -313,6 +315,12 @@ class Hyperparameters:
     device: str = "auto"  # auto | cuda | cpu
     compile: int = -1  # -1 = on for CUDA, off for CPU
     autocast_bf16: int = -1  # -1 = on for CUDA, off for CPU
+    attn_backend: str = "auto"  # document-isolated attention's kernel: auto (fa3, else torch, on a CUDA GPU; sdpa on
+    # CPU) | sdpa (a dense mask) | fa3 (flash_attn_interface's varlen kernel, the record's) | torch (torch's own varlen
+    # kernel) | reference (the varlen path as a loop over documents, for tests); chosen at start-up and logged
+    varlen_segment_tokens: int = 128  # the varlen offsets have room for B * (1 + (T-1)/this) documents per batch of
+    # B rows of T tokens (a fixed size: compiled graphs never recompile); a batch of shorter documents stops the run
+    dist_timeout_seconds: float = 1800.0  # how long a collective may wait for the slowest rank before the run fails
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Hyperparameters:
@@ -405,7 +413,7 @@ POSITIVE = {
     "iterations", "train_batch_tokens", "train_seq_len", "vocab_size", "num_layers", "model_dim", "num_heads",
     "num_kv_heads", "num_loops", "muon_backend_steps", "eval_batch_seqs", "ttt_chunk_tokens", "ttt_lora_rank",
     "ttt_lora_chunk", "ttt_lora_docs", "gptq_block", "train_log_every", "mlp_mult", "attn_block", "clip_k_attn",
-    "clip_k_mlp", "clip_k_embed",
+    "clip_k_mlp", "clip_k_embed", "varlen_segment_tokens", "dist_timeout_seconds",
 }  # fmt: skip
 NON_NEGATIVE = {
     "max_wallclock_seconds", "warmup_steps", "stop_after", "warmdown_iters", "val_loss_every", "eval_stride",
@@ -428,9 +436,12 @@ UPPER_BOUNDS = {
     "ttt_epochs": 100,  # each epoch, phase and phase epoch is a pass over the scored documents: bounds the time
     "ttt_phases": 100,
     "ttt_phase_epochs": 100,
-    **dict.fromkeys(("matrix_lr", "adamw_matrix_lr", "tied_embed_lr", "embed_lr", "head_lr", "scalar_lr", "ttt_lr",
-                     "ttt_lora_lr", "ttt_phase_lr"), 10.0),  # fmt: skip
 }
+LEARNING_RATES = (
+    "matrix_lr", "adamw_matrix_lr", "tied_embed_lr", "embed_lr", "head_lr", "scalar_lr", "ttt_lr", "ttt_lora_lr",
+    "ttt_phase_lr",
+)  # fmt: skip
+UPPER_BOUNDS.update(dict.fromkeys(LEARNING_RATES, 10.0))  # far above any that trains (TTT_PHASE_LR=1e9 ended in nan)
 BELOW_ONE = {"beta1", "beta2", "muon_momentum", "muon_momentum_warmup_start"}  # moment averages: 1 never forgets
 MAX_TABLE_PARAMS = 8 * BYTE_LIMIT  # the embedding, BIGRAM_HASH and ENGRAM_SLOTS tables: parameters each
 LAYER_POSITIONS = {"loop_start": 3, "loop_end": 5, "parallel_start": 8}  # of 11 layers, when not set
@@ -448,6 +459,7 @@ CHOICES = {
     "code_policy": ("raw", "packed"),
     "quant_clip": ("sdclip", "percentile"),
     "device": ("auto", "cuda", "cpu"),
+    "attn_backend": ("auto", "sdpa", "fa3", "torch", "reference"),
 }
 
 
@@ -993,6 +1005,108 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     return (num / den[..., None]).reshape(B, H, n * C, -1)[:, :, :T]
 
 
+# Document-isolated attention (DOC_ISOLATION=1) without a dense mask: the batch's rows are flattened into one sequence
+# cut at every row start and every BOS, the cuts given as cumulative offsets (cu_seqlens), and a varlen kernel attends
+# causally inside each piece only (FineWeb's documents make that ~0.28 of the causal square's work at T = 2048). How
+# many pieces a batch holds varies; the offsets are padded with empty pieces to a size that depends on the batch's
+# shape alone, so a compiled graph sees one shape and never recompiles. SDPA with the dense (B, 1, T, T) mask stays
+# the CPU path and the reference every varlen backend is tested against.
+VARLEN_ATTNS = ("global", "mla")  # ATTN kinds the varlen path serves (windows and linear attention keep the mask)
+
+
+class Segments(NamedTuple):
+    """What a varlen kernel needs: offsets (capacity + 1,) int32 of the pieces of the flattened batch (the first
+    `count` + 1 real, the rest = B*T), the number of real pieces (a device scalar), the longest piece possible (the
+    row length: a constant, so compiled graphs do not depend on the data) and the backend's name."""
+
+    cu: torch.Tensor
+    count: torch.Tensor
+    max_len: int
+    backend: str
+
+
+@dataclass
+class AttentionChoice:
+    """The attention kernel of this process: chosen once at start-up (select_attention), read by GPT.hidden."""
+
+    backend: str = "sdpa"  # sdpa | fa3 | torch | reference
+    segment_tokens: int = 128
+    reason: str = "the default"
+
+
+ATTENTION = AttentionChoice()
+
+
+def segment_capacity(rows: int, T: int, segment_tokens: int) -> int:
+    """Pieces a batch of `rows` rows of T tokens has room for: each row's start plus one BOS per `segment_tokens`
+    tokens after it (documents that short on average never occur in FineWeb, whose median is ~650 tokens)."""
+    return min(rows * T, rows * (1 + -(-(T - 1) // segment_tokens)))
+
+
+def build_cu_seqlens(idx: torch.Tensor, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(offsets (capacity + 1,) int32, pieces) of (B, T) tokens flattened: a piece starts at every row start and at
+    every BOS; offsets past the last piece equal B*T (empty pieces). Tensor ops with shapes fixed by (B, T, capacity),
+    no host sync: the same graph for every batch."""
+    T = idx.size(1)
+    starts = (idx == BOS_ID) | (torch.arange(T, device=idx.device) == 0)
+    cum = starts.reshape(-1).cumsum(0)  # pieces begun up to each token
+    want = torch.arange(1, capacity + 2, device=idx.device)  # offset i: where piece i + 1 begins (B*T if none)
+    return torch.searchsorted(cum, want, out_int32=True), cum[-1]
+
+
+def _varlen_fa3(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: Segments) -> torch.Tensor:
+    from flash_attn_interface import flash_attn_varlen_func
+
+    out = flash_attn_varlen_func(q, k, v, cu_seqlens_q=seg.cu, cu_seqlens_k=seg.cu, max_seqlen_q=seg.max_len,
+                                 max_seqlen_k=seg.max_len, causal=True)  # fmt: skip
+    return out[0] if isinstance(out, tuple) else out  # some releases return (out, lse)
+
+
+def _varlen_torch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: Segments) -> torch.Tensor:
+    from torch.nn.attention.varlen import varlen_attn
+
+    return varlen_attn(q, k, v, seg.cu, seg.cu, seg.max_len, seg.max_len, window_size=(-1, 0),
+                       enable_gqa=q.size(1) != k.size(1))  # fmt: skip
+
+
+def _varlen_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: Segments) -> torch.Tensor:
+    """The varlen contract in plain PyTorch: causal SDPA on each piece the offsets name, one at a time."""
+    bounds, pieces = seg.cu.tolist(), []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        if b > a:
+            qs, ks, vs = (t[a:b].transpose(0, 1)[None] for t in (q, k, v))  # (1, heads, length, head_dim)
+            y = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=q.size(1) != k.size(1))
+            pieces.append(y[0].transpose(0, 1))
+    return torch.cat(pieces)
+
+
+VARLEN_KERNELS = {"fa3": _varlen_fa3, "torch": _varlen_torch, "reference": _varlen_reference}
+
+
+def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: Segments) -> torch.Tensor:
+    """Causal attention inside each piece of `seg`: q (B, H, T, hd), k and v (B, Hkv, T, hd) -> (B, H, T, hd), what
+    SDPA with the document mask returns. The flash kernels take bf16/fp16 only: float32 inputs (no autocast) are
+    computed in bf16, as autocast would have SDPA do."""
+    B, H, T, hd = q.shape
+    capacity = seg.cu.numel() - 1
+    if seg.backend == "reference":  # eager: a plain error
+        if int(seg.count) > capacity:
+            raise UserError(segment_overflow(int(seg.count), capacity))
+    else:  # a device-side check: no host sync, and still no silent merge of documents
+        torch._assert_async(seg.count <= capacity, segment_overflow(-1, capacity))
+    dtype = q.dtype if q.dtype in (torch.bfloat16, torch.float16) or seg.backend == "reference" else torch.bfloat16
+    flat = [t.transpose(1, 2).reshape(B * T, t.size(1), hd).to(dtype) for t in (q, k, v)]  # (B*T, heads, hd)
+    y = VARLEN_KERNELS[seg.backend](*flat, seg)
+    return y.to(q.dtype).view(B, T, H, hd).transpose(1, 2)
+
+
+def segment_overflow(count: int, capacity: int) -> str:
+    have = f"{count} documents" if count >= 0 else "more documents"
+    return (f"a batch held {have} than the varlen offsets' {capacity} places (documents shorter than "
+            f"VARLEN_SEGMENT_TOKENS={ATTENTION.segment_tokens} tokens on average): lower VARLEN_SEGMENT_TOKENS or set "
+            "ATTN_BACKEND=sdpa")  # fmt: skip
+
+
 class Attention(nn.Module):
     """Causal GQA with QK-norm, per-head QK gain, partial RoPE, optional XSA and a sigmoid output gate per head."""
 
@@ -1175,7 +1289,9 @@ class GPT(nn.Module):
         lanes, skips, n_enc = (x0,), [], len(order) // 2
         for pos, i in enumerate(order):
             k = pos - n_enc
-            if 0 <= k < self.n_skip and skips:  # into lane 0, the one attention reads
+            if self.blocks[i].parallel and len(lanes) == 1:  # both lanes start from the stream before its skip
+                lanes = (lanes[0], lanes[0])
+            if 0 <= k < self.n_skip and skips:  # into lane 0 only, the one attention reads (as the record)
                 x, skip = lanes[0], self.skip_weights[k] * skips.pop()
                 x = x + skip if self.skip_gates is None else torch.lerp(skip, x, torch.sigmoid(self.skip_gates[k]))
                 lanes = (x, *lanes[1:])
@@ -2143,6 +2259,8 @@ ANS_BITS = 15  # each table's frequencies sum to 2^15
 ANS_LOW = 1 << 16  # coder states live in [2^16, 2^32); 16-bit words in and out
 ANS_HEAD = struct.Struct("<II")  # segments, lanes
 ANS_MAX_SEGMENTS = 1024  # tables per coded part (a model has a few hundred int-coded tensors): bounds decode memory
+ANS_MAX_RATIO = 1024  # symbols per coded byte a part may declare: int codes take bits each (all-zero tensors take
+# none, but the 8 bytes of state per lane bound a real part's ratio to 512 up to 4M symbols): 8 KB decode 8M at most
 
 
 def _ans_tables(freqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -2188,6 +2306,9 @@ def ans_decode(blob: bytes, n: int) -> bytes:
     n_seg, lanes = ANS_HEAD.unpack_from(blob)
     if not 0 < lanes <= 1024 or not 0 < n_seg <= ANS_MAX_SEGMENTS:
         raise ValueError("bad rANS header")
+    if n > ANS_MAX_RATIO * len(blob) or lanes != min(1024, max(1, n // 4096)):  # before allocating for n symbols
+        raise ValueError(f"{len(blob)} coded bytes cannot hold {n} symbols in {lanes} lanes (ans_encode uses "
+                         f"{min(1024, max(1, n // 4096))}, at most {ANS_MAX_RATIO} symbols a byte)")  # fmt: skip
     freqs, sizes = [], []
     for _ in range(n_seg):
         size, lo, hi = struct.unpack_from("<IBB", blob, pos)
@@ -2207,7 +2328,7 @@ def ans_decode(blob: bytes, n: int) -> bytes:
     if cnt.sum() != len(words) or len(blob) != pos + 8 * lanes + 2 * len(words):
         raise ValueError("rANS word counts do not match the data")
     ptr, end = np.cumsum(cnt) - cnt, np.cumsum(cnt)
-    seg, sym, steps = np.repeat(np.arange(n_seg), sizes), np.empty(n, np.uint8), -(-n // lanes)
+    seg, sym, steps = np.repeat(np.arange(n_seg, dtype=np.uint16), sizes), np.empty(n, np.uint8), -(-n // lanes)
     for t in range(steps):
         a, b = t * lanes, min(t * lanes + lanes, n)
         xa, sg = x[: b - a], seg[a:b]
@@ -2845,7 +2966,11 @@ def load_validation(h: Hyperparameters, tokenizer_path: str | None = None, val_g
     if not Path(tokenizer_path).is_file():
         raise UserError(f"TOKENIZER_PATH={tokenizer_path}: no such file (data/download.py fetches it)")
     val_glob = val_glob or os.path.join(h.data_path, "fineweb_val_*.bin")
-    sp = spm.SentencePieceProcessor(model_file=tokenizer_path)
+    try:
+        sp = spm.SentencePieceProcessor(model_file=tokenizer_path)
+    except (RuntimeError, OSError) as e:  # sentencepiece's error for a file that is not a model
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"TOKENIZER_PATH={tokenizer_path}: not a SentencePiece model ({why})") from None
     tables = build_byte_tables(sp, h.model.vocab_size)
     val_tokens = load_token_split(val_glob, h.model.vocab_size)
     check_tokenizer_matches_data(sp, tokenizer_path, val_glob, val_tokens)
@@ -3057,6 +3182,15 @@ def resume_state(h, base: GPT, optimizers: list, ema, loader, log: Logger) -> di
         raise UserError(f"RESUME_FROM={h.resume_from}: not a readable resume state ({type(e).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise UserError(f"RESUME_FROM={h.resume_from}: not a {RESUME_FORMAT} file (STOP_AFTER writes one)")
+    try:
+        return _load_resume_state(state, h, base, optimizers, ema, loader, log)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:  # a damaged state
+        why = " ".join(str(e).split())[:300]
+        raise UserError(f"RESUME_FROM={h.resume_from}: not a complete resume state ({type(e).__name__}: {why}); "
+                        "use the file STOP_AFTER wrote, unchanged") from None  # fmt: skip
+
+
+def _load_resume_state(state: dict, h, base: GPT, optimizers: list, ema, loader, log: Logger) -> dict:
     if state["source_sha256"] != hashlib.sha256(Path(__file__).read_bytes()).hexdigest():
         raise UserError(f"RESUME_FROM={h.resume_from} was written by another version of train_gpt.py")
     ours = h.flat()
@@ -3065,13 +3199,24 @@ def resume_state(h, base: GPT, optimizers: list, ema, loader, log: Logger) -> di
     if differ:
         raise UserError(f"RESUME_FROM={h.resume_from} ran other settings: " + ", ".join(
             f"{k.upper()}={state['config'].get(k)!r} there, {ours.get(k)!r} here" for k in differ[:6]))  # fmt: skip
+    files, at = loader.stream.files, state["loader"]
+    i, pos = at["file_idx"], at["pos"]
+    if not (type(i) is type(pos) is int and 0 <= i < len(files) and 0 <= pos <= read_shard_header(files[i])):
+        raise UserError(f"RESUME_FROM={h.resume_from}: its loader stands at shard {i!r} token {pos!r}, past the "
+                        f"{len(files)} train shards here: resume on the data it ran on")  # fmt: skip
+    ema_ok = ema is None or len(state["ema"]) == len(ema.shadow)
+    if type(state["step"]) is not int or len(state["optimizers"]) != len(optimizers) or not ema_ok:
+        raise ValueError("its step, optimisers or EMA do not match this run")
     base.load_state_dict(state["model"])
     for opt, s in zip(optimizers, state["optimizers"]):
         opt.load_state_dict(s)
+        for p, kept in opt.state.items():
+            if any(isinstance(v, torch.Tensor) and v.dim() and v.shape != p.shape for v in kept.values()):
+                raise ValueError(f"an optimiser state of another shape than its {tuple(p.shape)} parameter")
     if ema is not None:
         for mine, saved in zip(ema.shadow, state["ema"]):
             mine.copy_(saved)
-    loader.load_state_dict(state["loader"])
+    loader.load_state_dict(at)
     torch.set_rng_state(state["rng"])
     log(f"resumed_from:{h.resume_from} step:{state['step']}")
     return state
@@ -3166,6 +3311,16 @@ def score_phase(blob: bytes, h: Hyperparameters, d: Dist, compile_on: bool, tabl
     return results
 
 
+def check_finite(scored: list[tuple[str, EvalResult]], h: Hyperparameters) -> None:
+    """A run whose score is not a number fails (exit 2, no run_summary), naming the stage that went non-finite."""
+    for name, r in scored:
+        if not (math.isfinite(r.val_loss) and math.isfinite(r.val_bpb)):
+            stage = (f"test-time training (TTT_MODE={h.ttt_mode}: lower its learning rate)" if name.endswith("_ttt")
+                     else "trained float model" if name == "final_float" else "quantised artifact")  # fmt: skip
+            raise UserError(f"{name} val_loss:{r.val_loss} val_bpb:{r.val_bpb}: the {stage} scores non-finite; "
+                            "no run_summary is written")  # fmt: skip
+
+
 def run(h: Hyperparameters, d: Dist) -> None:
     torch.manual_seed(h.seed)
     np.random.seed(h.seed)
@@ -3188,8 +3343,10 @@ def run(h: Hyperparameters, d: Dist) -> None:
             log("run_stopped")
             return
         scored = [score(base, "final_float", val_tokens, tables, h, d, log)]
+        check_finite(scored, h)
         blob, sizes = export_phase(base, stats.pop("hessians"), h, d, source, log)
         scored += score_phase(blob, h, d, compile_on, tables, val_tokens, log)
+        check_finite(scored, h)
         results = [r for _, r in scored[1:]]
         log(f"val_targets:{results[-1].targets} val_bytes:{results[-1].bytes}")
         eval_ms = 1000 * sum(r.seconds for r in results)
