@@ -321,6 +321,8 @@ class Hyperparameters:
     varlen_segment_tokens: int = 128  # the varlen offsets have room for B * (1 + (T-1)/this) documents per batch of
     # B rows of T tokens (a fixed size: compiled graphs never recompile); a batch of shorter documents stops the run
     dist_timeout_seconds: float = 1800.0  # how long a collective may wait for the slowest rank before the run fails
+    memory_check: int = 1  # refuse, before any GPU time, a config a phase of which is estimated not to fit the GPU;
+    # 0 = only log the estimate
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Hyperparameters:
@@ -594,6 +596,7 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    solo_group: object = None  # gloo, timeout SOLO_WAIT_TIMEOUT_S: where the others wait for rank 0's solo work
 
     @property
     def is_main(self) -> bool:
@@ -604,8 +607,13 @@ class Dist:
         return self.world_size > 1
 
 
-def init_distributed(device_pref: str = "auto") -> Dist:
-    """Detect torchrun from the environment; NCCL on CUDA, gloo on CPU; world_size 1 needs no process group."""
+SOLO_WAIT_TIMEOUT_S = 24 * 3600.0  # the other ranks' wait for rank 0's solo work (export): longer than any of it
+
+
+def init_distributed(device_pref: str = "auto", timeout_s: float = Hyperparameters.dist_timeout_seconds) -> Dist:
+    """Detect torchrun from the environment; NCCL on CUDA, gloo on CPU; world_size 1 needs no process group. Every
+    collective may wait `timeout_s` (DIST_TIMEOUT_SECONDS) for the slowest rank; waits for work rank 0 does alone
+    go through a second, gloo group (on the CPU, out of NCCL's watchdog) whose timeout that work cannot reach."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available() if device_pref == "auto" else device_pref == "cuda"
@@ -617,8 +625,22 @@ def init_distributed(device_pref: str = "auto") -> Dist:
     else:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
-    return Dist(rank, world, local_rank, device)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None,
+                                timeout=timedelta(seconds=timeout_s))  # fmt: skip
+    solo = dist.new_group(backend="gloo", timeout=timedelta(seconds=SOLO_WAIT_TIMEOUT_S)) if world > 1 else None
+    return Dist(rank, world, local_rank, device, solo)
+
+
+def wait_for_main(failed: bool, d: Dist) -> bool:
+    """Every rank calls it after rank 0's solo work: whether that work failed (rank 0 says). The others wait here on
+    the solo group, a CPU collective with a day's timeout, so neither DIST_TIMEOUT_SECONDS nor NCCL's watchdog can
+    fire however long rank 0 searches the byte target."""
+    flag = torch.tensor([float(failed)])
+    if d.enabled and d.solo_group is not None:
+        dist.all_reduce(flag, group=d.solo_group)
+    elif d.enabled:  # a Dist made by hand around a process group: the default group
+        flag = all_reduce_(flag.to(d.device)).cpu()
+    return bool(flag.item())
 
 
 def cleanup_distributed() -> None:
@@ -1101,10 +1123,66 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: Seg
 
 
 def segment_overflow(count: int, capacity: int) -> str:
-    have = f"{count} documents" if count >= 0 else "more documents"
+    have = f"{count} pieces (row starts and documents), more" if count >= 0 else "more pieces (rows and documents)"
     return (f"a batch held {have} than the varlen offsets' {capacity} places (documents shorter than "
             f"VARLEN_SEGMENT_TOKENS={ATTENTION.segment_tokens} tokens on average): lower VARLEN_SEGMENT_TOKENS or set "
             "ATTN_BACKEND=sdpa")  # fmt: skip
+
+
+def varlen_support(device: torch.device) -> dict[str, str | None]:
+    """For each varlen backend: None when it runs on `device`, else why it does not."""
+    if device.type != "cuda":
+        return {"fa3": "needs a CUDA GPU", "torch": "needs a CUDA GPU", "reference": None}
+    major, minor = torch.cuda.get_device_capability(device)
+    try:
+        import flash_attn_interface  # noqa: F401
+
+        fa3 = None if major == 9 else f"flash_attn_interface's kernels are Hopper's (sm90), this GPU is sm{major}{minor}"
+    except Exception as e:  # not installed, or built for another torch / CUDA
+        fa3 = f"flash_attn_interface does not import ({type(e).__name__}: {str(e)[:120]})"
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+
+        tv = None if major >= 8 else f"torch's flash kernels need sm80 or newer, this GPU is sm{major}{minor}"
+    except ImportError:
+        tv = f"torch {torch.__version__} has no torch.nn.attention.varlen"
+    return {"fa3": fa3, "torch": tv, "reference": None}
+
+
+def select_attention(h: Hyperparameters, d: Dist, support: dict[str, str | None] | None = None) -> AttentionChoice:
+    """The attention kernel of the run, from ATTN_BACKEND. auto: with document isolation on a CUDA GPU under bf16,
+    FA3's varlen kernel when flash_attn_interface imports on Hopper (the record's), else torch's own varlen kernel,
+    else SDPA with the dense mask; on CPU SDPA with the mask. A backend named explicitly that cannot run here is
+    refused, naming the setting."""
+    m, want, tokens = h.model, h.attn_backend, h.varlen_segment_tokens
+    support = varlen_support(d.device) if support is None else support
+    served = bool(m.doc_isolation) and m.attn in VARLEN_ATTNS
+    if want == "sdpa":
+        return AttentionChoice("sdpa", tokens, "ATTN_BACKEND=sdpa")
+    if not served:
+        if want != "auto":
+            raise UserError(f"ATTN_BACKEND={want}: the varlen kernels serve DOC_ISOLATION=1 with ATTN=global or mla "
+                            f"(here DOC_ISOLATION={m.doc_isolation}, ATTN={m.attn}); use ATTN_BACKEND=auto or sdpa")  # fmt: skip
+        why = "no DOC_ISOLATION: causal SDPA" if not m.doc_isolation else f"ATTN={m.attn}: SDPA with its mask"
+        return AttentionChoice("sdpa", tokens, why)
+    if want != "auto":
+        if support[want] is not None:
+            raise UserError(f"ATTN_BACKEND={want}: {support[want]}; ATTN_BACKEND=auto picks what runs here")
+        return AttentionChoice(want, tokens, f"ATTN_BACKEND={want}")
+    if d.device.type != "cuda":
+        return AttentionChoice("sdpa", tokens, "CPU: SDPA with the dense document mask")
+    if not use_bf16(h, d.device):
+        return AttentionChoice("sdpa", tokens, "AUTOCAST_BF16=0: the flash kernels compute in bf16 only")
+    for name, what in (("fa3", "FA3 varlen (flash_attn_interface)"), ("torch", "torch.nn.attention.varlen")):
+        if support[name] is None:
+            return AttentionChoice(name, tokens, f"auto: {what}")
+    return AttentionChoice("sdpa", tokens, f"auto: no varlen kernel (fa3: {support['fa3']}; torch: {support['torch']})"
+                           ": SDPA with the dense document mask, several times the record's attention work")  # fmt: skip
+
+
+def use_attention(choice: AttentionChoice) -> None:
+    """Make `choice` this process's attention (every GPT reads ATTENTION when it builds its masks)."""
+    ATTENTION.backend, ATTENTION.segment_tokens, ATTENTION.reason = choice.backend, choice.segment_tokens, choice.reason
 
 
 class Attention(nn.Module):
@@ -1147,6 +1225,8 @@ class Attention(nn.Module):
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
         if self.linear:
             y = linear_attention(q, k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1), mask)
+        elif isinstance(mask, Segments):  # document isolation through a varlen kernel (GPT.attention_masks)
+            y = varlen_attention(q, k, v, mask)
         else:
             y = F.scaled_dot_product_attention(q, k, v, mask, is_causal=mask is None, enable_gqa=H != Hkv)  # (B,H,T,hd)
         if self.xsa:  # remove each head's component along its own token's (normalised) value vector
@@ -1309,13 +1389,33 @@ class GPT(nn.Module):
             x = x + self.bigram((prev * BIGRAM_HASH_MULT + idx) % self.bigram.num_embeddings)
         if self.smear is not None:
             x = self.smear(x, idx)
-        mask = self.attn_mask(idx)
-        x0, masks = rms_norm(x), (mask, self.attn_mask(idx, local=True) if self.window else mask)
+        x0, masks = rms_norm(x), self.attention_masks(idx)
         x = self.stack(x0, self.layer_order(), masks)
         if self.ramp:
             plain = self.stack(x0, self.layer_order(1), masks)
             x = plain + self.loop_gain.to(x.dtype) * (x - plain)
         return rms_norm(x)
+
+    def attention_masks(self, idx: torch.Tensor) -> tuple:
+        """What the global and the local blocks' attention gets: None (plain causal), a dense mask (attn_mask), or,
+        with a varlen backend chosen (ATTENTION) for document isolation, the same pieces as offsets (segments)."""
+        seg = self.segments(idx)
+        if seg is not None:
+            return seg, seg
+        mask = self.attn_mask(idx)
+        return mask, self.attn_mask(idx, local=True) if self.window else mask
+
+    def segments(self, idx: torch.Tensor) -> Segments | None:
+        """The document pieces of a (B, T) batch for the varlen kernel ATTENTION names; None when the dense mask
+        serves (no document isolation, windowed or linear attention, the sdpa backend, a CUDA kernel off CUDA)."""
+        backend = ATTENTION.backend
+        if backend == "sdpa" or not self.doc_isolation or self.window or self.cfg.attn not in VARLEN_ATTNS:
+            return None
+        if backend != "reference" and not idx.is_cuda:
+            return None
+        B, T = idx.shape
+        cu, count = build_cu_seqlens(idx, segment_capacity(B, T, ATTENTION.segment_tokens))
+        return Segments(cu, count, T, backend)
 
     def attn_mask(self, idx: torch.Tensor, local: bool = False) -> torch.Tensor | None:
         """(B or 1, 1, T, T): causal; for local blocks only the last ATTN_WINDOW tokens (ATTN=sparse adds the first
@@ -1492,10 +1592,9 @@ class Muon(torch.optim.Optimizer):
                 n, share = len(params), -(-len(params) // self.world_size)  # matrices per rank
                 grads = [torch.zeros_like(p, dtype=self.dtype) if p.grad is None else p.grad.to(self.dtype)
                          for p in params]  # fmt: skip
-                bufs = [self._buffer(p) for p in params]
-                torch._foreach_mul_(bufs, group["momentum"])
-                torch._foreach_add_(bufs, grads)
-                u = torch._foreach_add(grads, bufs, alpha=group["momentum"]) if group["nesterov"] else bufs
+                bufs = [self._buffer(p).mul_(group["momentum"]).add_(g) for p, g in zip(params, grads)]  # as the
+                # record: the _foreach_ form rounds a bf16 buffer differently (0.03 after one step)
+                u = [g.add(b, alpha=group["momentum"]) for g, b in zip(grads, bufs)] if group["nesterov"] else bufs
                 mine = list(u[self.rank * share : (self.rank + 1) * share])
                 mine = torch.stack(mine + [torch.zeros_like(u[0])] * (share - len(mine)))  # (share, rows, cols)
                 # CUDA: the stack in one (compiled) call; CPU: a matrix at a time, whose working set stays in cache
@@ -3013,49 +3112,99 @@ def score(
     return label, res
 
 
-# Per-GPU memory of a training step, estimated before any GPU time is spent. Activations saved for the backward pass
-# were measured on CPU under bf16 autocast in eager mode at the default shape: 667 KB per token over 17 virtual
-# layers of width 512, i.e. about 76 bytes per (token, virtual layer, model dim). Compiled graphs save fewer
-# (fused element-wise chains): COMPILED_ACT_FRACTION is an estimate, to be replaced by a GPU measurement.
+# Per-GPU memory of every phase that runs, estimated before any GPU time is spent. Activations saved for the backward
+# pass were measured on CPU under bf16 autocast in eager mode at the default shape: 667 KB per token over 17 virtual
+# layers of width 512, i.e. about 76 bytes per (token, virtual layer, model dim). Compiled graphs save fewer (fused
+# element-wise chains): COMPILED_ACT_FRACTION is an estimate, to be replaced by a GPU measurement. Phases: training
+# with recurrence off, the recurrence ramp (the plain and the looped stack both run and keep their activations: 11 +
+# 17 = 28 virtual layers at the frontier), recurrence on, scoring (inference: one layer's tensors live, the logits of
+# a batch of windows), and TTT (a backward through every virtual layer of TTT_LORA_DOCS or EVAL_BATCH_SEQS windows,
+# uncompiled, plus the LoRA adapters and their AdamW state).
 ACT_BYTES = 76
 COMPILED_ACT_FRACTION = 0.5
+INFER_ACT_BYTES = 48  # per (token, model dim) live at once without autograd: lanes, x0, a block's q/k/v/MLP (estimate)
 LOGIT_BYTES = 12  # per (token, vocab entry): fp32 logits, their soft-capped copy, their gradient
 STATE_BYTES = 20  # per parameter: fp32 weight, gradient, Adam's two moments (Muon's one is less), EMA shadow
+LORA_STATE_BYTES = 16  # per adapter parameter: fp32 value, gradient, AdamW's two moments
 MEMORY_OVERHEAD, CONTEXT_BYTES = 1.15, 1 << 30  # allocator caching and fragmentation; the CUDA context
+MEMORY_REMEDY = {  # what to change when a phase does not fit, by phase
+    "train": "raise GRAD_ACCUM_STEPS (now {accum}) or lower TRAIN_BATCH_TOKENS",
+    "ramp": "set LOOP_RAMP_FRAC=0 (the ramp runs the plain and the looped stack together), raise GRAD_ACCUM_STEPS "
+    "(now {accum}) or lower TRAIN_BATCH_TOKENS",
+    "looped": "raise GRAD_ACCUM_STEPS (now {accum}), lower TRAIN_BATCH_TOKENS or NUM_LOOPS",
+    "score": "lower EVAL_BATCH_SEQS (now {eval_batch_seqs})",
+    "ttt_lora": "lower TTT_LORA_DOCS (now {ttt_lora_docs}) or TTT_LORA_RANK",
+    "ttt_sgd": "lower EVAL_BATCH_SEQS (now {eval_batch_seqs})",
+}
 
 
 def compile_enabled(h: Hyperparameters, d: Dist) -> bool:
     return d.device.type == "cuda" if h.compile < 0 else bool(h.compile)
 
 
-def memory_estimate(h: Hyperparameters, world_size: int, accum: int, compiled: bool, bf16: bool) -> dict[str, float]:
-    """Bytes per GPU of one training step: weights and optimiser state, the activations of one micro-batch (every
-    virtual layer once recurrence is on), its logits, with overheads."""
+def memory_estimate(h: Hyperparameters, world_size: int, accum: int, compiled: bool, bf16: bool,
+                    attention: str = "sdpa") -> dict[str, dict[str, float]]:  # fmt: skip
+    """Bytes per GPU of each phase that runs (train, ramp, looped, score, ttt_lora, ttt_sgd): its activations, logits,
+    weights and optimiser state, adapters, and the dense attention mask where SDPA takes one (`attention` is the
+    backend; a varlen kernel needs none), with overheads, in "total"."""
+    m = h.model
     with torch.device("meta"):
-        model = build_model(h.model)
-    model.loops = h.model.num_loops  # set by hand: set_loops would fill the (meta) gain buffer
-    tokens = h.train_batch_tokens // (world_size * accum)
-    act = tokens * len(model.layer_order()) * h.model.model_dim * ACT_BYTES * (1 if bf16 else 2)
-    parts = {
-        "activations": act * (COMPILED_ACT_FRACTION if compiled else 1.0),
-        "logits": tokens * h.model.vocab_size * LOGIT_BYTES,
-        "weights_and_optimisers": sum(p.numel() for p in model.parameters()) * STATE_BYTES,
-    }
-    return {**parts, "total": sum(parts.values()) * MEMORY_OVERHEAD + CONTEXT_BYTES}
+        model = build_model(m)
+    n_params = sum(p.numel() for p in model.parameters())
+    act_bytes = ACT_BYTES * (1 if bf16 else 2)
+    dense = m.doc_isolation and attention == "sdpa" or model.window > 0  # a (B, 1, T, T) mask, and its bias per layer
+
+    def phase(rows: int, T: int, layers: int, train: bool, fraction: float = 1.0, extra: float = 0.0) -> dict:
+        tokens = rows * T
+        act = tokens * layers * m.model_dim * act_bytes * fraction if train else tokens * m.model_dim * INFER_ACT_BYTES
+        mask = rows * T * T * (1 + 2 * (layers if train else 1)) if dense else 0  # bool mask; bf16 bias per layer
+        parts = {"activations": act, "logits": tokens * m.vocab_size * LOGIT_BYTES, "attention_mask": mask,
+                 "weights_and_optimisers": n_params * STATE_BYTES, "adapters": extra}  # fmt: skip
+        return {**parts, "total": sum(parts.values()) * MEMORY_OVERHEAD + CONTEXT_BYTES}
+
+    rows = max(h.train_batch_tokens // (world_size * accum * h.train_seq_len), 1)
+    frac = COMPILED_ACT_FRACTION if compiled else 1.0
+    plain, looped = len(model.layer_order(1)), len(model.layer_order(m.num_loops))
+    out = {"train": phase(rows, h.train_seq_len, plain, True, frac)}
+    if m.num_loops > 1:
+        out["looped"] = phase(rows, h.train_seq_len, looped, True, frac)
+        if h.loop_ramp_frac > 0:
+            out["ramp"] = phase(rows, h.train_seq_len, plain + looped, True, frac)
+    T, eval_layers = h.effective_eval_seq_len, len(model.layer_order(m.eval_loops or m.num_loops))
+    out["score"] = phase(h.eval_batch_seqs, T, eval_layers, False)
+    if h.ttt_mode in ("lora", "phased"):  # every row as long as a window: the batch is padded to its longest
+        order = model.layer_order(m.eval_loops or m.num_loops)
+        blocks = [model.blocks[i] for i in order]
+        per_doc = sum(sum(t.in_features + t.out_features for t in (b.attn.c_q, b.attn.c_k, b.attn.c_v, b.attn.proj))
+                      + 2 * m.model_dim for b in blocks) + m.model_dim + m.vocab_size  # fmt: skip
+        adapters = h.ttt_lora_docs * h.ttt_lora_rank * per_doc * LORA_STATE_BYTES
+        out["ttt_lora"] = phase(h.ttt_lora_docs, T, eval_layers, True, 1.0, adapters)
+    if h.ttt_mode in ("sgd", "phased"):
+        out["ttt_sgd"] = phase(h.eval_batch_seqs, T, eval_layers, True)
+    return out
 
 
-def check_memory(h: Hyperparameters, d: Dist, accum: int) -> dict[str, float] | None:
-    """On CUDA, refuse a config whose estimated memory exceeds the GPU before any GPU time is spent."""
-    if d.device.type != "cuda":
+def memory_line(est: dict[str, dict[str, float]]) -> str:
+    return "memory_estimate " + " ".join(f"{k}:{v['total'] / 2**30:.1f}GiB" for k, v in est.items())
+
+
+def check_memory(h: Hyperparameters, d: Dist, accum: int, gpu_bytes: int | None = None) -> dict | None:
+    """On CUDA (or given `gpu_bytes`, the GPU's memory), refuse a config any of whose phases is estimated to exceed
+    the GPU, before any GPU time is spent, naming the phase and what to change (MEMORY_CHECK=0: log only)."""
+    if d.device.type != "cuda" and gpu_bytes is None:
         return None
-    est = memory_estimate(h, d.world_size, accum, compile_enabled(h, d), use_bf16(h, d.device))
-    have = torch.cuda.get_device_properties(d.device).total_memory
-    if est["total"] > have:
+    on_gpu = torch.device("cuda")
+    compiled = True if h.compile < 0 else bool(h.compile)
+    est = memory_estimate(h, d.world_size, accum, compiled, use_bf16(h, on_gpu), ATTENTION.backend)
+    have = gpu_bytes if gpu_bytes is not None else torch.cuda.get_device_properties(d.device).total_memory
+    name, worst = max(est.items(), key=lambda kv: kv[1]["total"])
+    if worst["total"] > have and h.memory_check:
+        gib = {k: f"{v / 2**30:.0f}" for k, v in worst.items()}
+        remedy = MEMORY_REMEDY[name].format(accum=accum, **h.flat())
         raise UserError(
-            f"a training step needs about {est['total'] / 2**30:.0f} GiB per GPU (activations "
-            f"{est['activations'] / 2**30:.0f}, logits {est['logits'] / 2**30:.0f}) but the GPU has "
-            f"{have / 2**30:.0f} GiB: raise GRAD_ACCUM_STEPS (now {accum}), lower TRAIN_BATCH_TOKENS, or keep "
-            "COMPILE and AUTOCAST_BF16 on"
+            f"the {name} phase needs about {gib['total']} GiB per GPU (activations {gib['activations']}, logits "
+            f"{gib['logits']}, attention mask {gib['attention_mask']}, adapters {gib['adapters']}) but the GPU has "
+            f"{have / 2**30:.0f} GiB: {remedy}, or keep COMPILE and AUTOCAST_BF16 on (MEMORY_CHECK=0 runs anyway)"
         )
     return est
 
@@ -3243,16 +3392,14 @@ def export_phase(base: GPT, hessians: dict | None, h: Hyperparameters, d: Dist, 
     """Checkpoint and artifact, written atomically by rank 0; every rank reads the artifact back from disk."""
     state = {k: v.detach() for k, v in base.state_dict().items()}
     artifact_path = h.artifact_path or os.path.join("artifacts", f"{h.run_id}.pgz")
-    if d.is_main:
-        save_checkpoint(Path(artifact_path).with_suffix(".ckpt.pt"), h.model, state, h.flat())
-    failed = torch.zeros((), device=d.device)
-    if d.is_main:  # the other ranks wait, then everyone reads the artifact back from disk
+    failed, error = False, None
+    if d.is_main:  # alone (the byte-target search takes many encodes); the others wait, then all read the file back
         try:
+            save_checkpoint(Path(artifact_path).with_suffix(".ckpt.pt"), h.model, state, h.flat())
             blob, entries = write_artifact(state, param_roles(base), h, hessians, source, artifact_path, log)
-        except UserError as e:
-            failed += 1
-            error = e
-    if all_reduce_(failed).item():
+        except Exception as e:  # the other ranks learn of it (instead of waiting); rank 0 raises it below
+            failed, error = True, e
+    if wait_for_main(failed, d):
         raise error if d.is_main else UserError("rank 0 could not write the artifact (its log says why)")
     log(f"artifact_path:{artifact_path}")
     blob = Path(artifact_path).read_bytes()  # every rank scores what is on disk
@@ -3328,6 +3475,8 @@ def run(h: Hyperparameters, d: Dist) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     accum = grad_accum_steps(h, d)
+    attention = select_attention(h, d)  # before any model is built or compiled
+    use_attention(attention)
     memory = check_memory(h, d, accum)
     check_outputs(h)  # every check that needs no model runs before the log exists: a failed start burns no RUN_ID
     tables, val_tokens = load_validation(h)
@@ -3336,8 +3485,9 @@ def run(h: Hyperparameters, d: Dist) -> None:
     source = Path(__file__).read_bytes()  # read once: the log and the size line describe the same bytes
     try:
         environment = log_header(log, source, h, d, accum)
+        log(f"attention_backend:{attention.backend} ({attention.reason})")
         if memory is not None:
-            log(" ".join(f"memory_estimate_{k}:{v / 2**30:.1f}GiB" for k, v in memory.items()))
+            log(memory_line(memory))
         base, compile_on, stats = train_phase(h, d, accum, loader, tables, val_tokens, log)
         if stats["stop_reason"] == "stop_after":
             log("run_stopped")
@@ -3403,7 +3553,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
         h = Hyperparameters.from_env()
-        d = init_distributed(h.device)
+        d = init_distributed(h.device, h.dist_timeout_seconds)
         run(h, d)
         if d.enabled:  # no rank tears its process group down while another still talks to it (gloo aborts then)
             dist.barrier()

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from conftest import shared_path
 
 RECORD_DIR = ("public_records", "track_10min_16mb", "2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611")
