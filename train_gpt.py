@@ -74,7 +74,7 @@ PRESETS: dict[str, str] = {
     "GRAD_CLIP_NORM=0 EMA_DECAY=0 WARMDOWN_FRAC=0 WARMDOWN_ITERS=1200 MIN_LR=0 QUANT_MATRIX_BITS=8 "
     "SCHEDULE_REFERENCE_STEPS=0 LOOP_RAMP_FRAC=0 BETA2=0.95 ADAM_WD=0 EMBED_WD=0 ORTHO_INIT=0 "
     "QUANT_EMBED_BITS=8 QUANT_CLIP=percentile CONTROL_BITS=32 GPTQ=0 LQER_RANK=0 COMPRESSOR=zlib "
-    "CODE_POLICY=raw TARGET_BYTES=0 EVAL_STRIDE=0 VAL_LOSS_EVERY=1000 TRAIN_LOG_EVERY=200",
+    "CODE_POLICY=raw TARGET_BYTES=0 EVAL_STRIDE=0 VAL_LOSS_EVERY=1000 TRAIN_LOG_EVERY=200 TTT_MODE=off",
     # The frontier at CPU golf scale (issue 15: 300 s on 2 cores, under 2 MB): every setting is the best measured
     # there (width 224, sequential blocks, 4,096 tokens per step, the features whose step cost did not pay off
     # there switched off, the baseline's learning rates, Muon momentum 0.85, a 4,096-vector BigramHash table, an 8-bit
@@ -84,12 +84,13 @@ PRESETS: dict[str, str] = {
     "NUM_LOOPS=1 XSA=0 ATTN_OUT_GATE=0 UNET_SKIPS=0 EMA_DECAY=0 GPTQ=0 LQER_RANK=0 PARALLEL_START=-1 "
     "MATRIX_LR=0.04 TIED_EMBED_LR=0.05 SCALAR_LR=0.04 WARMDOWN_FRAC=0.6 MIN_LR=0 "
     "MUON_MOMENTUM=0.85 MUON_MOMENTUM_WARMUP_START=0.85 BIGRAM_HASH=4096 QUANT_EMBED_BITS=8 CLIP_K_EMBED=10 "
-    "DATA_PATH=./data/datasets/fineweb10B_sp1024 TOKENIZER_PATH=./data/tokenizers/fineweb_1024_bpe.model",
+    "QUANT_SCALE_BITS=6 "
+    "TTT_MODE=off DATA_PATH=./data/datasets/fineweb10B_sp1024 TOKENIZER_PATH=./data/tokenizers/fineweb_1024_bpe.model",
     # A CPU-sized model for smoke runs, tests and the sample dataset (vocab 1024).
     "tiny": "VOCAB_SIZE=1024 NUM_LAYERS=4 MODEL_DIM=64 NUM_HEADS=4 NUM_KV_HEADS=2 MLP_MULT=2 NUM_LOOPS=2 ROPE_DIMS=8 "
     "TRAIN_SEQ_LEN=128 TRAIN_BATCH_TOKENS=4096 ITERATIONS=200 "
     "MAX_WALLCLOCK_SECONDS=0 WARMUP_STEPS=2 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=20 EVAL_BATCH_SEQS=16 "
-    "GPTQ_CALIB_BATCHES=4 "
+    "GPTQ_CALIB_BATCHES=4 TTT_MODE=off "
     "DATA_PATH=./data/sample TOKENIZER_PATH=./data/sample/tokenizer.model",
 }
 
@@ -273,8 +274,12 @@ class Hyperparameters:
     eval_batch_seqs: int = 32  # windows per forward
     include_tail: int = 0  # 1 = also score the val tail the official loader drops
     caseops: int = 0  # val is CaseOps text (data/export.py --caseops): bytes from its fineweb_val_bytes_* sidecars
-    ttt_mode: str = "off"  # off | sgd (score-first, full-parameter) | lora (per-document adapters) | phased (lora,
+    ttt_mode: str = "phased"  # off | sgd (score-first, full-parameter) | lora (per-document adapters) | phased (lora,
     # and in phases the model itself trains on the documents scored so far: the record's)
+    ttt_order: str = "length"  # lora, phased: length (the record's: documents sorted by length, the batch holding the
+    # longest first; a phase then trains on documents that come later in the stream than some it precedes, so a
+    # score may depend on later tokens, as in the record: score-first holds, rule 1 only in stream order) | stream
+    # (batches of consecutive documents: no score depends on a later token)
     ttt_chunk_tokens: int = 32_768  # sgd, phased: targets per chunk (cosine LR over chunks)
     ttt_lr: float = 0.003  # sgd
     ttt_epochs: int = 3  # sgd
@@ -284,7 +289,10 @@ class Hyperparameters:
     ttt_lora_alpha: float = 144.0  # adapter outputs scaled by alpha / rank
     ttt_lora_lr: float = 1e-4
     ttt_lora_wd: float = 0.5  # AdamW weight decay of the adapters (betas 0, 0.99)
-    ttt_lora_warm_a: int = 1  # A carries over from one batch of documents to the next; 0 = documents independent
+    ttt_lora_warm_a: int = 1  # A carries over from one batch of documents to the next (of its chain); 0 = fresh A
+    ttt_lora_chains: int = 8  # ... along this many chains of batches, as along each of the record's 8 GPUs: batches
+    # go to chains as a shared queue hands them to that many workers, chains to ranks; the score depends on this,
+    # never on the number of GPUs (1 = the record run on one GPU)
     ttt_lora_chunk: int = 48  # targets each LoRA step scores, then trains on
     ttt_lora_docs: int = 64  # documents adapted side by side
     ttt_phases: int = 3  # phased: times the model trains on the documents scored so far ...
@@ -297,6 +305,7 @@ class Hyperparameters:
     clip_k_attn: float = 13.0  # SDClip: rows clipped at k standard deviations
     clip_k_mlp: float = 11.5
     clip_k_embed: float = 14.0
+    quant_scale_bits: int = 0  # 0 = row scales in fp16 (the record); 1-10 = rounded to this many significant bits
     control_bits: int = 16  # control tensors (gains, gates, mixes) in fp16, or 32 (the baseline's fp32)
     quant_clip: str = "sdclip"  # sdclip (CLIP_K_*) | percentile: the official baseline's int8 rule (see PERCENTILE_*)
     gptq: int = 1
@@ -378,6 +387,7 @@ class Hyperparameters:
         need(m.attn not in WINDOWED or 0 < m.attn_window <= h.train_seq_len, "attn_window",
              f"must be in [1, TRAIN_SEQ_LEN={h.train_seq_len}] for ATTN={m.attn}")  # fmt: skip
         need(h.control_bits in (16, 32), "control_bits", "must be 16 or 32")
+        need(0 <= h.quant_scale_bits <= 10, "quant_scale_bits", "must be in [0, 10] (0 = fp16 scales, the record's)")
         need(h.quant_clip == "sdclip" or not h.target_bytes, "target_bytes", "cannot steer QUANT_CLIP=percentile "
              "(its clip is fixed, not a k to scale): set TARGET_BYTES=0 and check the size line")  # fmt: skip
         need(not (h.stop_after or h.resume_from) or h.max_wallclock_seconds == 0, "stop_after" if h.stop_after else
@@ -414,8 +424,8 @@ class Hyperparameters:
 POSITIVE = {
     "iterations", "train_batch_tokens", "train_seq_len", "vocab_size", "num_layers", "model_dim", "num_heads",
     "num_kv_heads", "num_loops", "muon_backend_steps", "eval_batch_seqs", "ttt_chunk_tokens", "ttt_lora_rank",
-    "ttt_lora_chunk", "ttt_lora_docs", "gptq_block", "train_log_every", "mlp_mult", "attn_block", "clip_k_attn",
-    "clip_k_mlp", "clip_k_embed", "varlen_segment_tokens", "dist_timeout_seconds",
+    "ttt_lora_chunk", "ttt_lora_docs", "ttt_lora_chains", "gptq_block", "train_log_every", "mlp_mult", "attn_block",
+    "clip_k_attn", "clip_k_mlp", "clip_k_embed", "varlen_segment_tokens", "dist_timeout_seconds",
 }  # fmt: skip
 NON_NEGATIVE = {
     "max_wallclock_seconds", "warmup_steps", "stop_after", "warmdown_iters", "val_loss_every", "eval_stride",
@@ -457,6 +467,7 @@ CHOICES = {
     "lr_schedule": ("warmdown", "wsd", "cosine"),
     "optimizer": ("muon", "adamw"),
     "ttt_mode": ("off", "sgd", "lora", "phased"),
+    "ttt_order": ("length", "stream"),
     "compressor": ("zstd", "lzma", "zlib"),
     "code_policy": ("raw", "packed"),
     "quant_clip": ("sdclip", "percentile"),
@@ -1137,7 +1148,9 @@ def varlen_support(device: torch.device) -> dict[str, str | None]:
     try:
         import flash_attn_interface  # noqa: F401
 
-        fa3 = None if major == 9 else f"flash_attn_interface's kernels are Hopper's (sm90), this GPU is sm{major}{minor}"
+        fa3 = (
+            None if major == 9 else f"flash_attn_interface's kernels are Hopper's (sm90), this GPU is sm{major}{minor}"
+        )
     except Exception as e:  # not installed, or built for another torch / CUDA
         fa3 = f"flash_attn_interface does not import ({type(e).__name__}: {str(e)[:120]})"
     try:
@@ -1648,7 +1661,7 @@ def build_optimizers(model: GPT, h: Hyperparameters, d: Dist) -> list[torch.opti
 # seen scored (rules 3 and 4 of SPEC section 1), and the final result refuses to exist unless every target was
 # scored exactly once across all ranks.
 TTT_LORA_BETAS = (0.0, 0.99)  # AdamW of the LoRA adapters (the record's)
-LORA_SEED_STRIDE = 1_000_003  # adapter init seed = SEED * stride + document index
+TTT_LORA_KINDS = ("q", "v", "k", "mlp", "o")  # adapted maps after the logits', in the record's order (its draws')
 PROGRESS_EVERY_S = 30.0  # at most one progress line this often while scoring
 PAD_MODES = ("edge", "constant", "constant")  # a padding window of a plan: the last start, the empty range [0, 0)
 
@@ -1891,38 +1904,73 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
             opt.zero_grad(set_to_none=True)
 
 
-def _attach_lora(model: GPT, docs: np.ndarray, h: Hyperparameters, warm: list | None = None) -> tuple[list, list]:
+def _lora_targets(model: GPT) -> list[tuple[str, int, nn.Module | None, int, int, int]]:
+    """(kind, block, module, in, out, passes) of every adapted map, in the record's order: the logits (module None),
+    then Q, V, K, the MLP and O of each block that runs. O adds to the attention's output and reads the block's
+    normalised input (the attention module's input, as the record's O adapter does); the MLP's adapter reads its
+    normalised input too. A looped block has one adapter per pass (every virtual layer its own, as the record's
+    slots)."""
+    order, dim = model.layer_order(), model.tok_emb.embedding_dim
+    out = [("head", -1, None, dim, model.tok_emb.num_embeddings, 1)]
+    for kind in TTT_LORA_KINDS:
+        for i, b in enumerate(model.blocks):
+            if i in order:
+                m = {"q": b.attn.c_q, "v": b.attn.c_v, "k": b.attn.c_k, "mlp": b.mlp, "o": b.attn}[kind]
+                n_in = m.in_features if isinstance(m, nn.Linear) else dim
+                n_out = m.out_features if isinstance(m, nn.Linear) else m.proj.out_features
+                out.append((kind, i, m, n_in, n_out, order.count(i)))
+    return out
+
+
+def _lora_init(model: GPT, n: int, rank: int, key: int) -> list[torch.Tensor]:
+    """Fresh A tensors (passes, n, in, rank) of every target, U(-1/sqrt(in), 1/sqrt(in)) on the CPU from a generator
+    seeded with `key`, drawn in the record's order and shapes (the logits', then each kind over the virtual layers in
+    order, (n, rank, in) each): the values the record's BatchedTTTLoRA draws after torch.manual_seed(key)."""
+    gen, order, targets = torch.Generator().manual_seed(key), model.layer_order(), _lora_targets(model)
+    out = [torch.empty(passes, n, n_in, rank) for _, _, _, n_in, _, passes in targets]
+    where = {(t[0], t[1]): j for j, t in enumerate(targets)}
+
+    def draw(j: int, k: int) -> None:
+        bound = 1.0 / math.sqrt(targets[j][3])
+        out[j][k] = torch.empty(n, rank, targets[j][3]).uniform_(-bound, bound, generator=gen).transpose(1, 2)
+
+    draw(0, 0)
+    for kind in TTT_LORA_KINDS:
+        for s, i in enumerate(order):
+            draw(where[kind, i], order[:s].count(i))
+    return out
+
+
+def _lora_key(h: Hyperparameters, phase: int, what: str, index: int) -> int:
+    """The seed of a fresh set of adapters: SEED, the phase and what it is for (a chain or one batch), never the
+    rank, so the draws do not depend on the world size."""
+    digest = hashlib.blake2b(f"ttt-lora {h.seed} {phase} {what} {index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def _attach_lora(
+    model: GPT, docs: np.ndarray, h: Hyperparameters, a: list[torch.Tensor] | None = None, key: int = 0
+) -> tuple[list, list]:
     """Per-document low-rank adapters as forward hooks: (parameters as pairs A, B; handles). Row b of a batch gets
-    out += alpha/r * (x_b @ A_b) @ B_b on each attention linear (Q, K, V, O), each MLP (its input to its output) and
-    the logits, with its own adapter for every pass of a looped block (every virtual layer). B starts at zero, so a
-    fresh adapter is the unadapted model. A is drawn per document from a generator seeded by (SEED, document), so a
-    document's score depends on nothing else, unless `warm` (the A tensors of the previous batch) carries over."""
+    out += alpha/r * (x_b @ A_b) @ B_b on every target (_lora_targets). B starts at zero, so a fresh adapter is the
+    unadapted model; A is `a` (carried over from an earlier batch) or drawn fresh from `key` (_lora_init)."""
     n, r, scale, device = len(docs), h.ttt_lora_rank, h.ttt_lora_alpha / h.ttt_lora_rank, model.tok_emb.weight.device
-    gens = [torch.Generator().manual_seed(h.seed * LORA_SEED_STRIDE + int(doc)) for doc in docs]
-    order, blocks = model.layer_order(), list(model.blocks)
-    targets = [(m, m.in_features, m.out_features, order.count(i)) for i, b in enumerate(blocks)
-               for m in (b.attn.c_q, b.attn.c_k, b.attn.c_v, b.attn.proj)]  # fmt: skip
-    targets += [(b.mlp, b.mlp.fc.in_features, b.mlp.proj.out_features, order.count(i)) for i, b in enumerate(blocks)]
-    targets = [t for t in targets if t[3]] + [(None, model.tok_emb.embedding_dim, model.tok_emb.num_embeddings, 1)]
+    targets = _lora_targets(model)
+    a = a if a is not None else [nn.Parameter(t.to(device)) for t in _lora_init(model, n, r, key)]
     params, handles, calls = [], [], {}
 
     def delta(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         xs = x.reshape(n, -1, x.size(-1))  # (docs, tokens, in)
         return scale * torch.bmm(torch.bmm(xs, a.to(x.dtype)), b.to(x.dtype))
 
-    for j, (mod, n_in, n_out, passes) in enumerate(targets):
-        if warm is None:
-            a = torch.stack([torch.rand(passes, n_in, r, generator=g) for g in gens], dim=1)  # U(-1, 1) / sqrt(in)
-            a = nn.Parameter(((2 * a - 1) / math.sqrt(n_in)).to(device))
-        else:
-            a = warm[j]
+    for j, (_, _, mod, _, n_out, passes) in enumerate(targets):
         b = nn.Parameter(torch.zeros(passes, n, r, n_out, device=device))
-        params += [a, b]
+        params += [a[j], b]
         if mod is None:
-            model.head_adapter = lambda x, a=a, b=b, v=n_out: delta(x, a[0], b[0]).view(*x.shape[:-1], v)
+            model.head_adapter = lambda x, a=a[j], b=b, v=n_out: delta(x, a[0], b[0]).view(*x.shape[:-1], v)
             continue
 
-        def hook(mod: nn.Module, inputs: tuple, out: torch.Tensor, a=a, b=b, key=j) -> torch.Tensor:
+        def hook(mod: nn.Module, inputs: tuple, out: torch.Tensor, a=a[j], b=b, key=j) -> torch.Tensor:
             k = calls.get(key, 0)  # the pass of this block within the current forward
             calls[key] = k + 1
             return out + delta(inputs[0], a[k], b[k]).view(out.shape)
@@ -1933,60 +1981,106 @@ def _attach_lora(model: GPT, docs: np.ndarray, h: Hyperparameters, warm: list | 
     return params, handles
 
 
-def _lora_batch(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, lo0: np.ndarray, hi0: np.ndarray, docs: np.ndarray,
-                warm: list | None, h: Hyperparameters, d: Dist) -> list:  # fmt: skip
-    """One batch of documents (target ranges [lo0, hi0)): each step scores the next h.ttt_lora_chunk targets of every
-    document with its context (that document only, at most one window back), then takes one AdamW step on exactly
-    those targets. Returns the A tensors (for TTT_LORA_WARM_A)."""
+def _lora_batch(net: GPT, fwd: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, lo0: np.ndarray, hi0: np.ndarray,
+                a: list[torch.Tensor] | None, key: int, h: Hyperparameters, d: Dist) -> list:  # fmt: skip
+    """One batch of documents (target ranges [lo0, hi0), one row each): each step scores the next h.ttt_lora_chunk
+    targets of every document with its context (that document only, at most one window back), then takes one AdamW
+    step on exactly those targets of the documents that have more to score (as the record, never on a document's
+    last chunk). `fwd` is `net` or its compiled form (the adapters hook into `net`). Returns the A tensors."""
     window, chunk = h.effective_eval_seq_len, h.ttt_lora_chunk
-    warm = warm if h.ttt_lora_warm_a and warm is not None and warm[0].size(1) == len(docs) else None
-    params, handles = _attach_lora(net, docs, h, warm)
-    opt = torch.optim.AdamW(params, lr=h.ttt_lora_lr, betas=TTT_LORA_BETAS, eps=1e-10, weight_decay=h.ttt_lora_wd)
-    n_steps = -(-int((hi0 - lo0).max()) // chunk)
-    for k in range(n_steps):
-        lo = np.minimum(lo0 + k * chunk, hi0)
-        hi = np.minimum(lo + chunk, hi0)
-        starts = np.maximum(lo0 - 1, hi - 1 - window)  # the window ends at the chunk's last target
-        x, y, _ = _windows(vt, starts, np.maximum(hi - 1 - starts, 1))
-        with torch.enable_grad():
-            ce = _per_token_ce(net, x, y, h, d)
-            keep = ledger.score(ce, starts + 1, lo, hi)  # scored with the adapters as they are, before the step
-            if k == n_steps - 1:
-                break
-            ledger.check_trainable(lo[lo < hi], hi[lo < hi])
-            (torch.where(keep, ce, 0.0).sum(1) / keep.sum(1).clamp(min=1)).sum().backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    params, handles = _attach_lora(net, lo0, h, a, key)
+    opt = torch.optim.AdamW(params, lr=h.ttt_lora_lr, betas=TTT_LORA_BETAS, eps=1e-10, weight_decay=h.ttt_lora_wd,
+                            fused=True)  # fmt: skip
+    with _masks_of(net, _lora_masks(net)):
+        for k in range(-(-int((hi0 - lo0).max()) // chunk)):
+            lo = np.minimum(lo0 + k * chunk, hi0)
+            hi = np.minimum(lo + chunk, hi0)
+            starts = np.maximum(lo0 - 1, hi - 1 - window)  # the window ends at the chunk's last target
+            x, y, _ = _windows(vt, starts, np.maximum(hi - 1 - starts, 1))
+            with torch.enable_grad():
+                ce = _per_token_ce(fwd, x, y, h, d)
+                keep = ledger.score(ce, starts + 1, lo, hi)  # scored with the adapters as they are, before the step
+                more = hi < hi0
+                if not more.any():
+                    break
+                ledger.check_trainable(lo[more], hi[more])
+                mean = torch.where(keep, ce, 0.0).sum(1) / keep.sum(1).clamp(min=1)
+                torch.where(torch.from_numpy(more).to(ce.device), mean, 0.0).sum().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
     for handle in handles:
         handle.remove()
     return params[0::2]
 
 
+def _phase_pieces(x: np.ndarray, window: int) -> np.ndarray:
+    """Starts of the pieces attention is cut into in a packed row of tokens (the record's varlen cut): at the row's
+    start, at every BOS, and every `window` tokens after each of those."""
+    bounds = np.union1d([0], np.flatnonzero(x == BOS_ID))
+    return np.concatenate([np.arange(s, e, window) for s, e in zip(bounds, np.append(bounds[1:], len(x)))])
+
+
+def _deal(costs: Iterable[float], workers: int) -> list[int]:
+    """The worker of each item, in order: the least loaded so far (the lowest on ties), as a shared queue hands items
+    to equal workers that each take the next one when free."""
+    load, owner = [0.0] * workers, []
+    for c in costs:
+        owner.append(min(range(workers), key=lambda w: (load[w], w)))
+        load[owner[-1]] += c
+    return owner
+
+
+def _deal_longest_first(costs: np.ndarray, workers: int) -> np.ndarray:
+    """The worker of each item, the longest dealt first (balances the load: LPT)."""
+    order = np.argsort(-np.asarray(costs, dtype=np.float64), kind="stable")
+    owner = np.empty(len(order), dtype=np.int64)
+    owner[order] = _deal(np.asarray(costs)[order], workers)
+    return owner
+
+
+def _piece_masks(net: GPT, row: torch.Tensor, cuts: np.ndarray) -> tuple:
+    """The attention masks of a row whose attention is cut at `cuts` (piece starts): a varlen kernel's offsets where
+    the attention kind takes them (the CUDA backend chosen, else the reference loop over pieces: no dense mask), else
+    a dense mask (causal, within a piece, and the local blocks' own window)."""
+    L, device = row.size(1), row.device
+    if net.cfg.attn in VARLEN_ATTNS:
+        backend = ATTENTION.backend if ATTENTION.backend in ("fa3", "torch") and row.is_cuda else "reference"
+        bounds = np.append(cuts, L)
+        cu = torch.as_tensor(bounds, dtype=torch.int32, device=device)
+        seg = Segments(cu, torch.tensor(len(cuts), device=device), int(np.diff(bounds).max()), backend)
+        return seg, seg
+    piece = torch.from_numpy(np.repeat(np.arange(len(cuts)), np.diff(np.append(cuts, L)))).to(device)
+    pos = torch.arange(L, device=device)
+    mask = ((pos[:, None] >= pos[None, :]) & (piece[:, None] == piece[None, :]))[None, None]
+    local = net.attn_mask(row, local=True) if net.window else None
+    return mask, mask if local is None else mask & local
+
+
 def _ttt_phase(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, lo: np.ndarray, hi: np.ndarray, h: Hyperparameters,
                d: Dist) -> None:  # fmt: skip
-    """A phase of phased TTT: full-parameter SGD on documents already scored (targets [lo, hi) each), cut into
-    windows of the eval length and grouped into chunks of about h.ttt_chunk_tokens targets with a cosine LR over the
-    chunks; a step per h.eval_batch_seqs windows per rank, gradients averaged over the ranks, clipped."""
+    """A phase of phased TTT, the record's global SGD on documents already scored (target ranges [lo, hi), in this
+    order). They are joined into one stream, each as its tokens from its BOS to its last target (the next document's
+    BOS, which the joined next document's own BOS then follows: a BOS -> BOS pair that is no val target). The stream
+    is cut into chunks of TTT_CHUNK_TOKENS; every chunk but the last (never trained on, as the record) is cut into
+    rows of the eval length (a remainder shorter than a row is dropped), and each h.eval_batch_seqs rows are one SGD
+    step (momentum TTT_MOMENTUM, the LR cosine over the chunks, the gradient clipped at TTT_GRAD_CLIP) on the mean
+    loss of their targets. A step's rows are one packed sequence, its attention cut as the record's varlen cut
+    (_phase_pieces); the pieces are dealt to the ranks longest first, each with the token before it when SmearGate
+    reads one, so the step's gradient does not depend on the world size."""
     ledger.sync(0, len(ledger.val))  # which targets any rank has scored
-    window = h.effective_eval_seq_len
-    pieces = np.array([(a, min(a + window, b)) for l, b in zip(lo.tolist(), hi.tolist()) for a in range(l, b, window)])
-    chunk_of = (np.cumsum(pieces[:, 1] - pieces[:, 0]) - 1) // h.ttt_chunk_tokens
+    window, size = h.effective_eval_seq_len, h.ttt_chunk_tokens
+    at = np.concatenate(([0], np.cumsum(hi - lo + 1)))  # where each document starts in the stream
+    stream = torch.cat([vt[a - 1 : b] for a, b in zip(lo.tolist(), hi.tolist())]) if len(lo) else vt[:0]
+    tokens = stream.cpu().numpy()
     params = list(net.requires_grad_(True).parameters())
     opt = torch.optim.SGD(params, lr=h.ttt_phase_lr, momentum=h.ttt_momentum)
-    n_chunks, per_step = int(chunk_of[-1]) + 1, h.eval_batch_seqs * d.world_size
-    for c in range(n_chunks):
+    n_chunks, rows = -(-(len(stream) - 1) // size), size // window
+    for c in range(n_chunks - 1 if rows else 0):
         opt.param_groups[0]["lr"] = h.ttt_phase_lr * 0.5 * (1.0 + math.cos(math.pi * c / max(n_chunks - 1, 1)))
-        todo = pieces[chunk_of == c]
         for _ in range(h.ttt_phase_epochs):
-            for s in range(0, len(todo), per_step):
-                step = todo[s : s + per_step]
-                mine = step[rank_share(len(step), d)]
-                if len(mine):
-                    ledger.check_trainable(mine[:, 0], mine[:, 1])
-                    x, y, real = _windows(vt, mine[:, 0] - 1, mine[:, 1] - mine[:, 0])
-                    with torch.enable_grad():
-                        ce = _per_token_ce(net, x, y, h, d)
-                        (torch.where(real, ce, 0.0).sum() / int((step[:, 1] - step[:, 0]).sum())).backward()
+            for s in range(0, rows, h.eval_batch_seqs):
+                u, v = c * size + s * window, c * size + min(s + h.eval_batch_seqs, rows) * window
+                _phase_step(net, stream[u : v + 1], tokens[u:v], u, at, lo, ledger, h, d)
                 _all_reduce_grads(params)
                 if h.ttt_grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(params, h.ttt_grad_clip)
@@ -1995,39 +2089,168 @@ def _ttt_phase(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, lo: np.ndarray, 
     net.requires_grad_(False)
 
 
-def _ttt_lora(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameters, d: Dist) -> None:
-    """LoRA TTT: documents (split at BOS) go in batches of h.ttt_lora_docs, dealt to the ranks in turn (_lora_batch).
-    TTT_MODE=phased (the record's): each time the documents scored so far pass the next of TTT_PHASES equal steps up
-    to TTT_PHASE_DOCS, the model itself trains on all of them (_ttt_phase) and the adapters start afresh. When
-    anything carries over from one batch to the next (phases, warm A), batches follow the stream, so no score depends
-    on a later token (rule 1); independent documents go longest first, so a batch's documents end together."""
-    doc_lo, doc_hi = document_spans(vt.cpu().numpy())
-    independent = h.ttt_mode == "lora" and not h.ttt_lora_warm_a
-    order = np.argsort(doc_lo - doc_hi, kind="stable") if independent else np.arange(len(doc_lo))
-    batches = [np.sort(order[i : i + h.ttt_lora_docs]) for i in range(0, len(order), h.ttt_lora_docs)]
-    phased = h.ttt_mode == "phased" and h.ttt_phases > 0
-    cuts = (
-        sorted({c for p in range(h.ttt_phases) if (c := h.ttt_phase_docs * (p + 1) // h.ttt_phases)}) if phased else []
-    )
-    warm, done, W = None, 0, d.world_size
+def _phase_step(net: GPT, part: torch.Tensor, x: np.ndarray, u: int, at: np.ndarray, lo: np.ndarray,
+                ledger: ScoreLedger, h: Hyperparameters, d: Dist) -> None:  # fmt: skip
+    """This rank's share of one phase step on stream[u : u + len(x) + 1] (`part`; `x` its inputs on the host): the
+    gradient of (its targets' summed loss) / (the step's target count), accumulated into the parameters."""
+    cuts = _phase_pieces(x, h.effective_eval_seq_len)
+    ends = np.append(cuts[1:], len(x))
+    mine = np.flatnonzero(_deal_longest_first(ends - cuts, d.world_size) == d.rank)
+    if not len(mine):
+        return
+    index, real, starts = [], [], []
+    for k in mine.tolist():
+        a, b = int(cuts[k]), int(ends[k])
+        if a > 0 and x[a] != BOS_ID and (not index or index[-1][-1] != a - 1):  # SmearGate reads the token before
+            starts.append(sum(len(i) for i in index))
+            index.append(np.array([a - 1]))
+            real.append(np.zeros(1, dtype=bool))
+        starts.append(sum(len(i) for i in index))
+        index.append(np.arange(a, b))
+        real.append(np.ones(b - a, dtype=bool))
+    index_t = torch.from_numpy(np.concatenate(index)).to(part.device)
+    row, target = part[index_t][None], part[index_t + 1][None]
+    for a, b in zip(cuts[mine].tolist(), ends[mine].tolist()):  # the val targets this step trains on
+        first = np.searchsorted(at, u + a, "right") - 1
+        last = np.searchsorted(at, u + b, "left")
+        docs = np.arange(first, last)
+        s, e = np.maximum(u + a, at[docs]), np.minimum(u + b, at[docs + 1] - 1)  # each document's last token
+        ok = s < e  # ... predicts the next one's BOS: no val target
+        ledger.check_trainable(lo[docs][ok] + s[ok] - at[docs][ok], lo[docs][ok] + e[ok] - at[docs][ok])
+    masks = _piece_masks(net, row, np.array(starts))
+    with _masks_of(net, lambda idx: masks), torch.enable_grad():
+        ce = _per_token_ce(net, row, target, h, d)[0]
+        keep = torch.from_numpy(np.concatenate(real)).to(ce.device)
+        (torch.where(keep, ce, 0.0).sum() / len(x)).backward()
+
+
+def _ttt_queue(lo: np.ndarray, hi: np.ndarray, h: Hyperparameters) -> tuple[list[np.ndarray], np.ndarray]:
+    """Batches of h.ttt_lora_docs documents in the order they are processed, each in its row order, and each
+    document's place in the order the batches were cut from. TTT_ORDER=length (the record's): the documents sorted
+    by length (ties in stream order) are cut into batches from the shortest, and the batch holding the longest
+    document goes first (ties in cut order); a batch's rows stay shortest first. stream: consecutive documents."""
+    n, size = len(lo), h.ttt_lora_docs
+    order = np.argsort(hi - lo, kind="stable") if h.ttt_order == "length" else np.arange(n)
+    batches = [order[i : i + size] for i in range(0, n, size)]
+    if h.ttt_order == "length":
+        longest = np.array([-(hi - lo)[b].max() for b in batches])
+        batches = [batches[i] for i in np.argsort(longest, kind="stable")]
+    place = np.empty(n, dtype=np.int64)
+    place[order] = np.arange(n)
+    return batches, place
+
+
+def _phase_plan(sizes: list[int], h: Hyperparameters) -> tuple[list[int], list[int]]:
+    """(the batch after which each phase runs, the documents it trains on), the record's rule: TTT_PHASES boundaries
+    at equal steps up to min(TTT_PHASE_DOCS, documents); after each batch (in queue order), once the documents scored
+    so far reach the next boundary, a phase trains on that many of them (at most one phase per batch). A phase due
+    after the last batch is left out: it could change no score."""
+    limit = min(sum(sizes), h.ttt_phase_docs) if h.ttt_mode == "phased" else 0
+    cuts = [limit * (p + 1) // h.ttt_phases for p in range(h.ttt_phases)] if limit else []
+    after, done = [], 0
+    for q, size in enumerate(sizes):
+        done += size
+        if len(after) < len(cuts) and done >= cuts[len(after)]:
+            after.append(q)
+    keep = [p for p, q in enumerate(after) if q < len(sizes) - 1]
+    return [after[p] for p in keep], [cuts[p] for p in keep]
+
+
+def _batch_cost(n_targets: np.ndarray, h: Hyperparameters) -> float:
+    """Token-rows a batch of documents (their target counts) runs through the model: its rows at each step's width."""
+    steps = np.arange(1, -(-int(n_targets.max()) // h.ttt_lora_chunk) + 1)
+    return len(n_targets) * float(np.minimum(steps * h.ttt_lora_chunk, h.effective_eval_seq_len).sum())
+
+
+def _ttt_lora(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameters, d: Dist,
+              fwd: nn.Module | None = None) -> None:  # fmt: skip
+    """LoRA TTT, the record's procedure: documents (split at BOS) in batches of h.ttt_lora_docs (_ttt_queue), scored
+    and adapted per document (_lora_batch). TTT_MODE=phased: between batches the model itself trains on documents
+    already scored (_phase_plan, _ttt_phase). Between phases, A carries over from batch to batch (TTT_LORA_WARM_A;
+    B and AdamW start afresh each batch) along each of TTT_LORA_CHAINS chains: the batches are dealt to the chains as
+    a shared queue hands them to that many equal workers (_deal, by token-rows), the chains to the ranks longest
+    first, and every chain starts each phase with fresh A; a batch of another size (the short one) gets fresh A
+    and leaves its chain's alone, as the record. Every draw is seeded by SEED, the phase and the chain or batch
+    (_lora_key): the score depends on TTT_LORA_CHAINS, never on the world size. All ranks meet at each phase."""
+    fwd = net if fwd is None else fwd
+    lo, hi = document_spans(vt.cpu().numpy())
+    batches, place = _ttt_queue(lo, hi, h)
+    after, phase_docs = _phase_plan([len(b) for b in batches], h)
     net.requires_grad_(False)
-    for r0 in range(0, len(batches), W):
-        if r0 + d.rank < len(batches):
-            docs = batches[r0 + d.rank]
-            warm = _lora_batch(net, vt, ledger, doc_lo[docs], doc_hi[docs], docs, warm, h, d)
-        done += sum(len(b) for b in batches[r0 : r0 + W])
-        if cuts and done >= cuts[0]:
-            cuts = [c for c in cuts if c > done]
-            scored = np.concatenate(batches[: r0 + W])
-            _ttt_phase(net, vt, ledger, doc_lo[scored], doc_hi[scored], h, d)
+    for p, (q0, q1) in enumerate(zip([0] + [q + 1 for q in after], after + [len(batches) - 1])):
+        chain = _deal([_batch_cost(hi[b] - lo[b], h) for b in batches[q0 : q1 + 1]], h.ttt_lora_chains)
+        load = np.bincount(chain, [_batch_cost(hi[b] - lo[b], h) for b in batches[q0 : q1 + 1]], h.ttt_lora_chains)
+        owner = _deal_longest_first(load, d.world_size)
+        for c in np.flatnonzero(owner == d.rank).tolist():
+            mine = [q0 + i for i, ci in enumerate(chain) if ci == c]
+            full = [q for q in mine if len(batches[q]) == h.ttt_lora_docs]
             warm = None
+            if h.ttt_lora_warm_a and full:  # drawn at the phase's start, as the record's reusable adapters
+                warm = [nn.Parameter(t.to(vt.device)) for t in _lora_init(net, h.ttt_lora_docs, h.ttt_lora_rank,
+                                                                          _lora_key(h, p, "chain", c))]  # fmt: skip
+            for q in mine:
+                carry = warm if q in full else None
+                a = _lora_batch(net, fwd, vt, ledger, lo[batches[q]], hi[batches[q]], carry,
+                                _lora_key(h, p, "batch", q), h, d)  # fmt: skip
+                warm = a if carry is not None else warm
+        if p < len(after):
+            scored = np.concatenate(batches[: q1 + 1])
+            scored = scored[np.argsort(place[scored], kind="stable")][: phase_docs[p]]
+            _ttt_phase(net, vt, ledger, lo[scored], hi[scored], h, d)
+
+
+def _causal_masks(idx: torch.Tensor) -> tuple[None, None]:
+    """Plain causal attention: what a LoRA TTT row (one document's window, padding after it) needs."""
+    return None, None
+
+
+@contextlib.contextmanager
+def _masks_of(net: GPT, fn: Callable | None):
+    """Within: fn(idx) gives `net` its attention masks (an instance attribute over GPT.attention_masks); None: the
+    model's own."""
+    if fn is None:
+        yield
+        return
+    before = net.__dict__.get("attention_masks")
+    net.attention_masks = fn
+    try:
+        yield
+    finally:
+        if before is None:
+            del net.attention_masks
+        else:
+            net.attention_masks = before
+
+
+def _lora_masks(net: GPT) -> Callable | None:
+    """A LoRA row holds one document, so attention kinds the varlen path serves run plain causal (the record's dense
+    flash call); windowed and linear attention keep the model's masks."""
+    return _causal_masks if net.cfg.attn in VARLEN_ATTNS else None
+
+
+def compile_lora(net: GPT, h: Hyperparameters, d: Dist, backend: str = "inductor") -> nn.Module:
+    """The LoRA TTT forward compiled with dynamic shapes (a batch's rows and width vary; the adapters are new
+    tensors each batch, hooks that read them do not recompile), warmed up on random tokens at the narrowest and the
+    widest step before any scoring clock starts, as the record compiles its TTT forward."""
+    fwd = torch.compile(net, dynamic=True, backend=backend)
+    net.requires_grad_(False)
+    gen = torch.Generator().manual_seed(h.seed)
+    for width in (h.ttt_lora_chunk, h.effective_eval_seq_len):
+        ids = torch.randint(0, net.tok_emb.num_embeddings, (h.ttt_lora_docs, width + 1), generator=gen)
+        ids = ids.to(d.device)
+        params, handles = _attach_lora(net, np.arange(h.ttt_lora_docs), h)
+        with _masks_of(net, _lora_masks(net)), torch.enable_grad():
+            _per_token_ce(fwd, ids[:, :-1], ids[:, 1:], h, d).mean().backward()
+        for handle in handles:
+            handle.remove()
+    return fwd
 
 
 def eval_ttt(
     model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, **ledger_kw
 ) -> EvalResult:
     """Score-first test-time training (h.ttt_mode sgd, lora or phased) on a copy of the model; the caller's is
-    untouched."""
+    untouched. On CUDA (COMPILE) the LoRA forward is compiled before the clock starts."""
     if h.ttt_mode not in ("sgd", "lora", "phased"):
         raise UserError(f"TTT_MODE={h.ttt_mode!r}: eval_ttt needs sgd, lora or phased")
     if h.ttt_mode != "sgd" and h.ttt_lora_chunk > h.effective_eval_seq_len:
@@ -2035,8 +2258,12 @@ def eval_ttt(
     ledger = ScoreLedger(val_tokens, tables, d, **ledger_kw)
     net = copy.deepcopy(getattr(model, "_orig_mod", model)).eval()
     vt = torch.from_numpy(val_tokens.astype(np.int64)).to(d.device)
+    fwd = compile_lora(net, h, d) if h.ttt_mode != "sgd" and compile_enabled(h, d) else net
     t0 = synced_clock(d)
-    (_ttt_sgd if h.ttt_mode == "sgd" else _ttt_lora)(net, vt, ledger, h, d)
+    if h.ttt_mode == "sgd":
+        _ttt_sgd(net, vt, ledger, h, d)
+    else:
+        _ttt_lora(net, vt, ledger, h, d, fwd)
     return ledger.result(synced_clock(d) - t0)
 
 
@@ -2063,12 +2290,11 @@ STORE_DTYPES = {
     n: getattr(torch, n) for n in ("float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
 }
 FP16_TINY = torch.finfo(torch.float16).tiny  # smallest normal fp16: floor of every stored scale
-SCALE_MANTISSA_BITS = 6  # significant bits of an SDClip row scale (fp16 keeps 11; the rest compress away)
 # QUANT_CLIP=percentile, the official baseline's export: each row clipped at this quantile of |w|, scale = clip /
 # qmax but at least 1 / qmax (its floor), fp16 scales; matrices of at most PERCENTILE_KEEP_NUMEL elements stay fp16.
 PERCENTILE_Q = 0.9999984
 PERCENTILE_KEEP_NUMEL = 65_536
-LQER_BITS = 4  # the low-rank factor B: symmetric ints with one fp16 scale per group (A: int2, one scale)
+LQER_BITS = 4  # the low-rank factor B: ints in [-8, 7], scale absmax / 7.5 per group (A: int2, one scale)
 LQER_GROUP = 64
 GPTQ_CALIB_MAX_RANK_TOKENS = 65_536  # calibration tokens per rank and batch
 GPTQ_DAMP_RETRIES = 4  # Cholesky failure: multiply the damping by 10 and retry
@@ -2079,14 +2305,17 @@ class ArtifactError(UserError):
     """An artifact or checkpoint that cannot be built or read; the message says what is wrong and how to fix it."""
 
 
-def sdclip_scale(w: torch.Tensor, k: float, bits: int) -> torch.Tensor:
-    """SDClip: per-row fp16 scale clipping each row at k standard deviations, scale = k*std / (2^(bits-1) - 1),
-    rounded to SCALE_MANTISSA_BITS significant bits (a clip range within 1.6% of k*std; every quantiser uses the
-    rounded scale, so nothing is mismatched), which makes the scale stream compress to about half."""
-    std = w.float().std(dim=1, correction=0)
+def sdclip_scale(w: torch.Tensor, k: float, bits: int, mantissa_bits: int = 0) -> torch.Tensor:
+    """SDClip, the record's rule: per-row fp16 scale clipping each row at k standard deviations (unbiased),
+    scale = k*std / (2^(bits-1) - 1). mantissa_bits > 0 (QUANT_SCALE_BITS, not the record's) rounds each scale to
+    that many significant bits, which makes the scale stream compress to about half (every quantiser uses the rounded
+    scale, so nothing is mismatched). A constant row gets scale 1."""
+    std = w.float().std(dim=1, correction=1) if w.size(1) > 1 else torch.zeros(w.size(0), device=w.device)
     scale = torch.where(std > 0, k * std / (2 ** (bits - 1) - 1), torch.ones_like(std)).clamp(FP16_TINY, 60_000.0)
+    if mantissa_bits <= 0:
+        return scale.half().clamp_min(FP16_TINY)
     m, e = torch.frexp(scale.double())
-    return torch.ldexp(torch.round(m * 2**SCALE_MANTISSA_BITS) / 2**SCALE_MANTISSA_BITS, e).clamp(FP16_TINY).half()
+    return torch.ldexp(torch.round(m * 2**mantissa_bits) / 2**mantissa_bits, e).clamp(FP16_TINY).half()
 
 
 def percentile_clip(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -2116,7 +2345,8 @@ def gptq_quantize(
     dead = H.diagonal() == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
-    perm = torch.argsort(H.diagonal(), descending=True, stable=True)
+    # the record's column order: the damped diagonal, sorted unstably (its order of tied columns)
+    perm = torch.argsort(H.diagonal() + damp * H.diagonal().mean(), descending=True)
     W, H = W[:, perm], H[perm][:, perm]
     eye = torch.eye(cols, device=w.device, dtype=dtype)
     for attempt in range(GPTQ_DAMP_RETRIES):
@@ -2145,11 +2375,14 @@ def hessian_error(w: torch.Tensor, w_hat: torch.Tensor, H: torch.Tensor) -> floa
 
 
 def _quant_groups(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric ints with one absmax fp16 scale per LQER_GROUP consecutive values (flattened)."""
+    """The record's LQER B: ints in [-2^(bits-1), 2^(bits-1) - 1] with one fp16 scale absmax / (2^(bits-1) - 0.5) per
+    LQER_GROUP consecutive values (flattened; a short last group is zero-padded, a shape the record never ran)."""
     flat = x.float().reshape(-1)
     g = F.pad(flat, (0, -flat.numel() % LQER_GROUP)).view(-1, LQER_GROUP)
-    s = (g.abs().amax(1) / (2 ** (bits - 1) - 1)).clamp_min(FP16_TINY).half()
-    return quantize_rtn(g, s, bits).reshape(-1)[: flat.numel()], s
+    half = 2 ** (bits - 1)
+    s = (g.abs().amax(1) / (half - 0.5)).clamp_min(FP16_TINY).half()
+    q = torch.clamp(torch.round(g / s.float()[:, None]), -half, half - 1).to(torch.int8)
+    return q.reshape(-1)[: flat.numel()], s
 
 
 def _dequant_groups(q: torch.Tensor, s: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -2179,9 +2412,8 @@ def quantize_state_dict(
     h: Hyperparameters,
     hessians: dict[str, torch.Tensor] | None = None,
 ) -> list[dict]:
-    """Quantise per role (SDClip RTN; GPTQ where a Hessian is given and GPTQ=1; LQER on the LQER_TOP worst matrices)
-    into storage entries in stream order. The tied embedding is also the input lookup, so GPTQ replaces RTN there
-    only if it lowers output error + plain weight error (each relative to RTN's)."""
+    """Quantise per role (SDClip RTN; GPTQ where a Hessian is given and GPTQ=1, the tied embedding included, as the
+    record; LQER on the LQER_TOP worst matrices) into storage entries in stream order."""
     missing = sorted(set(roles) - set(state_dict))
     if missing:
         raise ArtifactError(
@@ -2212,27 +2444,17 @@ def quantize_state_dict(
         if h.quant_clip == "percentile":
             (w, scale), k = percentile_clip(w, bits), 0.0
         else:
-            scale = sdclip_scale(w, k, bits)
+            scale = sdclip_scale(w, k, bits, h.quant_scale_bits)
         q, method, scale = quantize_rtn(w, scale, bits), "rtn", scale.half()
         if H is not None and h.gptq:
             qg = gptq_quantize(w.to(H.device), H, scale, bits, h.gptq_block, h.gptq_damp).to(w.device)
-            if role != "embed" or _gptq_wins(w, q, qg, scale, H):
-                q, method = qg, "gptq"
+            q, method = qg, "gptq"
         meta.update(store="q", bits=bits, k=k, method=method)
         entries.append({"meta": meta, "q": q.cpu(), "scale": scale.cpu()})
         floats[name] = w
     if h.lqer_rank > 0:
         _add_lqer(entries, floats, h.lqer_rank, h.lqer_top)
     return entries
-
-
-def _gptq_wins(
-    w: torch.Tensor, q_rtn: torch.Tensor, q_gptq: torch.Tensor, scale: torch.Tensor, H: torch.Tensor
-) -> bool:
-    s = scale.float()[:, None]
-    w, r, g = (x.to(H.device) for x in (w, q_rtn.float() * s, q_gptq.float() * s))
-    hess = hessian_error(w, g, H) / max(hessian_error(w, r, H), 1e-30)
-    return hess + float((w - g).square().sum() / (w - r).square().sum().clamp_min(1e-30)) < 2.0
 
 
 def _add_lqer(entries: list[dict], floats: dict[str, torch.Tensor], rank: int, top: int) -> None:
@@ -2600,6 +2822,8 @@ def read_artifact(blob: bytes) -> tuple[ModelConfig, dict[str, torch.Tensor], di
     into build_model(config)."""
     model_config, entries, recorded = decode_artifact(blob)
     cfg = ModelConfig.from_dict(model_config, "the artifact's model config")
+    shapes = {e["meta"]["name"]: torch.empty(e["meta"]["shape"], device="meta") for e in entries}
+    check_shapes(cfg, shapes, "artifact")  # before dequantising anything
     return cfg, {e["meta"]["name"]: dequantize_entry(e) for e in entries}, recorded
 
 

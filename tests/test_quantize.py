@@ -111,10 +111,12 @@ def test_rtn_error_bounds(bits):
     err = (w - q.float() * s).abs()
     assert (err[inside] <= s.expand_as(w)[inside] / 2 + 1e-6).all()
     assert q[0, 0] == qmax  # clipped to the top code
-    exact = k * w.std(dim=1, correction=0) / qmax
-    assert ((scale.float() / exact - 1).abs() <= 2.0**-tg.SCALE_MANTISSA_BITS).all()  # rounded, within half a step
-    m, _ = torch.frexp(scale.float())
-    assert torch.equal(m * 2**tg.SCALE_MANTISSA_BITS, (m * 2**tg.SCALE_MANTISSA_BITS).round())  # on the coarse grid
+    exact = k * w.std(dim=1, correction=1) / qmax  # the record's: unbiased std, stored in fp16
+    assert torch.equal(scale, exact.half())
+    rounded = tg.sdclip_scale(w, k, bits, mantissa_bits=6)  # QUANT_SCALE_BITS=6: within half a step of 6 bits
+    assert ((rounded.float() / exact - 1).abs() <= 2.0**-6).all()
+    m, _ = torch.frexp(rounded.float())
+    assert torch.equal(m * 2**6, (m * 2**6).round())  # on the coarse grid
 
 
 def build(h, model, hessians=None):
@@ -377,7 +379,7 @@ def cli_setup(tmp_path_factory):
 def test_cli_quantize_and_inspect(cli_setup, capsys):
     quantize, tmp, ckpt, data, h = cli_setup
     out = tmp / "a.pgz"
-    out.write_bytes(b"old")
+    out.write_bytes(tg.ARTIFACT_MAGIC + b" an older artifact")  # replaced; any other file would be refused
     assert (
         quantize.main(
             [
@@ -460,7 +462,7 @@ def test_cli_roundtrip_per_tensor_swaps_one_tensor_at_a_time(cli_setup, capsys):
 def test_cli_bad_inputs_exit_2_with_one_line_and_keep_files(cli_setup, capsys, tmp_path):
     quantize, tmp, ckpt, data, h = cli_setup
     keep = tmp_path / "keep.pgz"
-    keep.write_bytes(b"precious")
+    keep.write_bytes(tg.ARTIFACT_MAGIC + b"precious")  # an artifact: the only kind -o may replace
     cases = [
         (["inspect", str(tmp_path / "none.pgz")], "no such artifact"),
         (["inspect", str(ckpt)], "not a quantised artifact"),
@@ -475,7 +477,7 @@ def test_cli_bad_inputs_exit_2_with_one_line_and_keep_files(cli_setup, capsys, t
         assert quantize.main(argv) == 2, argv
         err = capsys.readouterr().err.strip()
         assert msg in err and "\n" not in err, (argv, err)
-    assert keep.read_bytes() == b"precious"
+    assert keep.read_bytes() == tg.ARTIFACT_MAGIC + b"precious"
     state = torch.load(ckpt, weights_only=True)
     del state["state_dict"]["blocks.1.attn.c_k.weight"]
     broken = tmp_path / "broken.pt"

@@ -159,3 +159,52 @@ def test_optimiser_steps_equal_the_records(pair, monkeypatch, muon_dtype):
             assert err <= (0.0 if muon_dtype == torch.bfloat16 else 0.15 * moved), (name, err, moved)
         else:  # AdamW groups: fp32 in both
             assert err < 1e-6 + 1e-5 * moved, (name, err, moved)
+
+
+def spd(n: int, seed: int) -> torch.Tensor:
+    """A calibration-like Hessian: X^T X of correlated inputs, with one dead column."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(4 * n, n, generator=g) + torch.randn(4 * n, 1, generator=g)
+    x[:, seed % n] = 0
+    return x.T @ x / (4 * n)
+
+
+def test_export_codes_and_scales_equal_the_records():
+    """GPTQ codes and fp16 row scales of every matrix (int6 attn/MLP at their clip k, the tied embedding int7 by GPTQ
+    too), LQER's choice of matrices and its A and B, the attention gate's int8 rows: the record's
+    gptq_mixed_quantize against our quantize_state_dict, on the same weights and Hessians. The width keeps every
+    matrix above the record's 65,536-element passthrough limit."""
+    rec = ro.load_record()
+    rh = ro.record_settings(num_layers=2, model_dim=384, num_heads=4, num_kv_heads=2, vocab_size=1024, num_loops=0,
+                            parallel_start_layer=0, xsa_last_n=2)  # fmt: skip
+    rm = ro.build_record_model(rh)
+    ro.randomise(rm)
+    h = tg.Hyperparameters.from_env(dict(NUM_LAYERS="2", MODEL_DIM="384", NUM_HEADS="4", NUM_KV_HEADS="2",
+                                         VOCAB_SIZE="1024", NUM_LOOPS="1", PARALLEL_START="-1"))  # fmt: skip
+    om = tg.build_model(h.model)
+    ro.map_record_to_ours(rm, om)
+    theirs_sd = rec._unbank_state_dict(rm.state_dict(), rh.num_layers)
+    roles = tg.param_roles(om)
+    names = [n for n, r in roles.items() if r in ("attn", "mlp", "embed")]
+    hessians = {n: spd(theirs_sd[n].size(1), i) for i, n in enumerate(names)}
+    theirs, kinds = rec.gptq_mixed_quantize(theirs_sd, hessians, rh)
+    entries = {e["meta"]["name"]: e for e in tg.quantize_state_dict(om.state_dict(), roles, h, hessians)}
+    for n in names:
+        e = entries[n]
+        assert e["meta"]["method"] == "gptq" and kinds[n].startswith("gptq"), (n, e["meta"], kinds[n])
+        assert e["meta"]["bits"] == (7 if n == "tok_emb.weight" else 6)
+        assert torch.equal(e["scale"], theirs[n + ".scale"]), n
+        assert torch.equal(e["q"], theirs[n + ".q"]), (n, (e["q"] != theirs[n + ".q"]).float().mean())
+    lqer = {n for n in names if "lqer" in kinds[n]}
+    assert len(lqer) == 3 and lqer == {n for n in names if entries[n]["meta"].get("lqer")}
+    for n in lqer:
+        e, r = entries[n], rh.lqer_rank
+        assert kinds[n].endswith("lqer_asym")
+        assert torch.equal(e["la"].view(-1, r), theirs[n + ".lqA_a"]) and torch.equal(
+            e["la_s"].view(()), theirs[n + ".lqAs_a"]
+        )
+        assert torch.equal(e["lb"].view(r, -1), theirs[n + ".lqB_a"]) and torch.equal(e["lb_s"], theirs[n + ".lqBs_a"])
+    for i in range(rh.num_layers):
+        e, key = entries[f"blocks.{i}.attn.gate.weight"], f"blocks.{i}.attn.attn_gate_w"
+        assert kinds[key] == "gate_int8_row"
+        assert torch.equal(e["q"], theirs[key + ".gq"]) and torch.equal(e["scale"], theirs[key + ".gs"])
