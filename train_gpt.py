@@ -84,13 +84,14 @@ PRESETS: dict[str, str] = {
     "NUM_LOOPS=1 XSA=0 ATTN_OUT_GATE=0 UNET_SKIPS=0 EMA_DECAY=0 GPTQ=0 LQER_RANK=0 PARALLEL_START=-1 "
     "MATRIX_LR=0.04 TIED_EMBED_LR=0.05 SCALAR_LR=0.04 WARMDOWN_FRAC=0.6 MIN_LR=0 "
     "MUON_MOMENTUM=0.85 MUON_MOMENTUM_WARMUP_START=0.85 BIGRAM_HASH=4096 QUANT_EMBED_BITS=8 CLIP_K_EMBED=10 "
-    "QUANT_SCALE_BITS=6 "
+    "QUANT_SCALE_BITS=6 SCHEDULE_REFERENCE_STEPS=4900 MUON_MOMENTUM_HORIZON_FRAC=0.05 LOOP_RAMP_FRAC=0.03 "
     "TTT_MODE=off DATA_PATH=./data/datasets/fineweb10B_sp1024 TOKENIZER_PATH=./data/tokenizers/fineweb_1024_bpe.model",
     # A CPU-sized model for smoke runs, tests and the sample dataset (vocab 1024).
     "tiny": "VOCAB_SIZE=1024 NUM_LAYERS=4 MODEL_DIM=64 NUM_HEADS=4 NUM_KV_HEADS=2 MLP_MULT=2 NUM_LOOPS=2 ROPE_DIMS=8 "
     "TRAIN_SEQ_LEN=128 TRAIN_BATCH_TOKENS=4096 ITERATIONS=200 "
     "MAX_WALLCLOCK_SECONDS=0 WARMUP_STEPS=2 VAL_LOSS_EVERY=0 TRAIN_LOG_EVERY=20 EVAL_BATCH_SEQS=16 "
-    "GPTQ_CALIB_BATCHES=4 TTT_MODE=off "
+    "GPTQ_CALIB_BATCHES=4 TTT_MODE=off SCHEDULE_REFERENCE_STEPS=4900 MUON_MOMENTUM_HORIZON_FRAC=0.05 "
+    "LOOP_RAMP_FRAC=0.03 "
     "DATA_PATH=./data/sample TOKENIZER_PATH=./data/sample/tokenizer.model",
 }
 
@@ -236,14 +237,15 @@ class Hyperparameters:
     train_log_every: int = 100
     val_max_tokens: int = 0  # >0: score only this prefix of val (quick checks; never for a record)
     grad_clip_norm: float = 0.3  # global gradient norm clip; 0 = off
-    ema_decay: float = 0.9965  # 0 = off; its horizon 1/(1-decay) scales with the run (SCHEDULE_REFERENCE_STEPS)
+    ema_decay: float = 0.9965  # 0 = off; with SCHEDULE_REFERENCE_STEPS its horizon 1/(1-decay) scales with the run
     loop_start_frac: float = 0.35  # recurrence switches on at this fraction of the budget
-    loop_ramp_frac: float = 0.03  # then the repeated passes fade in over this fraction of it (0 = at once)
-    schedule_reference_steps: int = 4900  # step counts (EMA horizon, momentum warm-up) hold at this many steps and
-    # scale with the run's expected steps (from ITERATIONS, or the measured step time); 0 = use them as given
-    muon_momentum_horizon_frac: float = 0.05  # with SCHEDULE_REFERENCE_STEPS: Muon momentum's averaging horizon
+    loop_ramp_frac: float = 0.0  # > 0: the repeated passes fade in over this fraction of it (0 = at once, the record)
+    schedule_reference_steps: int = 0  # > 0 (not the record's): step counts (EMA horizon, momentum warm-up) hold at
+    # this many steps and scale with the run's expected steps (from ITERATIONS, or the measured step time); 0 = use
+    # them as given, the record's constants (the cpu and tiny presets set 4900, the record's step count)
+    muon_momentum_horizon_frac: float = 0.0  # with SCHEDULE_REFERENCE_STEPS: Muon momentum's averaging horizon
     # 1/(1 - momentum) is capped at this fraction of the expected steps (the record's 0.97, 33 steps, holds from 667
-    # steps on; ~0.85 at 130 steps); 0 = no cap
+    # steps on; ~0.85 at 130 steps); 0 = no cap (the record)
     # model (every field of ModelConfig, set by its upper-case name: NUM_LAYERS, MODEL_DIM, ...)
     model: ModelConfig = field(default_factory=ModelConfig)
     ortho_init: int = 1  # Q, K, V and MLP-input matrices start orthogonal (gain 1), as the record's do
@@ -262,7 +264,7 @@ class Hyperparameters:
     embed_wd: float = 0.085  # ... and of the embedding
     muon_momentum: float = 0.97
     muon_momentum_warmup_start: float = 0.92
-    muon_momentum_warmup_steps: int = 1500  # scales with the run (SCHEDULE_REFERENCE_STEPS)
+    muon_momentum_warmup_steps: int = 1500  # scales with the run under SCHEDULE_REFERENCE_STEPS
     muon_nesterov: int = 1
     muon_backend_steps: int = 5  # Newton-Schulz iterations
     muon_polar_express: int = 1  # per-step Polar Express coefficients instead of the classic quintic

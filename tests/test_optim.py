@@ -166,25 +166,31 @@ def test_momentum_warmup():
     assert tg.muon_momentum(h, 0, 0) == pytest.approx(0.95)
 
 
-def test_record_scale_constants_are_the_records_and_shrink_with_the_run():
-    """At the record's 4,900 steps the frontier's schedule is the 1.0611 record's (train_seed42.log): EMA 0.9965,
-    Muon momentum 0.92 -> 0.97 over 1,500 steps, recurrence at 35%, warm-down 85% floored at 0.1; at 100 steps the
-    same fractions of the run."""
+def test_frontier_schedule_is_the_records_at_any_length_and_the_scale_aware_rule_is_opt_in():
+    """The frontier's schedule is the 1.0611 record's constants at any run length (train_seed42.log: EMA 0.9965,
+    Muon momentum 0.92 -> 0.97 over 1,500 steps, recurrence at 35% at once, warm-down 85% floored at 0.1); with
+    SCHEDULE_REFERENCE_STEPS=4900 and MUON_MOMENTUM_HORIZON_FRAC (the cpu and tiny presets) the same fractions of
+    the run at any length."""
     h = tg.Hyperparameters.from_env({"RUN_ID": "x"})
+    for steps in (100, 4900, 20000):
+        assert tg.scaled_schedule(h, steps) == (0.9965, 1500.0, 1.0)
+    assert [tg.muon_momentum(h, s, 1500.0) for s in (0, 750, 1500, 4000)] == pytest.approx([0.92, 0.945, 0.97, 0.97])
+    assert (h.loop_start_frac, h.loop_ramp_frac, h.warmdown_frac, h.min_lr) == (0.35, 0.0, 0.85, 0.1)
+    assert (h.muon_momentum_warmup_start, h.muon_momentum, h.ema_decay) == (0.92, 0.97, 0.9965)
+    h = tg.Hyperparameters.from_env(
+        {"RUN_ID": "x", "SCHEDULE_REFERENCE_STEPS": "4900", "MUON_MOMENTUM_HORIZON_FRAC": "0.05"}
+    )
     decay, warm, cap = tg.scaled_schedule(h, 4900)
     assert decay == pytest.approx(0.9965, abs=1e-12) and warm == pytest.approx(1500, abs=1e-9)
-    assert [tg.muon_momentum(h, s, warm, cap) for s in (0, 750, 1500, 4000)] == pytest.approx([0.92, 0.945, 0.97, 0.97])
-    assert (h.loop_start_frac, h.warmdown_frac, h.min_lr) == (0.35, 0.85, 0.1)
-    assert (h.muon_momentum_warmup_start, h.muon_momentum, h.ema_decay) == (0.92, 0.97, 0.9965)
     decay, warm, cap = tg.scaled_schedule(h, 100)
     assert 1 / (1 - decay) == pytest.approx(100 * (1 / 0.0035) / 4900) and warm == pytest.approx(1500 / 49)
     assert 1 / (1 - cap) == pytest.approx(5) and tg.muon_momentum(h, 50, warm, cap) == pytest.approx(0.8)
     assert tg.scaled_schedule(h, 667)[2] > 0.97 > tg.scaled_schedule(h, 666)[2]  # the record's 0.97 from 667 steps
     assert tg.scaled_schedule(h, 5)[0] == 0.0  # a horizon under one step: the EMA is the weights
+    tiny = tg.Hyperparameters.from_env({"PRESET": "tiny", "RUN_ID": "x"})
+    assert tg.scaled_schedule(tiny, 100) == tg.scaled_schedule(h, 100)
     base = tg.Hyperparameters.from_env({"PRESET": "baseline", "RUN_ID": "x"})
     assert tg.scaled_schedule(base, 100) == (0.0, 500.0, 1.0)  # the baseline keeps its absolute constants
-    off = tg.Hyperparameters.from_env({"RUN_ID": "x", "MUON_MOMENTUM_HORIZON_FRAC": "0"})
-    assert tg.scaled_schedule(off, 100)[2] == 1.0
 
 
 def test_expected_steps_come_from_iterations_or_the_measured_step_time():
