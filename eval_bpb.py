@@ -170,6 +170,8 @@ def make_hparams(tg: ModuleType, args: argparse.Namespace, loaded: tk.Loaded):
     flags.update(VAL_MAX_TOKENS=args.max_tokens or None, INCLUDE_TAIL=1 if args.include_tail else None)
     if (args.mode != "sliding" or args.probe or args.sample) and args.stride is None:
         flags["EVAL_STRIDE"] = 0  # only the sliding mode uses a stride: the model's own may exceed --seq-len
+    if args.mode != "ttt":
+        flags["TTT_MODE"] = "off"  # only --mode ttt adapts: the TTT settings (the frontier's phased) do not apply
 
     return tk.settings({**loaded.recorded, **loaded.config}, flags, code=tg)
 
@@ -226,7 +228,10 @@ def run(args: argparse.Namespace, t_start: float) -> None:
     tok_path = args.tokenizer or h.tokenizer_path
     if not Path(tok_path).is_file():
         raise tk.UserError(f"tokenizer {tok_path}: no such file (pass --tokenizer)")
-    sp = spm.SentencePieceProcessor(model_file=str(tok_path))
+    try:
+        sp = spm.SentencePieceProcessor(model_file=str(tok_path))
+    except (RuntimeError, OSError) as e:  # sentencepiece's error for a file that is not a model
+        raise tk.UserError(f"tokenizer {tok_path}: not a SentencePiece model ({str(e).splitlines()[0]})") from None
     if int(sp.vocab_size()) != h.model.vocab_size:
         raise tk.UserError(
             f"the model's vocab_size {h.model.vocab_size} differs from the tokenizer's "

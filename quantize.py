@@ -94,7 +94,12 @@ def print_report(report: dict, blob: bytes, h: tg.Hyperparameters, calib_s: floa
     return sizes
 
 
+def check_artifact_output(path: str) -> None:
+    tk.check_output(path, "-o", tk.is_artifact, "an artifact (a file starting with the PGQA magic)")
+
+
 def quantize_cmd(a: argparse.Namespace) -> None:
+    check_artifact_output(a.output)
     d = tg.Dist(device=tk.pick_device(a.device))
     loaded, h = load_float(a, d.device)
     hessians, calib_s = hessians_for(loaded.model.to(d.device), h, d)
@@ -165,7 +170,11 @@ def read_blob(path: str) -> bytes:
 
 def inspect_cmd(a: argparse.Namespace) -> None:
     blob = read_blob(a.artifact)
-    model_config, entries, recorded = tg.decode_artifact(blob)
+    try:  # the header's config must describe the tensors it lists (an inflated one would be printed as the model)
+        tg.read_artifact(blob)
+        model_config, entries, recorded = tg.decode_artifact(blob)
+    except tk.UserError as e:
+        raise tk.UserError(f"{a.artifact}: {e}") from None
     _, version, codec_id, payload, _ = tg.ARTIFACT_FRAME.unpack_from(blob)
     codec = {v: k for k, v in tg.ARTIFACT_CODECS.items()}[codec_id]
     if a.json:
@@ -213,13 +222,18 @@ def fit_cmd(a: argparse.Namespace) -> None:
     """For each bit-width combination offered, train_gpt's TARGET_BYTES search (the clip k as set when the artifact
     fits, else the smallest common multiplier of every k that does); the fitting combinations are ranked by a proxy
     of the score: the parameter-weighted output error on the calibration inputs (GPTQ) or the relative weight error."""
+    check_artifact_output(a.output)
+    mbits, ebits = bit_widths(a.matrix_bits, "--matrix-bits"), bit_widths(a.embed_bits, "--embed-bits")
+    if a.target <= 0:
+        raise tk.UserError(f"--target {a.target}: must be a positive number of bytes")
     d = tg.Dist(device=tk.pick_device(a.device))
     loaded, h = load_float(a, d.device)
+    code = tg.size_report(0, (ROOT / "train_gpt.py").read_text(encoding="utf-8"), h.code_policy)["code_bytes"]
+    if a.target <= code:
+        raise tk.UserError(f"--target {a.target} is unreachable: the code alone takes {code} bytes ({h.code_policy})")
     hessians, calib_s = hessians_for(loaded.model.to(d.device), h, d)
     roles, state = tg.param_roles(loaded.model), loaded.state
-    code = tg.size_report(0, (ROOT / "train_gpt.py").read_text(encoding="utf-8"), h.code_policy)["code_bytes"]
-    mbits = [int(b) for b in a.matrix_bits.split(",")] if a.matrix_bits else [h.quant_matrix_bits]
-    ebits = [int(b) for b in a.embed_bits.split(",")] if a.embed_bits else [h.quant_embed_bits]
+    mbits, ebits = mbits or [h.quant_matrix_bits], ebits or [h.quant_embed_bits]
     best, refusals = None, []
     for mb, eb in [(mb, eb) for mb in mbits for eb in ebits]:
         hh = dataclasses.replace(h, quant_matrix_bits=mb, quant_embed_bits=eb, target_bytes=a.target)
@@ -247,6 +261,19 @@ def fit_cmd(a: argparse.Namespace) -> None:
     print_report(report, blob, hh, calib_s)
 
 
+def bit_widths(value: str | None, flag: str) -> list[int]:
+    """A comma-separated list of bit widths in [2, 8] ([] when the flag is not given)."""
+    if value is None:
+        return []
+    try:
+        widths = [int(b) for b in value.split(",")]
+    except ValueError:
+        raise tk.UserError(f"{flag} {value!r}: expected comma-separated bit widths, e.g. 5,6") from None
+    if not all(2 <= b <= 8 for b in widths):
+        raise tk.UserError(f"{flag} {value!r}: every width must be between 2 and 8")
+    return sorted(set(widths))
+
+
 def proxy(report: dict) -> float:
     """Parameter-weighted mean of the output error (Hessian metric) where known, else of the relative weight error."""
     ts = [t for t in report["tensors"].values() if t.get("store") == "q"]
@@ -260,6 +287,7 @@ def pack_cmd(a: argparse.Namespace) -> None:
         raise tk.UserError(f"--source {src}: no such file")
     if out.resolve() == src.resolve():
         raise tk.UserError(f"-o {out}: refusing to overwrite the readable source with its packed form")
+    tk.check_output(out, "-o", tk.is_packed, "a packed train_gpt.py (written by quantize.py pack)")
     source = src.read_text(encoding="utf-8")
     try:
         packed = tg.pack_source(source)

@@ -49,6 +49,39 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
 # =====================================================================================================================
 
 
+def check_output(path: str | os.PathLike, flag: str, ours: Callable[[Path], bool], what: str) -> Path:
+    """An output path a tool may write, checked before any work: absent, or a file `ours` recognises as one this
+    toolkit wrote (`what` names the kind); never a folder and never any other file (`-o train_gpt.py` would have
+    replaced the script)."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{flag} {p}: is a folder; give a file path")
+    if p.exists() and not ours(p):
+        raise UserError(f"{flag} {p}: exists and is not {what}; refusing to replace it (choose another path)")
+    if not p.parent.is_dir() and p.parent.exists():
+        raise UserError(f"{flag} {p}: {p.parent} is not a folder")
+    return p
+
+
+def is_artifact(path: Path) -> bool:
+    """A quantised artifact (its magic), read without trusting the rest."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(tg.ARTIFACT_MAGIC)) == tg.ARTIFACT_MAGIC
+    except OSError:
+        return False
+
+
+def is_packed(path: Path) -> bool:
+    """A packed train_gpt.py (quantize.py pack's self-extracting stub)."""
+    stub = tg.PACK_STUB.split("{")[0].encode()
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(stub)) == stub
+    except OSError:
+        return False
+
+
 def shard_bytes(tokens: np.ndarray) -> bytes:
     """Serialise tokens (any integer array with values < 65536) as an official shard."""
     tokens = np.asarray(tokens)
@@ -225,6 +258,7 @@ def build_artifact(state: dict, roles: dict, cfg, h, hessians: dict | None = Non
 OFFICIAL_INT8_FORMAT = "int8_clean_per_row_v1"
 OFFICIAL_WRAPPERS = ("_orig_mod.", "module.")  # torch.compile / DDP prefixes a saved state_dict may carry
 OFFICIAL_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+OFFICIAL_MAX_NODES = 1 << 20  # entries of the containers in an official pickle (the int8 object has ~300)
 OFFICIAL_MAX_UNZIPPED = 256 << 20  # the baseline's int8 object is ~17 MB; a crafted stream inflates no further
 OFFICIAL_BLOCK_NAMES = {  # official name inside blocks.{i} -> ours
     "attn_scale": "attn_scale",
@@ -272,9 +306,11 @@ def _official_unpickle(data: bytes, what: str) -> object:
 
 def _first_unplain(obj: object) -> str | None:
     """Where `obj` holds something other than tensors, str, int, float, dict and list (None when it holds none).
-    Walked with an explicit stack and parent links: a pickle nests as deep as it likes, the check never recurses."""
+    Walked with an explicit stack and parent links: a pickle nests as deep as it likes, the check never recurses.
+    Each container is visited once however many times it is referenced (lists nested 40 deep with shared references
+    are 2^40 paths but 80 nodes), and more than OFFICIAL_MAX_NODES nodes are refused: a state_dict has hundreds."""
     keys: list[tuple[int, object]] = [(-1, None)]  # node -> (parent node, key in the parent)
-    stack = [(obj, 0)]
+    stack, seen = [(obj, 0)], set()
 
     def where(node: int) -> str:
         path = []
@@ -288,6 +324,11 @@ def _first_unplain(obj: object) -> str | None:
         if isinstance(x, torch.Tensor) or type(x) in (str, int, float):
             continue
         if isinstance(x, dict | list):
+            if id(x) in seen:
+                continue
+            seen.add(id(x))
+            if len(keys) + len(x) > OFFICIAL_MAX_NODES:
+                return f"the object holds over {OFFICIAL_MAX_NODES:,} entries, not a state_dict"
             for k, v in x.items() if isinstance(x, dict) else enumerate(x):
                 if type(k) not in (str, int):
                     return f"{where(node)} has a {type(k).__name__} key"

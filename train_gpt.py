@@ -413,8 +413,10 @@ class Hyperparameters:
                      "TTT_MODE=lora)")  # fmt: skip
             need(h.ttt_phases <= h.ttt_phase_docs, "ttt_phases", f"more phases than TTT_PHASE_DOCS={h.ttt_phase_docs} "
                  "documents cannot take effect (a phase needs at least one new document)")  # fmt: skip
-        if h.target_bytes and h.target_bytes < 4 * len(Path(__file__).read_bytes()) + 4096:  # cheap first: packing
-            code = size_report(0, Path(__file__).read_text(encoding="utf-8"), h.code_policy)["code_bytes"]  # is slow
+        # packing takes a second, so only a target that could be under the code (the raw source, or the packed form
+        # at most: base85 is 5/4 of lzma's output) pays for it
+        if h.target_bytes and h.target_bytes < 5 * len(Path(__file__).read_bytes()) // 4 + 4096:
+            code = size_report(0, Path(__file__).read_text(encoding="utf-8"), h.code_policy)["code_bytes"]
             need(h.target_bytes > code, "target_bytes", f"leaves no bytes for the model: the code alone is {code:,} "
                  f"bytes (CODE_POLICY={h.code_policy}); raise it, or 0 to keep the clip k as set")  # fmt: skip
 
@@ -548,7 +550,7 @@ def public_names(env: dict[str, str]) -> dict[str, str]:
                 (env[k].strip() for k in ("EVAL_SEQ_LEN", "TRAIN_SEQ_LEN") if env.get(k, "0").strip() != "0"), ""
             )
             if not value.strip().isdigit() or not int(value) or not (seq or "1024").isdigit():
-                raise UserError(f"{name}={value}: expected a positive whole number of tokens")
+                raise UserError(f"{name}={value}: expected a whole number of tokens, above 0")
             out.setdefault("EVAL_BATCH_SEQS", str(max(1, int(value) // (8 * int(seq or "1024")))))
         elif name in ("TTT_ENABLED", "PHASED_TTT_ENABLED"):  # the record's switch for its phased TTT
             if BOOLEANS.get(value.strip().lower(), value.strip()) not in ("0", ""):
@@ -1042,7 +1044,7 @@ def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
 
 # Document-isolated attention (DOC_ISOLATION=1) without a dense mask: the batch's rows are flattened into one sequence
 # cut at every row start and every BOS, the cuts given as cumulative offsets (cu_seqlens), and a varlen kernel attends
-# causally inside each piece only (FineWeb's documents make that ~0.28 of the causal square's work at T = 2048). How
+# causally inside each piece only (on FineWeb's documents ~0.28 of the T x T square at T = 2048; causal is 0.5). How
 # many pieces a batch holds varies; the offsets are padded with empty pieces to a size that depends on the batch's
 # shape alone, so a compiled graph sees one shape and never recompiles. SDPA with the dense (B, 1, T, T) mask stays
 # the CPU path and the reference every varlen backend is tested against.
@@ -1116,6 +1118,7 @@ def _varlen_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: Se
 
 
 VARLEN_KERNELS = {"fa3": _varlen_fa3, "torch": _varlen_torch, "reference": _varlen_reference}
+VARLEN_OFF_CUDA = {"reference"}  # backends that also run on CPU tensors (the others are CUDA kernels)
 
 
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: Segments) -> torch.Tensor:
@@ -1136,7 +1139,7 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: Seg
 
 
 def segment_overflow(count: int, capacity: int) -> str:
-    have = f"{count} pieces (row starts and documents), more" if count >= 0 else "more pieces (rows and documents)"
+    have = f"{count} pieces (row starts and documents), more" if count >= 0 else "more pieces (row starts, documents)"
     return (f"a batch held {have} than the varlen offsets' {capacity} places (documents shorter than "
             f"VARLEN_SEGMENT_TOKENS={ATTENTION.segment_tokens} tokens on average): lower VARLEN_SEGMENT_TOKENS or set "
             "ATTN_BACKEND=sdpa")  # fmt: skip
@@ -1176,8 +1179,9 @@ def select_attention(h: Hyperparameters, d: Dist, support: dict[str, str | None]
         return AttentionChoice("sdpa", tokens, "ATTN_BACKEND=sdpa")
     if not served:
         if want != "auto":
+            here = f"here DOC_ISOLATION={m.doc_isolation}, ATTN={m.attn}"
             raise UserError(f"ATTN_BACKEND={want}: the varlen kernels serve DOC_ISOLATION=1 with ATTN=global or mla "
-                            f"(here DOC_ISOLATION={m.doc_isolation}, ATTN={m.attn}); use ATTN_BACKEND=auto or sdpa")  # fmt: skip
+                            f"({here}); use ATTN_BACKEND=auto or sdpa")  # fmt: skip
         why = "no DOC_ISOLATION: causal SDPA" if not m.doc_isolation else f"ATTN={m.attn}: SDPA with its mask"
         return AttentionChoice("sdpa", tokens, why)
     if want != "auto":
@@ -1191,8 +1195,8 @@ def select_attention(h: Hyperparameters, d: Dist, support: dict[str, str | None]
     for name, what in (("fa3", "FA3 varlen (flash_attn_interface)"), ("torch", "torch.nn.attention.varlen")):
         if support[name] is None:
             return AttentionChoice(name, tokens, f"auto: {what}")
-    return AttentionChoice("sdpa", tokens, f"auto: no varlen kernel (fa3: {support['fa3']}; torch: {support['torch']})"
-                           ": SDPA with the dense document mask, several times the record's attention work")  # fmt: skip
+    why = f"auto: no varlen kernel (fa3: {support['fa3']}; torch: {support['torch']})"
+    return AttentionChoice("sdpa", tokens, f"{why}: SDPA with the dense document mask, several times the work")
 
 
 def use_attention(choice: AttentionChoice) -> None:
@@ -1426,7 +1430,7 @@ class GPT(nn.Module):
         backend = ATTENTION.backend
         if backend == "sdpa" or not self.doc_isolation or self.window or self.cfg.attn not in VARLEN_ATTNS:
             return None
-        if backend != "reference" and not idx.is_cuda:
+        if backend not in VARLEN_OFF_CUDA and not idx.is_cuda:
             return None
         B, T = idx.shape
         cu, count = build_cu_seqlens(idx, segment_capacity(B, T, ATTENTION.segment_tokens))
@@ -1953,9 +1957,9 @@ def _lora_key(h: Hyperparameters, phase: int, what: str, index: int) -> int:
 def _attach_lora(
     model: GPT, docs: np.ndarray, h: Hyperparameters, a: list[torch.Tensor] | None = None, key: int = 0
 ) -> tuple[list, list]:
-    """Per-document low-rank adapters as forward hooks: (parameters as pairs A, B; handles). Row b of a batch gets
-    out += alpha/r * (x_b @ A_b) @ B_b on every target (_lora_targets). B starts at zero, so a fresh adapter is the
-    unadapted model; A is `a` (carried over from an earlier batch) or drawn fresh from `key` (_lora_init)."""
+    """Per-document low-rank adapters as forward hooks for a batch of len(docs) rows: (parameters as pairs A, B;
+    handles). Row b gets out += alpha/r * (x_b @ A_b) @ B_b on every target (_lora_targets). B starts at zero, so a
+    fresh adapter is the unadapted model; A is `a` (carried over from an earlier batch) or drawn from `key`."""
     n, r, scale, device = len(docs), h.ttt_lora_rank, h.ttt_lora_alpha / h.ttt_lora_rank, model.tok_emb.weight.device
     targets = _lora_targets(model)
     a = a if a is not None else [nn.Parameter(t.to(device)) for t in _lora_init(model, n, r, key)]
@@ -2142,63 +2146,79 @@ def _ttt_queue(lo: np.ndarray, hi: np.ndarray, h: Hyperparameters) -> tuple[list
     return batches, place
 
 
-def _phase_plan(sizes: list[int], h: Hyperparameters) -> tuple[list[int], list[int]]:
-    """(the batch after which each phase runs, the documents it trains on), the record's rule: TTT_PHASES boundaries
-    at equal steps up to min(TTT_PHASE_DOCS, documents); after each batch (in queue order), once the documents scored
-    so far reach the next boundary, a phase trains on that many of them (at most one phase per batch). A phase due
-    after the last batch is left out: it could change no score."""
-    limit = min(sum(sizes), h.ttt_phase_docs) if h.ttt_mode == "phased" else 0
-    cuts = [limit * (p + 1) // h.ttt_phases for p in range(h.ttt_phases)] if limit else []
-    after, done = [], 0
-    for q, size in enumerate(sizes):
-        done += size
-        if len(after) < len(cuts) and done >= cuts[len(after)]:
-            after.append(q)
-    keep = [p for p, q in enumerate(after) if q < len(sizes) - 1]
-    return [after[p] for p in keep], [cuts[p] for p in keep]
-
-
 def _batch_cost(n_targets: np.ndarray, h: Hyperparameters) -> float:
     """Token-rows a batch of documents (their target counts) runs through the model: its rows at each step's width."""
     steps = np.arange(1, -(-int(n_targets.max()) // h.ttt_lora_chunk) + 1)
     return len(n_targets) * float(np.minimum(steps * h.ttt_lora_chunk, h.effective_eval_seq_len).sum())
 
 
+def _ttt_plan(sizes: list[int], costs: list[float], h: Hyperparameters) -> list[tuple[list[list[int]], int]]:
+    """The record's schedule played out with a cost model instead of clocks, so that it is the same on any number of
+    GPUs: TTT_LORA_CHAINS workers take the batches (queue order) from a shared queue, each the next when it is free
+    (after the batch's cost, _batch_cost; ties to the lower worker). TTT_MODE=phased: the phase boundaries are
+    TTT_PHASES equal steps up to min(TTT_PHASE_DOCS, documents); when a worker finishes a batch and the documents
+    finished reach the next boundary, every worker stops once its batch in hand is done, and the phase trains on that
+    many of the finished documents. Returns the segments between phases: (each chain's batches, in order; the
+    documents the phase after it trains on, 0 for none). One chain is the record on one GPU; a phase due when no
+    batch is left to score is left out."""
+    k, n_docs = h.ttt_lora_chains, sum(sizes)
+    limit = min(n_docs, h.ttt_phase_docs) if h.ttt_mode == "phased" else 0
+    bounds = [limit * (p + 1) // h.ttt_phases for p in range(h.ttt_phases)] if limit else []
+    plan, chains, free, hand, stopped = [], [[] for _ in range(k)], [0.0] * k, [-1] * k, set()
+    done, q, pausing = 0, 0, False
+    while True:
+        w = min((w for w in range(k) if w not in stopped), key=lambda w: (free[w], w), default=None)
+        if w is None:  # every worker has stopped: a phase, or the end
+            plan.append((chains, bounds[len(plan)] if pausing else 0))
+            if not pausing:
+                return plan
+            chains, free, pausing, stopped = [[] for _ in range(k)], [max(free)] * k, False, set()
+            continue
+        if hand[w] >= 0 and len(plan) < len(bounds):
+            done += sizes[hand[w]]
+            pausing = pausing or (done >= bounds[len(plan)] and q < len(sizes))
+        hand[w] = -1
+        if pausing or q == len(sizes):
+            stopped.add(w)
+            continue
+        chains[w].append(q)
+        hand[w], free[w], q = q, free[w] + costs[q], q + 1
+
+
 def _ttt_lora(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameters, d: Dist,
               fwd: nn.Module | None = None) -> None:  # fmt: skip
     """LoRA TTT, the record's procedure: documents (split at BOS) in batches of h.ttt_lora_docs (_ttt_queue), scored
-    and adapted per document (_lora_batch). TTT_MODE=phased: between batches the model itself trains on documents
-    already scored (_phase_plan, _ttt_phase). Between phases, A carries over from batch to batch (TTT_LORA_WARM_A;
-    B and AdamW start afresh each batch) along each of TTT_LORA_CHAINS chains: the batches are dealt to the chains as
-    a shared queue hands them to that many equal workers (_deal, by token-rows), the chains to the ranks longest
-    first, and every chain starts each phase with fresh A; a batch of another size (the short one) gets fresh A
-    and leaves its chain's alone, as the record. Every draw is seeded by SEED, the phase and the chain or batch
-    (_lora_key): the score depends on TTT_LORA_CHAINS, never on the world size. All ranks meet at each phase."""
+    and adapted per document (_lora_batch) along chains of batches (_ttt_plan); TTT_MODE=phased: between segments
+    of the plan the model itself trains on documents already scored (_ttt_phase). Along a chain A carries over from
+    batch to batch (TTT_LORA_WARM_A; B and AdamW start afresh each batch) and starts fresh after each phase; a batch
+    of another size (the short one) gets fresh A and leaves its chain's alone, as the record. Chains go to ranks
+    longest first; every draw is seeded by SEED, the phase and the chain or batch (_lora_key): the score depends on
+    TTT_LORA_CHAINS, never on the world size. All ranks meet at each phase."""
     fwd = net if fwd is None else fwd
     lo, hi = document_spans(vt.cpu().numpy())
     batches, place = _ttt_queue(lo, hi, h)
-    after, phase_docs = _phase_plan([len(b) for b in batches], h)
+    costs = [_batch_cost(hi[b] - lo[b], h) for b in batches]
+    plan = _ttt_plan([len(b) for b in batches], costs, h)
     net.requires_grad_(False)
-    for p, (q0, q1) in enumerate(zip([0] + [q + 1 for q in after], after + [len(batches) - 1])):
-        chain = _deal([_batch_cost(hi[b] - lo[b], h) for b in batches[q0 : q1 + 1]], h.ttt_lora_chains)
-        load = np.bincount(chain, [_batch_cost(hi[b] - lo[b], h) for b in batches[q0 : q1 + 1]], h.ttt_lora_chains)
-        owner = _deal_longest_first(load, d.world_size)
+    scored = []
+    for p, (chains, phase_docs) in enumerate(plan):
+        owner = _deal_longest_first(np.array([sum(costs[q] for q in c) for c in chains]), d.world_size)
         for c in np.flatnonzero(owner == d.rank).tolist():
-            mine = [q0 + i for i, ci in enumerate(chain) if ci == c]
-            full = [q for q in mine if len(batches[q]) == h.ttt_lora_docs]
+            full = [q for q in chains[c] if len(batches[q]) == h.ttt_lora_docs]
             warm = None
             if h.ttt_lora_warm_a and full:  # drawn at the phase's start, as the record's reusable adapters
-                warm = [nn.Parameter(t.to(vt.device)) for t in _lora_init(net, h.ttt_lora_docs, h.ttt_lora_rank,
-                                                                          _lora_key(h, p, "chain", c))]  # fmt: skip
-            for q in mine:
+                key = _lora_key(h, p, "chain", c)
+                warm = [nn.Parameter(t.to(vt.device)) for t in _lora_init(net, h.ttt_lora_docs, h.ttt_lora_rank, key)]
+            for q in chains[c]:
                 carry = warm if q in full else None
                 a = _lora_batch(net, fwd, vt, ledger, lo[batches[q]], hi[batches[q]], carry,
                                 _lora_key(h, p, "batch", q), h, d)  # fmt: skip
                 warm = a if carry is not None else warm
-        if p < len(after):
-            scored = np.concatenate(batches[: q1 + 1])
-            scored = scored[np.argsort(place[scored], kind="stable")][: phase_docs[p]]
-            _ttt_phase(net, vt, ledger, lo[scored], hi[scored], h, d)
+        scored += [batches[q] for c in chains for q in c]
+        if phase_docs:
+            docs = np.concatenate(scored)
+            docs = docs[np.argsort(place[docs], kind="stable")][:phase_docs]
+            _ttt_phase(net, vt, ledger, lo[docs], hi[docs], h, d)
 
 
 def _causal_masks(idx: torch.Tensor) -> tuple[None, None]:
@@ -2572,7 +2592,8 @@ def compress_parts(parts: list[bytes], codec: str, level: int, segments: dict[in
     for i, sizes in (segments or {}).items():
         if not parts[i] or len(sizes) > ANS_MAX_SEGMENTS:
             continue
-        if len(coded := ans_encode(np.frombuffer(parts[i], np.uint8), sizes)) < len(frames[i]):
+        coded = ans_encode(np.frombuffer(parts[i], np.uint8), sizes)
+        if len(coded) < len(frames[i]) and len(parts[i]) <= ANS_MAX_RATIO * len(coded):  # what the reader accepts
             frames[i], methods[i] = coded, 1
     index = b"".join(ARTIFACT_PART.pack(m, len(f), len(p)) for m, f, p in zip(methods, frames, parts))
     return struct.pack("<H", len(parts)) + index + b"".join(frames)
@@ -3348,6 +3369,8 @@ def score(
 # uncompiled, plus the LoRA adapters and their AdamW state).
 ACT_BYTES = 76
 COMPILED_ACT_FRACTION = 0.5
+TTT_ACT_FRACTION = 1.0  # TTT's LoRA forward runs eager and saves about what training does (measured on CPU: 0.88x
+# the training step's saved bytes per token and layer); COMPILED_ACT_FRACTION once that forward is compiled
 INFER_ACT_BYTES = 48  # per (token, model dim) live at once without autograd: lanes, x0, a block's q/k/v/MLP (estimate)
 LOGIT_BYTES = 12  # per (token, vocab entry): fp32 logits, their soft-capped copy, their gradient
 STATE_BYTES = 20  # per parameter: fp32 weight, gradient, Adam's two moments (Muon's one is less), EMA shadow
@@ -3404,9 +3427,9 @@ def memory_estimate(h: Hyperparameters, world_size: int, accum: int, compiled: b
         per_doc = sum(sum(t.in_features + t.out_features for t in (b.attn.c_q, b.attn.c_k, b.attn.c_v, b.attn.proj))
                       + 2 * m.model_dim for b in blocks) + m.model_dim + m.vocab_size  # fmt: skip
         adapters = h.ttt_lora_docs * h.ttt_lora_rank * per_doc * LORA_STATE_BYTES
-        out["ttt_lora"] = phase(h.ttt_lora_docs, T, eval_layers, True, 1.0, adapters)
+        out["ttt_lora"] = phase(h.ttt_lora_docs, T, eval_layers, True, TTT_ACT_FRACTION, adapters)
     if h.ttt_mode in ("sgd", "phased"):
-        out["ttt_sgd"] = phase(h.eval_batch_seqs, T, eval_layers, True)
+        out["ttt_sgd"] = phase(h.eval_batch_seqs, T, eval_layers, True, TTT_ACT_FRACTION)
     return out
 
 
@@ -3425,7 +3448,7 @@ def check_memory(h: Hyperparameters, d: Dist, accum: int, gpu_bytes: int | None 
     have = gpu_bytes if gpu_bytes is not None else torch.cuda.get_device_properties(d.device).total_memory
     name, worst = max(est.items(), key=lambda kv: kv[1]["total"])
     if worst["total"] > have and h.memory_check:
-        gib = {k: f"{v / 2**30:.0f}" for k, v in worst.items()}
+        gib = {k: f"{v / 2**30:.0f}" for k, v in worst.items()} | {"total": f"{worst['total'] / 2**30:.1f}"}
         remedy = MEMORY_REMEDY[name].format(accum=accum, **h.flat())
         raise UserError(
             f"the {name} phase needs about {gib['total']} GiB per GPU (activations {gib['activations']}, logits "

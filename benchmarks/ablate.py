@@ -80,6 +80,8 @@ SAME_BUDGET = ("max_wallclock_seconds", "iterations")  # ...and these
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 SUMMARY_PREFIX = "run_summary "
 STAMP = "prepared.json"
+SEED_LIMIT = 1 << 32  # train_gpt.py's SEED range (numpy's)
+RESULTS = ("results.md", "results.json")
 SHUFFLED_DOCS = "shuffled_docs.jsonl"  # in OUT/data, with shuffle_seed: the documents the export read
 STOP_GRACE_S = 5.0  # after Ctrl-C, how long a run may take to stop by itself before it gets SIGTERM
 
@@ -167,10 +169,10 @@ def load_spec(path: str | os.PathLike) -> Spec:
     if (
         not isinstance(seeds, list)
         or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+        or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < SEED_LIMIT for s in seeds)
         or len(set(seeds)) != len(seeds)
     ):
-        raise UserError(f"{path}: seeds must be a non-empty list of distinct integers, got {seeds!r}")
+        raise UserError(f"{path}: seeds must be a non-empty list of distinct integers in [0, 2^32), got {seeds!r}")
     variants = raw["variants"]
     if not isinstance(variants, dict) or not variants:
         raise UserError(f"{path}: variants must be a non-empty object {{name: {{settings}}}}, got {variants!r}")
@@ -333,8 +335,11 @@ def prepare_data(spec: Spec, out: Path) -> None:
     stamp_path = folder / STAMP
     want = {"prepare": spec.prepare}
     if stamp_path.exists():
-        have = json.loads(stamp_path.read_text())
-        if have.get("prepare") != spec.prepare:
+        try:
+            have = json.loads(stamp_path.read_text())
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            raise UserError(f"{stamp_path}: unreadable ({type(e).__name__}); not a stamp this runner wrote") from None
+        if not isinstance(have, dict) or have.get("prepare") != spec.prepare:
             raise UserError(f"{folder} was prepared from a different prepare section ({stamp_path}); use a new --out")
         return
     export = spec.prepare["export"]
@@ -671,7 +676,10 @@ class OutLock:
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            pid = int(self.path.read_text().strip() or 0)
+            text = self.path.read_text(errors="replace").strip()
+            if not text.isdigit():
+                raise UserError(f"{self.path}: not a lock this runner wrote ({text[:40]!r}); remove it") from None
+            pid = int(text)
             if pid and _alive(pid):
                 raise UserError(
                     f"another ablate.py (pid {pid}) is running in {self.path.parent}; wait for it"
@@ -684,6 +692,19 @@ class OutLock:
 
     def __exit__(self, *exc):
         self.path.unlink(missing_ok=True)
+
+
+def check_out(out: Path) -> None:
+    """--out is a folder (or absent) whose results files, if any, are this runner's: it replaces nothing else."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a folder")
+    try:
+        ours = isinstance(report := json.loads((out / RESULTS[1]).read_text()), dict) and "spec_file" in report
+    except (OSError, ValueError, UnicodeDecodeError):
+        ours = False
+    for name in RESULTS:
+        if (out / name).exists() and not ours:
+            raise UserError(f"--out {out}: {name} there is not this runner's results; refusing to replace it")
 
 
 def _alive(pid: int) -> bool:
@@ -733,6 +754,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         variants = [v for v in variants if v in args.only]
     if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
         raise UserError(f"--seeds {' '.join(map(str, args.seeds))}: each seed once")
+    if args.seeds is not None and not all(0 <= s < SEED_LIMIT for s in args.seeds):
+        raise UserError(f"--seeds {' '.join(map(str, args.seeds))}: every seed must be in [0, 2^32)")
+    check_out(out)
     if args.budget is not None and not (args.budget > 0 and math.isfinite(args.budget)):
         raise UserError(f"--budget {args.budget}: must be a positive number of seconds")
     seeds = args.seeds or spec.seeds

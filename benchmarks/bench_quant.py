@@ -5,6 +5,7 @@
     python benchmarks/bench_quant.py --fullsize-codecs --checkpoint artifacts/RUN.ckpt.pt
     python benchmarks/bench_quant.py --fullsize-fit --checkpoint artifacts/RUN.ckpt.pt
     python benchmarks/bench_quant.py --layouts --checkpoint artifacts/RUN.ckpt.pt
+    python benchmarks/bench_quant.py --record-export --checkpoint artifacts/RUN.ckpt.pt   # the record's export too
 
 Exports: int8 percentile round-to-nearest + zlib-9 (the baseline's export, in our container), int6 SDClip RTN +
 zstd-22, int6 SDClip GPTQ + zstd-22, and GPTQ + LQER. Every variant is written, read back, loaded strictly and
@@ -394,6 +395,80 @@ def bench_fullsize_fit(a: argparse.Namespace) -> None:
         log(f"  {role}: {len(ms)} tensors, {sum(math.prod(m['shape']) for m in ms):,} values, {'/'.join(how)}")
 
 
+def record_state_dict(state: dict, cfg: tg.ModelConfig) -> dict[str, torch.Tensor]:
+    """Our state dict under the 1.0611 record's unbanked names: the gate and SmearGate renamed, the parallel
+    lambdas stacked over all blocks (the record allocates them for every block; unused rows at their init)."""
+    out, n = {}, cfg.num_layers
+    post, resid = torch.ones(n, 2, 2), torch.full((n, 2), 1.1)
+    for name, t in state.items():
+        if name.endswith("attn.gate.weight"):
+            out[name.replace("attn.gate.weight", "attn.attn_gate_w")] = t
+        elif name.endswith((".post_lambdas", ".resid_lambdas")):
+            i = int(name.split(".")[1])
+            (post if name.endswith("post_lambdas") else resid)[i] = t
+        elif name == "smear.w":
+            out["smear_gate.weight"] = t.view(1, -1)
+        elif name == "smear.lam":
+            out["smear_lambda"] = t
+        else:
+            out[name] = t
+    out["parallel_post_lambdas"], out["parallel_resid_lambdas"] = post, resid
+    return out
+
+
+def bench_record_export(a: argparse.Namespace) -> None:
+    """Issue 25: the full-size export of the same weights under the record's code and ours. The default model with
+    every matrix resampled from --checkpoint (as --fullsize-fit); no calibration data, so both run GPTQ with H = I
+    (the same codes as RTN; the parity tests show both quantisers give identical codes for equal Hessians). Ours:
+    quantize_state_dict + encode_artifact at the defaults, code counted by CODE_POLICY. The record's: its own
+    gptq_mixed_quantize and per-group serialisation (lrzip + brotli: needs the lrzip binary and the brotli package,
+    neither a dependency of this project), code counted by its own rule (brotli of the source; unminified when its
+    pyminify is absent)."""
+    import shutil
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import record_oracle as ro  # noqa: E402 (the parity tests' oracle: the record's train_gpt.py imported in place)
+
+    if shutil.which("lrzip") is None:
+        raise tk.UserError("--record-export needs the lrzip binary (apt-get install lrzip): the record's compressor")
+    try:
+        import brotli  # noqa: F401
+    except ImportError as e:
+        raise tk.UserError("--record-export needs the brotli package (pip install brotli): the record's") from e
+    rec = ro.load_record()
+    rec.log = lambda *args, **kwargs: None
+    rh = ro.record_settings()
+    h = tg.Hyperparameters.from_env({"RUN_ID": "bench"})
+    torch.manual_seed(a.seed)
+    model = tg.build_model(h.model)
+    state, roles = model.state_dict(), tg.param_roles(model)
+    small, _, _ = load_checkpoint_model(a.checkpoint)
+    samples = role_samples(small.state_dict(), tg.param_roles(small))
+    synth = synthetic_state(state, roles, samples, torch.Generator().manual_seed(a.seed))
+    hessians = {n: torch.eye(synth[n].size(1)) for n, r in roles.items() if r in ("attn", "mlp", "embed")}
+    t0 = time.perf_counter()
+    entries = tg.quantize_state_dict(synth, roles, h, hessians)
+    ours = len(tg.encode_artifact(dataclasses.asdict(h.model), entries, h.compressor, h.compress_level))
+    our_code = tg.size_report(0, (ROOT / "train_gpt.py").read_text(encoding="utf-8"), h.code_policy)["code_bytes"]
+    t1 = time.perf_counter()
+    result, meta = rec.gptq_mixed_quantize(record_state_dict(synth, h.model), hessians, rh)
+    with tempfile.TemporaryDirectory(prefix="pgrp_") as tmp:
+        theirs = len(rec._serialize_pergroup(result, meta, rh.num_layers, tmp))
+    record_code = ro.shared_path(*ro.RECORD_DIR, "train_gpt.py").read_text(encoding="utf-8")
+    their_code = rec._compressed_code_size(record_code)[1]
+    t2 = time.perf_counter()
+    same = all(
+        torch.equal(e["q"], result[e["meta"]["name"] + ".q"]) for e in entries if e["meta"].get("method") == "gptq"
+    )
+    log(f"default model, weights resampled from {Path(a.checkpoint).name}; GPTQ with H = I; codes identical: {same}")
+    log("| code | model bytes | code bytes | total | vs 16,000,000 | time |")
+    log("|---|---:|---:|---:|---:|---:|")
+    for name, m, c, t in (("ours", ours, our_code, t1 - t0), ("the record's", theirs, their_code, t2 - t1)):
+        total = m + c
+        log(f"| {name} | {m:,} | {c:,} | {total:,} | {total - tg.BYTE_LIMIT:+,} | {t:.0f} s |")
+
+
 def similarity_order(q: np.ndarray) -> np.ndarray:
     """Rows in nearest-neighbour chain order (L1), from row 0: the record's per-group row sort."""
     m, used, order = q.astype(np.float32), np.zeros(len(q), dtype=bool), [0]
@@ -456,6 +531,11 @@ def main(argv: list[str] | None = None) -> int:
         help="only the default export at full size (weights resampled from --checkpoint) against TARGET_BYTES",
     )
     p.add_argument(
+        "--record-export",
+        action="store_true",
+        help="only the full-size export of the same weights under the record's code and ours (needs lrzip, brotli)",
+    )
+    p.add_argument(
         "--offsets",
         type=int,
         default=1,
@@ -469,8 +549,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     if any(k <= 0 for k in a.sweep_k):
         raise tk.UserError(f"--sweep-k {a.sweep_k}: every k must be positive")
-    if (a.fullsize_fit or a.layouts) and not a.checkpoint:
-        raise tk.UserError("--fullsize-fit and --layouts need a trained model: pass --checkpoint")
+    if (a.fullsize_fit or a.layouts or a.record_export) and not a.checkpoint:
+        raise tk.UserError("--fullsize-fit, --layouts and --record-export need a trained model: pass --checkpoint")
+    if a.record_export:
+        return bench_record_export(a) or 0
     if a.layouts:
         return bench_layouts(a) or 0
     bench_fullsize_fit(a) if a.fullsize_fit else bench_fullsize_codecs(a) if a.fullsize_codecs else bench_exports(a)

@@ -107,6 +107,36 @@ def check_counts(**flags: int) -> None:
             raise DataError(f"--{name.replace('_', '-')} {value} must be >= 0 (0 = all)")
 
 
+def check_replaceable(path: Path, flag: str) -> None:
+    """A data tool replaces only files of the kinds it writes, recognised by content: a shard (*.bin opening with
+    the shard magic), a JSON object (manifest.json, a sidecar), a SentencePiece model (*.model) or its vocabulary
+    (*.vocab, piece<TAB>score lines); documents (*.jsonl) come only from a download. Anything else is refused."""
+    if not path.exists() and not path.is_symlink():
+        return
+    try:
+        if path.is_dir():
+            ours = False
+        elif path.suffix == ".bin":
+            ours = np.fromfile(path, "<i4", 1).tolist() == [tg.SHARD_MAGIC]
+        elif path.suffix == ".json":
+            ours = isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+        elif path.suffix == ".model":
+            import sentencepiece as spm
+
+            ours = spm.SentencePieceProcessor(model_file=str(path)).vocab_size() > 0
+        elif path.suffix == ".vocab":
+            ours = "\t" in path.open(encoding="utf-8").readline()
+        else:
+            ours = path.suffix == ".jsonl"
+    except (OSError, ValueError, RuntimeError):
+        ours = False
+    if not ours:
+        raise DataError(
+            f"{flag}: {path} exists and is not a file the data tools write ({path.suffix or 'no suffix'}); refusing "
+            "to replace it (move it, or choose another path)"
+        )
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # tokenizers
 # ---------------------------------------------------------------------------------------------------------------------

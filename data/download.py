@@ -25,6 +25,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import sys
 import time
 import urllib.error
@@ -60,6 +61,10 @@ def dataset_name(variant: str) -> str:
 def base_url(base: str | None, repo: str, remote_root: str) -> str:
     """A URL ending in '/': --base-url as given (http(s)://, file://, or a local folder), else the HF resolve URL."""
     if base is None:
+        if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", repo):
+            raise dl.DataError(f"--repo {repo!r}: expected a Hugging Face dataset id, owner/name (e.g. {DEFAULT_REPO})")
+        if not re.fullmatch(r"[\w.-]+(/[\w.-]+)*", remote_root) or ".." in remote_root.split("/"):
+            raise dl.DataError(f"--remote-root {remote_root!r}: expected a folder of the repo ({DEFAULT_REMOTE_ROOT})")
         base = HF_RESOLVE.format(repo=repo, root=remote_root)
     elif "://" not in base:
         folder = Path(base)
@@ -79,7 +84,7 @@ def fetch(url: str, dest: Path, expect_bytes: int | None = None, progress: dl.Pr
             resp = urllib.request.urlopen(url, timeout=TIMEOUT_S)  # noqa: S310 (URL chosen by the user)
         except urllib.error.HTTPError as e:
             raise dl.DataError(f"{url}: HTTP {e.code} {e.reason}; check --variant, --repo and --base-url") from None
-        except (urllib.error.URLError, OSError) as e:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:  # ValueError: bad URL
             reason = getattr(e, "reason", e)
             raise dl.DataError(f"{url}: cannot fetch ({reason}); check the network or --base-url") from None
         with resp, open(tmp, "wb") as f:
@@ -201,6 +206,7 @@ def download(
     progress = dl.Progress("download", enabled=not quiet)
     manifest_url = base + dl.MANIFEST_NAME
     local_manifest = out / dl.MANIFEST_NAME
+    dl.check_replaceable(local_manifest, "--out")
     if skip_manifest:
         if not local_manifest.is_file():
             raise dl.DataError(
@@ -228,6 +234,7 @@ def download(
     for i, rel in enumerate(rels, 1):
         rel = safe_relpath(rel, manifest_url)
         dest, info = out / rel, file_info.get(rel) or {}
+        dl.check_replaceable(dest, "--out")
         local.append(dest)
         if file_complete(dest, info):
             skipped += 1

@@ -286,6 +286,10 @@ def export(
             f"{out} already holds a dataset ({old[0].name}, {len(old)} file(s)); pass --overwrite "
             "to replace it or choose another --out"
         )
+    if out.exists() and not out.is_dir():
+        raise dl.DataError(f"--out {out}: is a file, not a folder")
+    for path in old + ([out / TOKENIZER_COPY_NAME] if copy_tokenizer else []):
+        dl.check_replaceable(path, "--out")
     threads = threads or os.cpu_count() or 1
     progress = dl.Progress("export", enabled=not quiet)
     stats = dl.DocStats()

@@ -48,6 +48,7 @@ def build_sample(
     if old and not overwrite:
         raise dl.DataError(f"{out} already holds a dataset ({old[0].name}); pass --overwrite to rebuild it")
     model = out / TOKENIZER_NAME
+    dl.check_replaceable(model, "--out")  # trained over in place
     progress = dl.Progress("sample", enabled=not quiet)
     progress(f"training a BPE tokenizer, vocab {vocab_size}, on the documents after the first {val_docs}", force=True)
     tk.train_tokenizer([Path(p) for p in paths], model, vocab_size, fmt, blocks, on_bad_line, skip_docs=val_docs)

@@ -195,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise dl.DataError(f"--out {args.out}: the file name must end in .model")
     if args.out.exists() and not args.overwrite:
         raise dl.DataError(f"{args.out} already exists; pass --overwrite to replace it")
+    for path in (args.out, args.out.with_suffix(".vocab")):
+        dl.check_replaceable(path, "--out")
     check_vocab_size(args.vocab_size)
     paths = dl.resolve_inputs(args.docs)
     progress = dl.Progress("tokenizer")

@@ -61,6 +61,35 @@ class Expected:
     splits: dict[str, dict] = field(default_factory=lambda: {s: {} for s in dl.SPLITS})
 
 
+# The types of the manifest fields verify reads (a field may be absent or null): a dict of field -> schema, a list
+# of one schema, or a type. A field of another type is one failed check, not a traceback.
+_SPLIT = {"docs": int, "tokens": int, "files": [str], "n_files": int, "docs_sha256": str}
+OURS_SCHEMA = {"tokenizer": {"path": str, "sha256": str, "vocab_size": int}, "splits": {s: _SPLIT for s in dl.SPLITS}}
+_STATS = {f"{k}_{s}": int for k in ("docs", "tokens", "files") for s in dl.SPLITS}
+OFFICIAL_SCHEMA = {
+    "datasets": [{"name": str, "vocab_size": int, "tokenizer_name": str, "stats": _STATS}],
+    "tokenizers": [{"name": str, "model_path": str, "sha256": str}],
+}
+
+
+def wrong_type(value: object, schema: object, where: str = "") -> str | None:
+    """The first field of `value` whose type differs from `schema` (None when all agree)."""
+    if value is None:
+        return None
+    if isinstance(schema, dict):
+        if not isinstance(value, dict):
+            return f"{where or 'the manifest'} is a {type(value).__name__}, expected an object"
+        found = (wrong_type(value.get(k), sub, f"{where}.{k}".lstrip(".")) for k, sub in schema.items())
+        return next((f for f in found if f), None)
+    if isinstance(schema, list):
+        if not isinstance(value, list):
+            return f"{where} is a {type(value).__name__}, expected a list"
+        return next((f for i, v in enumerate(value) if (f := wrong_type(v, schema[0], f"{where}[{i}]"))), None)
+    if type(value) is not schema:  # bool is not an int here
+        return f"{where} = {value!r} ({type(value).__name__}), expected {schema.__name__}"
+    return None
+
+
 def expected_from_manifests(folder: Path, report: Report) -> Expected:
     """Our export manifest beside the shards, else the official one two folders up (<root>/manifest.json for
     <root>/datasets/<name>/, as data/cached_challenge_fineweb.py and download_hf_docs_and_tokenize.py lay it out)."""
@@ -69,6 +98,9 @@ def expected_from_manifests(folder: Path, report: Report) -> Expected:
         exp = Expected(source=str(folder / dl.MANIFEST_NAME))
         if ours.get("format") != dl.MANIFEST_FORMAT:
             report.add(False, "manifest", f"{exp.source}: format {ours.get('format')!r} is not {dl.MANIFEST_FORMAT!r}")
+            return Expected()
+        if bad := wrong_type(ours, OURS_SCHEMA):
+            report.add(False, "manifest", f"{exp.source}: {bad}; not compared against it (rewrite it with export.py)")
             return Expected()
         tok = ours.get("tokenizer") or {}
         exp.tokenizer_sha256, exp.vocab_size = tok.get("sha256"), tok.get("vocab_size")
@@ -80,6 +112,9 @@ def expected_from_manifests(folder: Path, report: Report) -> Expected:
     root = folder.resolve().parent.parent
     official = root / dl.MANIFEST_NAME
     data = dl.read_manifest(root)
+    if data is not None and (bad := wrong_type(data, OFFICIAL_SCHEMA)):
+        report.add(False, "manifest", f"{official}: {bad}; not compared against it (fetch it again with download.py)")
+        return Expected()
     entry = None if data is None else next((d for d in data.get("datasets", []) if d.get("name") == folder.name), None)
     if entry is None:
         report.add(

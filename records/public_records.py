@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import statistics
 from pathlib import Path
@@ -265,7 +266,7 @@ def check_submission(path: Path, runs: list[RunLog], code_len: int | None, stric
         return [Finding("error", f"{path.name}: unreadable ({e})")]
     if not isinstance(sub, dict):
         return [Finding("error", f"{path.name}: holds a {type(sub).__name__}, not a JSON object")]
-    out: list[Finding] = []
+    out: list[Finding] = _field_types(path.name, sub, strict)
     results = sub.get("seed_results") if isinstance(sub.get("seed_results"), dict) else sub.get("seeds")
     results = {str(k): v for k, v in results.items() if isinstance(v, dict)} if isinstance(results, dict) else {}
     quoted: dict[str, dict[int, Score]] = {"val_loss": {}, "val_bpb": {}}  # id(run) -> the score quoted for it
@@ -335,6 +336,31 @@ def check_submission(path: Path, runs: list[RunLog], code_len: int | None, stric
             said = sorted({str(getattr(r, key)) for r in runs})
             out.append(Finding("error", f"{path.name} {key} {sub[key]!r} but the logs say {said}"))
     return [Finding("error", f.what) if f.level == "note" else f for f in out]
+
+
+def _field_types(name: str, sub: dict, strict: bool) -> list[Finding]:
+    """The types submission.json's score fields must have: scores finite numbers (a std or, in a public folder, a
+    val_loss may be null), seeds a list of integers (a public folder may key them in an object), seed_results an
+    object of objects. A string or null where a number belongs would otherwise be skipped as 'not quoted'."""
+    out, finite = [], lambda v: _num(v) and math.isfinite(v)
+    for key in ("val_bpb", "val_loss", "val_bpb_std", "val_loss_std"):
+        nullable = key.endswith("_std") or (key == "val_loss" and not strict)
+        ok = finite(sub.get(key)) or (nullable and sub.get(key) is None)
+        if (key in sub or (strict and key == "val_bpb")) and not ok:
+            out.append(Finding("error", f"{name} {key} = {sub.get(key)!r}: must be a finite number"))
+    seeds = sub.get("seeds")
+    ints = isinstance(seeds, list) and all(_num(s) and int(s) == s for s in seeds)
+    if "seeds" in sub and not (ints or (not strict and isinstance(seeds, dict))):
+        out.append(Finding("error", f"{name} seeds = {seeds!r}: must be a list of integer seeds"))
+    results = sub.get("seed_results")
+    if "seed_results" in sub and not (isinstance(results, dict) and all(isinstance(v, dict) for v in results.values())):
+        out.append(Finding("error", f"{name} seed_results must be an object of {{seed: {{val_loss, val_bpb, ...}}}}"))
+    elif isinstance(results, dict):
+        for seed, res in results.items():
+            for key in ("val_loss", "val_bpb"):
+                if key in res and not finite(res[key]) and (strict or res[key] is not None):
+                    out.append(Finding("error", f"{name} seed {seed} {key} = {res[key]!r}: must be a finite number"))
+    return out
 
 
 def _agree_std(name: str, sub: dict, key: str, per_run: list[Score]) -> list[Finding]:

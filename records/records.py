@@ -18,6 +18,7 @@ import argparse
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -119,6 +120,11 @@ def parse_log(path: str | os.PathLike) -> RunLog:
         ) from None
     if not ok:
         raise RecordError(f"{path}: run_summary is {s['format']!r} v{s['version']}; this tool reads v{SUMMARY_VERSION}")
+    if bad := [x for x in scores if not (math.isfinite(x.val_loss) and math.isfinite(x.val_bpb))]:
+        raise RecordError(
+            f"{path}: {bad[0].name} val_loss:{bad[0].val_loss} val_bpb:{bad[0].val_bpb} is not a number: the run "
+            "went non-finite, so it has no score to submit or compare"
+        )
     run.step_avg_ms = run.train_time_ms / run.steps if run.steps else None
     run.iterations = int(run.config.get("iterations", 0)) or None
     for line in lines[:4]:  # run_id / python torch cuda / device / world_size grad_accum_steps: plain key:value
@@ -169,8 +175,13 @@ def build(
         raise RecordError(f"--track {meta['track']!r}: choose one of {', '.join(TRACKS)}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", slug):
         raise RecordError(f"--name {slug!r}: use letters, digits, '_', '-', '.' only")
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", meta["date"]):
-        raise RecordError(f"--date {meta['date']!r}: use YYYY-MM-DD")
+    try:
+        _dt.date.fromisoformat(meta["date"])
+        ok = re.fullmatch(r"\d{4}-\d{2}-\d{2}", meta["date"]) is not None
+    except ValueError:
+        ok = False
+    if not ok:
+        raise RecordError(f"--date {meta['date']!r}: use a real date as YYYY-MM-DD")
     try:
         code = code_path.read_bytes()
     except OSError as e:
@@ -193,6 +204,8 @@ def build(
     dest = out_root / meta["track"] / f"{meta['date']}_{slug}"
     if dest.exists() and not force:
         raise RecordError(f"{dest} exists; pass --force to replace it")
+    if dest.exists() and not built_here(dest):
+        raise RecordError(f"{dest} exists and is not a record folder this tool built; refusing to replace it")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
@@ -222,6 +235,19 @@ def build(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest, findings
+
+
+def built_here(folder: Path) -> bool:
+    """A folder `build` wrote (its submission.json says so): the only kind --force replaces."""
+    try:
+        sub = json.loads((folder / "submission.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        folder.is_dir()
+        and isinstance(sub, dict)
+        and str(sub.get("generated_by", "")).startswith("records/records.py build")
+    )
 
 
 # =====================================================================================================================

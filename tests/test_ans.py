@@ -84,3 +84,12 @@ def test_anything_else_is_refused():
     body[-3] ^= 0xFF
     with pytest.raises(tg.ArtifactError, match="rANS"):
         tg.decompress_parts(bytes(body), "zstd", len(sym))
+
+
+def test_a_part_beyond_the_readers_symbol_ratio_is_stored_by_the_codec_instead():
+    """An all-zero int part of 9M codes rANS-codes to fewer bytes than the reader accepts (ANS_MAX_RATIO symbols a
+    byte): the writer falls back to the codec, so every artifact it writes loads."""
+    n = 9 * 1024 * 1024
+    blob = tg.compress_parts([bytes(n)], "zstd", 3, {0: [n]})
+    assert tg.ARTIFACT_PART.unpack_from(blob, 2)[0] == 0  # method 0: the codec
+    assert tg.decompress_parts(blob, "zstd", n) == bytes(n)

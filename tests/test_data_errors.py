@@ -145,7 +145,8 @@ def test_vocab_larger_than_the_text_supports_is_refused_with_the_largest(docs40,
     """hard_vocab_limit=False would quietly give fewer pieces; we refuse and say the largest size, which then
     trains to exactly that size."""
     out = tmp_path / "t.model"
-    out.write_bytes(b"an existing model")  # --overwrite: still untouched when the training is refused
+    model = shared_path("tokenizers", "fineweb_1024_bpe.model").read_bytes()
+    out.write_bytes(model)  # --overwrite: still untouched when the training is refused
     msg = refused(
         tmp_path,
         capsys,

@@ -188,3 +188,34 @@ def test_script_runs_from_repo_root_and_user_error_is_one_line(tmp_path):
         timeout=120,
     )
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and p.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        ({"tokenizer": "x"}, "tokenizer is a str, expected an object"),
+        ({"splits": []}, "splits is a list, expected an object"),
+        ({"splits": {"val": "x"}}, "splits.val is a str, expected an object"),
+        ({"tokenizer": {"path": 5}}, "tokenizer.path = 5 (int), expected str"),
+        ({"splits": {"val": {"docs": "20"}}}, "splits.val.docs = '20' (str), expected int"),
+        ({"splits": {"val": {"files": "abc"}}}, "splits.val.files is a str, expected a list"),
+    ],
+)
+def test_a_manifest_with_wrong_field_types_is_one_failed_check(copy, change, needle):
+    """Issue 27: these were AttributeError / ValueError / TypeError tracebacks (or, for a list of splits, silently
+    nothing compared)."""
+    manifest = json.loads((copy / dl.MANIFEST_NAME).read_text())
+    (copy / dl.MANIFEST_NAME).write_text(json.dumps({**manifest, **change}))
+    bad = [f for f in failures(copy, shared_path("tokenizers", "fineweb_1024_bpe.model"), max_docs=5)]
+    assert len(bad) == 1 and bad[0].startswith("manifest: ") and needle in bad[0] and "\n" not in bad[0], bad
+
+
+def test_an_official_manifest_with_wrong_field_types_is_one_failed_check(copy, tmp_path):
+    root = tmp_path / "root"
+    folder = root / "datasets" / "fineweb10B_sp1024"
+    shutil.copytree(copy, folder)
+    (folder / dl.MANIFEST_NAME).unlink()
+    (root / dl.MANIFEST_NAME).write_text(json.dumps({"datasets": [{"name": "fineweb10B_sp1024", "stats": []}]}))
+    bad = failures(folder, shared_path("tokenizers", "fineweb_1024_bpe.model"), max_docs=5)
+    assert bad == [f"manifest: {root / dl.MANIFEST_NAME}: datasets[0].stats is a list, expected an object; not "
+                   "compared against it (fetch it again with download.py)"]  # fmt: skip

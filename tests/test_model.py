@@ -209,12 +209,14 @@ def test_parallel_and_sequential_blocks_match_their_formulas():
 def reference_hidden(model: tg.GPT, idx: torch.Tensor, order: list[int], n_skip: int) -> torch.Tensor:
     """The record's forward written out: encoder = first half of the virtual order (pushes), decoder = the rest
     (pops, mirrored); a skip goes into lane 0 through lerp(w*skip, x, sigmoid(gate)); lanes start at the first
-    parallel block and end as their mean."""
+    parallel block, from the stream before its skip (only lane 0 gets the skip), and end as their mean."""
     x = x0 = tg.rms_norm(model.tok_emb(idx))
     lane0 = lane1 = None
     n_enc, skips = len(order) // 2, []
     for pos, i in enumerate(order):
         block = model.blocks[i]
+        if block.parallel and lane0 is None:  # both lanes start from the stream before this block's skip
+            lane0 = lane1 = x
         if pos >= n_enc and pos - n_enc < n_skip and skips:
             k = pos - n_enc
             s = model.skip_weights[k] * skips.pop()
@@ -224,8 +226,6 @@ def reference_hidden(model: tg.GPT, idx: torch.Tensor, order: list[int], n_skip:
             else:
                 x = g * x + (1 - g) * s
         if block.parallel:
-            if lane0 is None:
-                lane0 = lane1 = x
             lane0, lane1 = block((lane0, lane1), x0)
         else:
             (x,) = block((x,), x0)
