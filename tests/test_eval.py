@@ -51,6 +51,7 @@ def hparams(**kw) -> tg.Hyperparameters:
         ttt_lora_lr=0.05,
         ttt_lora_rank=4,
         ttt_lora_alpha=4.0,  # adapter scale 1 at this learning rate
+        ttt_lora_chains=1,  # one GPU's schedule: a batch at a time, so the phases come between batches here
     )
     return tk.preset("tiny", **{**base, **kw})
 
@@ -81,6 +82,15 @@ def docs_val(val: np.ndarray, n_docs: int = 4, per_doc: int = 70) -> np.ndarray:
     """A short stream of n_docs real documents (each BOS + its first tokens), so LoRA TTT sees several documents."""
     bos = np.flatnonzero(val == tg.BOS_ID)
     return np.concatenate([val[b : min(b + per_doc, e)] for b, e in zip(bos[:n_docs], bos[1 : n_docs + 1])])
+
+
+VARIED = (50, 20, 90, 35, 70, 25, 60, 40)  # document lengths that make the record's length order differ from stream's
+
+
+def varied_val(val: np.ndarray, lengths: tuple[int, ...] = VARIED) -> np.ndarray:
+    """Real documents (each BOS + its first tokens) of the given lengths, in stream order."""
+    bos = np.flatnonzero(val == tg.BOS_ID)
+    return np.concatenate([val[b : b + n] for b, n in zip(bos, lengths)])
 
 
 # --- the byte rule on the official val prefix (MANIFEST figures) ---------------------------------------------------
@@ -235,9 +245,9 @@ MODES = {
     "flat": (tg.eval_flat, {}),
     "sliding": (tg.eval_sliding, {}),
     "sgd": (tg.eval_ttt, {"ttt_mode": "sgd"}),
-    "lora": (tg.eval_ttt, {"ttt_mode": "lora"}),
-    "phased": (tg.eval_ttt, {"ttt_mode": "phased", "ttt_phases": 1, "ttt_phase_docs": 3}),
-}
+    "lora": (tg.eval_ttt, {"ttt_mode": "lora", "ttt_order": "stream"}),
+    "phased": (tg.eval_ttt, {"ttt_mode": "phased", "ttt_phases": 1, "ttt_phase_docs": 3, "ttt_order": "stream"}),
+}  # TTT in stream order: rule 1 holds (the record's length order breaks it by design: see the length-order tests)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -297,12 +307,12 @@ def test_lora_ttt_is_document_independent_and_starts_unadapted(val, tables):
 
 def test_phased_ttt_trains_the_model_on_scored_documents_between_batches(val, tables):
     """4 documents in batches of 3 and 1, in stream order; one phase after the first batch: its documents score as
-    plain LoRA TTT (with A carried over) scores them, the model then trains on them in windows of the eval length
-    (longer than a LoRA chunk), and the last document is scored by the trained model."""
+    plain LoRA TTT (with A carried over) scores them, the model then trains on them in pieces of up to the eval
+    length (longer than a LoRA chunk), and the last document is scored by the trained model."""
     model, d = tiny_model(5), tg.Dist()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     v = docs_val(val)
-    h = hparams(ttt_mode="phased", ttt_phases=1, ttt_phase_docs=3)
+    h = hparams(ttt_mode="phased", ttt_phases=1, ttt_phase_docs=3, ttt_order="stream")
     r = tg.eval_ttt(model, v, tables, h, d, keep_losses=True)
     lora = tg.eval_ttt(model, v, tables, dataclasses.replace(h, ttt_mode="lora"), d, keep_losses=True)
     lo, hi = tg.document_spans(v)
@@ -312,6 +322,49 @@ def test_phased_ttt_trains_the_model_on_scored_documents_between_batches(val, ta
     assert long and all(b <= hi[2] for _, b in long) and max(b - a for a, b in long) == h.eval_seq_len
     assert all(torch.equal(before[k], t) for k, t in model.state_dict().items())
     assert r.targets == lora.targets and r.bytes == lora.bytes
+
+
+def test_length_order_is_the_records_and_never_trains_on_an_unscored_document(val, tables):
+    """TTT_ORDER=length (the record's): documents sorted by length cut into batches from the shortest, the batch
+    with the longest first, rows shortest first; phases after the batches where the scored count reaches each
+    boundary, on the first documents in that sorted order. The run is legal by construction (every update passed
+    the ledger's guard, in an order far from the stream's), and the guard refuses a phase on unscored documents."""
+    v = varied_val(val)
+    lo, hi = tg.document_spans(v)
+    h = hparams(ttt_mode="phased", ttt_phases=2, ttt_phase_docs=4)
+    batches, place = tg._ttt_queue(lo, hi, h)
+    assert [b.tolist() for b in batches] == [[4, 2], [7, 0, 6], [1, 5, 3]]  # lengths 70 90 | 40 50 60 | 20 25 35
+    assert tg._ttt_plan([len(b) for b in batches], [1.0] * 3, h) == [([[0]], 2), ([[1]], 4), ([[2]], 0)]
+    assert place[[1, 5, 3, 7, 0, 6, 4, 2]].tolist() == list(range(8))
+    r = tg.eval_ttt(tiny_model(6), v, tables, h, tg.Dist(), keep_losses=True)
+    assert r.updates[0] == (lo[4], lo[4] + h.ttt_lora_chunk)  # the longest batch's shortest row first
+    doc = np.searchsorted(lo, [a for a, _ in r.updates], "right") - 1  # the document of each update, in order
+    phase = [i for i, (a, b) in enumerate(r.updates) if b - a > h.ttt_lora_chunk]  # the phases' updates
+    first0 = np.flatnonzero(doc == 0)[0]  # document 0 comes first in the stream, yet the model has trained on
+    assert set(doc[[i for i in phase if i < first0]]) == {2, 4}  # documents 4 and 2 before it scores document 0
+    stream = tg.eval_ttt(tiny_model(6), v, tables, dataclasses.replace(h, ttt_order="stream"), tg.Dist())
+    assert r.targets == stream.targets and r.val_loss != stream.val_loss
+    ledger = tg.ScoreLedger(v, tables, tg.Dist())
+    with pytest.raises(AssertionError, match="TTT legality"):
+        tg._ttt_phase(tiny_model(6), torch.from_numpy(v.astype(np.int64)), ledger, lo[:4], hi[:4], h, tg.Dist())
+
+
+@pytest.mark.slow
+def test_compiled_lora_ttt_equals_eager_and_does_not_recompile_per_batch(val, tables):
+    """The LoRA forward as eval_ttt compiles it on CUDA (compile_lora: dynamic shapes, warmed up on random tokens),
+    here through Dynamo alone (a counting backend, ~15 s of tracing): new adapters every batch, batches of 3 and 2
+    rows, widths 8 to 32 and two phases in between reuse the warm-up's graph (one more for the short batch), and
+    every score equals eager's."""
+    v, d = varied_val(val), tg.Dist()
+    h = hparams(ttt_mode="phased", ttt_phases=2, ttt_phase_docs=4, ttt_lora_chains=2)
+    eager = tg.eval_ttt(tiny_model(5), v, tables, h, d, keep_losses=True)
+    graphs, net = [], tiny_model(5)
+    fwd = tg.compile_lora(net, h, d, backend=lambda gm, example: graphs.append(gm) or gm.forward)
+    assert len(graphs) == 1
+    ledger = tg.ScoreLedger(v, tables, d, keep_losses=True)
+    tg._ttt_lora(net, torch.from_numpy(v.astype(np.int64)), ledger, h, d, fwd)
+    assert len(graphs) <= 2
+    np.testing.assert_array_equal(ledger.result(0.0).target_losses, eager.target_losses)
 
 
 # --- bad input -------------------------------------------------------------------------------------------------------
@@ -364,3 +417,46 @@ def test_two_gloo_processes_equal_one(val, tables, tmp_path):
         assert two[mode][2:] == (one.targets, one.bytes), mode
         assert two[mode][0] == pytest.approx(one.val_loss, rel=1e-5), mode
         assert two[mode][1] == pytest.approx(one.val_bpb, rel=1e-5), mode
+
+
+# Length order on 12 documents in 4 batches. lora: two chains, the first carries A from batch 0 to batch 3, dealt
+# to the ranks. phased: one chain (the phases then come between batches: two here), the last carrying A over two
+# batches; the phases' pieces are dealt to the ranks. The LoRA LR is the record's: at 0.05 AdamW (eps 1e-10) turns
+# the phases' rounding-level differences (gradients summed over ranks in another order) into LR-sized steps, 1e-2 on
+# a target; at 1e-4 2.4e-6 (phase LR 0: bit-equal).
+WORLD_DOCS = (50, 20, 90, 35, 70, 25, 60, 40, 30, 80, 45, 55)
+TTT_WORLD = {
+    "lora": {"ttt_mode": "lora", "ttt_lora_chains": 2, "ttt_lora_lr": 1e-4},
+    "phased": {"ttt_mode": "phased", "ttt_phases": 2, "ttt_phase_docs": 6, "ttt_lora_lr": 1e-4, "ttt_phase_lr": 0.01},
+}  # fmt: skip
+
+
+def _ttt_worker(rank: int, world: int, init_file: str, out: str, v: np.ndarray, tables) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    d = tg.init_distributed("cpu")
+    results = {mode: tg.eval_ttt(tiny_model(5), v, tables, hparams(**kw), d, keep_losses=True) for mode, kw in
+               TTT_WORLD.items()}  # fmt: skip
+    if rank == 0:
+        torch.save({mode: (r.val_loss, r.target_losses) for mode, r in results.items()}, out)
+    tg.cleanup_distributed()
+
+
+def test_ttt_score_does_not_depend_on_the_world_size(val, tables, tmp_path):
+    """Batches go to chains and chains to ranks, phase pieces to ranks: 1, 2 and 3 gloo processes score alike (up
+    to the order of float sums in the phases' gradients)."""
+    v = varied_val(val, WORLD_DOCS)
+    lo, hi = tg.document_spans(v)
+    costs = [tg._batch_cost(hi[b] - lo[b], hparams()) for b in tg._ttt_queue(lo, hi, hparams())[0]]
+    plans = {mode: tg._ttt_plan([3] * 4, costs, hparams(**kw)) for mode, kw in TTT_WORLD.items()}
+    assert plans == {"lora": [([[0, 3], [1, 2]], 0)], "phased": [([[0]], 3), ([[1]], 6), ([[2, 3]], 0)]}
+    one = {mode: tg.eval_ttt(tiny_model(5), v, tables, hparams(**kw), tg.Dist(), keep_losses=True)
+           for mode, kw in TTT_WORLD.items()}  # fmt: skip
+    for world in (2, 3):
+        out = tmp_path / f"{world}.pt"
+        mp.start_processes(_ttt_worker, args=(world, str(tmp_path / f"init{world}"), str(out), v, tables),
+                           nprocs=world, join=True, start_method="fork")  # fmt: skip
+        for mode, (loss, losses) in torch.load(out, weights_only=False).items():
+            assert loss == pytest.approx(one[mode].val_loss, rel=1e-7), (world, mode)
+            np.testing.assert_allclose(losses, one[mode].target_losses, rtol=0, atol=2e-5, err_msg=f"{world} {mode}")

@@ -170,7 +170,8 @@ def test_bad_inputs_exit_2_with_one_line(files, capsys, tmp_path):
         "no such file": cli(files, "--artifact", str(tmp_path / "missing.pgz")),
         "junk.pgz": cli(files, "--artifact", str(tmp_path / "junk.pgz")),
         "no shard files match": [*cli(files, *art), "--val", str(tmp_path / "nothing_*.bin")],
-        "--mode ttt needs": cli(files, *art, "--mode", "ttt"),
+        "--mode ttt needs": cli(files, "--checkpoint", files["ckpt"], "--mode", "ttt"),  # the tiny preset: TTT off
+        "TTT_LORA_CHUNK=48": cli(files, *art, "--mode", "ttt"),  # no recorded settings: the frontier's phased TTT
     }
     for message, argv in cases.items():
         rc, out, err = run_main(capsys, argv)

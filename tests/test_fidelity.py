@@ -61,8 +61,6 @@ DIFFERENCES = {  # our name: why ours differs from the record today
     "gptq_calib_batches": "32, not 16: the reserve bounds the batches actually read",
     "caseops": "0, not 1: CaseOps needs its own tokenizer and data (data/tokenizer.py --caseops, data/export.py "
     "--caseops); the default data is the plain sp8192 export",
-    "ttt_mode": "off, not phased: phased TTT is implemented with the record's constants, but its evaluation time at "
-    "the record's scale (455-509 s of the 600 s there) is unmeasured here (no GPU); TTT_MODE=phased turns it on",
 }
 
 
