@@ -212,14 +212,14 @@ class ModelConfig:
 @dataclass(frozen=True)
 class Hyperparameters:
     preset: str = "frontier"
-    # data and run
+    # -- data and run
     data_path: str = "./data/datasets/fineweb10B_sp8192"
     tokenizer_path: str = "./data/tokenizers/fineweb_8192_bpe.model"
     run_id: str = ""  # default: a timestamp and a random suffix
     seed: int = 1337
     log_dir: str = "logs"
     artifact_path: str = ""  # default: artifacts/<run_id>.pgz
-    # training schedule
+    # -- training schedule
     iterations: int = 20_000
     max_wallclock_seconds: float = 600.0  # 0 = bounded by ITERATIONS alone
     warmup_steps: int = 20  # compile warm-up steps, rolled back afterwards
@@ -246,10 +246,10 @@ class Hyperparameters:
     muon_momentum_horizon_frac: float = 0.0  # with SCHEDULE_REFERENCE_STEPS: Muon momentum's averaging horizon
     # 1/(1 - momentum) is capped at this fraction of the expected steps (the record's 0.97, 33 steps, holds from 667
     # steps on; ~0.85 at 130 steps); 0 = no cap (the record)
-    # model (every field of ModelConfig, set by its upper-case name: NUM_LAYERS, MODEL_DIM, ...)
+    # -- model (every field of ModelConfig, set by its upper-case name: NUM_LAYERS, MODEL_DIM, ...)
     model: ModelConfig = field(default_factory=ModelConfig)
     ortho_init: int = 1  # Q, K, V and MLP-input matrices start orthogonal (gain 1), as the record's do
-    # optimisers
+    # -- optimisers
     optimizer: str = "muon"  # muon | adamw (the matrices too, at ADAMW_MATRIX_LR: for comparisons)
     matrix_lr: float = 0.026  # Muon, attention and MLP matrices
     adamw_matrix_lr: float = 0.003
@@ -270,7 +270,7 @@ class Hyperparameters:
     muon_polar_express: int = 1  # per-step Polar Express coefficients instead of the classic quintic
     muon_eq_r: int = 1  # MuonEq-R: normalise rows before orthogonalising
     muon_wd: float = 0.095  # decoupled weight decay of Muon matrices
-    # evaluation
+    # -- evaluation
     eval_seq_len: int = 0  # 0 = TRAIN_SEQ_LEN
     eval_stride: int = 64  # sliding-window stride; 0 = skip the sliding score
     eval_batch_seqs: int = 32  # windows per forward
@@ -301,7 +301,7 @@ class Hyperparameters:
     ttt_phase_docs: int = 2500  # ... at equal steps up to this many documents
     ttt_phase_lr: float = 0.001  # ... with SGD (TTT_MOMENTUM, TTT_GRAD_CLIP) at this LR, cosine over chunks
     ttt_phase_epochs: int = 1
-    # quantisation and artifact
+    # -- quantisation and artifact
     quant_matrix_bits: int = 6
     quant_embed_bits: int = 7
     clip_k_attn: float = 13.0  # SDClip: rows clipped at k standard deviations
@@ -322,7 +322,7 @@ class Hyperparameters:
     code_policy: str = "packed"  # packed | raw: which code bytes the size line counts (packed: the lzma+base85 form)
     overwrite: int = 0  # 1 = an existing artifact at ARTIFACT_PATH (and its checkpoint) may be replaced
     target_bytes: int = BYTE_LIMIT  # total (code + model) to land just under by scaling every clip k; 0 = k as set
-    # runtime
+    # -- runtime
     device: str = "auto"  # auto | cuda | cpu
     compile: int = -1  # -1 = on for CUDA, off for CPU
     autocast_bf16: int = -1  # -1 = on for CUDA, off for CPU
@@ -585,8 +585,10 @@ def settings_help() -> str:
         return src[start : src.index("    @classmethod", start)].splitlines()
 
     for line in lines_of(Hyperparameters):
-        if line.startswith("    # "):
-            out.append(f"\n[{line.strip('# ')}]")
+        if line.startswith("    # -- "):  # a section
+            out.append(f"\n[{line.removeprefix('    # -- ')}]")
+        elif line.startswith("    # "):  # the comment of the setting above, continued
+            out[-1] += " " + line.removeprefix("    # ")
         elif line.startswith("    model: "):
             out += [f"  {n.upper():<27} {defaults[n]!r:<14} {note}" for n, note in _rows(lines_of(ModelConfig))]
         else:
@@ -3256,12 +3258,22 @@ def describe_device(d: Dist) -> str:
 
 
 def git_commit() -> str:
+    """The commit this file is the train_gpt.py of: HEAD of the repository around it, only when the file is tracked
+    there and byte-identical to HEAD's copy; "unknown" otherwise (a copied or edited script run inside some other
+    repository must not claim that repository's commit as its source)."""
+    here = Path(__file__).resolve()
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=here.parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else ""
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
+        top, head = git("rev-parse", "--show-toplevel"), git("rev-parse", "HEAD")
+        if not (top and head):
+            return "unknown"
+        committed = git("rev-parse", f"HEAD:{here.relative_to(Path(top).resolve()).as_posix()}")
+        return head if committed and committed == git("hash-object", str(here)) else "unknown"
+    except (OSError, ValueError, subprocess.SubprocessError):
         return "unknown"
 
 
@@ -3365,12 +3377,12 @@ def score(
 # element-wise chains): COMPILED_ACT_FRACTION is an estimate, to be replaced by a GPU measurement. Phases: training
 # with recurrence off, the recurrence ramp (the plain and the looped stack both run and keep their activations: 11 +
 # 17 = 28 virtual layers at the frontier), recurrence on, scoring (inference: one layer's tensors live, the logits of
-# a batch of windows), and TTT (a backward through every virtual layer of TTT_LORA_DOCS or EVAL_BATCH_SEQS windows,
-# uncompiled, plus the LoRA adapters and their AdamW state).
+# a batch of windows), and TTT: the LoRA batch (TTT_LORA_DOCS windows, a backward through every virtual layer, which
+# saves about what training does: 0.88x its bytes per token and layer, measured on CPU; compiled with the run, as
+# compile_lora does; plus the adapters and their AdamW state) and a phase's SGD step (this rank's share of
+# EVAL_BATCH_SEQS windows, eager).
 ACT_BYTES = 76
 COMPILED_ACT_FRACTION = 0.5
-TTT_ACT_FRACTION = 1.0  # TTT's LoRA forward runs eager and saves about what training does (measured on CPU: 0.88x
-# the training step's saved bytes per token and layer); COMPILED_ACT_FRACTION once that forward is compiled
 INFER_ACT_BYTES = 48  # per (token, model dim) live at once without autograd: lanes, x0, a block's q/k/v/MLP (estimate)
 LOGIT_BYTES = 12  # per (token, vocab entry): fp32 logits, their soft-capped copy, their gradient
 STATE_BYTES = 20  # per parameter: fp32 weight, gradient, Adam's two moments (Muon's one is less), EMA shadow
@@ -3427,9 +3439,10 @@ def memory_estimate(h: Hyperparameters, world_size: int, accum: int, compiled: b
         per_doc = sum(sum(t.in_features + t.out_features for t in (b.attn.c_q, b.attn.c_k, b.attn.c_v, b.attn.proj))
                       + 2 * m.model_dim for b in blocks) + m.model_dim + m.vocab_size  # fmt: skip
         adapters = h.ttt_lora_docs * h.ttt_lora_rank * per_doc * LORA_STATE_BYTES
-        out["ttt_lora"] = phase(h.ttt_lora_docs, T, eval_layers, True, TTT_ACT_FRACTION, adapters)
-    if h.ttt_mode in ("sgd", "phased"):
-        out["ttt_sgd"] = phase(h.eval_batch_seqs, T, eval_layers, True, TTT_ACT_FRACTION)
+        out["ttt_lora"] = phase(h.ttt_lora_docs, T, eval_layers, True, frac, adapters)
+    if h.ttt_mode in ("sgd", "phased"):  # sgd: EVAL_BATCH_SEQS windows per rank; phased: a share of them
+        rows = h.eval_batch_seqs if h.ttt_mode == "sgd" else -(-h.eval_batch_seqs // world_size)
+        out["ttt_sgd"] = phase(rows, T, eval_layers, True)
     return out
 
 

@@ -98,3 +98,8 @@ def test_help_lists_every_setting_and_touches_nothing(tmp_path):
     for name, _ in tg.Hyperparameters.from_env({"RUN_ID": "x"}).flat().items():
         assert name == "preset" or f"\n  {name.upper()} " in out.stdout, name
     assert "[training schedule]" in out.stdout and "0 = off" in out.stdout
+    sections = [line for line in out.stdout.splitlines() if line.startswith("[")]
+    assert [s.split(" ")[0].strip("[]") for s in sections] == [
+        "data", "training", "model", "optimisers", "evaluation", "quantisation", "runtime"
+    ]  # a wrapped comment continues its setting's help and never becomes a section  # fmt: skip
+    assert "instead of exporting" in next(line for line in out.stdout.splitlines() if line.startswith("  STOP_AFTER "))
