@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -241,14 +242,25 @@ def test_non_finite_loss_stops_cleanly_naming_the_step(dataset, monkeypatch):
     assert calls["n"] == 8  # detected at the next agreed check (a log step here), not at the end of the run
 
 
-def test_wallclock_cap_stops_before_the_budget(dataset):
+def test_wallclock_cap_stops_before_the_budget(dataset, monkeypatch):
+    """On a clock that every real step advances by exactly 125 ms, a 3 s budget runs 24 steps: the loop stops when
+    the next step would end past the budget, never after it, and recurrence switches on at its fraction of it."""
     h, model, opts, loader = small_setup(dataset, ITERATIONS="100000", MAX_WALLCLOCK_SECONDS="3", GPTQ="0")
+    now, real_step = [0.0], tg.train_step
+
+    def step(*args, **kwargs):
+        now[0] += 0.125  # exact in binary: the budget is 24 steps, not 24 and some rounding
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(tg, "train_step", step)
+    monkeypatch.setattr(tg, "synced_clock", lambda d: now[0])
     lines = ListLog()
     stats = tg.train(model, model, loader, opts, None, h, tg.Dist(), 1, None, lines)
-    # the loop stops when the next step would cross the budget; 10% slack absorbs one step slowed by a busy CPU
-    assert 0 < stats["steps"] < 100000 and stats["train_ms"] <= 3300.0
+    assert stats["steps"] == 24 and stats["train_ms"] == 3000.0
     assert any(m.startswith("stopping_early: wallclock_cap") for m in lines)
-    assert any(m.startswith("recurrence_on") for m in lines)  # at 50% of the budget
+    on = next(m for m in lines if m.startswith("recurrence_on"))
+    first = next(s for s in range(24) if tg.recurrence_gain(h, s / 24) > 0)
+    assert on.startswith(f"recurrence_on step:{first} ") and 0 < first < 24
 
 
 # ---------------------------------------------------------------- real runs
@@ -403,20 +415,60 @@ def test_baseline_preset_logs_what_the_official_script_logs(dataset, tmp_path):
     assert summary["final"] == "final_int8_zlib_roundtrip" and "sliding_window" not in after_source
 
 
-def test_memory_estimate_refuses_what_cannot_fit_before_any_gpu_time():
-    """At the default config on 8 GPUs (98,304 tokens per micro-batch), compiled bf16 fits an 80 GB H100 and eager
-    does not (667 KB of saved activations per token, measured); two accumulation steps halve the activations."""
+def test_memory_estimate_refuses_what_cannot_fit_before_any_gpu_time(monkeypatch):
+    """Every phase that runs is counted, at the default config on 8 GPUs (98,304 tokens per micro-batch): training
+    with recurrence off (11 virtual layers) and on (17), scoring, and phased TTT, whose LoRA batch (64 documents of
+    up to 2,048 tokens, a backward through 17 layers) is the peak: 69.6 GiB compiled, 116 eager, which is refused
+    before any GPU time, naming TTT_LORA_DOCS. With the ramp (LOOP_RAMP_FRAC > 0) the plain and the looped stack
+    both run (11 + 17 = 28 layers): 69.5 GiB compiled with a varlen kernel, too much eager or with the dense mask's
+    per-layer biases."""
     h = tg.Hyperparameters.from_env({"RUN_ID": "x"})
-    gib = 2**30
-    compiled = tg.memory_estimate(h, 8, 1, compiled=True, bf16=True)
-    eager = tg.memory_estimate(h, 8, 1, compiled=False, bf16=True)
-    assert compiled["total"] < 80e9 < eager["total"]
-    assert eager["activations"] == pytest.approx(98_304 * 17 * 512 * tg.ACT_BYTES) and 60 * gib < eager["activations"]
-    assert tg.memory_estimate(h, 8, 2, compiled=False, bf16=True)["activations"] == pytest.approx(
-        eager["activations"] / 2
-    )
-    assert tg.memory_estimate(h, 8, 1, compiled=True, bf16=False)["activations"] == pytest.approx(eager["activations"])
-    assert tg.check_memory(h, tg.Dist(), 1) is None  # only CUDA is checked
+    gib, h100 = 2**30, 79 * 2**30  # what torch reports for an H100 80GB
+    est = tg.memory_estimate(h, 8, 1, compiled=True, bf16=True, attention="fa3")
+    assert set(est) == {"train", "looped", "score", "ttt_lora", "ttt_sgd"} and h.ttt_mode == "phased"
+    per_layer = 98_304 * 512 * tg.ACT_BYTES * tg.COMPILED_ACT_FRACTION
+    assert est["train"]["activations"] == pytest.approx(11 * per_layer)
+    assert est["looped"]["activations"] == pytest.approx(17 * per_layer)
+    lora = est["ttt_lora"]
+    assert lora["activations"] == pytest.approx(64 * 2048 * 17 * 512 * tg.ACT_BYTES * tg.COMPILED_ACT_FRACTION)
+    assert max(est, key=lambda k: est[k]["total"]) == "ttt_lora" and lora["total"] < h100 and lora["adapters"] > 0
+    assert est["ttt_sgd"]["activations"] == pytest.approx(4 * 2048 * 17 * 512 * tg.ACT_BYTES)  # 32 rows / 8 ranks
+    assert tg.memory_estimate(h, 8, 1, compiled=False, bf16=True, attention="fa3")["ttt_lora"]["total"] > h100
+
+    ramp = tg.Hyperparameters.from_env({"RUN_ID": "x", "LOOP_RAMP_FRAC": "0.03", "TTT_MODE": "off"})
+    est = tg.memory_estimate(ramp, 8, 1, compiled=True, bf16=True, attention="fa3")
+    assert max(est, key=lambda k: est[k]["total"]) == "ramp" and set(est) == {"train", "looped", "ramp", "score"}
+    assert est["ramp"]["activations"] == pytest.approx(28 * per_layer)
+    assert est["ramp"]["total"] / gib == pytest.approx(69.5, abs=0.1) and est["ramp"]["total"] < h100
+    assert tg.memory_estimate(ramp, 8, 1, compiled=False, bf16=True, attention="fa3")["ramp"]["total"] > h100
+    masked = tg.memory_estimate(ramp, 8, 1, compiled=True, bf16=True, attention="sdpa")["ramp"]
+    assert masked["attention_mask"] == 48 * 2048 * 2048 * (1 + 2 * 28) and masked["total"] > h100
+    two = tg.memory_estimate(ramp, 8, 2, compiled=True, bf16=True)["ramp"]
+    assert two["activations"] == pytest.approx(14 * per_layer)
+    assert tg.check_memory(h, tg.Dist(), 1) is None  # no GPU and no size given: nothing to check
+
+    monkeypatch.setattr(tg.ATTENTION, "backend", "fa3")  # the varlen kernel a GPU run would choose
+    d8 = tg.Dist(world_size=8)
+
+    def refused(gpu_bytes: float, match: str, **env: object) -> None:
+        hh = tg.Hyperparameters.from_env({"RUN_ID": "x", **{k: str(v) for k, v in env.items()}})
+        with pytest.raises(tg.UserError, match=match) as err:
+            tg.check_memory(hh, d8, tg.grad_accum_steps(hh, d8), gpu_bytes=int(gpu_bytes))
+        assert "\n" not in str(err.value)
+
+    assert tg.check_memory(h, d8, 1, gpu_bytes=h100)["ttt_lora"]["total"] < h100  # the default fits
+    refused(h100, r"the ttt_lora phase needs about 116.1 GiB .*GPU has 79 GiB: lower TTT_LORA_DOCS \(now 64\)",
+            COMPILE=0)  # fmt: skip
+    refused(h100, r"the looped phase needs about 81.8 GiB .*raise GRAD_ACCUM_STEPS", COMPILE=0, TTT_LORA_DOCS=24)
+    assert tg.check_memory(ramp, d8, 1, gpu_bytes=h100)["ramp"]["total"] < h100
+    refused(60 * gib, r"the ramp phase needs about 69.5 GiB .* GPU has 60 GiB: set LOOP_RAMP_FRAC=0",
+            LOOP_RAMP_FRAC=0.03, TTT_MODE="off")  # fmt: skip
+    refused(h100, r"the train phase .*raise GRAD_ACCUM_STEPS \(now 1\) or lower TRAIN_BATCH_TOKENS",
+            NUM_LOOPS=1, TRAIN_BATCH_TOKENS=4 * 786_432, TTT_MODE="off")  # fmt: skip
+    refused(h100, r"the looped phase .*NUM_LOOPS", NUM_LOOPS=10, TTT_MODE="off")
+    refused(h100, r"the score phase .*lower EVAL_BATCH_SEQS \(now 1024\)", EVAL_BATCH_SEQS=1024, TTT_MODE="off")
+    hh = tg.Hyperparameters.from_env({"RUN_ID": "x", "MEMORY_CHECK": "0", "COMPILE": "0"})
+    assert tg.check_memory(hh, d8, 1, gpu_bytes=h100)["ttt_lora"]["total"] > h100  # logged, not refused
 
 
 def test_stop_after_and_resume_from_equal_one_uninterrupted_run(dataset, tmp_path):
@@ -440,3 +492,30 @@ def test_stop_after_and_resume_from_equal_one_uninterrupted_run(dataset, tmp_pat
         tg.Hyperparameters.from_env({**SMALL, "RESUME_FROM": str(state), "MAX_WALLCLOCK_SECONDS": "60"})
     with pytest.raises(tg.UserError, match="STOP_AFTER=4: splits a non-record run"):
         tg.Hyperparameters.from_env({**SMALL, "STOP_AFTER": "4", "MAX_WALLCLOCK_SECONDS": "60"})
+
+
+def test_git_commit_is_recorded_only_for_the_commits_own_train_gpt(tmp_path):
+    """A script is credited to a commit only when it is that commit's train_gpt.py, byte for byte: a copy run inside
+    another repository, or an edited one, records "unknown"."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                              capture_output=True, text=True).stdout.strip()  # fmt: skip
+
+    def commit_seen() -> str:
+        code = "import sys; sys.path.insert(0, '.'); import train_gpt; print(train_gpt.git_commit())"
+        return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                              check=True).stdout.strip()  # fmt: skip
+
+    git("init", "-q")
+    (tmp_path / "notes.txt").write_text("another project\n")
+    git("add", "notes.txt")
+    git("commit", "-qm", "other")
+    shutil.copy(REPO / "train_gpt.py", tmp_path / "train_gpt.py")
+    assert commit_seen() == "unknown"  # untracked copy inside another repository
+    git("add", "train_gpt.py")
+    git("commit", "-qm", "script")
+    assert commit_seen() == git("rev-parse", "HEAD")
+    with open(tmp_path / "train_gpt.py", "a") as f:
+        f.write("\n# edited\n")
+    assert commit_seen() == "unknown"
