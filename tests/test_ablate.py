@@ -417,7 +417,10 @@ def test_cpu_preset_is_the_measured_cpu_golf_candidate():
     assert warmdown.pop("PRESET") == "cpu" and mixed["base"] == golf["base"]
     same = lambda row: {k: v for k, v in row.items() if k != "WARMDOWN_FRAC"}  # noqa: E731
     assert same(warmdown) == same(batch) and batch["WARMDOWN_FRAC"] == "0.4"  # the same row, but its warm-down
-    measured = {**golf["base"], **explore["variants"]["c_mom85"], **bigram, **batch, **warmdown}
+    # the frontier defaults these rows ran under, before the frontier took the record's constants (issue 25)
+    then = {"SCHEDULE_REFERENCE_STEPS": "4900", "MUON_MOMENTUM_HORIZON_FRAC": "0.05", "LOOP_RAMP_FRAC": "0.03",
+            "QUANT_SCALE_BITS": "6"}  # fmt: skip
+    measured = {**golf["base"], **then, **explore["variants"]["c_mom85"], **bigram, **batch, **warmdown}
     measured.pop("TARGET_BYTES")  # the golf cap: the preset's 1.49 MB artifact is under either
     measured.pop("GPTQ_CALIB_BATCHES")  # GPTQ is off in both
     a = tg.Hyperparameters.from_env({**measured, "RUN_ID": "x"})

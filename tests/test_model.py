@@ -384,7 +384,13 @@ def test_every_preset_builds_with_few_layers(preset):
     any NUM_LAYERS >= 1 builds under every preset (issue 15), and the forward runs."""
     for n in (1, 2, 3, 4):
         env = {"PRESET": preset, "NUM_LAYERS": str(n), "MODEL_DIM": "32", "NUM_HEADS": "2", "NUM_KV_HEADS": "1"}
-        env |= {"VOCAB_SIZE": "64", "TRAIN_SEQ_LEN": "16", "TRAIN_BATCH_TOKENS": "64", "EVAL_STRIDE": "0"}
+        env |= {
+            "VOCAB_SIZE": "64",
+            "TRAIN_SEQ_LEN": "16",
+            "TRAIN_BATCH_TOKENS": "64",
+            "EVAL_STRIDE": "0",
+            "TTT_MODE": "off",
+        }
         h = tg.Hyperparameters.from_env(env)
         model = tg.build_model(h.model)
         model.set_loops(h.model.num_loops)
