@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_model import config, randomize
+from conftest import config, make_dataset, metric, randomize, run_inprocess
 
 import train_gpt as tg
 
@@ -193,9 +193,8 @@ def test_the_backend_is_chosen_by_rule_and_refused_by_name():
 def test_a_run_logs_its_backend_and_scores_the_same_through_the_varlen_path(tmp_path):
     """train_gpt.run end to end (training with the recurrence ramp, GPTQ export, flat, sliding and phased-TTT scores)
     with ATTN_BACKEND=reference scores what the dense mask scores."""
-    from test_train import metric, run_inprocess
 
-    dataset = _dataset(tmp_path / "data")
+    dataset = make_dataset(tmp_path / "data", n_docs=30, train_shards=2)
     over = dict(ITERATIONS=4, WARMUP_STEPS=1, TTT_MODE="phased", TTT_LORA_DOCS=2, TTT_PHASE_DOCS=2, TTT_PHASES=1,
                 VAL_MAX_TOKENS=1024, LOOP_START_FRAC=0.25, LOOP_RAMP_FRAC=0.5, VARLEN_SEGMENT_TOKENS=4)  # fmt: skip
     logs = {b: run_inprocess(dataset, tmp_path / b, ATTN_BACKEND=b, **over)[0] for b in ("sdpa", "reference")}
@@ -205,26 +204,6 @@ def test_a_run_logs_its_backend_and_scores_the_same_through_the_varlen_path(tmp_
     for key in ("final_float_exact", "final_int6_roundtrip_exact", "final_int6_sliding_window_exact",
                 "final_int6_ttt_exact"):  # fmt: skip
         assert metric(logs["reference"], key) == pytest.approx(metric(logs["sdpa"], key), abs=1e-4), key
-
-
-def _dataset(root):
-    """test_train's dataset (FineWeb documents in official shards, sp1024) in a folder of this test's."""
-    import json
-
-    import sentencepiece as spm
-    from conftest import shared_path
-
-    import toolkit as tk
-
-    tok = shared_path("tokenizers", "fineweb_1024_bpe.model")
-    docs = [json.loads(line)["text"] for line in shared_path("text", "fineweb_docs_200.jsonl").open()][:30]
-    ids = spm.SentencePieceProcessor(model_file=str(tok)).encode(docs)
-    stream = [np.array([tg.BOS_ID, *e], dtype=np.uint16) for e in ids]
-    root.mkdir(parents=True)
-    tk.write_shard(root / "fineweb_val_000000.bin", np.concatenate(stream[:6]))
-    for i, part in enumerate(np.array_split(np.concatenate(stream[6:]), 2)):
-        tk.write_shard(root / f"fineweb_train_{i:06d}.bin", part)
-    return {"DATA_PATH": str(root), "TOKENIZER_PATH": str(tok)}
 
 
 @pytest.mark.slow

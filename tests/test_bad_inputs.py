@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
-from test_train import SMALL, dataset  # noqa: F401 (the fixture is used by name)
+from conftest import REPO, SMALL
 
 import toolkit as tk
 import train_gpt as tg
 
 
-def env_for(dataset, tmp_path, **over) -> dict[str, str]:  # noqa: F811
+def env_for(dataset, tmp_path, **over) -> dict[str, str]:
     return {
         **SMALL,
         **dataset,
@@ -40,7 +39,7 @@ def refused(env: dict[str, str], needle: str, tmp_path: Path) -> None:
     assert snapshot(tmp_path) == before  # no file changed, none created (the RUN_ID is not burned)
 
 
-def shards(tmp_path: Path, dataset, train: dict[str, bytes]) -> str:  # noqa: F811
+def shards(tmp_path: Path, dataset, train: dict[str, bytes]) -> str:
     data = tmp_path / "data"
     data.mkdir()
     (data / "fineweb_val_000000.bin").write_bytes((Path(dataset["DATA_PATH"]) / "fineweb_val_000000.bin").read_bytes())
@@ -49,13 +48,13 @@ def shards(tmp_path: Path, dataset, train: dict[str, bytes]) -> str:  # noqa: F8
     return str(data)
 
 
-def test_an_existing_artifact_is_not_replaced_without_overwrite(dataset, tmp_path):  # noqa: F811
+def test_an_existing_artifact_is_not_replaced_without_overwrite(dataset, tmp_path):
     (tmp_path / "art").mkdir()
     (tmp_path / "art" / "r.pgz").write_bytes(tg.ARTIFACT_MAGIC + b"an earlier artifact")
     refused(env_for(dataset, tmp_path), "r.pgz exists; choose another path or set OVERWRITE=1", tmp_path)
 
 
-def test_the_script_itself_is_never_an_artifact_path(dataset, tmp_path):  # noqa: F811
+def test_the_script_itself_is_never_an_artifact_path(dataset, tmp_path):
     script = tmp_path / "train_gpt.py"
     script.write_text("print('a script')\n")
     refused(env_for(dataset, tmp_path, ARTIFACT_PATH=script, OVERWRITE=1), "is not an artifact", tmp_path)
@@ -70,21 +69,21 @@ def test_the_script_itself_is_never_an_artifact_path(dataset, tmp_path):  # noqa
         ({"fineweb_train_000000.bin": tk.shard_bytes(np.array([1, 5, 3000, 7] * 300))}, "token id 3000"),
     ],
 )
-def test_train_shards_are_checked_before_training(dataset, tmp_path, train, needle):  # noqa: F811
+def test_train_shards_are_checked_before_training(dataset, tmp_path, train, needle):
     """An empty split used to spin forever; a corrupt shard was found only when reached (step ~96 here)."""
     ok = tk.shard_bytes(np.arange(2, 1002) % 1000)
     data = shards(tmp_path, dataset, {"fineweb_train_000000.bin": ok, **train} if "id" in needle else train)
     refused(env_for(dataset, tmp_path, DATA_PATH=data), needle, tmp_path)
 
 
-def test_a_read_only_log_folder_is_one_line(dataset, tmp_path):  # noqa: F811
+def test_a_read_only_log_folder_is_one_line(dataset, tmp_path):
     if os.geteuid() == 0:
         pytest.skip("root writes to read-only folders: the permission check cannot be exercised as root")
     (tmp_path / "logs").mkdir(mode=0o500)
     refused(env_for(dataset, tmp_path), "LOG_DIR", tmp_path)
 
 
-def test_refusal_exits_2_with_one_line_and_no_log(dataset, tmp_path):  # noqa: F811
+def test_refusal_exits_2_with_one_line_and_no_log(dataset, tmp_path):
     env = {**os.environ, **env_for(dataset, tmp_path, RUN_ID="../../x")}
     out = subprocess.run([sys.executable, str(REPO / "train_gpt.py")], env=env, capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0, out.stderr

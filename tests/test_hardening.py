@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, shared_path
-from test_train import SMALL, dataset  # noqa: F401 (the fixture is used by name)
+from conftest import REPO, SMALL, shared_path
 
 import toolkit as tk
 import train_gpt as tg
@@ -113,12 +112,12 @@ def test_seed_minus_one_exits_2_in_one_line_and_writes_nothing(tmp_path):
 # =====================================================================================================================
 
 
-def env_for(dataset, tmp_path, **over) -> dict[str, str]:  # noqa: F811
+def env_for(dataset, tmp_path, **over) -> dict[str, str]:
     return {**SMALL, **dataset, "LOG_DIR": str(tmp_path / "logs"), "RUN_ID": "r", "GPTQ": "0", "EVAL_STRIDE": "0",
             "ARTIFACT_PATH": str(tmp_path / "art" / "r.pgz"), **{k: str(v) for k, v in over.items()}}  # fmt: skip
 
 
-def test_a_non_finite_final_score_fails_the_run_naming_the_stage(dataset, tmp_path, monkeypatch):  # noqa: F811
+def test_a_non_finite_final_score_fails_the_run_naming_the_stage(dataset, tmp_path, monkeypatch):
     """TTT_PHASE_LR=1e9 ended with val_bpb:nan, a run_summary and exit 0. A TTT stage that scores nan (as that
     run's did) now fails the run: one line naming the stage, no run_summary, exit 2 from main."""
     real = tg.eval_ttt
@@ -142,7 +141,7 @@ def test_a_non_finite_final_score_fails_the_run_naming_the_stage(dataset, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def resume_state(dataset, tmp_path_factory):  # noqa: F811
+def resume_state(dataset, tmp_path_factory):
     """A real resume state (STOP_AFTER=2 of 4 steps) and the settings that continue it."""
     tmp = tmp_path_factory.mktemp("resume")
     over = dict(ITERATIONS=4, MAX_WALLCLOCK_SECONDS=0)
@@ -181,7 +180,7 @@ def _wrong_optimiser_state(s: dict) -> None:
         (lambda s: s["optimizers"].pop(), "its step, optimisers or EMA do not match this run"),
     ],
 )
-def test_a_damaged_resume_state_is_refused_in_one_line(dataset, tmp_path, resume_state, change, needle):  # noqa: F811
+def test_a_damaged_resume_state_is_refused_in_one_line(dataset, tmp_path, resume_state, change, needle):
     """Each was a traceback (KeyError, RuntimeError, IndexError) or failed at the first step."""
     path, over = resume_state
     bad = damaged(path, tmp_path / "bad.resume.pt", change)
@@ -190,7 +189,7 @@ def test_a_damaged_resume_state_is_refused_in_one_line(dataset, tmp_path, resume
     assert needle in one_line(e.value) and f"RESUME_FROM={bad}" in str(e.value), str(e.value)
 
 
-def test_a_tokenizer_path_to_a_non_model_file_is_one_line(dataset, tmp_path, capsys):  # noqa: F811
+def test_a_tokenizer_path_to_a_non_model_file_is_one_line(dataset, tmp_path, capsys):
     import eval_bpb
 
     junk = tmp_path / "junk.model"

@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import REPO
-from test_attention_varlen import _dataset
+from conftest import REPO, make_dataset
 
 import train_gpt as tg
 
@@ -114,7 +113,12 @@ def test_the_launch_line_on_8_gloo_ranks_trains_loops_exports_and_scores(tmp_pat
     TTT) through the varlen path's reference; exit 0 on every rank."""
     torchrun = Path(sys.executable).with_name("torchrun")
     paths = {"LOG_DIR": str(tmp_path / "logs"), "RUN_ID": "launch", "ARTIFACT_PATH": str(tmp_path / "launch.pgz")}
-    env = {**os.environ, **_dataset(tmp_path / "data"), **{k: str(v) for k, v in REHEARSAL.items()}, **paths}
+    env = {
+        **os.environ,
+        **make_dataset(tmp_path / "data", n_docs=30, train_shards=2),
+        **{k: str(v) for k, v in REHEARSAL.items()},
+        **paths,
+    }
     t0 = time.perf_counter()
     out = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=8", str(REPO / "train_gpt.py")], env=env,
                          capture_output=True, text=True, timeout=1200, cwd=tmp_path)  # fmt: skip

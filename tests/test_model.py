@@ -9,46 +9,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import ALL_ON, config, randomize, reference_attention, shape
 
 import toolkit as tk
 import train_gpt as tg
-
-
-def config(preset: str = "tiny", **over) -> tg.ModelConfig:
-    env = {"PRESET": preset, **{k.upper(): str(v) for k, v in over.items()}}
-    return tg.Hyperparameters.from_env(env).model
-
-
-def shape(**over) -> tg.ModelConfig:
-    """A ModelConfig with only the given fields changed from the defaults (for building single modules)."""
-    return dataclasses.replace(tg.ModelConfig(), **over)
-
-
-def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give every parameter (zero-initialised gates and projections included) a random value, so that every path
-    of the forward really contributes."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return model
-
-
-ALL_ON = dict(
-    xsa=1,
-    smear_gate=1,
-    attn_out_gate=1,
-    skip_gates=1,
-    unet_skips=1,
-    ln_scale=1,
-    x0_mix=1,
-    rope_dims=8,
-    parallel_start=2,
-    loop_start=1,
-    loop_end=2,
-    num_loops=3,
-    num_layers=5,
-)
 
 
 def test_shapes_and_losses():
@@ -78,28 +42,6 @@ def test_causality_with_every_feature_on(loops):
         out = model(changed)
         assert torch.allclose(out[0, : t + 1], base[0, : t + 1], atol=1e-5), f"position <= {t} saw the future"
         assert not torch.allclose(out[0, t + 1], base[0, t + 1]), "the changed token must matter"
-
-
-def reference_attention(attn: tg.Attention, x: torch.Tensor) -> torch.Tensor:
-    """Multi-head attention with K/V repeated per query head and an explicit causal softmax."""
-    B, T, D = x.shape
-    H, Hkv, hd = attn.num_heads, attn.num_kv_heads, attn.head_dim
-    q = (x @ attn.c_q.weight.T).view(B, T, H, hd).transpose(1, 2)
-    k = (x @ attn.c_k.weight.T).view(B, T, Hkv, hd).transpose(1, 2)
-    v = (x @ attn.c_v.weight.T).view(B, T, Hkv, hd).transpose(1, 2)
-    q = tg.rotate_half_dims(tg.rms_norm(q), attn.rope_dims, attn.rope_base) * attn.q_gain[None, :, None, None]
-    k = tg.rotate_half_dims(tg.rms_norm(k), attn.rope_dims, attn.rope_base)
-    k, v = k.repeat_interleave(H // Hkv, dim=1), v.repeat_interleave(H // Hkv, dim=1)
-    scores = q @ k.transpose(-1, -2) / math.sqrt(hd)
-    scores = scores.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), 1), float("-inf"))
-    y = scores.softmax(-1) @ v  # (B, H, T, hd)
-    if attn.xsa:
-        vn = F.normalize(v, dim=-1)
-        y = y - (y * vn).sum(-1, keepdim=True) * vn
-    y = y.transpose(1, 2)
-    if attn.gate is not None:
-        y = y * torch.sigmoid(0.5 * x[..., : attn.gate_inputs] @ attn.gate.weight.T).unsqueeze(-1)
-    return y.reshape(B, T, D) @ attn.proj.weight.T
 
 
 @pytest.mark.parametrize("xsa,gate", [(False, False), (True, True)])

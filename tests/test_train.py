@@ -17,69 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, shared_path
+from conftest import REPO, SMALL, metric, run_inprocess, shared_path
 
-import toolkit as tk
 import train_gpt as tg
-
-# A CPU-sized run: 2 layers looped, 64-token sequences, a few steps; every feature of the frontier stays on.
-SMALL = dict(
-    PRESET="tiny",
-    NUM_LAYERS="3",
-    MODEL_DIM="32",
-    NUM_HEADS="2",
-    NUM_KV_HEADS="1",
-    LOOP_START="1",
-    LOOP_END="1",
-    PARALLEL_START="2",
-    ROPE_DIMS="8",
-    TRAIN_SEQ_LEN="64",
-    TRAIN_BATCH_TOKENS="512",
-    GRAD_ACCUM_STEPS="1",
-    ITERATIONS="12",
-    WARMUP_STEPS="2",
-    TRAIN_LOG_EVERY="4",
-    EVAL_STRIDE="32",
-    EVAL_BATCH_SEQS="64",
-    GPTQ_CALIB_BATCHES="2",
-    VAL_MAX_TOKENS="4096",
-    LOOP_START_FRAC="0.5",
-)  # so that even these small matrices are stored as int6 (GPTQ)
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> dict[str, str]:
-    """Real FineWeb documents in official shards: 6 val documents, 3 train shards, the official sp1024 tokenizer."""
-    import sentencepiece as spm
-
-    tok = shared_path("tokenizers", "fineweb_1024_bpe.model")
-    docs = [json.loads(line)["text"] for line in shared_path("text", "fineweb_docs_200.jsonl").open()][:46]
-    ids = spm.SentencePieceProcessor(model_file=str(tok)).encode(docs)
-    stream = [np.array([tg.BOS_ID, *e], dtype=np.uint16) for e in ids]
-    root = tmp_path_factory.mktemp("ds")
-    tk.write_shard(root / "fineweb_val_000000.bin", np.concatenate(stream[:6]))
-    train = np.concatenate(stream[6:])
-    for i, part in enumerate(np.array_split(train, 3)):
-        tk.write_shard(root / f"fineweb_train_{i:06d}.bin", part)
-    return {"DATA_PATH": str(root), "TOKENIZER_PATH": str(tok)}
-
-
-def run_inprocess(dataset, tmp_path, **over) -> tuple[str, Path]:
-    env = {
-        **SMALL,
-        **dataset,
-        "LOG_DIR": str(tmp_path / "logs"),
-        "RUN_ID": "r",
-        "ARTIFACT_PATH": str(tmp_path / "art" / "r.pgz"),
-        **{k: str(v) for k, v in over.items()},
-    }
-    tg.run(tg.Hyperparameters.from_env(env), tg.Dist())
-    return (tmp_path / "logs" / "r.txt").read_text(), tmp_path / "art" / "r.pgz"
-
-
-def metric(log: str, key: str, field: str = "val_loss") -> float:
-    return float(re.findall(rf"^{key} .*?{field}:([0-9.]+)", log, re.M)[-1])
-
 
 # ---------------------------------------------------------------- config
 

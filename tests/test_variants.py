@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_model import config, randomize, reference_attention, shape
+from conftest import ALL_ON, config, randomize, reference_attention, shape
 
 import train_gpt as tg
 
@@ -115,7 +115,6 @@ def test_z_loss_is_added_in_training_only():
 
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_every_variant_is_causal_and_round_trips_through_the_artifact(name):
-    from test_model import ALL_ON
 
     model = randomize(tg.build_model(config(**{**ALL_ON, **VARIANTS[name]}))).eval()
     model.set_loops(3)
