@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "needs --trust-code",
     )
     p.add_argument("--trust-code", action="store_true", help="allow --code to import (run) its file")
-    p.add_argument("--val", help="glob of val shards (default: DATA_PATH/fineweb_val_*.bin)")
+    p.add_argument("--val", help=f"glob of val shards (default: DATA_PATH/{tk.VAL_GLOB})")
     p.add_argument("--tokenizer", help="SentencePiece .model (default: TOKENIZER_PATH)")
     p.add_argument("--mode", choices=("flat", "sliding", "ttt"), default="sliding", help="default: sliding")
     p.add_argument("--name", help="label of the printed lines (default: eval_MODE)")
@@ -240,7 +240,7 @@ def run(args: argparse.Namespace, t_start: float) -> None:
     d = tg.init_distributed(h.device)
     try:
         model = loaded.model.to(d.device).eval()
-        model.set_loops(h.model.eval_loops or h.model.num_loops)
+        model.set_loops(tk.eval_loops(h.model))
         if args.sample is not None or args.probe is not None:
             if d.rank == 0:
                 (sample if args.sample is not None else probe)(model, sp, args, h, d)
@@ -341,7 +341,7 @@ def score(tg: ModuleType, model: torch.nn.Module, tok_path: str, args: argparse.
         print(
             f"rescore source:{args.artifact or args.checkpoint or args.official_checkpoint or args.official_artifact} "
             f"code:{args.code or 'train_gpt.py'} "
-            f"mode:{args.mode} {knobs} loops:{h.model.eval_loops or h.model.num_loops} world_size:{d.world_size} "
+            f"mode:{args.mode} {knobs} loops:{tk.eval_loops(h.model)} world_size:{d.world_size} "
             f"device:{d.device.type} val_tokens:{len(val)}",
             flush=True,
         )

@@ -43,8 +43,8 @@ def load_float(a: argparse.Namespace, device: torch.device) -> tuple[tk.Loaded, 
 def hessians_for(model: torch.nn.Module, h: tg.Hyperparameters, d: tg.Dist) -> tuple[dict | None, float]:
     if not h.gptq:
         return None, 0.0
-    pattern = Path(h.data_path) / "fineweb_train_*.bin"
-    if not list(Path(h.data_path).glob("fineweb_train_*.bin")):
+    pattern = Path(h.data_path) / tk.TRAIN_GLOB
+    if not list(Path(h.data_path).glob(tk.TRAIN_GLOB)):
         raise tk.UserError(
             f"GPTQ needs training shards for calibration and {pattern} matches none: pass --data-path, "
             "or --set GPTQ=0 for round-to-nearest"
@@ -59,7 +59,7 @@ def role_compressed_bytes(blob: bytes, codec: str, level: int) -> dict[str, int]
     entries = tg.decode_artifact(blob)[1]
     parts: dict[str, list[bytes]] = {}
     for e in entries:
-        for _, t in tg._entry_parts(e):
+        for t in tk.entry_tensors(e):
             raw = t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
             parts.setdefault(e["meta"]["role"], []).append(raw)
     return {role: len(tg.compress_bytes(b"".join(p), codec, level)) for role, p in parts.items()}
@@ -103,7 +103,7 @@ def quantize_cmd(a: argparse.Namespace) -> None:
     d = tg.Dist(device=tk.pick_device(a.device))
     loaded, h = load_float(a, d.device)
     hessians, calib_s = hessians_for(loaded.model.to(d.device), h, d)
-    blob, report = tk.build_artifact(loaded.state, tg.param_roles(loaded.model), h.model, h, hessians)
+    blob, report = tk.quantize_with_report(loaded.state, tg.param_roles(loaded.model), h.model, h, hessians)
     tg.atomic_write_bytes(a.output, blob)
     log(f"wrote {a.output} ({len(blob)} bytes, {h.compressor}-{h.compress_level})")
     print_report(report, blob, h, calib_s)
@@ -129,7 +129,7 @@ def roundtrip_cmd(a: argparse.Namespace) -> None:
     for name, m in (("float", fmodel), ("quantised", qmodel)):
         if m is None:
             continue
-        m.to(d.device).eval().set_loops(h.model.eval_loops or h.model.num_loops)
+        m.to(d.device).eval().set_loops(tk.eval_loops(h.model))
         t0 = time.perf_counter()
         res = scores[name] = tg.eval_flat(m, val, tables, h, d)
         log(
@@ -175,8 +175,8 @@ def inspect_cmd(a: argparse.Namespace) -> None:
         model_config, entries, recorded = tg.decode_artifact(blob)
     except tk.UserError as e:
         raise tk.UserError(f"{a.artifact}: {e}") from None
-    _, version, codec_id, payload, _ = tg.ARTIFACT_FRAME.unpack_from(blob)
-    codec = {v: k for k, v in tg.ARTIFACT_CODECS.items()}[codec_id]
+    frame = tk.artifact_frame(blob)
+    version, codec, payload = frame.version, frame.codec, frame.payload_bytes
     if a.json:
         print(
             json.dumps(
@@ -244,7 +244,7 @@ def fit_cmd(a: argparse.Namespace) -> None:
             refusals.append(f"int{mb}/int{eb}: {e}")
             log(f"  int{mb}/int{eb}: does not fit")
             continue
-        blob, report = tk.build_artifact(state, roles, fit.model, fit, hessians)
+        blob, report = tk.quantize_with_report(state, roles, fit.model, fit, hessians)
         log(f"  int{mb}/int{eb} k x{fit.clip_k_mlp / h.clip_k_mlp:.4f}: model {len(blob)} bytes, total "
             f"{len(blob) + code}, proxy {proxy(report):.4e}")  # fmt: skip
         if best is None or proxy(report) < proxy(best[1]):
@@ -311,7 +311,7 @@ def _main(argv: list[str] | None = None) -> int:
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override a setting, e.g. GPTQ=0")
         sp.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-        sp.add_argument("--data-path", help="folder with fineweb_train_*.bin (GPTQ calibration) and fineweb_val_*.bin")
+        sp.add_argument("--data-path", help=f"folder with {tk.TRAIN_GLOB} (GPTQ calibration) and {tk.VAL_GLOB}")
 
     q = sub.add_parser("quantize", help="float checkpoint -> artifact, with a per-role report and the size line")
     q.add_argument("checkpoint")

@@ -1,19 +1,23 @@
 """toolkit.py: the glue the command-line tools share, built on train_gpt.py (which stays self-contained).
 
 train_gpt.py is the recipe a record runs alone; everything only the tools need lives here, once: the user-error
-type and the one-line CLI runner, the shard writer, and (see the sections below) settings, model loading,
-validation data, checkpoint I/O, packing and reports. quantize.py, eval_bpb.py, data/, records/ and benchmarks/
-import this module; none keeps a copy of it.
+type and the one-line CLI runner, the shard names and writer, and (see the sections below) settings, model loading,
+the artifact's frame and stored tensors, export reports, run summaries and the runner's lock, and the official
+files. quantize.py, eval_bpb.py, data/, records/ and benchmarks/ import this module; none keeps a copy of it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import json
 import math
 import os
+import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +51,24 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
 # =====================================================================================================================
 # SHARDS
 # =====================================================================================================================
+
+
+TRAIN_GLOB = "fineweb_train_*.bin"  # a dataset folder's shards (train_gpt.py spells these inline)
+VAL_GLOB = "fineweb_val_*.bin"
+
+
+def shard_name(split: str, index: int) -> str:
+    """The file name of a split's index-th shard (matched by TRAIN_GLOB / VAL_GLOB)."""
+    return f"fineweb_{split}_{index:06d}.bin"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def check_output(path: str | os.PathLike, flag: str, ours: Callable[[Path], bool], what: str) -> Path:
@@ -144,6 +166,11 @@ def preset(name: str, **overrides: object):
     )
 
 
+def eval_loops(cfg) -> int:
+    """How many times the recurrent span runs at evaluation: EVAL_LOOPS, or NUM_LOOPS when it is 0."""
+    return cfg.eval_loops or cfg.num_loops
+
+
 def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: torch sees no CUDA device")
@@ -204,11 +231,34 @@ def load_model(artifact: str | None = None, checkpoint: str | None = None, code=
 
 
 # =====================================================================================================================
+# ARTIFACTS: the frame and the stored tensors, read through train_gpt.py
+# =====================================================================================================================
+
+
+@dataclass
+class Frame:
+    version: int  # artifact format version
+    codec: str  # zstd | lzma | zlib
+    payload_bytes: int  # the uncompressed payload
+
+
+def artifact_frame(blob: bytes) -> Frame:
+    """The frame of an artifact train_gpt.decode_artifact has accepted (call that first: this trusts the blob)."""
+    _, version, codec_id, payload, _ = tg.ARTIFACT_FRAME.unpack_from(blob)
+    return Frame(version, {v: k for k, v in tg.ARTIFACT_CODECS.items()}[codec_id], payload)
+
+
+def entry_tensors(entry: dict) -> list[torch.Tensor]:
+    """The stored tensors of one artifact entry (integer codes, scales, factors ...), in stream order."""
+    return [t for _, t in tg._entry_parts(entry)]
+
+
+# =====================================================================================================================
 # REPORTS: what an export did, tensor by tensor and role by role
 # =====================================================================================================================
 
 
-def build_artifact(state: dict, roles: dict, cfg, h, hessians: dict | None = None) -> tuple[bytes, dict]:
+def quantize_with_report(state: dict, roles: dict, cfg, h, hessians: dict | None = None) -> tuple[bytes, dict]:
     """train_gpt's export plus a report: per tensor (bits, k, method, relative weight error, output error on the
     calibration inputs where a Hessian is known), per role (sums and parameter-weighted errors), model bytes."""
     t0 = time.perf_counter()
@@ -232,13 +282,97 @@ def build_artifact(state: dict, roles: dict, cfg, h, hessians: dict | None = Non
         by_role[role] = {
             "tensors": len(es),
             "params": params,
-            "stored_bytes": sum(t.numel() * t.element_size() for e in es for _, t in tg._entry_parts(e)),
+            "stored_bytes": sum(t.numel() * t.element_size() for e in es for t in entry_tensors(e)),
             "rel_mse": sum(r.get("rel_mse", 0.0) * r["params"] for r in rs) / max(params, 1),
             **{k: "/".join(sorted({str(r[k]) for r in rs if k in r})) or "-" for k in ("bits", "k", "method", "store")},
         }
     report = {"tensors": tensors, "roles": by_role, "model_bytes": len(blob), "compressor": h.compressor}
     report.update(params=sum(r["params"] for r in by_role.values()), quantize_seconds=seconds)
     return blob, report
+
+
+# =====================================================================================================================
+# RUNS: the run_summary line of a log, one runner per folder, SIGTERM as Ctrl-C
+# =====================================================================================================================
+RUN_SUMMARY_PREFIX = "run_summary "  # train_gpt.py's last line of a finished run: this, then one JSON object
+
+
+def run_summary_json(lines: Iterable[str]) -> str | None:
+    """The JSON text of the last run_summary line among `lines`; None when there is none."""
+    found = None
+    for line in lines:
+        if line.startswith(RUN_SUMMARY_PREFIX):
+            found = line[len(RUN_SUMMARY_PREFIX) :]
+    return found
+
+
+def read_run_summary(log: str | os.PathLike) -> dict | None:
+    """The run_summary of a log, or None when it has none that is complete (absent log, an interrupted or failed
+    run, a line cut short or not JSON, no scores). Lenient: records/records.py's parse_log is the strict reader."""
+    log = Path(log)
+    if not log.exists():
+        return None
+    with open(log, encoding="utf-8", errors="replace") as f:
+        text = run_summary_json(line for line in f if line.endswith("\n"))  # a line being written has no newline
+    try:
+        summary = json.loads(text) if text is not None else None
+    except json.JSONDecodeError:
+        summary = None
+    return summary if isinstance(summary, dict) and summary.get("scores") else None
+
+
+class PidLock:
+    """One process at a time per lock file: it holds the holder's pid; a lock left by a dead process is taken over,
+    a live holder's is refused (`who` names the tool in the message), and a file that is not a pid is never removed."""
+
+    def __init__(self, path: Path, who: str):
+        self.path, self.who = Path(path), who
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            text = self.path.read_text(errors="replace").strip()
+            if not text.isdigit():
+                raise UserError(f"{self.path}: not a lock this runner wrote ({text[:40]!r}); remove it") from None
+            pid = int(text)
+            if pid and pid_alive(pid):
+                raise UserError(
+                    f"another {self.who} (pid {pid}) is running in {self.path.parent}; wait for it"
+                ) from None
+            self.path.unlink()  # left by a runner that died
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return self
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt (as train_gpt.py's main does) inside the block; the old handler after it."""
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # =====================================================================================================================

@@ -46,7 +46,6 @@ import argparse
 import dataclasses
 import difflib
 import glob
-import hashlib
 import json
 import math
 import os
@@ -78,7 +77,6 @@ PREPARED_SET = ("DATA_PATH", "TOKENIZER_PATH")  # set by the runner when the spe
 SAME_DATA = ("data_path", "tokenizer_path", "val_targets", "val_bytes")  # runs in one table share these...
 SAME_BUDGET = ("max_wallclock_seconds", "iterations")  # ...and these
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-SUMMARY_PREFIX = "run_summary "
 STAMP = "prepared.json"
 SEED_LIMIT = 1 << 32  # train_gpt.py's SEED range (numpy's)
 RESULTS = ("results.md", "results.json")
@@ -91,17 +89,9 @@ STOP_GRACE_S = 5.0  # after Ctrl-C, how long a run may take to stop by itself be
 # =====================================================================================================================
 
 
-def setting_names() -> list[str]:
-    """The environment names train_gpt.py reads: every field of Hyperparameters in upper case, the fields of a
-    nested config dataclass (e.g. the model's) included."""
-    names = []
-    for f in dataclasses.fields(tg.Hyperparameters):
-        nested = f.default_factory if f.default_factory is not dataclasses.MISSING else None
-        if nested is not None and dataclasses.is_dataclass(nested):
-            names += [g.name.upper() for g in dataclasses.fields(nested)]
-        else:
-            names.append(f.name.upper())
-    return names
+def env_names() -> set[str]:
+    """The environment names train_gpt.py reads (toolkit.setting_names, upper case)."""
+    return {n.upper() for n in toolkit.setting_names()}
 
 
 @dataclass
@@ -123,7 +113,7 @@ def _env_dict(value: object, where: str) -> dict[str, str]:
     """A dict of settings: names as train_gpt.py reads them, values strings (numbers are accepted and converted)."""
     if not isinstance(value, dict):
         raise UserError(f'{where} must be an object of settings like {{"NUM_LAYERS": "4"}}, got {value!r}')
-    known = setting_names()
+    known = env_names()
     out = {}
     for key, v in value.items():
         if key in RUNNER_SET:
@@ -308,10 +298,6 @@ def _repo_path(p: str) -> Path:
 # =====================================================================================================================
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def shuffle_documents(inputs: Sequence[str], seed: int, dest: Path) -> int:
     """Write the documents (lines) of the JSONL inputs, in file order, permuted by a generator seeded with `seed`,
     to dest (atomically); return their number. Exported in file order, the CPU golf's 999 C4 documents came before
@@ -383,15 +369,15 @@ def prepare_data(spec: Spec, out: Path) -> None:
         last = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
         raise UserError(f"{spec.path}: prepare failed: data/export.py exited {proc.returncode}: {last}")
     if val_shard:
-        for old in folder.glob("fineweb_val_*.bin"):
+        for old in folder.glob(toolkit.VAL_GLOB):
             old.unlink()
-        shutil.copyfile(val_shard, folder / "fineweb_val_000000.bin")
-        want["val_shard_sha256"] = _sha256(val_shard)
+        shutil.copyfile(val_shard, folder / toolkit.shard_name("val", 0))
+        want["val_shard_sha256"] = toolkit.sha256_file(val_shard)
         want["note"] = (
             "manifest.json describes the export; its val split (1 document) was replaced by a copy of val_shard"
         )
     want["inputs"] = inputs
-    want["tokenizer_sha256"] = _sha256(tokenizer)
+    want["tokenizer_sha256"] = toolkit.sha256_file(tokenizer)
     tg.atomic_write_bytes(stamp_path, json.dumps(want, indent=1).encode())
     say(f"prepare: done in {fmt_s(time.time() - t0)}")
 
@@ -408,21 +394,6 @@ def say(msg: str) -> None:
 def fmt_s(seconds: float) -> str:
     s = int(round(seconds))
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-def read_summary(log: Path) -> dict | None:
-    """The run_summary of a log, or None when it has none that is complete (an interrupted or failed run)."""
-    if not log.exists():
-        return None
-    summary = None
-    with open(log, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if line.startswith(SUMMARY_PREFIX) and line.endswith("\n"):
-                try:
-                    summary = json.loads(line[len(SUMMARY_PREFIX) :])
-                except json.JSONDecodeError:
-                    summary = None
-    return summary if isinstance(summary, dict) and summary.get("scores") else None
 
 
 def check_not_stale(run: Run, summary: dict, spec: Spec) -> None:
@@ -474,7 +445,7 @@ def command(spec: Spec) -> list[str]:
 def launch(run: Run, spec: Spec) -> int:
     """Run train_gpt.py with exactly the run's settings; its console output goes to run.console. On Ctrl-C the run
     gets a moment to stop by itself (it shares the terminal's signal), then SIGTERM; the interrupt propagates."""
-    known = set(setting_names()) | {"PRESET"}
+    known = env_names() | {"PRESET"}
     env = {k: v for k, v in os.environ.items() if k not in known}
     threads = str(spec.threads)
     env.update(run.env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
@@ -500,7 +471,7 @@ def execute(runs: list[Run], spec: Spec) -> list[Run]:
     """Run every unfinished run, one at a time, with progress lines; returns the runs that failed."""
     todo = []
     for run in runs:
-        summary = read_summary(run.log)
+        summary = toolkit.read_run_summary(run.log)
         if summary is not None:
             check_not_stale(run, summary, spec)
         else:
@@ -524,7 +495,7 @@ def execute(runs: list[Run], spec: Spec) -> list[Run]:
         start = time.time()
         rc = launch(run, spec)
         took = time.time() - start
-        summary = read_summary(run.log)
+        summary = toolkit.read_run_summary(run.log)
         if rc == 0 and summary is not None:
             durations.append(took)  # the ETA counts finished runs only (a failure may take seconds)
             final = next(s for s in summary["scores"] if s["name"] == summary["final"])
@@ -552,7 +523,7 @@ def execute(runs: list[Run], spec: Spec) -> list[Run]:
 def collect(runs: list[Run], spec: Spec) -> list[tuple[Run, dict]]:
     """(run, summary) for every run of the plan whose log is complete; refused when a log ran other settings than
     the spec's or when the runs are not comparable."""
-    done = [(r, s) for r in runs if (s := read_summary(r.log)) is not None]
+    done = [(r, s) for r in runs if (s := toolkit.read_run_summary(r.log)) is not None]
     for r, s in done:
         check_not_stale(r, s, spec)
     check_comparable([(r.run_id, {**s.get("config", {}), **s}) for r, s in done])
@@ -665,33 +636,11 @@ def render(report: dict) -> str:
 # =====================================================================================================================
 
 
-class OutLock:
+class OutLock(toolkit.PidLock):
     """One runner per output folder: a second one would run beside the first and both would measure nothing."""
 
     def __init__(self, out: Path):
-        self.path = out / ".ablate.lock"
-
-    def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            text = self.path.read_text(errors="replace").strip()
-            if not text.isdigit():
-                raise UserError(f"{self.path}: not a lock this runner wrote ({text[:40]!r}); remove it") from None
-            pid = int(text)
-            if pid and _alive(pid):
-                raise UserError(
-                    f"another ablate.py (pid {pid}) is running in {self.path.parent}; wait for it"
-                ) from None
-            self.path.unlink()  # left by a runner that died
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        return self
-
-    def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
+        super().__init__(out / ".ablate.lock", "ablate.py")
 
 
 def check_out(out: Path) -> None:
@@ -705,20 +654,6 @@ def check_out(out: Path) -> None:
     for name in RESULTS:
         if (out / name).exists() and not ours:
             raise UserError(f"--out {out}: {name} there is not this runner's results; refusing to replace it")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -773,9 +708,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     failed = []
     if not args.report:
-        previous = signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops the current run like Ctrl-C
-        try:
-            with OutLock(out):
+        try:  # SIGTERM stops the current run like Ctrl-C
+            with toolkit.sigterm_as_interrupt(), OutLock(out):
                 prepare_data(spec, out)
                 failed = execute(runs, spec)
         except KeyboardInterrupt:
@@ -784,8 +718,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "interrupted run starts again)"
             )
             raise
-        finally:
-            signal.signal(signal.SIGTERM, previous)
     done = collect(table_runs, spec)
     if not done:
         raise UserError(f"{out}: no finished run of {spec.path} yet (run it without --report)")

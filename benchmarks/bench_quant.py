@@ -171,7 +171,7 @@ def bench_exports(a: argparse.Namespace) -> None:
     def build(kinds: tuple[str, ...], name: str, **kw) -> tuple[dict, bytes]:
         hh = dataclasses.replace(h, quant_matrix_bits=6, compressor="zstd", compress_level=22, **kw)
         t0 = time.perf_counter()
-        blob, report = tk.build_artifact(state, roles, config, hh, hessians)
+        blob, report = tk.quantize_with_report(state, roles, config, hh, hessians)
         return score(name, blob, report["quantize_seconds"] if hh.gptq else time.perf_counter() - t0, kinds), blob
 
     kinds = tuple(evals)

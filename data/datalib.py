@@ -26,6 +26,7 @@ if str(ROOT) not in sys.path:
 
 import toolkit  # noqa: E402
 import train_gpt as tg  # noqa: E402
+from toolkit import TRAIN_GLOB, VAL_GLOB, sha256_file, shard_name  # noqa: E402, F401 (the data tools use them as dl.*)
 
 # The official SentencePiece BPE settings (SPEC section 2); only vocab_size varies.
 OFFICIAL_SP_SETTINGS: dict[str, object] = dict(
@@ -36,26 +37,12 @@ OFFICIAL_SP_SETTINGS: dict[str, object] = dict(
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "parameter-golf-shards"
 MANIFEST_VERSION = 1
-VAL_GLOB = "fineweb_val_*.bin"
-TRAIN_GLOB = "fineweb_train_*.bin"
 SPLITS = ("val", "train")
 DOC_DIGEST_BYTES = 16
 PROGRESS_EVERY_S = 2.0
 MB = 1_000_000
 
 DataError = toolkit.UserError  # the project's one user-error type (one line, exit 2 through toolkit.run_cli)
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def shard_name(split: str, index: int) -> str:
-    return f"fineweb_{split}_{index:06d}.bin"
 
 
 def split_files(folder: Path, split: str) -> list[Path]:

@@ -100,14 +100,14 @@ def parse_log(path: str | os.PathLike) -> RunLog:
     lines = after[len(SOURCE_END) :].decode("utf-8", errors="replace").splitlines()
     if "run_complete" not in lines:
         raise RecordError(f"{path}: log is cut short (no 'run_complete' line); the run did not finish")
-    found = [ln for ln in lines if ln.startswith("run_summary ")]
-    if not found:
+    found = toolkit.run_summary_json(lines)
+    if found is None:
         raise RecordError(
             f"{path}: no run_summary line (a log of train_gpt.py before run_summary existed); "
             f"re-run with the current train_gpt.py"
         )
     try:
-        s = json.loads(found[-1][len("run_summary ") :])
+        s = json.loads(found)
         scores = [Score(x["name"], float(x["val_loss"]), float(x["val_bpb"]), x["eval_time_ms"]) for x in s["scores"]]
         run = RunLog(path, "toolkit", source, sha, config=dict(s["config"]), scores=scores, steps=int(s["train_steps"]))
         run.final = next(x for x in scores if x.name == s["final"])

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for toolkit (and train_gpt)
 import toolkit  # noqa: E402
 
-BYTE_LIMIT = 16_000_000
+BYTE_LIMIT = toolkit.tg.BYTE_LIMIT
 TIME_LIMIT_S = 600.0
 PACKED_NAME = "train_gpt_packed.py"
 SEED_IN_NAME = re.compile(r"seed[_-]?(\d+)", re.I)
@@ -120,31 +120,28 @@ def pack(code: bytes) -> bytes:
         raise RecordError(f"the submitted train_gpt.py cannot be packed ({type(e).__name__}: {e})") from None
 
 
+def _unwrap(code: bytes) -> bytes:
+    """The script a packed wrapper (lzma, also FORMAT_RAW, + base85 + exec) holds, decoded, never executed; any
+    other file as it is."""
+    tree = ast.parse(code)
+    blobs = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    if len(tree.body) <= 3 and blobs and b"b85decode" in code:
+        raw = base64.b85decode(max(blobs, key=len))
+        try:
+            return lzma.decompress(raw)
+        except lzma.LZMAError:
+            return lzma.decompress(raw, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
+    return code
+
+
 @functools.lru_cache(maxsize=64)
 def program(code: bytes) -> str | None:
-    """The program a file holds, docstrings aside, as an AST dump; a packed wrapper (lzma, also FORMAT_RAW, + base85
-    + exec) is decoded first, never executed. None: not Python."""
+    """The program a file holds, docstrings aside, as an AST dump; a packed wrapper is decoded first, never executed.
+    The docstrings are stripped by train_gpt's own packer (pack), whose output is decoded again. None: not Python."""
     try:
-        tree = ast.parse(code)
-        blobs = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
-        if len(tree.body) <= 3 and blobs and b"b85decode" in code:
-            raw = base64.b85decode(max(blobs, key=len))
-            try:
-                code = lzma.decompress(raw)
-            except lzma.LZMAError:
-                code = lzma.decompress(raw, format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}])
-            tree = ast.parse(code)
-    except (SyntaxError, ValueError, lzma.LZMAError, UnicodeDecodeError):
+        return ast.dump(ast.parse(_unwrap(pack(_unwrap(code)))))
+    except (SyntaxError, ValueError, lzma.LZMAError, UnicodeDecodeError, RecordError):
         return None
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (
-            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-            and body
-            and ast.get_docstring(node, clean=False) is not None
-        ):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree)
 
 
 def same_code(a: bytes, b: bytes) -> bool:

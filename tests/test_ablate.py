@@ -107,7 +107,7 @@ def test_runs_every_variant_and_seed_and_tables_them(finished, capsys):
     for variant in ("tiny", "no_xsa"):
         for seed in (1, 2):
             log = (out / "logs" / f"fx-{variant}-s{seed}.txt").read_text()
-            summary = ablate.read_summary(out / "logs" / f"fx-{variant}-s{seed}.txt")
+            summary = toolkit.read_run_summary(out / "logs" / f"fx-{variant}-s{seed}.txt")
             assert summary["seed"] == seed and summary["train_steps"] == 2
             assert summary["config"]["xsa"] == (variant == "tiny")
             assert re.search(r"^device:cpu .*threads:1 x1$", log, re.M)  # launch.threads reached torch
@@ -215,7 +215,7 @@ def test_report_refuses_runs_on_different_data(finished, tmp_path, capsys):
     out = copy_out(finished, tmp_path)
     log = out / "logs" / "fx-no_xsa-s1.txt"
     text = log.read_text()
-    summary = ablate.read_summary(log)
+    summary = toolkit.read_run_summary(log)
     line = "run_summary " + json.dumps(summary, sort_keys=True, separators=(",", ":"))
     assert line in text
     log.write_text(text.replace(line, line.replace(f'"val_bytes":{summary["val_bytes"]}', '"val_bytes":1')))
@@ -370,7 +370,7 @@ def test_smoke_spec_end_to_end_with_ctrl_c_and_resume(tmp_path):
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "interrupted: finished runs are intact" in stdout
-    assert ablate.read_summary(first) is not None and ablate.read_summary(second) is None
+    assert toolkit.read_run_summary(first) is not None and toolkit.read_run_summary(second) is None
     assert not (out / ".ablate.lock").exists()
 
     report = subprocess.run(_cli(out, "--report"), cwd=REPO, capture_output=True, text=True)
@@ -384,7 +384,7 @@ def test_smoke_spec_end_to_end_with_ctrl_c_and_resume(tmp_path):
     assert (out / "logs" / "aside" / "smoke-tiny-s2.1.txt").exists()
     rows = {r["variant"]: r for r in json.loads((out / "results.json").read_text())["variants"]}
     assert rows["tiny"]["n"] == rows["no_xsa"]["n"] == 2 and rows["no_xsa"]["p_two_sided"] is not None
-    assert all(ablate.read_summary(p) for p in (out / "logs").glob("smoke-*.txt"))
+    assert all(toolkit.read_run_summary(p) for p in (out / "logs").glob("smoke-*.txt"))
 
 
 @pytest.mark.slow
@@ -394,7 +394,7 @@ def test_torchrun_launch_runs_every_rank(tmp_path):
     path = write_spec(tmp_path, spec)
     rc, text = run_main([str(path), "--out", str(tmp_path / "out")])
     assert rc == 0, text
-    summary = ablate.read_summary(tmp_path / "out" / "logs" / "ddp-tiny-s1.txt")
+    summary = toolkit.read_run_summary(tmp_path / "out" / "logs" / "ddp-tiny-s1.txt")
     assert summary["world_size"] == 2 and summary["train_steps"] == 6
 
 

@@ -54,10 +54,10 @@ def test_every_rejection_names_the_file(tmp_path, kwargs, size_cut, needle):
 
 def test_missing_pattern_and_id_above_vocab(tmp_path):
     with pytest.raises((FileNotFoundError, tg.ShardError), match="fineweb_val_"):  # ShardError once a UserError
-        tg.load_token_split(str(tmp_path / "fineweb_val_*.bin"))
+        tg.load_token_split(str(tmp_path / tk.VAL_GLOB))
     _raw_shard(tmp_path / "fineweb_val_000000.bin", tokens=(1, 5, 1024))
     with pytest.raises(tg.ShardError, match="token id 1024 at position 2 is >= vocab size 1024"):
-        tg.load_token_split(str(tmp_path / "fineweb_val_*.bin"), vocab_size=1024)
+        tg.load_token_split(str(tmp_path / tk.VAL_GLOB), vocab_size=1024)
 
 
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):

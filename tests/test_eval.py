@@ -35,7 +35,7 @@ def tables(sp):
 
 @pytest.fixture(scope="module")
 def val() -> np.ndarray:
-    return tg.load_token_split(str(shared_path("fineweb_val_prefix") / "fineweb_val_*.bin"), VOCAB)
+    return tg.load_token_split(str(shared_path("fineweb_val_prefix") / tk.VAL_GLOB), VOCAB)
 
 
 def hparams(**kw) -> tg.Hyperparameters:

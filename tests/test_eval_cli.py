@@ -46,7 +46,7 @@ def files(tmp_path_factory) -> dict[str, str]:
         "ckpt": str(root / "m.ckpt.pt"),
         "artifact": str(root / "m.pgz"),
         "tok": str(tok),
-        "val": str(shared_path("fineweb_val_prefix") / "fineweb_val_*.bin"),
+        "val": str(shared_path("fineweb_val_prefix") / tk.VAL_GLOB),
     }
 
 
@@ -81,7 +81,7 @@ def in_process(files, mode: str, **kw) -> tg.EvalResult:
     config, state, _ = tg.read_artifact(Path(files["artifact"]).read_bytes())
     model = tg.build_model(config)
     model.load_state_dict(state)
-    model.eval().set_loops(config.eval_loops or config.num_loops)
+    model.eval().set_loops(tk.eval_loops(config))
     h = tk.preset("tiny", eval_seq_len=SEQ, **{"eval_stride": 8, **kw})
     tables = tg.build_byte_tables(spm.SentencePieceProcessor(model_file=files["tok"]), 1024)
     val = tg.prepare_val_tokens(tg.load_token_split(files["val"], 1024)[: MAX_TOKENS + 1], SEQ, False)
@@ -238,7 +238,7 @@ def test_end_to_end_run_is_reproduced_by_rescoring(tmp_path):
     logged = exact(log, "final_int6_roundtrip")
     artifact = tmp_path / re.search(r"^artifact_path:(\S+)$", log, re.M).group(1)
     rescore = [sys.executable, str(REPO / "eval_bpb.py"), "--artifact", str(artifact), "--max-tokens", "4096"]
-    rescore += ["--val", str(sample / "fineweb_val_*.bin"), "--tokenizer", str(sample / "tokenizer.model")]
+    rescore += ["--val", str(sample / tk.VAL_GLOB), "--tokenizer", str(sample / "tokenizer.model")]
     got = exact(_subprocess([*rescore, "--mode", "flat"], tmp_path, {"PRESET": "tiny"}), "eval_flat")
     assert (got["val_loss"], got["val_bpb"]) == (logged["val_loss"], logged["val_bpb"])
     ttt = ["--mode", "ttt", "--ttt-mode", "sgd", "--ttt-chunk-tokens", "1024"]
@@ -258,7 +258,7 @@ def test_probe_scores_each_item_alone_and_continues_some(files, capsys, tmp_path
     config, state, _ = tg.read_artifact(Path(files["artifact"]).read_bytes())
     model = tg.build_model(config)
     model.load_state_dict(state)
-    model.eval().set_loops(config.eval_loops or config.num_loops)
+    model.eval().set_loops(tk.eval_loops(config))
     tables = tg.build_byte_tables(sp, 1024)
     for row, text in zip(rows, items):
         ids = torch.tensor([sp.bos_id()] + sp.encode(text))

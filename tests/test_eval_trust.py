@@ -32,7 +32,7 @@ def ckpt(tmp_path_factory) -> str:
 
 
 def scoring(ckpt: str, *argv: str) -> list[str]:
-    val = shared_path("fineweb_val_prefix") / "fineweb_val_*.bin"
+    val = shared_path("fineweb_val_prefix") / tk.VAL_GLOB
     tok = shared_path("tokenizers", "fineweb_1024_bpe.model")
     return ["--checkpoint", ckpt, "--val", str(val), "--tokenizer", str(tok), "--seq-len", "32", *argv]
 

@@ -120,7 +120,7 @@ def test_rtn_error_bounds(bits):
 
 
 def build(h, model, hessians=None):
-    return tk.build_artifact(model.state_dict(), tg.param_roles(model), h.model, h, hessians)
+    return tk.quantize_with_report(model.state_dict(), tg.param_roles(model), h.model, h, hessians)
 
 
 def test_artifact_roundtrip_loads_strictly_and_reserialises_byte_identically():
@@ -221,7 +221,7 @@ def test_rejects_config_mismatch_and_missing_tensors(blob_and_h):
     state = tiny_model(h).state_dict()
     del state["blocks.0.mlp.fc.weight"]
     with pytest.raises(tg.ArtifactError, match="blocks.0.mlp.fc.weight"):
-        tk.build_artifact(state, tg.param_roles(tiny_model(h)), h.model, h)
+        tk.quantize_with_report(state, tg.param_roles(tiny_model(h)), h.model, h)
 
 
 class _Boom:
