@@ -46,8 +46,8 @@ MAP: section -> entry points -> what it owns (change X: edit Y)
                    (ScoreLedger), sliding windows (sliding_plan, eval_sliding), test-time training (eval_ttt: the SGD
                    phases _ttt_phase / _ttt_sgd, the LoRA path _ttt_lora).
  10. RUN           main -> run: log_header, check_memory, check_outputs, then train_phase, export_phase, score_phase.
- 11. VARIANTS      linear_attention (ATTN=linear), MemoryBank (ENGRAM_SLOTS): features off the record's path, each
-                   reached from it by one dispatch line.
+ 11. VARIANTS      linear_attention (ATTN=linear), mla_keys_values (ATTN=mla), random_blocks (ATTN=sparse),
+                   MemoryBank (ENGRAM_SLOTS): features off the record's path, each reached from it by one dispatch line.
 """
 
 from __future__ import annotations
@@ -1202,10 +1202,7 @@ class Attention(nn.Module):
         H, Hkv, hd = self.num_heads, self.num_kv_heads, self.head_dim
         q = self.c_q(x).view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
         if self.mla:
-            lat, rd = self.c_kv(x), self.rope_dims
-            k_rope = self.c_kr(x).view(B, T, 1, rd).expand(B, T, Hkv, rd)
-            k = torch.cat((k_rope, self.c_k(lat).view(B, T, Hkv, hd - rd)), dim=-1).transpose(1, 2)
-            v = self.c_v(lat).view(B, T, Hkv, hd).transpose(1, 2)
+            k, v = mla_keys_values(self, x)
         else:
             k = self.c_k(x).view(B, T, Hkv, hd).transpose(1, 2)  # (B, Hkv, T, hd)
             v = self.c_v(x).view(B, T, Hkv, hd).transpose(1, 2)  # (B, Hkv, T, hd)
@@ -1404,27 +1401,12 @@ class GPT(nn.Module):
         if local and self.window:
             near = i - j < self.window
             if self.cfg.attn == "sparse":
-                near = near | (j < self.cfg.attn_global) | self.random_blocks(T, idx.device)
+                near = near | (j < self.cfg.attn_global) | random_blocks(self.cfg, T, idx.device)
             mask = mask & near
         if self.doc_isolation:
             doc = torch.cumsum((idx == BOS_ID).to(torch.int32), dim=1)  # (B, T)
             mask = mask & (doc[:, :, None] == doc[:, None, :])
         return mask.expand(idx.size(0), T, T).unsqueeze(1) if mask.dim() == 3 else mask[None, None]
-
-    def random_blocks(self, T: int, device: torch.device) -> torch.Tensor:
-        """(T, T): for each block of ATTN_BLOCK queries, ATTN_RANDOM_BLOCKS earlier key blocks, those with the
-        smallest hash of (query block, key block): fixed, the same at every step and on every rank."""
-        n, bs, r = -(-T // self.cfg.attn_block), self.cfg.attn_block, self.cfg.attn_random_blocks
-        if r == 0:
-            return torch.zeros(T, T, dtype=torch.bool, device=device)
-        qb, kb = torch.arange(n, device=device)[:, None], torch.arange(n, device=device)[None, :]
-        h = ((qb * 1_000_003 + kb * 7_919) * 2_654_435_761) % (1 << 31)
-        h = torch.where(kb < qb, h, 1 << 32)  # only earlier blocks
-        pick = torch.zeros(n, n, dtype=torch.bool, device=device)
-        pick.scatter_(1, h.topk(min(r, n), dim=1, largest=False).indices, True)
-        pick &= kb < qb
-        pos = torch.arange(T, device=device) // bs
-        return pick[pos[:, None], pos[None, :]]
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
         w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
@@ -3880,6 +3862,35 @@ class MemoryBank(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = torch.softmax(self.keys(rms_norm(x)) / math.sqrt(x.size(-1)), dim=-1)
         return self.gate * self.values(w)
+
+
+# ATTN=mla: keys and values from a low-rank latent (Attention builds c_kv, c_kr and a latent-sized c_k for it).
+def mla_keys_values(attn: Attention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, Hkv, T, hd) each: K = [rotated dims from x, shared by the heads; the rest from the latent], V from it."""
+    B, T, _ = x.shape
+    Hkv, hd = attn.num_kv_heads, attn.head_dim
+    lat, rd = attn.c_kv(x), attn.rope_dims
+    k_rope = attn.c_kr(x).view(B, T, 1, rd).expand(B, T, Hkv, rd)
+    k = torch.cat((k_rope, attn.c_k(lat).view(B, T, Hkv, hd - rd)), dim=-1).transpose(1, 2)
+    v = attn.c_v(lat).view(B, T, Hkv, hd).transpose(1, 2)
+    return k, v
+
+
+# ATTN=sparse (BigBird): the random key blocks added to the local window and the global tokens.
+def random_blocks(cfg: ModelConfig, T: int, device: torch.device) -> torch.Tensor:
+    """(T, T): for each block of ATTN_BLOCK queries, ATTN_RANDOM_BLOCKS earlier key blocks, those with the
+    smallest hash of (query block, key block): fixed, the same at every step and on every rank."""
+    n, bs, r = -(-T // cfg.attn_block), cfg.attn_block, cfg.attn_random_blocks
+    if r == 0:
+        return torch.zeros(T, T, dtype=torch.bool, device=device)
+    qb, kb = torch.arange(n, device=device)[:, None], torch.arange(n, device=device)[None, :]
+    h = ((qb * 1_000_003 + kb * 7_919) * 2_654_435_761) % (1 << 31)
+    h = torch.where(kb < qb, h, 1 << 32)  # only earlier blocks
+    pick = torch.zeros(n, n, dtype=torch.bool, device=device)
+    pick.scatter_(1, h.topk(min(r, n), dim=1, largest=False).indices, True)
+    pick &= kb < qb
+    pos = torch.arange(T, device=device) // bs
+    return pick[pos[:, None], pos[None, :]]
 
 
 if __name__ == "__main__":
