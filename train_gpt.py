@@ -643,6 +643,11 @@ def settings_help() -> str:
     return "\n".join(s.rstrip() for s in out)
 
 
+def artifact_path_of(h: Hyperparameters) -> str:
+    """Where the run writes its artifact: ARTIFACT_PATH, else artifacts/<run_id>.pgz."""
+    return h.artifact_path or os.path.join("artifacts", f"{h.run_id}.pgz")
+
+
 def _rows(lines: list[str]) -> list[tuple[str, str]]:
     matches = (re.match(r"    (\w+): [^=]+ = .*?(?:  # (.*))?$", line) for line in lines)
     return [(m[1], m[2] or "") for m in matches if m and m[1] != "preset"]
@@ -1838,7 +1843,7 @@ RESUME_FREE = {"resume_from", "stop_after", "run_id", "log_dir", "artifact_path"
 
 
 def resume_path(h: Hyperparameters) -> Path:
-    return Path(h.artifact_path or os.path.join("artifacts", f"{h.run_id}.pgz")).with_suffix(".resume.pt")
+    return Path(artifact_path_of(h)).with_suffix(".resume.pt")
 
 
 def save_resume_state(h, d: Dist, base: GPT, optimizers: list, ema, loader, stats: dict, log: Logger) -> None:
@@ -1965,6 +1970,7 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tok
 # =====================================================================================================================
 
 FP16_TINY = torch.finfo(torch.float16).tiny  # smallest normal fp16: floor of every stored scale
+FP16_SCALE_MAX = 60_000.0  # ceiling of every stored fp16 scale (below fp16's largest finite value, 65,504)
 # QUANT_CLIP=percentile, the official baseline's export: each row clipped at this quantile of |w|, scale = clip /
 # qmax but at least 1 / qmax (its floor), fp16 scales; matrices of at most PERCENTILE_KEEP_NUMEL elements stay fp16.
 PERCENTILE_Q = 0.9999984
@@ -1975,13 +1981,18 @@ GPTQ_CALIB_MAX_RANK_TOKENS = 65_536  # calibration tokens per rank and batch
 GPTQ_DAMP_RETRIES = 4  # Cholesky failure: multiply the damping by 10 and retry
 
 
+def int_max(bits: int) -> int:
+    """The largest code of a signed bits-bit integer (symmetric range [-int_max, int_max]): 127 at 8 bits."""
+    return 2 ** (bits - 1) - 1
+
+
 def sdclip_scale(w: torch.Tensor, k: float, bits: int, mantissa_bits: int = 0) -> torch.Tensor:
     """SDClip, the record's rule: per-row fp16 scale clipping each row at k standard deviations (unbiased),
     scale = k*std / (2^(bits-1) - 1). mantissa_bits > 0 (QUANT_SCALE_BITS, not the record's) rounds each scale to
     that many significant bits, which makes the scale stream compress to about half (every quantiser uses the rounded
     scale, so nothing is mismatched). A constant row gets scale 1."""
     std = w.float().std(dim=1, correction=1) if w.size(1) > 1 else torch.zeros(w.size(0), device=w.device)
-    scale = torch.where(std > 0, k * std / (2 ** (bits - 1) - 1), torch.ones_like(std)).clamp(FP16_TINY, 60_000.0)
+    scale = torch.where(std > 0, k * std / int_max(bits), torch.ones_like(std)).clamp(FP16_TINY, FP16_SCALE_MAX)
     if mantissa_bits <= 0:
         return scale.half().clamp_min(FP16_TINY)
     m, e = torch.frexp(scale.double())
@@ -1991,14 +2002,14 @@ def sdclip_scale(w: torch.Tensor, k: float, bits: int, mantissa_bits: int = 0) -
 def percentile_clip(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(w clipped per row at its PERCENTILE_Q quantile of |w|, fp32 row scale): the official baseline's int8 rule,
     which rounds with the fp32 scale and stores it in fp16."""
-    qmax = 2 ** (bits - 1) - 1
+    qmax = int_max(bits)
     clip = torch.quantile(w.float().abs(), PERCENTILE_Q, dim=1)
     w = torch.maximum(torch.minimum(w.float(), clip[:, None]), -clip[:, None])
     return w, (clip / qmax).clamp_min(1.0 / qmax)
 
 
 def quantize_rtn(w: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
-    qmax = 2 ** (bits - 1) - 1
+    qmax = int_max(bits)
     return torch.clamp(torch.round(w.float() / scale.float()[:, None]), -qmax, qmax).to(torch.int8)
 
 
@@ -2011,7 +2022,7 @@ def gptq_quantize(
     dtype = torch.promote_types(w.dtype, torch.float32)
     W, H = w.to(dtype).clone(), H.to(device=w.device, dtype=dtype).clone()
     s = scale.to(device=w.device, dtype=dtype)
-    qmax, cols = 2 ** (bits - 1) - 1, W.size(1)
+    qmax, cols = int_max(bits), W.size(1)
     dead = H.diagonal() == 0
     H[dead, dead] = 1.0
     W[:, dead] = 0.0
@@ -2098,7 +2109,7 @@ def quantize_state_dict(
         if meta["dtype"] not in STORE_DTYPES:
             raise ArtifactError(f"tensor {name} has dtype {t.dtype}, which the artifact cannot store")
         if name.endswith("attn.gate.weight") and t.ndim == 2:  # the record's attention gate: int8, absmax per row
-            scale = (t.float().abs().amax(1) / 127).clamp(FP16_TINY, 60_000.0).half()
+            scale = (t.float().abs().amax(1) / 127).clamp(FP16_TINY, FP16_SCALE_MAX).half()
             meta.update(store="q", bits=8, k=0.0, method="absmax")
             entries.append({"meta": meta, "q": quantize_rtn(t, scale, 8).cpu(), "scale": scale.cpu()})
             continue
@@ -2139,7 +2150,7 @@ def _add_lqer(entries: list[dict], floats: dict[str, torch.Tensor], rank: int, t
         U, S, Vh = torch.linalg.svd(errors[e["meta"]["name"]], full_matrices=False)
         r = min(rank, S.numel())
         A = U[:, :r] * S[:r]
-        sa = (A.abs().amax() / 1.5).clamp(FP16_TINY, 60_000.0).half().reshape(1)
+        sa = (A.abs().amax() / 1.5).clamp(FP16_TINY, FP16_SCALE_MAX).half().reshape(1)
         e["la"], e["la_s"] = torch.clamp(torch.round(A / sa.float()), -2, 1).to(torch.int8).reshape(-1).cpu(), sa.cpu()
         e["lb"], e["lb_s"] = (x.cpu() for x in _quant_groups(Vh[:r], LQER_BITS))
         e["meta"]["lqer"] = r
@@ -2264,7 +2275,7 @@ def fit_artifact(state: dict, roles: dict, cfg: ModelConfig, h: Hyperparameters,
 def export_phase(base: GPT, hessians: dict | None, h: Hyperparameters, d: Dist, source: bytes, log: Logger) -> tuple:
     """Checkpoint and artifact, written atomically by rank 0; every rank reads the artifact back from disk."""
     state = {k: v.detach() for k, v in base.state_dict().items()}
-    artifact_path = h.artifact_path or os.path.join("artifacts", f"{h.run_id}.pgz")
+    artifact_path = artifact_path_of(h)
     failed, error = False, None
     if d.is_main:  # alone (the byte-target search takes many encodes); the others wait, then all read the file back
         try:
@@ -2420,6 +2431,8 @@ def compress_parts(parts: list[bytes], codec: str, level: int, segments: dict[in
 ANS_BITS = 15  # each table's frequencies sum to 2^15
 ANS_LOW = 1 << 16  # coder states live in [2^16, 2^32); 16-bit words in and out
 ANS_HEAD = struct.Struct("<II")  # segments, lanes
+ANS_MAX_LANES = 1024  # interleaved rANS lanes at most; ans_encode and ans_decode agree on ans_lanes(n)
+ANS_LANE_SYMBOLS = 4096  # symbols per lane below which fewer lanes are used
 ANS_MAX_SEGMENTS = 1024  # tables per coded part (a model has a few hundred int-coded tensors): bounds decode memory
 ANS_MAX_RATIO = 1024  # symbols per coded byte a part may declare: int codes take bits each (all-zero tensors take
 # none, but the 8 bytes of state per lane bound a real part's ratio to 512 up to 4M symbols): 8 KB decode 8M at most
@@ -2433,12 +2446,17 @@ def _ans_tables(freqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.nda
     return freq, cum, slots
 
 
+def ans_lanes(n: int) -> int:
+    """How many interleaved lanes code n symbols: one per ANS_LANE_SYMBOLS, between 1 and ANS_MAX_LANES."""
+    return int(min(ANS_MAX_LANES, max(1, n // ANS_LANE_SYMBOLS)))
+
+
 def ans_encode(sym: np.ndarray, sizes: list[int]) -> bytes:
     """rANS over byte symbols with one static table per segment (a tensor's int codes), in lanes interleaved symbol
     by symbol so numpy codes a whole row of lanes per step: within 0.1% of the order-0 entropy of each tensor."""
     M, n = 1 << ANS_BITS, len(sym)
     seg = np.repeat(np.arange(len(sizes)), sizes)
-    freqs, head = [], [ANS_HEAD.pack(len(sizes), lanes := int(min(1024, max(1, n // 4096))))]
+    freqs, head = [], [ANS_HEAD.pack(len(sizes), lanes := ans_lanes(n))]
     for a, b in zip(np.cumsum([0, *sizes[:-1]]), np.cumsum(sizes)):
         counts = np.bincount(sym[a:b], minlength=256).astype(np.int64)
         f = np.where(counts > 0, np.maximum(1, counts * M // max(int(counts.sum()), 1)), 0)
@@ -2466,11 +2484,11 @@ def ans_decode(blob: bytes, n: int) -> bytes:
     2^15, reads past a lane's words, states that do not return to their start) is an ArtifactError."""
     M, pos = 1 << ANS_BITS, ANS_HEAD.size
     n_seg, lanes = ANS_HEAD.unpack_from(blob)
-    if not 0 < lanes <= 1024 or not 0 < n_seg <= ANS_MAX_SEGMENTS:
+    if not 0 < lanes <= ANS_MAX_LANES or not 0 < n_seg <= ANS_MAX_SEGMENTS:
         raise ValueError("bad rANS header")
-    if n > ANS_MAX_RATIO * len(blob) or lanes != min(1024, max(1, n // 4096)):  # before allocating for n symbols
+    if n > ANS_MAX_RATIO * len(blob) or lanes != ans_lanes(n):  # before allocating for n symbols
         raise ValueError(f"{len(blob)} coded bytes cannot hold {n} symbols in {lanes} lanes (ans_encode uses "
-                         f"{min(1024, max(1, n // 4096))}, at most {ANS_MAX_RATIO} symbols a byte)")  # fmt: skip
+                         f"{ans_lanes(n)}, at most {ANS_MAX_RATIO} symbols a byte)")  # fmt: skip
     freqs, sizes = [], []
     for _ in range(n_seg):
         size, lo, hi = struct.unpack_from("<IBB", blob, pos)
@@ -3705,7 +3723,7 @@ def check_outputs(h: Hyperparameters) -> str:
     log_path = os.path.join(h.log_dir, f"{h.run_id}.txt")
     if os.path.exists(log_path):
         raise UserError(f"RUN_ID={h.run_id}: {log_path} already exists; choose a new RUN_ID (one log per run)")
-    artifact = h.artifact_path or os.path.join("artifacts", f"{h.run_id}.pgz")
+    artifact = artifact_path_of(h)
     for path in (artifact, str(Path(artifact).with_suffix(".ckpt.pt"))):
         if Path(path).is_dir() or Path(path).exists() and path == artifact and not is_artifact(path):
             raise UserError(f"ARTIFACT_PATH={artifact}: {path} exists and is not an artifact; refusing to replace it")
@@ -3877,6 +3895,9 @@ def mla_keys_values(attn: Attention, x: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 # ATTN=sparse (BigBird): the random key blocks added to the local window and the global tokens.
+RANDOM_BLOCKS_HASH = (1_000_003, 7_919, 2_654_435_761)  # (query block, key block, mix) multipliers of the pick
+
+
 def random_blocks(cfg: ModelConfig, T: int, device: torch.device) -> torch.Tensor:
     """(T, T): for each block of ATTN_BLOCK queries, ATTN_RANDOM_BLOCKS earlier key blocks, those with the
     smallest hash of (query block, key block): fixed, the same at every step and on every rank."""
@@ -3884,7 +3905,8 @@ def random_blocks(cfg: ModelConfig, T: int, device: torch.device) -> torch.Tenso
     if r == 0:
         return torch.zeros(T, T, dtype=torch.bool, device=device)
     qb, kb = torch.arange(n, device=device)[:, None], torch.arange(n, device=device)[None, :]
-    h = ((qb * 1_000_003 + kb * 7_919) * 2_654_435_761) % (1 << 31)
+    qm, km, mix = RANDOM_BLOCKS_HASH
+    h = ((qb * qm + kb * km) * mix) % (1 << 31)
     h = torch.where(kb < qb, h, 1 << 32)  # only earlier blocks
     pick = torch.zeros(n, n, dtype=torch.bool, device=device)
     pick.scatter_(1, h.topk(min(r, n), dim=1, largest=False).indices, True)
