@@ -3107,6 +3107,25 @@ def _all_reduce_grads(params: list[nn.Parameter]) -> None:
         p.grad = g.view_as(p)
 
 
+# The SGD shared by score-first TTT (_ttt_sgd) and the phases of phased TTT (_ttt_phase): every parameter, momentum
+# TTT_MOMENTUM, the LR cosine over the chunks, gradients all-reduced over the ranks and clipped at TTT_GRAD_CLIP.
+def _ttt_optimizer(net: nn.Module, lr: float, h: Hyperparameters) -> tuple[list[nn.Parameter], torch.optim.SGD]:
+    params = list(net.requires_grad_(True).parameters())
+    return params, torch.optim.SGD(params, lr=lr, momentum=h.ttt_momentum)
+
+
+def _ttt_cosine_lr(lr: float, chunk: int, n_chunks: int) -> float:
+    return lr * 0.5 * (1.0 + math.cos(math.pi * chunk / max(n_chunks - 1, 1)))
+
+
+def _ttt_sgd_step(opt: torch.optim.SGD, params: list[nn.Parameter], h: Hyperparameters) -> None:
+    _all_reduce_grads(params)
+    if h.ttt_grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, h.ttt_grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
 def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameters, d: Dist) -> None:
     """Score-first full-parameter TTT: per chunk of h.ttt_chunk_tokens targets, score its sliding windows (split over
     ranks), then, unless it is the last chunk, train on exactly those scored targets for h.ttt_epochs SGD steps
@@ -3114,15 +3133,14 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
     window = h.effective_eval_seq_len
     plan = sliding_plan(vt.numel(), window, h.eval_stride or window)
     chunks = np.split(plan, np.flatnonzero(np.diff((plan[1] - 1) // h.ttt_chunk_tokens)) + 1, axis=1)
-    params = list(net.requires_grad_(True).parameters())
-    opt = torch.optim.SGD(params, lr=h.ttt_lr, momentum=h.ttt_momentum)
+    params, opt = _ttt_optimizer(net, h.ttt_lr, h)
     for c, chunk in enumerate(chunks):
         _score_windows(net, vt, ledger, chunk[:, rank_share(chunk.shape[1], d)], window, h, d)
         lo, hi = int(chunk[1, 0]), int(chunk[2, -1])
         ledger.sync(lo, hi)
         if c == len(chunks) - 1 or h.ttt_epochs == 0:
             continue
-        opt.param_groups[0]["lr"] = h.ttt_lr * 0.5 * (1.0 + math.cos(math.pi * c / max(len(chunks) - 1, 1)))
+        opt.param_groups[0]["lr"] = _ttt_cosine_lr(h.ttt_lr, c, len(chunks))
         seq_lo = np.arange(lo, hi, window)
         seq_lo = seq_lo[rank_share(len(seq_lo), d)]
         seq_hi = np.minimum(seq_lo + window, hi)
@@ -3134,11 +3152,7 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
                     x, y, real = _windows(vt, a - 1, b - a)
                     ce = _per_token_ce(net, x, y, h, d)
                     (torch.where(real, ce, 0.0).sum() / (hi - lo)).backward()
-            _all_reduce_grads(params)
-            if h.ttt_grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, h.ttt_grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            _ttt_sgd_step(opt, params, h)
 
 
 def _lora_targets(model: GPT) -> list[tuple[str, int, nn.Module | None, int, int, int]]:
@@ -3309,20 +3323,15 @@ def _ttt_phase(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, lo: np.ndarray, 
     at = np.concatenate(([0], np.cumsum(hi - lo + 1)))  # where each document starts in the stream
     stream = torch.cat([vt[a - 1 : b] for a, b in zip(lo.tolist(), hi.tolist())]) if len(lo) else vt[:0]
     tokens = stream.cpu().numpy()
-    params = list(net.requires_grad_(True).parameters())
-    opt = torch.optim.SGD(params, lr=h.ttt_phase_lr, momentum=h.ttt_momentum)
+    params, opt = _ttt_optimizer(net, h.ttt_phase_lr, h)
     n_chunks, rows = -(-(len(stream) - 1) // size), size // window
     for c in range(n_chunks - 1 if rows else 0):
-        opt.param_groups[0]["lr"] = h.ttt_phase_lr * 0.5 * (1.0 + math.cos(math.pi * c / max(n_chunks - 1, 1)))
+        opt.param_groups[0]["lr"] = _ttt_cosine_lr(h.ttt_phase_lr, c, n_chunks)
         for _ in range(h.ttt_phase_epochs):
             for s in range(0, rows, h.eval_batch_seqs):
                 u, v = c * size + s * window, c * size + min(s + h.eval_batch_seqs, rows) * window
                 _phase_step(net, stream[u : v + 1], tokens[u:v], u, at, lo, ledger, h, d)
-                _all_reduce_grads(params)
-                if h.ttt_grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, h.ttt_grad_clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+                _ttt_sgd_step(opt, params, h)
     net.requires_grad_(False)
 
 
