@@ -44,7 +44,8 @@ MAP: section -> entry points -> what it owns (change X: edit Y)
   9. SCORING       score_phase -> score -> eval_flat / eval_sliding / eval_ttt; build_byte_tables, ScoreLedger
                    change the scoring: the byte rule (build_byte_tables, load_val_bytes), the once-each ledger
                    (ScoreLedger), sliding windows (sliding_plan, eval_sliding), test-time training (eval_ttt: the SGD
-                   phases _ttt_phase / _ttt_sgd, the LoRA path _ttt_lora).
+                   of _ttt_sgd and _ttt_phase in _ttt_optimizer / _ttt_cosine_lr / _ttt_sgd_step, the LoRA path
+                   _ttt_lora).
  10. RUN           main -> run: log_header, check_memory, check_outputs, then train_phase, export_phase, score_phase.
  11. VARIANTS      linear_attention (ATTN=linear), mla_keys_values (ATTN=mla), random_blocks (ATTN=sparse),
                    MemoryBank (ENGRAM_SLOTS): features off the record's path, each reached from it by one dispatch line.
