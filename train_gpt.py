@@ -9,8 +9,46 @@ One self-contained file: its bytes count against the cap and a record must run f
 Every knob is an environment variable named after a setting in upper case (`python train_gpt.py --help` lists them);
 PRESET picks a base (frontier | seed | baseline | tiny) that explicit variables override. The tools' glue (loading,
 reports, checkpoints for other scripts) lives in toolkit.py; this file holds only what a run executes.
-Sections, in data-flow order: config, distributed and logging, data, metric, model, optimisers, evaluation,
-quantisation and artifact, training, main.
+
+The defaults (PRESET=frontier) reproduce the 2026-04-27 1.0611 record
+(track_10min_16mb/2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611): tests/test_record_parity.py and
+tests/test_fidelity.py check it stage by stage. The file reads in the order a run goes; each banner owns one stage.
+
+MAP: section -> entry points -> what it owns (change X: edit Y)
+  1. CONFIG        ModelConfig, Hyperparameters, PRESETS, check_ranges, settings_help, public_names
+                   every setting and its default (model shape in ModelConfig, the rest in Hyperparameters), presets,
+                   range tables (POSITIVE, UPPER_BOUNDS, CHOICES ...), --help; BYTE_LIMIT; UserError / ArtifactError.
+                   A new setting: a field here, plus its row in the range tables.
+  2. RUNTIME       init_distributed, Dist, Logger, RunClock, agree_clock, amp_context, atomic_write_bytes
+                   ranks and process groups, the log, the wallclock every rank agrees on, bf16 / compile switches.
+  3. DATA          load_shard, load_token_split, DistributedTokenLoader, train_loader
+                   the shard format (SPEC section 2) and the token streams each rank trains on.
+  4. MODEL         GPT (forward, set_loops, layer_order), Block, Attention, MLP, SmearGate, build_model, init_weights
+                   the record's network. Change the attention: Attention (and select_attention / varlen_attention for
+                   the kernel); the MLP: MLP; the residual stack, loops and embeddings: Block and GPT; init:
+                   init_weights; parameter groups: param_roles.
+  5. OPTIMISERS    Muon, orthogonalize, build_optimizers
+                   change the optimiser: Muon (Newton-Schulz / Polar Express steps) and build_optimizers (the AdamW
+                   groups and which parameters go where).
+  6. TRAINING      train_phase -> train -> train_step; lr_multiplier, scaled_schedule, muon_momentum, recurrence_gain
+                   change the schedule: lr_multiplier (warmup / warmdown), muon_momentum, recurrence_gain (the loop
+                   ramp); EMA; warmup_and_restore; the resumable state (save_resume_state, resume_state).
+  7. EXPORT        export_phase -> calibrate -> quantize_state_dict -> fit_artifact
+                   change the export: sdclip_scale / percentile_clip (clipping), quantize_rtn / gptq_quantize
+                   (rounding), _add_lqer (low-rank correction), collect_hessians (calibration), fit_artifact (fitting
+                   under BYTE_LIMIT).
+  8. ARTIFACT      build_artifact, encode_artifact / decode_artifact, read_artifact, write_artifact,
+                   load_artifact_model, pack_source, size_report
+                   the on-disk format: frame, JSON header, byte streams, codecs (compress_bytes, ans_encode), the
+                   packed code whose bytes count against the cap.
+  9. SCORING       score_phase -> score -> eval_flat / eval_sliding / eval_ttt; build_byte_tables, ScoreLedger
+                   change the scoring: the byte rule (build_byte_tables, load_val_bytes), the once-each ledger
+                   (ScoreLedger), sliding windows (sliding_plan, eval_sliding), test-time training (eval_ttt: the SGD
+                   of _ttt_sgd and _ttt_phase in _ttt_optimizer / _ttt_cosine_lr / _ttt_sgd_step, the LoRA path
+                   _ttt_lora).
+ 10. RUN           main -> run: log_header, check_memory, check_outputs, then train_phase, export_phase, score_phase.
+ 11. VARIANTS      linear_attention (ATTN=linear), mla_keys_values (ATTN=mla), random_blocks (ATTN=sparse),
+                   MemoryBank (ENGRAM_SLOTS): features off the record's path, each reached from it by one dispatch line.
 """
 
 from __future__ import annotations
@@ -48,7 +86,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # =====================================================================================================================
-# CONFIG
+# 1. CONFIG: every setting (ModelConfig, Hyperparameters), the presets, their ranges, --help and the public names;
+#    the byte cap, the evaluation limit and the error types a user sees
 # =====================================================================================================================
 
 BYTE_LIMIT = 16_000_000
@@ -58,6 +97,14 @@ EVAL_LIMIT_MS = 600_000  # evaluation gets its own 10 minutes
 class UserError(Exception):
     """Bad input from the user (a setting, a file, a path): reported as one line naming it, never a traceback.
     Every other exception is a bug and keeps its traceback."""
+
+
+class ArtifactError(UserError):
+    """An artifact or checkpoint that cannot be built or read; the message says what is wrong and how to fix it."""
+
+
+class NonFiniteLoss(UserError):
+    pass
 
 
 # Each preset is a set of environment settings that the variables of a run override.
@@ -597,13 +644,18 @@ def settings_help() -> str:
     return "\n".join(s.rstrip() for s in out)
 
 
+def artifact_path_of(h: Hyperparameters) -> str:
+    """Where the run writes its artifact: ARTIFACT_PATH, else artifacts/<run_id>.pgz."""
+    return h.artifact_path or os.path.join("artifacts", f"{h.run_id}.pgz")
+
+
 def _rows(lines: list[str]) -> list[tuple[str, str]]:
     matches = (re.match(r"    (\w+): [^=]+ = .*?(?:  # (.*))?$", line) for line in lines)
     return [(m[1], m[2] or "") for m in matches if m and m[1] != "preset"]
 
 
 # =====================================================================================================================
-# DISTRIBUTED AND LOGGING
+# 2. RUNTIME: distributed setup, logging, the agreed clock, precision and compile switches, atomic writes
 # =====================================================================================================================
 
 
@@ -697,11 +749,52 @@ class Logger:
             self.file = None
 
 
+def open_log(h: Hyperparameters, d: Dist) -> Logger:
+    if d.enabled:
+        dist.barrier()  # no rank creates the log before every rank has checked it is new
+    return Logger(os.path.join(h.log_dir, f"{h.run_id}.txt"), enabled=d.is_main)
+
+
 def synced_clock(d: Dist) -> float:
     """Seconds, after the device has finished its queued work (a host sync on CUDA)."""
     if d.device.type == "cuda":
         torch.cuda.synchronize(d.device)
     return time.perf_counter()
+
+
+@dataclass
+class RunClock:
+    """The training clock every rank agrees on (refreshed on check steps) and what follows from it each step without
+    a host sync: elapsed time, progress through the budget (time, or ITERATIONS) and the expected number of steps."""
+
+    h: Hyperparameters
+    budget_ms: float  # 0 = bounded by ITERATIONS alone
+    agreed_ms: float = 0.0
+    agreed_step: int = 0
+    step_ms: float = 0.0
+
+    def elapsed(self, step: int) -> float:
+        return self.agreed_ms + (step - self.agreed_step) * self.step_ms
+
+    def progress(self, step: int) -> float:
+        return self.elapsed(step) / self.budget_ms if self.budget_ms else step / self.h.iterations
+
+    def expected_steps(self) -> float:
+        if not self.budget_ms or not self.step_ms:
+            return float(self.h.iterations)
+        return min(float(self.h.iterations), self.agreed_step + (self.budget_ms - self.agreed_ms) / self.step_ms)
+
+
+def agree_clock(clock: RunClock, step: int, local_ms: float, bad_step: torch.Tensor, d: Dist) -> None:
+    """Every rank takes the slowest rank's time (one all-reduce); a non-finite loss on any rank stops the run."""
+    now = torch.tensor([local_ms, float(bad_step.item())], dtype=torch.float64)
+    now = all_reduce_(now.to(d.device), "max").cpu()
+    clock.step_ms = (now[0].item() - clock.agreed_ms) / (step - clock.agreed_step)
+    clock.agreed_ms, clock.agreed_step = now[0].item(), step
+    if now[1] >= 0:
+        raise NonFiniteLoss(
+            f"training loss became non-finite at step {int(now[1])}; lower MATRIX_LR / SCALAR_LR or check the data"
+        )
 
 
 def use_bf16(h: Hyperparameters, device: torch.device) -> bool:
@@ -711,6 +804,10 @@ def use_bf16(h: Hyperparameters, device: torch.device) -> bool:
 def amp_context(device: torch.device, bf16: bool):
     """bf16 autocast on CUDA (or when forced); a no-op context in float32 otherwise."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def compile_enabled(h: Hyperparameters, d: Dist) -> bool:
+    return d.device.type == "cuda" if h.compile < 0 else bool(h.compile)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -732,7 +829,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 
 # =====================================================================================================================
-# DATA: the official shard format (SPEC section 2) and the training / validation token streams
+# 3. DATA: the official shard format (SPEC section 2) and the training / validation token streams
 # =====================================================================================================================
 
 SHARD_MAGIC = 20240520
@@ -741,6 +838,7 @@ SHARD_HEADER_INTS = 256
 SHARD_HEADER_BYTES = SHARD_HEADER_INTS * 4
 SHARD_TOKEN_DTYPE = np.dtype("<u2")
 BOS_ID = 1
+VAL_BYTES_MARK = "_val_bytes_"  # CaseOps val byte sidecars: fineweb_val_bytes_000000.bin beside fineweb_val_000000.bin
 
 
 class ShardError(UserError):
@@ -872,118 +970,17 @@ def train_loader(h: Hyperparameters, d: Dist) -> DistributedTokenLoader:
 
 
 # =====================================================================================================================
-# METRIC: the byte rule of bits per byte (SPEC section 3)
+# 4. MODEL: the record's network (GPT -> Block -> Attention / MLP), attention backends, init, parameter roles
 # =====================================================================================================================
 
-SPACE_PIECE = "\u2581"
-PROOF_DOCS = 64  # val documents a tokenizer is proved on when no manifest records its hash
-
-
-def build_byte_tables(sp, vocab_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per token id: base_bytes (int16), has_leading_space (bool), is_boundary (bool).
-
-    A target y after input x carries base_bytes[y] + (has_leading_space[y] and not is_boundary[x]) bytes; summed over
-    the scored targets this equals the UTF-8 length of the normalised text. Ids past the tokenizer's vocab (padding
-    of the embedding) are boundaries with 0 bytes.
-    """
-    n = int(sp.vocab_size())
-    if vocab_size < n:
-        raise UserError(f"VOCAB_SIZE={vocab_size} is smaller than the tokenizer's vocabulary ({n})")
-    if sp.piece_to_id(SPACE_PIECE) == sp.unk_id() or sp.id_to_piece(sp.piece_to_id(SPACE_PIECE)) != SPACE_PIECE:
-        raise UserError(
-            'tokenizer has no standalone "\u2581" piece: spaces would be miscounted; retrain it with the '
-            "official settings (data/tokenizer.py)"
-        )
-    base = np.zeros(vocab_size, dtype=np.int16)
-    space = np.zeros(vocab_size, dtype=np.bool_)
-    boundary = np.ones(vocab_size, dtype=np.bool_)
-    for i in range(n):
-        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
-            continue
-        boundary[i] = False
-        if sp.is_byte(i):
-            base[i] = 1
-            continue
-        piece = sp.id_to_piece(i)
-        if piece.startswith(SPACE_PIECE):
-            space[i] = True
-            piece = piece[1:]
-        base[i] = len(piece.encode("utf-8"))
-    return base, space, boundary
-
-
-def proof_documents(val_tokens: np.ndarray, max_docs: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, ends) of the BOS-delimited documents prove_tokenizer checks: the first `max_docs` (0 = all), without
-    the last one when there are others (a prefix of the stream may cut it inside a multi-byte character)."""
-    starts = np.flatnonzero(np.asarray(val_tokens) == BOS_ID)
-    ends = np.append(starts[1:], len(val_tokens))
-    if len(starts) > 1:
-        starts, ends = starts[:-1], ends[:-1]
-    return (starts[:max_docs], ends[:max_docs]) if max_docs else (starts, ends)
-
-
-def prove_tokenizer(
-    sp, val_tokens: np.ndarray, *, tokenizer="the tokenizer", source="the val shards", max_docs=0, threads=1
-) -> None:
-    """Prove by content that `sp` made `val_tokens`, with no manifest: each proof document decoded and encoded again
-    gives back its tokens with the right tokenizer (every document of the official val prefix), while a look-alike
-    of the same vocab size decodes them into other text that re-encodes differently. UserError names both files."""
-    starts, ends = proof_documents(val_tokens, max_docs)
-    if not len(starts):
-        raise UserError(f"{source}: no BOS (id {BOS_ID}) in the val tokens, so {tokenizer} cannot be proved on them")
-    docs = [val_tokens[a + 1 : b].tolist() for a, b in zip(starts.tolist(), ends.tolist())]
-    bad = [i for i, (want, got) in enumerate(zip(docs, sp.encode(sp.decode(docs), num_threads=threads))) if got != want]
-    if bad:
-        raise UserError(
-            f"{tokenizer} is not the tokenizer {source} were made with: {len(bad)} of {len(docs)} val documents do "
-            f"not re-encode to their tokens (first: document {bad[0]}); use the tokenizer the shards were made with"
-        )
-
-
-BIGRAM_HASH_MULT = 1_000_003  # BIGRAM_HASH index: (previous * this + current) mod the table size
-CASEOPS_OPERATORS = "\ue001\ue002\ue003\ue004"  # TITLE, ALLCAPS, CAPNEXT, ESC of the lossless case transform
-VAL_BYTES_MARK = "_val_bytes_"  # CaseOps val byte sidecars: fineweb_val_bytes_000000.bin beside fineweb_val_000000.bin
-
-
-def is_caseops_tokenizer(sp) -> bool:
-    return all(sp.piece_to_id(op) != sp.unk_id() for op in CASEOPS_OPERATORS)
-
-
-def load_val_bytes(h: Hyperparameters, val_glob: str, sp, tokenizer_path: str, n_tokens: int) -> np.ndarray | None:
-    """CASEOPS=1: the original text's bytes carried by each val position, from the byte sidecars beside the val
-    shards (the byte rule on the transformed pieces would count the case operators); None without CaseOps."""
-    if bool(h.caseops) != is_caseops_tokenizer(sp):
-        raise UserError(
-            f"TOKENIZER_PATH={tokenizer_path} is a CaseOps tokenizer: set CASEOPS=1 (bytes come from the val byte "
-            "sidecars)" if not h.caseops else f"CASEOPS=1 but TOKENIZER_PATH={tokenizer_path} has no case operator "
-            "pieces: use the CaseOps tokenizer the data was exported with (data/tokenizer.py --caseops), or CASEOPS=0"
-        )  # fmt: skip
-    if not h.caseops:
-        return None
-    pattern = str(Path(val_glob).with_name(Path(val_glob).name.replace("_val_", VAL_BYTES_MARK, 1)))
-    try:
-        counts = load_token_split(pattern)
-    except ShardError as e:
-        raise UserError(f"CASEOPS=1: {e} (data/export.py --caseops writes the val byte sidecars)") from None
-    if len(counts) != n_tokens:
-        raise UserError(f"{pattern}: {len(counts)} byte counts for {n_tokens} val tokens (sidecars of other data)")
-    return counts
-
-
-def count_target_bytes(x: np.ndarray, y: np.ndarray, tables: tuple[np.ndarray, np.ndarray, np.ndarray]) -> int:
-    """Bytes carried by targets y given inputs x (same shape), in int64."""
-    base, space, boundary = tables
-    return int(base[y].astype(np.int64).sum() + (space[y] & ~boundary[x]).sum())
-
-
-# =====================================================================================================================
-# MODEL
-# =====================================================================================================================
 # Every parameter carries a role that routes it to an optimiser and a quantiser:
 #   attn, mlp -> Muon, int6 matrices;  embed, head -> Adam, int7/int8;  control -> Adam, passthrough.
 ROLES = ("attn", "mlp", "embed", "head", "control")
 CHECKPOINT_FORMAT = "pgolf-float-checkpoint"
 CHECKPOINT_VERSION = 1
+
+
+BIGRAM_HASH_MULT = 1_000_003  # BIGRAM_HASH index: (previous * this + current) mod the table size
 
 
 def tag(p: nn.Parameter, role: str) -> nn.Parameter:
@@ -1019,29 +1016,6 @@ def rotate_half_dims(x: torch.Tensor, rope_dims: int, base: float) -> torch.Tens
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     x1, x2, rest = x[..., :half], x[..., half:rope_dims], x[..., rope_dims:]
     return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest), dim=-1)
-
-
-LINEAR_ATTN_CHUNK = 64  # ATTN=linear: positions per chunk of the chunked form
-
-
-def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Causal linear attention, (B, H, T, D) each: y_t = sum_s a_ts v_s / sum_s a_ts with a_ts = phi(q_t).phi(k_s),
-    phi = elu + 1, over s <= t. Without a mask in chunks: quadratic inside a chunk, a running sum of phi(k)^T v
-    across them (O(T)); with a mask (document isolation, windows) the same sums over the mask, quadratically."""
-    q, k = F.elu(q) + 1, F.elu(k) + 1
-    if mask is not None:
-        a = (q @ k.transpose(-1, -2)) * mask
-        return (a @ v) / a.sum(-1, keepdim=True)
-    B, H, T, D = q.shape
-    C = LINEAR_ATTN_CHUNK
-    n = -(-T // C)
-    q, k, v = (F.pad(t, (0, 0, 0, n * C - T)).view(B, H, n, C, t.size(-1)) for t in (q, k, v))
-    a = (q @ k.transpose(-1, -2)) * torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
-    kv, ks = k.transpose(-1, -2) @ v, k.sum(-2)  # per chunk: (B, H, n, D, Dv), (B, H, n, D)
-    state, zsum = kv.cumsum(2) - kv, ks.cumsum(2) - ks  # everything in the chunks before
-    num = a @ v + q @ state
-    den = a.sum(-1) + (q * zsum[..., None, :]).sum(-1)
-    return (num / den[..., None]).reshape(B, H, n * C, -1)[:, :, :T]
 
 
 # Document-isolated attention (DOC_ISOLATION=1) without a dense mask: the batch's rows are flattened into one sequence
@@ -1234,10 +1208,7 @@ class Attention(nn.Module):
         H, Hkv, hd = self.num_heads, self.num_kv_heads, self.head_dim
         q = self.c_q(x).view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
         if self.mla:
-            lat, rd = self.c_kv(x), self.rope_dims
-            k_rope = self.c_kr(x).view(B, T, 1, rd).expand(B, T, Hkv, rd)
-            k = torch.cat((k_rope, self.c_k(lat).view(B, T, Hkv, hd - rd)), dim=-1).transpose(1, 2)
-            v = self.c_v(lat).view(B, T, Hkv, hd).transpose(1, 2)
+            k, v = mla_keys_values(self, x)
         else:
             k = self.c_k(x).view(B, T, Hkv, hd).transpose(1, 2)  # (B, Hkv, T, hd)
             v = self.c_v(x).view(B, T, Hkv, hd).transpose(1, 2)  # (B, Hkv, T, hd)
@@ -1309,21 +1280,6 @@ class Block(nn.Module):
         m = self.mlp_scale * self.mlp(rms_norm(m_lane) * s)
         (ra, rm), p = self.resid_lambdas, self.post_lambdas
         return ra * a_lane + p[0, 0] * a + p[1, 0] * m, rm * m_lane + p[0, 1] * a + p[1, 1] * m
-
-
-class MemoryBank(nn.Module):
-    """Engram-style memory: learned (key, value) slots; each token reads softmax(n(x) K^T / sqrt(width)) V, scaled by
-    a per-dimension gate that starts at zero (so the bank starts switched off)."""
-
-    def __init__(self, slots: int, dim: int):
-        super().__init__()
-        self.keys = CastedLinear(dim, slots, "attn")
-        self.values = CastedLinear(slots, dim, "attn")
-        self.gate = tag(nn.Parameter(torch.zeros(dim)), "control")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = torch.softmax(self.keys(rms_norm(x)) / math.sqrt(x.size(-1)), dim=-1)
-        return self.gate * self.values(w)
 
 
 class SmearGate(nn.Module):
@@ -1451,27 +1407,12 @@ class GPT(nn.Module):
         if local and self.window:
             near = i - j < self.window
             if self.cfg.attn == "sparse":
-                near = near | (j < self.cfg.attn_global) | self.random_blocks(T, idx.device)
+                near = near | (j < self.cfg.attn_global) | random_blocks(self.cfg, T, idx.device)
             mask = mask & near
         if self.doc_isolation:
             doc = torch.cumsum((idx == BOS_ID).to(torch.int32), dim=1)  # (B, T)
             mask = mask & (doc[:, :, None] == doc[:, None, :])
         return mask.expand(idx.size(0), T, T).unsqueeze(1) if mask.dim() == 3 else mask[None, None]
-
-    def random_blocks(self, T: int, device: torch.device) -> torch.Tensor:
-        """(T, T): for each block of ATTN_BLOCK queries, ATTN_RANDOM_BLOCKS earlier key blocks, those with the
-        smallest hash of (query block, key block): fixed, the same at every step and on every rank."""
-        n, bs, r = -(-T // self.cfg.attn_block), self.cfg.attn_block, self.cfg.attn_random_blocks
-        if r == 0:
-            return torch.zeros(T, T, dtype=torch.bool, device=device)
-        qb, kb = torch.arange(n, device=device)[:, None], torch.arange(n, device=device)[None, :]
-        h = ((qb * 1_000_003 + kb * 7_919) * 2_654_435_761) % (1 << 31)
-        h = torch.where(kb < qb, h, 1 << 32)  # only earlier blocks
-        pick = torch.zeros(n, n, dtype=torch.bool, device=device)
-        pick.scatter_(1, h.topk(min(r, n), dim=1, largest=False).indices, True)
-        pick &= kb < qb
-        pos = torch.arange(T, device=device) // bs
-        return pick[pos[:, None], pos[None, :]]
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
         w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
@@ -1534,7 +1475,7 @@ def save_checkpoint(path: str | os.PathLike, cfg: ModelConfig, state_dict: dict,
 
 
 # =====================================================================================================================
-# OPTIMISERS
+# 5. OPTIMISERS: Muon (Newton-Schulz / Polar Express orthogonalisation) and the AdamW groups
 # =====================================================================================================================
 
 NS_CLASSIC = (3.4445, -4.7750, 2.0315)
@@ -1661,8 +1602,1297 @@ def build_optimizers(model: GPT, h: Hyperparameters, d: Dist) -> list[torch.opti
 
 
 # =====================================================================================================================
-# EVALUATION
+# 6. TRAINING: the LR / momentum / recurrence schedules, one step, warmup, the loop, EMA, resumable state
 # =====================================================================================================================
+
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, for the MFU estimate
+
+
+class EMA:
+    """fp32 shadow of the parameters, lerped towards them after every optimiser step."""
+
+    def __init__(self, model: nn.Module):
+        self.names = [n for n, _ in model.named_parameters()]
+        self.shadow = [p.detach().float().clone() for p in model.parameters()]
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, decay: float) -> None:
+        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in model.parameters()], 1.0 - decay)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return dict(zip(self.names, self.shadow))
+
+
+def scaled_schedule(h: Hyperparameters, expected_steps: float) -> tuple[float, float, float]:
+    """(EMA decay, Muon momentum warm-up steps, Muon momentum cap) for a run of `expected_steps`: the settings hold
+    at SCHEDULE_REFERENCE_STEPS (the record's 4,900) and keep the same fraction of the run at any other length; the
+    momentum's horizon stays under MUON_MOMENTUM_HORIZON_FRAC of the run (0.97 averages over ~33 steps: a quarter
+    of a 130-step run, which cost the CPU golf 0.1 bpb; benchmarks/README.md)."""
+    if not h.schedule_reference_steps:
+        return h.ema_decay, float(h.muon_momentum_warmup_steps), 1.0
+    steps = max(expected_steps, 1.0)
+    r = steps / h.schedule_reference_steps
+    decay = max(0.0, 1.0 - (1.0 - h.ema_decay) / r) if h.ema_decay else 0.0
+    cap = max(0.0, 1.0 - 1.0 / (h.muon_momentum_horizon_frac * steps)) if h.muon_momentum_horizon_frac else 1.0
+    return decay, h.muon_momentum_warmup_steps * r, cap
+
+
+def lr_multiplier(h: Hyperparameters, clock: RunClock, step: int) -> float:
+    """1, then a linear warm-down over the last WARMDOWN_FRAC of the budget (time, or iterations) floored at MIN_LR,
+    as the record does; or over the last WARMDOWN_ITERS steps when that is set (the baseline)."""
+    if h.warmdown_iters > 0:
+        steps_left = (clock.budget_ms - clock.elapsed(step)) / max(clock.step_ms, 1e-9) if clock.budget_ms else None
+        left = (h.iterations - step if steps_left is None else steps_left) / h.warmdown_iters
+    elif h.lr_schedule == "cosine":
+        return h.min_lr + (1.0 - h.min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(clock.progress(step), 1.0)))
+    elif h.warmdown_frac > 0:
+        left = (1.0 - clock.progress(step)) / h.warmdown_frac
+    else:
+        return 1.0
+    left = min(max(left, 0.0), 1.0)
+    return max(1.0 - math.sqrt(1.0 - left) if h.lr_schedule == "wsd" else left, h.min_lr)
+
+
+def muon_momentum(h: Hyperparameters, step: int, warmup_steps: float, cap: float = 1.0) -> float:
+    frac = min(step / warmup_steps, 1.0) if warmup_steps > 0 else 1.0
+    return min((1 - frac) * h.muon_momentum_warmup_start + frac * h.muon_momentum, cap)
+
+
+def recurrence_gain(h: Hyperparameters, progress: float) -> float:
+    """How much of the repeated passes is on: 0 before LOOP_START_FRAC, then a linear ramp over LOOP_RAMP_FRAC."""
+    if h.model.num_loops <= 1 or progress < h.loop_start_frac:
+        return 0.0
+    return min((progress - h.loop_start_frac) / h.loop_ramp_frac, 1.0) if h.loop_ramp_frac > 0 else 1.0
+
+
+def grad_accum_steps(h: Hyperparameters, d: Dist) -> int:
+    accum = h.grad_accum_steps or (8 // d.world_size if 8 % d.world_size == 0 else 1)
+    if h.train_batch_tokens % (d.world_size * accum * h.train_seq_len):
+        raise UserError(
+            f"TRAIN_BATCH_TOKENS={h.train_batch_tokens} does not split evenly over world_size "
+            f"{d.world_size} x GRAD_ACCUM_STEPS {accum} x TRAIN_SEQ_LEN {h.train_seq_len}"
+        )
+    return accum
+
+
+def train_step(
+    model: nn.Module,
+    loader: DistributedTokenLoader,
+    optimizers: list,
+    h: Hyperparameters,
+    d: Dist,
+    accum_steps: int,
+    lr_mult: float,
+    momentum: float,
+) -> torch.Tensor:
+    """One optimiser step over ACCUM micro-batches; returns the mean loss as a device tensor (no host sync)."""
+    bf16 = use_bf16(h, d.device)
+    total = torch.zeros((), device=d.device)
+    for micro in range(accum_steps):
+        x, y = loader.next_batch(h.train_batch_tokens, h.train_seq_len, accum_steps)
+        ddp = getattr(model, "_orig_mod", model)
+        skip_sync = isinstance(ddp, nn.parallel.DistributedDataParallel) and micro < accum_steps - 1
+        with ddp.no_sync() if skip_sync else contextlib.nullcontext():
+            with amp_context(d.device, bf16):
+                loss = model(x, y)
+            (loss / accum_steps).backward()
+        total += loss.detach()
+    for opt in optimizers:
+        for g in opt.param_groups:
+            g["lr"] = g["base_lr"] * lr_mult
+            if isinstance(opt, Muon):
+                g["momentum"] = momentum
+    if h.grad_clip_norm > 0:
+        nn.utils.clip_grad_norm_(
+            [p for opt in optimizers for g in opt.param_groups for p in g["params"]], h.grad_clip_norm
+        )
+    for opt in optimizers:
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return total / accum_steps
+
+
+def warmup_and_restore(
+    model: nn.Module,
+    base: GPT,
+    loader: DistributedTokenLoader,
+    optimizers: list,
+    h: Hyperparameters,
+    d: Dist,
+    accum_steps: int,
+    log: Logger,
+) -> None:
+    """Run WARMUP_STEPS real steps so every graph compiles (with and without recurrence), then restore weights,
+    optimiser state and loader position: the timed run starts from exactly the initial state."""
+    if h.warmup_steps == 0:
+        return
+    weights = {k: v.detach().clone() for k, v in base.state_dict().items()}
+    opt_states = [copy.deepcopy(opt.state_dict()) for opt in optimizers]
+    loader_state = loader.state_dict()
+    loop_settings = [(1, 1.0)]  # (loops, gain): every graph the run will use, the recurrence ramp's included
+    if h.model.num_loops > 1:
+        loop_settings += [(h.model.num_loops, 0.5)] * (h.loop_ramp_frac > 0) + [(h.model.num_loops, 1.0)]
+    for i in range(h.warmup_steps):
+        base.set_loops(*loop_settings[i * len(loop_settings) // h.warmup_steps])
+        train_step(model, loader, optimizers, h, d, accum_steps, 1.0, h.muon_momentum_warmup_start)
+        log(f"warmup_step:{i + 1}/{h.warmup_steps}")
+    base.load_state_dict(weights)
+    for opt, state in zip(optimizers, opt_states):
+        opt.load_state_dict(state)
+    loader.load_state_dict(loader_state)
+    base.set_loops(1)
+
+
+def train_flops_per_token(base: GPT, seq_len: int) -> float:
+    """6 x (matrix parameters a token passes through, counting loops) + 6 x causal attention per virtual layer."""
+    block_params = [sum(p.numel() for p in b.parameters() if p.ndim == 2) for b in base.blocks]
+    order = base.layer_order()
+    dim = base.tok_emb.weight.size(1)
+    matmul = sum(block_params[i] for i in order) + base.tok_emb.weight.numel()
+    return 6.0 * matmul + 6.0 * len(order) * seq_len * dim
+
+
+def train(
+    model: nn.Module,
+    base: GPT,
+    loader: DistributedTokenLoader,
+    optimizers: list,
+    ema: EMA | None,
+    h: Hyperparameters,
+    d: Dist,
+    accum_steps: int,
+    validate,
+    log: Logger,
+    resumed: dict | None = None,
+) -> dict:
+    """The wallclock-bounded loop (from a saved state's step when resumed). The clock is read (a host sync) and agreed
+    across ranks only on logging steps and on a few extra checks: steps 1, 2, 4, ... at the start and ever closer ones
+    as the budget runs out. Between them every rank estimates the time the same way and takes the same decisions
+    (LR, recurrence, stop) each step."""
+    budget_ms = 1000.0 * max(h.max_wallclock_seconds - (h.gptq_reserve_seconds if h.gptq else 0.0), 0.0)
+    clock = RunClock(h, budget_ms if h.max_wallclock_seconds > 0 else 0.0)
+    step, train_ms, next_check, stop_reason, gain = 0, 0.0, 1, "", -1.0
+    if resumed is not None:
+        step, gain = resumed["step"], resumed["gain"]
+        base.set_loops(h.model.num_loops if gain > 0 else 1, max(gain, 0.0))
+    bad_step = torch.full((), -1, device=d.device, dtype=torch.int64)
+    t0 = synced_clock(d)
+    while True:
+        last = step >= h.iterations or bool(stop_reason)
+        if validate is not None and h.val_loss_every > 0 and (last or step % h.val_loss_every == 0):
+            train_ms += 1000.0 * (synced_clock(d) - t0)
+            res = validate(base)
+            log(
+                f"step:{step}/{h.iterations} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} "
+                f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms"
+            )
+            model.train()
+            t0 = synced_clock(d)
+        if last:
+            break
+        if h.stop_after and step >= h.stop_after:
+            stop_reason = "stop_after"
+            break
+        if gain < 1.0 and (new := recurrence_gain(h, clock.progress(step))) != gain:
+            if gain <= 0.0 < new:
+                log(f"recurrence_on step:{step} train_time:{clock.elapsed(step):.0f}ms")
+            base.set_loops(h.model.num_loops if new > 0 else 1, new)
+            gain = new
+        ema_decay, momentum_steps, momentum_cap = scaled_schedule(h, clock.expected_steps())
+        lr, momentum = lr_multiplier(h, clock, step), muon_momentum(h, step, momentum_steps, momentum_cap)
+        loss = train_step(model, loader, optimizers, h, d, accum_steps, lr, momentum)
+        if ema is not None:
+            ema.update(base, ema_decay)
+        step += 1
+        bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step, bad_step)
+        log_now = step % h.train_log_every == 0 or step == h.iterations
+        if not (log_now or step >= next_check):
+            continue
+        agree_clock(clock, step, train_ms + 1000.0 * (synced_clock(d) - t0), bad_step, d)
+        if log_now:
+            log(train_line(base, h, d, clock, step, loss))
+        left_steps = clock.expected_steps() - step
+        next_check = step + max(1, min(h.train_log_every, step, int(0.5 * left_steps)))
+        if clock.budget_ms and clock.agreed_ms + clock.step_ms > clock.budget_ms:  # the next step would end past it
+            stop_reason = "wallclock_cap"
+            log(f"stopping_early: wallclock_cap train_time:{clock.agreed_ms:.0f}ms step:{step}/{h.iterations}")
+    log(f"schedule expected_steps:{clock.expected_steps():.0f} ema_decay:{ema_decay:.6f} "
+        f"muon_momentum_warmup_steps:{momentum_steps:.1f} muon_momentum_cap:{momentum_cap:.4f} "
+        f"recurrence_gain:{max(gain, 0.0):.3f}")  # fmt: skip
+    return {
+        "steps": step,
+        "train_ms": clock.agreed_ms,
+        "step_ms": clock.step_ms,
+        "stop_reason": stop_reason or "iterations",
+        "gain": gain,
+    }
+
+
+def train_line(base: GPT, h: Hyperparameters, d: Dist, clock: RunClock, step: int, loss: torch.Tensor) -> str:
+    tok_s = h.train_batch_tokens * step / max(clock.agreed_ms / 1000.0, 1e-9)
+    name = torch.cuda.get_device_name(d.device) if d.device.type == "cuda" else ""
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), 0.0)
+    line = f"step:{step}/{h.iterations} train_loss:{loss.item():.4f} train_time:{clock.agreed_ms:.0f}ms "
+    line += f"step_avg:{clock.agreed_ms / step:.2f}ms tok_s:{tok_s:.0f}"
+    return line + (
+        f" mfu:{100 * tok_s * train_flops_per_token(base, h.train_seq_len) / peak / d.world_size:.1f}%" if peak else ""
+    )
+
+
+RESUME_FORMAT = "pgolf-resume-state"
+RESUME_FREE = {"resume_from", "stop_after", "run_id", "log_dir", "artifact_path", "overwrite"}  # may differ
+
+
+def resume_path(h: Hyperparameters) -> Path:
+    return Path(artifact_path_of(h)).with_suffix(".resume.pt")
+
+
+def save_resume_state(h, d: Dist, base: GPT, optimizers: list, ema, loader, stats: dict, log: Logger) -> None:
+    """Everything the loop carries from one step to the next (weights, optimiser and EMA state, loader position,
+    step, recurrence gain, RNG), with the settings and the source's hash, for RESUME_FROM (rank 0 writes it)."""
+    state = dict(format=RESUME_FORMAT, source_sha256=hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+                 config=h.flat(), step=stats["steps"], gain=stats["gain"], model=base.state_dict(),
+                 optimizers=[o.state_dict() for o in optimizers], ema=None if ema is None else ema.shadow,
+                 loader=loader.state_dict(), rng=torch.get_rng_state())  # fmt: skip
+    path = resume_path(h)
+    if d.rank == 0:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(path, buf.getvalue())
+    log(f"stopped_after step:{stats['steps']}/{h.iterations} resume_state:{path} (continue with RESUME_FROM={path})")
+
+
+def resume_state(h, base: GPT, optimizers: list, ema, loader, log: Logger) -> dict:
+    """Load a state save_resume_state wrote into the freshly built run; refused in one line when it is not one,
+    came from another train_gpt.py or other settings (naming them), or the run is wallclock-bounded."""
+    if h.max_wallclock_seconds > 0:
+        raise UserError("RESUME_FROM continues a non-record run: set MAX_WALLCLOCK_SECONDS=0 (a record-track run is "
+                        "bounded by its wallclock and cannot be split; run it whole)")  # fmt: skip
+    try:
+        state = torch.load(h.resume_from, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a file that is not a state
+        raise UserError(f"RESUME_FROM={h.resume_from}: not a readable resume state ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        raise UserError(f"RESUME_FROM={h.resume_from}: not a {RESUME_FORMAT} file (STOP_AFTER writes one)")
+    try:
+        return _load_resume_state(state, h, base, optimizers, ema, loader, log)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:  # a damaged state
+        why = " ".join(str(e).split())[:300]
+        raise UserError(f"RESUME_FROM={h.resume_from}: not a complete resume state ({type(e).__name__}: {why}); "
+                        "use the file STOP_AFTER wrote, unchanged") from None  # fmt: skip
+
+
+def _load_resume_state(state: dict, h, base: GPT, optimizers: list, ema, loader, log: Logger) -> dict:
+    if state["source_sha256"] != hashlib.sha256(Path(__file__).read_bytes()).hexdigest():
+        raise UserError(f"RESUME_FROM={h.resume_from} was written by another version of train_gpt.py")
+    ours = h.flat()
+    differ = sorted(k for k in set(ours) | set(state["config"]) if k not in RESUME_FREE
+                    and ours.get(k) != state["config"].get(k))  # fmt: skip
+    if differ:
+        raise UserError(f"RESUME_FROM={h.resume_from} ran other settings: " + ", ".join(
+            f"{k.upper()}={state['config'].get(k)!r} there, {ours.get(k)!r} here" for k in differ[:6]))  # fmt: skip
+    files, at = loader.stream.files, state["loader"]
+    i, pos = at["file_idx"], at["pos"]
+    if not (type(i) is type(pos) is int and 0 <= i < len(files) and 0 <= pos <= read_shard_header(files[i])):
+        raise UserError(f"RESUME_FROM={h.resume_from}: its loader stands at shard {i!r} token {pos!r}, past the "
+                        f"{len(files)} train shards here: resume on the data it ran on")  # fmt: skip
+    ema_ok = ema is None or len(state["ema"]) == len(ema.shadow)
+    if type(state["step"]) is not int or len(state["optimizers"]) != len(optimizers) or not ema_ok:
+        raise ValueError("its step, optimisers or EMA do not match this run")
+    base.load_state_dict(state["model"])
+    for opt, s in zip(optimizers, state["optimizers"]):
+        opt.load_state_dict(s)
+        for p, kept in opt.state.items():
+            if any(isinstance(v, torch.Tensor) and v.dim() and v.shape != p.shape for v in kept.values()):
+                raise ValueError(f"an optimiser state of another shape than its {tuple(p.shape)} parameter")
+    if ema is not None:
+        for mine, saved in zip(ema.shadow, state["ema"]):
+            mine.copy_(saved)
+    loader.load_state_dict(at)
+    torch.set_rng_state(state["rng"])
+    log(f"resumed_from:{h.resume_from} step:{state['step']}")
+    return state
+
+
+def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tokens, log: Logger) -> tuple:
+    """Build, compile and train the model; return (base model with the exported weights, compile flag, stats)."""
+    base = build_model(h.model)
+    init_weights(base, h)
+    base = base.to(d.device)
+    log(f"model_params:{sum(p.numel() for p in base.parameters())}")
+    optimizers = build_optimizers(base, h, d)
+    compile_on = compile_enabled(h, d)
+    model: nn.Module = base
+    if d.enabled:  # DDP first, then compile: the compiled graph is split at DDP's buckets, so their all-reduce
+        ids = [d.local_rank] if d.device.type == "cuda" else None  # overlaps the rest of the backward pass
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+    if compile_on:
+        model = torch.compile(model, dynamic=False)
+    eval_loops = h.model.eval_loops or h.model.num_loops
+
+    def validate(m: GPT) -> EvalResult:
+        loops, gain = m.loops, float(m.loop_gain)  # the recurrence ramp's gain too
+        m.eval()
+        m.set_loops(eval_loops)
+        res = eval_flat(m, val_tokens, tables, h, d)
+        m.set_loops(loops, gain)
+        m.train()
+        return res
+
+    ema = EMA(base) if h.ema_decay > 0 else None
+    resumed = resume_state(h, base, optimizers, ema, loader, log) if h.resume_from else None
+    if resumed is None:
+        warmup_and_restore(model, base, loader, optimizers, h, d, accum, log)
+    stats = train(model, base, loader, optimizers, ema, h, d, accum, validate, log, resumed)
+    if stats["stop_reason"] == "stop_after":
+        save_resume_state(h, d, base, optimizers, ema, loader, stats, log)
+        return base, compile_on, stats
+    if d.device.type == "cuda":
+        log(
+            f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
+            f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB"
+        )
+    base.eval()
+    base.set_loops(eval_loops)
+    raw = copy.deepcopy(base) if ema is not None else None
+    if ema is not None:
+        with torch.no_grad():
+            for name, p in base.named_parameters():
+                p.copy_(ema.state_dict()[name])
+    stats["hessians"], stats["calib_ms"] = calibrate(base, h, d, stats, log)  # training data: right after the loop
+    if raw is not None:
+        res = eval_flat(raw, val_tokens, tables, h, d)
+        log(f"pre_ema val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f}")
+    return base, compile_on, stats
+
+
+# =====================================================================================================================
+# 7. EXPORT: quantisation (SDClip, percentile, GPTQ), LQER, calibration (Hessians), fitting under the byte cap
+# =====================================================================================================================
+
+FP16_TINY = torch.finfo(torch.float16).tiny  # smallest normal fp16: floor of every stored scale
+FP16_SCALE_MAX = 60_000.0  # ceiling of every stored fp16 scale (below fp16's largest finite value, 65,504)
+# QUANT_CLIP=percentile, the official baseline's export: each row clipped at this quantile of |w|, scale = clip /
+# qmax but at least 1 / qmax (its floor), fp16 scales; matrices of at most PERCENTILE_KEEP_NUMEL elements stay fp16.
+PERCENTILE_Q = 0.9999984
+PERCENTILE_KEEP_NUMEL = 65_536
+LQER_BITS = 4  # the low-rank factor B: ints in [-8, 7], scale absmax / 7.5 per group (A: int2, one scale)
+LQER_GROUP = 64
+GPTQ_CALIB_MAX_RANK_TOKENS = 65_536  # calibration tokens per rank and batch
+GPTQ_DAMP_RETRIES = 4  # Cholesky failure: multiply the damping by 10 and retry
+
+
+def int_max(bits: int) -> int:
+    """The largest code of a signed bits-bit integer (symmetric range [-int_max, int_max]): 127 at 8 bits."""
+    return 2 ** (bits - 1) - 1
+
+
+def sdclip_scale(w: torch.Tensor, k: float, bits: int, mantissa_bits: int = 0) -> torch.Tensor:
+    """SDClip, the record's rule: per-row fp16 scale clipping each row at k standard deviations (unbiased),
+    scale = k*std / (2^(bits-1) - 1). mantissa_bits > 0 (QUANT_SCALE_BITS, not the record's) rounds each scale to
+    that many significant bits, which makes the scale stream compress to about half (every quantiser uses the rounded
+    scale, so nothing is mismatched). A constant row gets scale 1."""
+    std = w.float().std(dim=1, correction=1) if w.size(1) > 1 else torch.zeros(w.size(0), device=w.device)
+    scale = torch.where(std > 0, k * std / int_max(bits), torch.ones_like(std)).clamp(FP16_TINY, FP16_SCALE_MAX)
+    if mantissa_bits <= 0:
+        return scale.half().clamp_min(FP16_TINY)
+    m, e = torch.frexp(scale.double())
+    return torch.ldexp(torch.round(m * 2**mantissa_bits) / 2**mantissa_bits, e).clamp(FP16_TINY).half()
+
+
+def percentile_clip(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(w clipped per row at its PERCENTILE_Q quantile of |w|, fp32 row scale): the official baseline's int8 rule,
+    which rounds with the fp32 scale and stores it in fp16."""
+    qmax = int_max(bits)
+    clip = torch.quantile(w.float().abs(), PERCENTILE_Q, dim=1)
+    w = torch.maximum(torch.minimum(w.float(), clip[:, None]), -clip[:, None])
+    return w, (clip / qmax).clamp_min(1.0 / qmax)
+
+
+def quantize_rtn(w: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
+    qmax = int_max(bits)
+    return torch.clamp(torch.round(w.float() / scale.float()[:, None]), -qmax, qmax).to(torch.int8)
+
+
+def gptq_quantize(
+    w: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, bits: int, block: int = 128, damp: float = 0.01
+) -> torch.Tensor:
+    """Full-Hessian GPTQ (SPEC section 6) with a fixed per-row scale; returns int8 codes shaped like w. Columns go in
+    descending diag(H) order; each one's rounding error is pushed onto the later columns through U, the upper Cholesky
+    factor of the damped H^-1 (lazily, once per block, beyond the current block). Runs in w's dtype (>= fp32)."""
+    dtype = torch.promote_types(w.dtype, torch.float32)
+    W, H = w.to(dtype).clone(), H.to(device=w.device, dtype=dtype).clone()
+    s = scale.to(device=w.device, dtype=dtype)
+    qmax, cols = int_max(bits), W.size(1)
+    dead = H.diagonal() == 0
+    H[dead, dead] = 1.0
+    W[:, dead] = 0.0
+    # the record's column order: the damped diagonal, sorted unstably (its order of tied columns)
+    perm = torch.argsort(H.diagonal() + damp * H.diagonal().mean(), descending=True)
+    W, H = W[:, perm], H[perm][:, perm]
+    eye = torch.eye(cols, device=w.device, dtype=dtype)
+    for attempt in range(GPTQ_DAMP_RETRIES):
+        L, info = torch.linalg.cholesky_ex(H + damp * 10**attempt * H.diagonal().mean() * eye)
+        if info == 0:
+            break
+    else:
+        raise ArithmeticError(f"GPTQ: the Hessian stays singular after damping up to {damp * 10**attempt}")
+    U = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+    Q = torch.empty_like(W)
+    for i1 in range(0, cols, block):
+        i2 = min(i1 + block, cols)
+        Wb, Ub, Eb = W[:, i1:i2].clone(), U[i1:i2, i1:i2], torch.empty_like(W[:, i1:i2])
+        for j in range(i2 - i1):
+            Q[:, i1 + j] = q = torch.clamp(torch.round(Wb[:, j] / s), -qmax, qmax)
+            Eb[:, j] = err = (Wb[:, j] - q * s) / Ub[j, j]
+            Wb[:, j:] -= err[:, None] * Ub[j, j:]
+        W[:, i2:] -= Eb @ U[i1:i2, i2:]
+    return Q[:, torch.argsort(perm)].to(torch.int8)
+
+
+def hessian_error(w: torch.Tensor, w_hat: torch.Tensor, H: torch.Tensor) -> float:
+    """Output error on the calibration inputs relative to the output energy: tr(E H E^T) / tr(W H W^T)."""
+    w, e = w.float(), (w - w_hat).float()
+    return float(((e @ H) * e).sum() / ((w @ H) * w).sum().clamp_min(1e-30))
+
+
+def _quant_groups(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The record's LQER B: ints in [-2^(bits-1), 2^(bits-1) - 1] with one fp16 scale absmax / (2^(bits-1) - 0.5) per
+    LQER_GROUP consecutive values (flattened; a short last group is zero-padded, a shape the record never ran)."""
+    flat = x.float().reshape(-1)
+    g = F.pad(flat, (0, -flat.numel() % LQER_GROUP)).view(-1, LQER_GROUP)
+    half = 2 ** (bits - 1)
+    s = (g.abs().amax(1) / (half - 0.5)).clamp_min(FP16_TINY).half()
+    q = torch.clamp(torch.round(g / s.float()[:, None]), -half, half - 1).to(torch.int8)
+    return q.reshape(-1)[: flat.numel()], s
+
+
+def _dequant_groups(q: torch.Tensor, s: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    g = F.pad(q.float(), (0, -q.numel() % LQER_GROUP)).view(-1, LQER_GROUP) * s.float()[:, None]
+    return g.reshape(-1)[: q.numel()].view(shape)
+
+
+def dequantize_entry(e: dict) -> torch.Tensor:
+    m = e["meta"]
+    if m["store"] != "q":
+        return e["data"].to(STORE_DTYPES[m["dtype"]]).reshape(m["shape"])
+    w = e["q"].float() * e["scale"].float()[:, None]
+    if m.get("lqer"):
+        (rows, cols), r = m["shape"], m["lqer"]
+        w = w + (e["la"].float().view(rows, r) * e["la_s"].float()) @ _dequant_groups(e["lb"], e["lb_s"], (r, cols))
+    return w.to(STORE_DTYPES[m["dtype"]])
+
+
+def _quant_setting(role: str, h: Hyperparameters) -> tuple[int, float]:
+    bits = h.quant_matrix_bits if role in ("attn", "mlp") else h.quant_embed_bits
+    return bits, {"attn": h.clip_k_attn, "mlp": h.clip_k_mlp}.get(role, h.clip_k_embed)
+
+
+def quantize_state_dict(
+    state_dict: dict[str, torch.Tensor],
+    roles: dict[str, str],
+    h: Hyperparameters,
+    hessians: dict[str, torch.Tensor] | None = None,
+) -> list[dict]:
+    """Quantise per role (SDClip RTN; GPTQ where a Hessian is given and GPTQ=1, the tied embedding included, as the
+    record; LQER on the LQER_TOP worst matrices) into storage entries in stream order."""
+    missing = sorted(set(roles) - set(state_dict))
+    if missing:
+        raise ArtifactError(
+            f"state_dict lacks {len(missing)} tensor(s) of the model, e.g. {missing[:3]}: "
+            "the checkpoint does not match the model config"
+        )
+    hessians = hessians or {}
+    entries, floats = [], {}
+    for name in sorted(state_dict, key=lambda n: (STORE_ORDER.index(roles.get(n, "buffer")), n)):
+        t, role = state_dict[name].detach(), roles.get(name, "buffer")
+        meta = {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "role": role}
+        if meta["dtype"] not in STORE_DTYPES:
+            raise ArtifactError(f"tensor {name} has dtype {t.dtype}, which the artifact cannot store")
+        if name.endswith("attn.gate.weight") and t.ndim == 2:  # the record's attention gate: int8, absmax per row
+            scale = (t.float().abs().amax(1) / 127).clamp(FP16_TINY, FP16_SCALE_MAX).half()
+            meta.update(store="q", bits=8, k=0.0, method="absmax")
+            entries.append({"meta": meta, "q": quantize_rtn(t, scale, 8).cpu(), "scale": scale.cpu()})
+            continue
+        kept = h.quant_clip == "percentile" and t.numel() <= PERCENTILE_KEEP_NUMEL  # the official size rule
+        if kept or not (role in QUANT_ROLES and t.ndim == 2 and t.is_floating_point()):  # else by role, any size
+            wide = role == "buffer" or role == "control" and h.control_bits == 32
+            store = "raw" if not t.is_floating_point() else "f32" if wide else "f16"
+            data = t.cpu() if store == "raw" else t.cpu().to(torch.float32 if store == "f32" else torch.float16)
+            entries.append({"meta": {**meta, "store": store}, "data": data})
+            continue
+        bits, k = _quant_setting(role, h)
+        w, H = t.float(), hessians.get(name)
+        if h.quant_clip == "percentile":
+            (w, scale), k = percentile_clip(w, bits), 0.0
+        else:
+            scale = sdclip_scale(w, k, bits, h.quant_scale_bits)
+        q, method, scale = quantize_rtn(w, scale, bits), "rtn", scale.half()
+        if H is not None and h.gptq:
+            qg = gptq_quantize(w.to(H.device), H, scale, bits, h.gptq_block, h.gptq_damp).to(w.device)
+            q, method = qg, "gptq"
+        meta.update(store="q", bits=bits, k=k, method=method)
+        entries.append({"meta": meta, "q": q.cpu(), "scale": scale.cpu()})
+        floats[name] = w
+    if h.lqer_rank > 0:
+        _add_lqer(entries, floats, h.lqer_rank, h.lqer_top)
+    return entries
+
+
+def _add_lqer(entries: list[dict], floats: dict[str, torch.Tensor], rank: int, top: int) -> None:
+    """LQER (the record's asymmetric form): a rank-r SVD E ~ A @ B of the quantisation error E = W - W_hat of the
+    `top` matrices with the largest errors; A = U*S in int2 ([-2, 1], one fp16 scale per matrix), B = Vh in
+    LQER_BITS ints with one scale per LQER_GROUP values."""
+    errors = {
+        n: floats[n] - dequantize_entry(e).to(floats[n].device) for e in entries if (n := e["meta"]["name"]) in floats
+    }
+    worst = set(sorted(errors, key=lambda n: -float(errors[n].norm()))[:top])
+    for e in [e for e in entries if e["meta"]["name"] in worst]:
+        U, S, Vh = torch.linalg.svd(errors[e["meta"]["name"]], full_matrices=False)
+        r = min(rank, S.numel())
+        A = U[:, :r] * S[:r]
+        sa = (A.abs().amax() / 1.5).clamp(FP16_TINY, FP16_SCALE_MAX).half().reshape(1)
+        e["la"], e["la_s"] = torch.clamp(torch.round(A / sa.float()), -2, 1).to(torch.int8).reshape(-1).cpu(), sa.cpu()
+        e["lb"], e["lb_s"] = (x.cpu() for x in _quant_groups(Vh[:r], LQER_BITS))
+        e["meta"]["lqer"] = r
+
+
+def calibration_tokens(h: Hyperparameters, d: Dist) -> int:
+    """Tokens per rank in one calibration batch: a whole number of sequences, at most GPTQ_CALIB_MAX_RANK_TOKENS."""
+    per_rank = min(h.train_batch_tokens // d.world_size, GPTQ_CALIB_MAX_RANK_TOKENS)
+    return max(per_rank // h.train_seq_len, 1) * h.train_seq_len
+
+
+def calibration_budget(h: Hyperparameters, d: Dist, step_ms: float) -> int:
+    """How many calibration batches fit in GPTQ_RESERVE_SECONDS, from the measured training step time: a batch is
+    one forward (a third of a step's forward and backward) plus the X^T X sums, counted as half a step per token."""
+    if not h.max_wallclock_seconds or not step_ms:
+        return h.gptq_calib_batches
+    batch_ms = 0.5 * step_ms * calibration_tokens(h, d) * d.world_size / h.train_batch_tokens
+    return max(1, min(h.gptq_calib_batches, int(1000 * h.gptq_reserve_seconds / max(batch_ms, 1e-9))))
+
+
+def calibration_batches(h: Hyperparameters, d: Dist, n: int) -> Iterator[torch.Tensor]:
+    """n batches (B, T) of token ids from the TRAINING shards (never val), a slice per rank."""
+    per_rank = calibration_tokens(h, d)
+    loader = train_loader(h, d)
+    for _ in range(n):
+        yield loader.next_batch(per_rank * d.world_size, h.train_seq_len, 1)[0]
+
+
+@torch.no_grad()
+def collect_hessians(
+    model: nn.Module, batches: Iterable[torch.Tensor], roles: dict[str, str], d: Dist
+) -> dict[str, torch.Tensor]:
+    """H = mean X^T X of the inputs of every attn/mlp matrix (a looped block adds every pass) and of the output head
+    or tied embedding (the final hidden states), all-reduced over ranks. Pass the uncompiled model."""
+    out_name = next((n for want in ("head", "embed") for n, r in roles.items() if r == want), None)
+    sums: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (sum of X^T X, rows of X)
+
+    def add(name: str, x: torch.Tensor) -> None:
+        x = x.detach().reshape(-1, x.size(-1)).float()
+        xtx, n = sums.get(name, (0.0, 0))
+        sums[name] = (x.T @ x + xtx, n + x.size(0))
+
+    hooks = []
+    for mname, mod in model.named_modules():
+        pname = f"{mname}.weight".removeprefix("_orig_mod.")
+        if isinstance(mod, nn.Linear) and roles.get(pname) in ("attn", "mlp"):
+            hooks.append(mod.register_forward_hook(lambda _m, inp, _o, p=pname: add(p, inp[0])))
+    try:
+        for x in batches:
+            with amp_context(d.device, d.device.type == "cuda"):
+                hid = model.hidden(x)
+            if out_name is not None:
+                add(out_name, hid)
+    finally:
+        for hk in hooks:
+            hk.remove()
+    return {
+        name: all_reduce_(xtx) / all_reduce_(torch.tensor([float(n)], device=xtx.device)).clamp_min(1.0)
+        for name, (xtx, n) in sorted(sums.items())
+    }
+
+
+def calibrate(base: GPT, h: Hyperparameters, d: Dist, stats: dict, log: Logger) -> tuple[dict | None, float | None]:
+    """GPTQ's Hessians from as many training batches as fit the reserve; the compliance line says whether training
+    plus calibration (the time training data is read) stayed within MAX_WALLCLOCK_SECONDS."""
+    if not h.gptq:
+        return None, None
+    n = calibration_budget(h, d, stats["step_ms"])
+    t0 = synced_clock(d)
+    hessians = collect_hessians(base, calibration_batches(h, d, n), param_roles(base), d)
+    calib_ms = 1000 * (synced_clock(d) - t0)
+    log(f"gptq_calibration_time:{calib_ms:.0f}ms batches:{n}/{h.gptq_calib_batches}")
+    if h.max_wallclock_seconds:
+        total, limit = stats["train_ms"] + calib_ms, 1000 * h.max_wallclock_seconds
+        log(f"compliance training_data_time:{total:.0f}ms (train {stats['train_ms']:.0f} + calibration "
+            f"{calib_ms:.0f}) limit:{limit:.0f}ms within:{int(total <= limit)}")  # fmt: skip
+    return hessians, calib_ms
+
+
+FIT_K_MAX = 4.0  # TARGET_BYTES scales every role's clip k by one multiplier in [1, FIT_K_MAX]
+FIT_FIRST = 1.01  # the first multiplier tried past 1 (then doubled in log space until the artifact fits)
+FIT_STEPS = 12  # at most this many bisection steps in log space ...
+FIT_SLACK = 0.001  # ... stopping once the artifact is within 0.1% under the budget (each step is a full encode)
+
+
+def fit_artifact(state: dict, roles: dict, cfg: ModelConfig, h: Hyperparameters, hessians: dict | None, budget: int):
+    """(blob, entries, settings) of the artifact at CLIP_K_* as set when it fits `budget` model bytes; otherwise of
+    a multiplier of every k that lands it just under: a larger k spreads the integers over fewer levels, so the
+    artifact shrinks as k grows. Multipliers 1.01, 1.02, 1.04, ... bracket the budget (an encode takes about a
+    minute at full size, so a small excess costs few), then bisection until within FIT_SLACK. k is never lowered
+    below its setting (that would clip more, not help)."""
+
+    def attempt(mult: float) -> tuple[bytes, list[dict], Hyperparameters]:
+        hh = dataclasses.replace(
+            h, **{f"clip_k_{r}": getattr(h, f"clip_k_{r}") * mult for r in ("attn", "mlp", "embed")}
+        )
+        return (*build_artifact(state, roles, cfg, hh, hessians), hh)
+
+    best = attempt(1.0)
+    if len(best[0]) <= budget:
+        return best
+    lo, hi, top = 0.0, math.log(FIT_FIRST), math.log(FIT_K_MAX)
+    while len((best := attempt(math.exp(hi)))[0]) > budget:
+        if hi >= top:
+            raise UserError(
+                f"TARGET_BYTES={h.target_bytes} cannot be met: even with every clip k x{FIT_K_MAX} the model takes "
+                f"{len(best[0])} bytes, {len(best[0]) - budget} over its {budget}-byte share; lower QUANT_*_BITS, "
+                "shrink the model or raise TARGET_BYTES (the float checkpoint is saved for quantize.py fit)"
+            )
+        lo, hi = hi, min(2 * hi, top)
+    for _ in range(FIT_STEPS):
+        if len(best[0]) >= budget * (1 - FIT_SLACK):
+            break
+        mid = attempt(math.exp((lo + hi) / 2))
+        if len(mid[0]) <= budget:
+            best, hi = mid, (lo + hi) / 2
+        else:
+            lo = (lo + hi) / 2
+    return best
+
+
+def export_phase(base: GPT, hessians: dict | None, h: Hyperparameters, d: Dist, source: bytes, log: Logger) -> tuple:
+    """Checkpoint and artifact, written atomically by rank 0; every rank reads the artifact back from disk."""
+    state = {k: v.detach() for k, v in base.state_dict().items()}
+    artifact_path = artifact_path_of(h)
+    failed, error = False, None
+    if d.is_main:  # alone (the byte-target search takes many encodes); the others wait, then all read the file back
+        try:
+            save_checkpoint(Path(artifact_path).with_suffix(".ckpt.pt"), h.model, state, h.flat())
+            blob, entries = write_artifact(state, param_roles(base), h, hessians, source, artifact_path, log)
+        except Exception as e:  # the other ranks learn of it (instead of waiting); rank 0 raises it below
+            failed, error = True, e
+    if wait_for_main(failed, d):
+        raise error if d.is_main else UserError("rank 0 could not write the artifact (its log says why)")
+    log(f"artifact_path:{artifact_path}")
+    blob = Path(artifact_path).read_bytes()  # every rank scores what is on disk
+    sizes = size_report(len(blob), source.decode("utf-8"), h.code_policy)
+    log(
+        " ".join(f"{k}:{int(sizes[k])}" for k in ("code_bytes", "model_bytes", "total_bytes", "limit", "under_limit"))
+        + f" code_policy:{sizes['code_policy']}"
+    )
+    log(f"code_bytes_raw:{sizes['code_bytes_raw']} code_bytes_packed:{sizes['code_bytes_packed']}")
+    if h.preset == "baseline":  # the official script's size lines too, so its users find what they look for
+        log(f"Serialized model int8+zlib: {sizes['model_bytes']} bytes")
+        log(f"Code size: {sizes['code_bytes']} bytes")
+        log(f"Total submission size int8+zlib: {sizes['total_bytes']} bytes")
+    return blob, sizes
+
+
+# =====================================================================================================================
+# 8. ARTIFACT FORMAT: the frame, header and streams, the codecs (zlib / lzma / brotli / rANS), reading back, the
+#    packed code and the size report
+# =====================================================================================================================
+
+# An artifact is a frame (magic, format version, codec id, payload length, blake2b-128 of frame and payload) followed
+# by the compressed payload: u32 header length, a JSON header (model config; each tensor's name, shape, dtype, role
+# and storage: int bits, SDClip k and method, or float passthrough; the byte streams) and the streams themselves,
+# grouped by kind so the codec sees similar bytes together (ints by role, fp16 scales, passthrough, LQER factors).
+# Reading parses JSON and raw bytes only: nothing in an artifact is ever executed or unpickled.
+ARTIFACT_MAGIC = b"PGQA"
+ARTIFACT_VERSION = 4  # 4: int codes rANS-coded when smaller; 3: LQER A int2; 2: header and streams in separate frames
+ARTIFACT_PART = struct.Struct("<BII")  # per part: method (0 the codec, 1 rANS), stored bytes, raw bytes
+ARTIFACT_FRAME = struct.Struct("<4sBBQ16s")  # magic, version, codec id, payload bytes, blake2b-128 digest
+ARTIFACT_CODECS = {"zstd": 1, "lzma": 2, "zlib": 3}
+ARTIFACT_MAX_PAYLOAD = 1 << 28  # 256 MiB, 16x the byte cap: a declared payload above it is refused before inflating
+ARTIFACT_MAX_HEADER = 1 << 24  # JSON header bytes (a model's is tens of KB): bounds what json.loads builds
+ARTIFACT_MAX_TENSORS = 1 << 16  # header entries (1,024 blocks of a dozen tensors fit)
+QUANT_ROLES = ("attn", "mlp", "embed", "head")  # large 2-D matrices of these roles are stored as integers
+STORE_ORDER = ("attn", "mlp", "embed", "head", "control", "buffer")  # tensor order inside every stream
+STREAM_WIDTHS = {"q": 1, "scale": 2, "f16": 2, "f32": 4, "raw": 1, "lqer_q": 1, "lqer_s": 2}  # byte-shuffle width
+STORE_DTYPES = {
+    n: getattr(torch, n) for n in ("float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
+}
+
+
+def _entry_parts(e: dict) -> list[tuple[str, torch.Tensor]]:
+    return [(stream, e[key]) for stream, key, _, _ in _part_specs(e["meta"])]
+
+
+def _part_specs(m: dict) -> list[tuple[str, str, torch.dtype, list[int]]]:
+    """(stream, key, stored dtype, shape) of every part of a tensor, from its header entry alone."""
+    if m["store"] != "q":
+        dtype = {"f16": torch.float16, "f32": torch.float32}.get(m["store"], STORE_DTYPES[m["dtype"]])
+        return [(m["store"], "data", dtype, m["shape"])]
+    (rows, cols), r = m["shape"], m.get("lqer", 0)
+    specs = [("q", "q", torch.int8, [rows, cols]), ("scale", "scale", torch.float16, [rows])]
+    for key, n, scales in (("la", rows * r, 1), ("lb", r * cols, -(-r * cols // LQER_GROUP))) if r else ():
+        specs += [("lqer_q", key, torch.int8, [n]), ("lqer_s", key + "_s", torch.float16, [scales])]
+    return specs
+
+
+def _shuffle(b: bytes, width: int, inverse: bool = False) -> bytes:
+    """Byte-shuffle: all first bytes of the elements, then all second bytes, ... (or the inverse)."""
+    a = np.frombuffer(b, dtype=np.uint8)
+    return (a.reshape(width, -1).T if inverse else a.reshape(-1, width).T).tobytes()
+
+
+def _codec(name: str):
+    """The module of a codec named in ARTIFACT_CODECS (COMPRESSOR is checked by Hyperparameters)."""
+    if name == "zstd":
+        try:
+            import zstandard
+        except ImportError:
+            raise ArtifactError("codec zstd is not installed: pip install zstandard (or set COMPRESSOR=lzma)") from None
+        return zstandard
+    import lzma
+
+    return {"lzma": lzma, "zlib": zlib}[name]
+
+
+def compress_bytes(data: bytes, codec: str, level: int) -> bytes:
+    mod = _codec(codec)
+    if codec == "zstd":
+        return mod.ZstdCompressor(level=min(level, 22)).compress(data)
+    if codec == "lzma":
+        return mod.compress(data, preset=min(level, 9) | mod.PRESET_EXTREME)
+    return mod.compress(data, min(level, 9))
+
+
+def decompress_bytes(data: bytes, codec: str, size: int) -> bytes:
+    mod = _codec(codec)
+    try:
+        if codec == "zstd":  # streamed: a frame that declares a huge content size allocates nothing for it
+            return mod.ZstdDecompressor().stream_reader(io.BytesIO(data)).read(size + 1)
+        return (mod.LZMADecompressor() if codec == "lzma" else mod.decompressobj()).decompress(data, size)
+    except Exception as e:
+        raise ArtifactError(f"artifact payload does not decompress with {codec} ({e}): corrupt file") from None
+
+
+# Settings an artifact records beside its model config, so a tool rescoring it alone uses the window it was trained
+# and scored at (a model trained at 256 tokens scored at the frontier default of 2,048 is a different, worse score).
+ARTIFACT_RECORDED = ("train_seq_len", "eval_seq_len")
+
+
+def encode_artifact(
+    model_config: dict, entries: list[dict], codec: str, level: int, recorded: dict | None = None
+) -> bytes:
+    data = {
+        s: b"".join(
+            t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            for e in entries
+            for stream, t in _entry_parts(e)
+            if stream == s
+        )
+        for s in STREAM_WIDTHS
+    }
+    header = {
+        "model_config": model_config,
+        "tensors": [e["meta"] for e in entries],
+        "streams": [[s, len(data[s]), STREAM_WIDTHS[s]] for s in STREAM_WIDTHS],
+        **({"recorded": recorded} if recorded else {}),
+    }
+    hbytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    parts = [struct.pack("<I", len(hbytes)) + hbytes] + [_shuffle(data[s], STREAM_WIDTHS[s]) for s in data]
+    q_sizes = [t.numel() for e in entries for stream, t in _entry_parts(e) if stream == "q"]
+    body = compress_parts(parts, codec, level, {1 + list(data).index("q"): q_sizes})
+    size = sum(map(len, parts))
+    frame = ARTIFACT_FRAME.pack(ARTIFACT_MAGIC, ARTIFACT_VERSION, ARTIFACT_CODECS[codec], size, bytes(16))[:-16]
+    return frame + hashlib.blake2b(frame + body, digest_size=16).digest() + body
+
+
+def compress_parts(parts: list[bytes], codec: str, level: int, segments: dict[int, list[int]] | None = None) -> bytes:
+    """A part index (count, then method, stored and raw bytes of each) and one compressed frame per non-empty part.
+    zstd-22 on a single frame of everything swung by +-3% when the data moved by a few bytes; separate frames are
+    stable and smaller (benchmarks/README.md, Quantisation). A part of int codes (`segments`: its tensors' sizes)
+    is also rANS-coded with a table per tensor, and stored so when that is smaller."""
+    frames, methods = [compress_bytes(p, codec, level) if p else b"" for p in parts], [0] * len(parts)
+    for i, sizes in (segments or {}).items():
+        if not parts[i] or len(sizes) > ANS_MAX_SEGMENTS:
+            continue
+        coded = ans_encode(np.frombuffer(parts[i], np.uint8), sizes)
+        if len(coded) < len(frames[i]) and len(parts[i]) <= ANS_MAX_RATIO * len(coded):  # what the reader accepts
+            frames[i], methods[i] = coded, 1
+    index = b"".join(ARTIFACT_PART.pack(m, len(f), len(p)) for m, f, p in zip(methods, frames, parts))
+    return struct.pack("<H", len(parts)) + index + b"".join(frames)
+
+
+ANS_BITS = 15  # each table's frequencies sum to 2^15
+ANS_LOW = 1 << 16  # coder states live in [2^16, 2^32); 16-bit words in and out
+ANS_HEAD = struct.Struct("<II")  # segments, lanes
+ANS_MAX_LANES = 1024  # interleaved rANS lanes at most; ans_encode and ans_decode agree on ans_lanes(n)
+ANS_LANE_SYMBOLS = 4096  # symbols per lane below which fewer lanes are used
+ANS_MAX_SEGMENTS = 1024  # tables per coded part (a model has a few hundred int-coded tensors): bounds decode memory
+ANS_MAX_RATIO = 1024  # symbols per coded byte a part may declare: int codes take bits each (all-zero tensors take
+# none, but the 8 bytes of state per lane bound a real part's ratio to 512 up to 4M symbols): 8 KB decode 8M at most
+
+
+def _ans_tables(freqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(freq, cum, symbol of each slot) per table, (tables, 256) / (tables, 2^ANS_BITS)."""
+    freq = np.stack(freqs).astype(np.int64)
+    cum = np.cumsum(freq, axis=1) - freq
+    slots = np.stack([np.repeat(np.arange(256), f) for f in freq]).astype(np.uint8)
+    return freq, cum, slots
+
+
+def ans_lanes(n: int) -> int:
+    """How many interleaved lanes code n symbols: one per ANS_LANE_SYMBOLS, between 1 and ANS_MAX_LANES."""
+    return int(min(ANS_MAX_LANES, max(1, n // ANS_LANE_SYMBOLS)))
+
+
+def ans_encode(sym: np.ndarray, sizes: list[int]) -> bytes:
+    """rANS over byte symbols with one static table per segment (a tensor's int codes), in lanes interleaved symbol
+    by symbol so numpy codes a whole row of lanes per step: within 0.1% of the order-0 entropy of each tensor."""
+    M, n = 1 << ANS_BITS, len(sym)
+    seg = np.repeat(np.arange(len(sizes)), sizes)
+    freqs, head = [], [ANS_HEAD.pack(len(sizes), lanes := ans_lanes(n))]
+    for a, b in zip(np.cumsum([0, *sizes[:-1]]), np.cumsum(sizes)):
+        counts = np.bincount(sym[a:b], minlength=256).astype(np.int64)
+        f = np.where(counts > 0, np.maximum(1, counts * M // max(int(counts.sum()), 1)), 0)
+        f[np.argmax(f)] += M - f.sum()  # the most frequent symbol absorbs the rounding
+        assert f.sum() == M and (f[counts > 0] >= 1).all(), "rANS table"
+        lo, hi = int(np.flatnonzero(f)[0]), int(np.flatnonzero(f)[-1])
+        head.append(struct.pack("<IBB", b - a, lo, hi) + f[lo : hi + 1].astype("<u2").tobytes())
+        freqs.append(f)
+    freq, cum, _ = _ans_tables(freqs)
+    steps = -(-n // lanes)
+    x, out, cnt = np.full(lanes, ANS_LOW, np.uint64), np.zeros((lanes, steps), np.uint16), np.zeros(lanes, np.int64)
+    for t in range(steps - 1, -1, -1):
+        a, b = t * lanes, min(t * lanes + lanes, n)
+        f, c = freq[seg[a:b], sym[a:b]].astype(np.uint64), cum[seg[a:b], sym[a:b]].astype(np.uint64)
+        xa = x[: b - a]
+        r = np.flatnonzero(xa >= (f << np.uint64(32 - ANS_BITS)))  # renormalise: emit the low 16 bits
+        out[r, cnt[r]], cnt[r], xa[r] = xa[r] & np.uint64(0xFFFF), cnt[r] + 1, xa[r] >> np.uint64(16)
+        x[: b - a] = (xa // f << np.uint64(ANS_BITS)) + xa % f + c
+    words = b"".join(out[j, : cnt[j]][::-1].astype("<u2").tobytes() for j in range(lanes))
+    return b"".join(head) + x.astype("<u4").tobytes() + cnt.astype("<u4").tobytes() + words
+
+
+def ans_decode(blob: bytes, n: int) -> bytes:
+    """The n byte symbols ans_encode coded into blob; anything that is not such a coding (tables that do not sum to
+    2^15, reads past a lane's words, states that do not return to their start) is an ArtifactError."""
+    M, pos = 1 << ANS_BITS, ANS_HEAD.size
+    n_seg, lanes = ANS_HEAD.unpack_from(blob)
+    if not 0 < lanes <= ANS_MAX_LANES or not 0 < n_seg <= ANS_MAX_SEGMENTS:
+        raise ValueError("bad rANS header")
+    if n > ANS_MAX_RATIO * len(blob) or lanes != ans_lanes(n):  # before allocating for n symbols
+        raise ValueError(f"{len(blob)} coded bytes cannot hold {n} symbols in {lanes} lanes (ans_encode uses "
+                         f"{ans_lanes(n)}, at most {ANS_MAX_RATIO} symbols a byte)")  # fmt: skip
+    freqs, sizes = [], []
+    for _ in range(n_seg):
+        size, lo, hi = struct.unpack_from("<IBB", blob, pos)
+        f = np.zeros(256, np.int64)
+        f[lo : hi + 1] = np.frombuffer(blob, "<u2", hi - lo + 1, pos + 6) if hi >= lo else []
+        if f.sum() != M:
+            raise ValueError("a rANS table does not sum to 2^15")
+        freqs.append(f)
+        sizes.append(size)
+        pos += 6 + 2 * (hi - lo + 1)
+    if sum(sizes) != n:
+        raise ValueError("rANS segments do not add up")
+    freq, cum, slots = _ans_tables(freqs)
+    x = np.frombuffer(blob, "<u4", lanes, pos).astype(np.uint64)
+    cnt = np.frombuffer(blob, "<u4", lanes, pos + 4 * lanes).astype(np.int64)
+    words = np.frombuffer(blob, "<u2", offset=pos + 8 * lanes)
+    if cnt.sum() != len(words) or len(blob) != pos + 8 * lanes + 2 * len(words):
+        raise ValueError("rANS word counts do not match the data")
+    ptr, end = np.cumsum(cnt) - cnt, np.cumsum(cnt)
+    seg, sym, steps = np.repeat(np.arange(n_seg, dtype=np.uint16), sizes), np.empty(n, np.uint8), -(-n // lanes)
+    for t in range(steps):
+        a, b = t * lanes, min(t * lanes + lanes, n)
+        xa, sg = x[: b - a], seg[a:b]
+        slot = (xa & np.uint64(M - 1)).astype(np.int64)
+        s = slots[sg, slot]
+        xa = freq[sg, s].astype(np.uint64) * (xa >> np.uint64(ANS_BITS)) + slot.astype(np.uint64)
+        xa -= cum[sg, s].astype(np.uint64)
+        r = np.flatnonzero(xa < ANS_LOW)
+        if (ptr[r] >= end[r]).any():
+            raise ValueError("a rANS lane reads past its words")
+        xa[r], ptr[r] = (xa[r] << np.uint64(16)) | words[ptr[r]].astype(np.uint64), ptr[r] + 1
+        x[: b - a], sym[a:b] = xa, s
+    if (x != ANS_LOW).any() or (ptr != end).any():
+        raise ValueError("rANS states do not return to their start")
+    return sym.tobytes()
+
+
+def decompress_parts(body: bytes, codec: str, size: int) -> bytes:
+    """The concatenated raw parts of a compress_parts body whose raw parts add up to `size` bytes."""
+    try:
+        (n_parts,) = struct.unpack_from("<H", body)
+        index = [ARTIFACT_PART.unpack_from(body, 2 + i * ARTIFACT_PART.size) for i in range(n_parts)]
+        pos = 2 + n_parts * ARTIFACT_PART.size
+        if sum(c for _, c, _ in index) != len(body) - pos or sum(r for _, _, r in index) != size:
+            raise ValueError("part sizes do not add up")
+        if any(m not in (0, 1) for m, _, _ in index):
+            raise ValueError("unknown part method")
+    except (struct.error, ValueError) as e:
+        raise ArtifactError(f"artifact part index is malformed ({e}): corrupt or not ours") from None
+    parts = []
+    for method, comp, raw in index:
+        try:
+            part = b"" if not raw else (ans_decode(body[pos : pos + comp], raw) if method == 1 else None)
+        except (struct.error, ValueError, IndexError) as e:
+            raise ArtifactError(f"artifact's rANS-coded part is malformed ({e}): corrupt file") from None
+        part = decompress_bytes(body[pos : pos + comp], codec, raw) if part is None else part
+        if len(part) != raw:
+            raise ArtifactError(f"artifact part inflates to {len(part)} bytes, expected {raw}: corrupt file")
+        parts.append(part)
+        pos += comp
+    return b"".join(parts)
+
+
+def decode_artifact(blob: bytes) -> tuple[dict, list[dict], dict]:
+    """Verify and parse an artifact into (model_config, storage entries, recorded settings) without executing
+    anything from it (recorded: ARTIFACT_RECORDED's values; {} in an artifact written before them)."""
+    if len(blob) < ARTIFACT_FRAME.size:
+        raise ArtifactError(
+            f"artifact is {len(blob)} bytes, shorter than its {ARTIFACT_FRAME.size}-byte frame (truncated?)"
+        )
+    magic, version, codec_id, size, digest = ARTIFACT_FRAME.unpack_from(blob)
+    if magic != ARTIFACT_MAGIC:
+        raise ArtifactError(
+            f"not a quantised artifact: magic {magic!r}, expected {ARTIFACT_MAGIC!r} (a float "
+            "checkpoint is read with load_checkpoint)"
+        )
+    if version != ARTIFACT_VERSION:
+        raise ArtifactError(
+            f"artifact format version {version} is not readable by this train_gpt.py "
+            f"(it reads version {ARTIFACT_VERSION}); use the train_gpt.py that wrote it"
+        )
+    codec = {v: k for k, v in ARTIFACT_CODECS.items()}.get(codec_id)
+    if codec is None:
+        raise ArtifactError(f"artifact uses unknown codec id {codec_id}")
+    body = blob[ARTIFACT_FRAME.size :]
+    if hashlib.blake2b(blob[: ARTIFACT_FRAME.size - 16] + body, digest_size=16).digest() != digest:
+        raise ArtifactError(f"artifact checksum mismatch ({len(blob)} bytes): the file is truncated or corrupt")
+    if size > ARTIFACT_MAX_PAYLOAD:
+        raise ArtifactError(f"artifact claims a {size}-byte payload, over the {ARTIFACT_MAX_PAYLOAD}-byte limit")
+    payload = decompress_parts(body, codec, size)
+    try:
+        (hlen,) = struct.unpack_from("<I", payload)
+        if hlen > ARTIFACT_MAX_HEADER:
+            raise ValueError(f"a {hlen}-byte header, over the {ARTIFACT_MAX_HEADER}-byte limit")
+        header = json.loads(payload[4 : 4 + hlen])
+        model_config, metas, stream_info = header["model_config"], header["tensors"], header["streams"]
+        if not isinstance(metas, list) or len(metas) > ARTIFACT_MAX_TENSORS:
+            raise ValueError(f"the tensor list is not a list of at most {ARTIFACT_MAX_TENSORS} entries")
+        recorded = header.get("recorded", {})
+        if not isinstance(recorded, dict) or not all(
+            k in ARTIFACT_RECORDED and type(v) is int and v >= 0 for k, v in recorded.items()
+        ):
+            raise ValueError(f"bad recorded settings {recorded!r}")
+        pos, streams = 4 + hlen, {}
+        for s, n, width in stream_info:
+            if s not in STREAM_WIDTHS or width != STREAM_WIDTHS[s] or not 0 <= n <= len(payload) - pos:
+                raise ValueError(f"bad stream {s!r}")
+            streams[s], pos = _shuffle(payload[pos : pos + n], width, inverse=True), pos + n
+        if pos != len(payload) or not isinstance(model_config, dict):
+            raise ValueError("payload length does not match its streams")
+        cursor, entries = dict.fromkeys(streams, 0), []
+        for m in metas:
+            q_ok = m["store"] != "q" or len(m["shape"]) == 2 and 2 <= m["bits"] <= 8 and m.get("lqer", 0) >= 0
+            if m["store"] not in ("q", "f16", "f32", "raw") or m["dtype"] not in STORE_DTYPES or not q_ok:
+                raise ValueError(f"bad storage {m['store']!r}/{m['dtype']!r} for {m['name']!r}")
+            e = {"meta": m}
+            for stream, key, dtype, shape in _part_specs(m):
+                n = math.prod(shape) * dtype.itemsize
+                if min(shape, default=0) < 0 or cursor[stream] + n > len(streams[stream]):
+                    raise ValueError(f"tensor {m['name']!r} overruns stream {stream!r}")
+                chunk = torch.tensor(np.frombuffer(streams[stream], np.uint8, n, cursor[stream]))  # a copy
+                e[key], cursor[stream] = chunk.view(dtype).reshape(shape), cursor[stream] + n
+            entries.append(e)
+        if any(cursor[s] != len(streams[s]) for s in streams):
+            raise ValueError("streams hold bytes no tensor claims")
+    except ArtifactError:
+        raise
+    except Exception as e:
+        raise ArtifactError(f"artifact header is malformed ({type(e).__name__}: {e}): corrupt or not ours") from None
+    return model_config, entries, recorded
+
+
+def build_artifact(
+    state_dict: dict[str, torch.Tensor],
+    roles: dict[str, str],
+    cfg: ModelConfig,
+    h: Hyperparameters,
+    hessians: dict | None = None,
+) -> tuple[bytes, list[dict]]:
+    """Quantise a float state_dict and encode it: (artifact bytes, storage entries)."""
+    entries = quantize_state_dict(state_dict, roles, h, hessians)
+    recorded = {k: getattr(h, k) for k in ARTIFACT_RECORDED}
+    return encode_artifact(dataclasses.asdict(cfg), entries, h.compressor, h.compress_level, recorded), entries
+
+
+def read_artifact(blob: bytes) -> tuple[ModelConfig, dict[str, torch.Tensor], dict]:
+    """(model config, dequantised float state_dict, recorded settings) of an artifact; the state is strict-loadable
+    into build_model(config)."""
+    model_config, entries, recorded = decode_artifact(blob)
+    cfg = ModelConfig.from_dict(model_config, "the artifact's model config")
+    shapes = {e["meta"]["name"]: torch.empty(e["meta"]["shape"], device="meta") for e in entries}
+    check_shapes(cfg, shapes, "artifact")  # before dequantising anything
+    return cfg, {e["meta"]["name"]: dequantize_entry(e) for e in entries}, recorded
+
+
+def is_artifact(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(ARTIFACT_MAGIC)) == ARTIFACT_MAGIC
+
+
+def write_artifact(state: dict, roles: dict, h: Hyperparameters, hessians, source: bytes, path: str, log: Logger):
+    """Quantise (landing under TARGET_BYTES when set), write atomically, log the storage of every role."""
+    if h.target_bytes:
+        budget = h.target_bytes - size_report(0, source.decode("utf-8"), h.code_policy)["code_bytes"]
+        blob, entries, fit = fit_artifact(state, roles, h.model, h, hessians, budget)
+        log(f"target_bytes:{h.target_bytes} model_budget:{budget} model_bytes:{len(blob)} "
+            f"slack:{budget - len(blob)} ({(budget - len(blob)) / budget:.3%}) clip_k_attn:{fit.clip_k_attn:.4f} "
+            f"clip_k_mlp:{fit.clip_k_mlp:.4f} clip_k_embed:{fit.clip_k_embed:.4f}")  # fmt: skip
+    else:
+        blob, entries = build_artifact(state, roles, h.model, h, hessians)
+    atomic_write_bytes(path, blob)
+    for role in dict.fromkeys(e["meta"]["role"] for e in entries):
+        ms = [e["meta"] for e in entries if e["meta"]["role"] == role]
+        how = {key: "/".join(sorted({str(m[key]) for m in ms if key in m})) or "-" for key in ("bits", "k")}
+        log(
+            f"quant_role:{role} tensors:{len(ms)} params:{sum(math.prod(m['shape']) for m in ms)} "
+            f"bits:{how['bits']} k:{how['k']} method:{'/'.join(sorted({m.get('method', m['store']) for m in ms}))}"
+        )
+    return blob, entries
+
+
+def load_artifact_model(blob: bytes, expected: ModelConfig | None = None) -> tuple[GPT, ModelConfig]:
+    """Build the model an artifact describes and load its weights strictly (one-line errors on any mismatch)."""
+    cfg, state, _ = read_artifact(blob)
+    check_shapes(cfg, state, "artifact")
+    if expected is not None and cfg != expected:
+        diff = [
+            f"{k}={v!r} (expected {getattr(expected, k)!r})" for k, v in vars(cfg).items() if v != getattr(expected, k)
+        ]
+        raise ArtifactError(f"artifact does not match the model config: {', '.join(diff[:4])}")
+    model = build_model(cfg)
+    model.load_state_dict(state, strict=True)
+    return model, cfg
+
+
+def check_shapes(cfg: ModelConfig, state: dict, what: str) -> None:
+    """Compare a file's tensors with the model its config describes, built on the meta device (no memory), so a
+    crafted config that claims a huge model is refused before anything is allocated for it, and one that claims more
+    than the file holds before it is built at all (building 1,024 blocks on the meta device takes seconds)."""
+    have = sum(math.prod(t.shape) for t in state.values())
+    least = cfg.vocab_size * cfg.model_dim + cfg.num_layers * 2 * cfg.model_dim**2  # the embedding; c_q, proj a block
+    if least > have or 4 * cfg.num_layers > len(state):  # and a block has at least 4 tensors
+        raise ArtifactError(
+            f"{what}'s config describes {cfg.num_layers} blocks of width {cfg.model_dim} and a {cfg.vocab_size}-token "
+            f"vocabulary, at least {least:,} parameters, but the file holds {have:,} in {len(state)} tensors: its "
+            "config does not describe its tensors (corrupt or crafted)"
+        )
+    with torch.device("meta"):
+        want = {n: tuple(t.shape) for n, t in build_model(cfg).state_dict().items()}
+    got = {n: tuple(t.shape) for n, t in state.items()}
+    bad = sorted(n for n in set(want) | set(got) if want.get(n) != got.get(n))
+    if bad:
+        raise ArtifactError(
+            f"{what} tensors do not fit the model its config describes: "
+            + ", ".join(f"{n} {got.get(n)} vs {want.get(n)}" for n in bad[:3])
+            + " (file shape vs model shape)"
+        )
+
+
+PACK_STUB = 'import lzma,base64\nexec(lzma.decompress(base64.b85decode("{}")))\n'
+
+
+def pack_source(source: str) -> str:
+    """Self-extracting form of a script: docstrings and comments stripped (ast), lzma, base85, a two-line exec stub."""
+    import ast
+    import base64
+    import lzma
+
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        scope = isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        if scope and ast.get_docstring(node, clean=False) is not None:
+            node.body = node.body[1:] or [ast.Pass()]
+    packed = lzma.compress(ast.unparse(tree).encode(), preset=9 | lzma.PRESET_EXTREME)
+    return PACK_STUB.format(base64.b85encode(packed).decode())
+
+
+def size_report(model_bytes: int, source: str, policy: str) -> dict:
+    """Artifact size under a code-bytes policy: raw (the readable file) or packed (its self-extracting form)."""
+    raw, packed = len(source.encode()), len(pack_source(source).encode())
+    code = raw if policy == "raw" else packed
+    return {
+        "code_bytes": code,
+        "code_bytes_raw": raw,
+        "code_bytes_packed": packed,
+        "model_bytes": model_bytes,
+        "total_bytes": code + model_bytes,
+        "limit": BYTE_LIMIT,
+        "under_limit": code + model_bytes <= BYTE_LIMIT,
+        "code_policy": policy,
+    }
+
+
+# =====================================================================================================================
+# 9. SCORING: the byte rule of bits per byte (SPEC section 3), the score ledger, flat / sliding evaluation and
+#    test-time training (SGD phases, LoRA)
+# =====================================================================================================================
+
+SPACE_PIECE = "\u2581"
+PROOF_DOCS = 64  # val documents a tokenizer is proved on when no manifest records its hash
+
+
+def build_byte_tables(sp, vocab_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per token id: base_bytes (int16), has_leading_space (bool), is_boundary (bool).
+
+    A target y after input x carries base_bytes[y] + (has_leading_space[y] and not is_boundary[x]) bytes; summed over
+    the scored targets this equals the UTF-8 length of the normalised text. Ids past the tokenizer's vocab (padding
+    of the embedding) are boundaries with 0 bytes.
+    """
+    n = int(sp.vocab_size())
+    if vocab_size < n:
+        raise UserError(f"VOCAB_SIZE={vocab_size} is smaller than the tokenizer's vocabulary ({n})")
+    if sp.piece_to_id(SPACE_PIECE) == sp.unk_id() or sp.id_to_piece(sp.piece_to_id(SPACE_PIECE)) != SPACE_PIECE:
+        raise UserError(
+            'tokenizer has no standalone "\u2581" piece: spaces would be miscounted; retrain it with the '
+            "official settings (data/tokenizer.py)"
+        )
+    base = np.zeros(vocab_size, dtype=np.int16)
+    space = np.zeros(vocab_size, dtype=np.bool_)
+    boundary = np.ones(vocab_size, dtype=np.bool_)
+    for i in range(n):
+        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
+            continue
+        boundary[i] = False
+        if sp.is_byte(i):
+            base[i] = 1
+            continue
+        piece = sp.id_to_piece(i)
+        if piece.startswith(SPACE_PIECE):
+            space[i] = True
+            piece = piece[1:]
+        base[i] = len(piece.encode("utf-8"))
+    return base, space, boundary
+
+
+def proof_documents(val_tokens: np.ndarray, max_docs: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the BOS-delimited documents prove_tokenizer checks: the first `max_docs` (0 = all), without
+    the last one when there are others (a prefix of the stream may cut it inside a multi-byte character)."""
+    starts = np.flatnonzero(np.asarray(val_tokens) == BOS_ID)
+    ends = np.append(starts[1:], len(val_tokens))
+    if len(starts) > 1:
+        starts, ends = starts[:-1], ends[:-1]
+    return (starts[:max_docs], ends[:max_docs]) if max_docs else (starts, ends)
+
+
+def prove_tokenizer(
+    sp, val_tokens: np.ndarray, *, tokenizer="the tokenizer", source="the val shards", max_docs=0, threads=1
+) -> None:
+    """Prove by content that `sp` made `val_tokens`, with no manifest: each proof document decoded and encoded again
+    gives back its tokens with the right tokenizer (every document of the official val prefix), while a look-alike
+    of the same vocab size decodes them into other text that re-encodes differently. UserError names both files."""
+    starts, ends = proof_documents(val_tokens, max_docs)
+    if not len(starts):
+        raise UserError(f"{source}: no BOS (id {BOS_ID}) in the val tokens, so {tokenizer} cannot be proved on them")
+    docs = [val_tokens[a + 1 : b].tolist() for a, b in zip(starts.tolist(), ends.tolist())]
+    bad = [i for i, (want, got) in enumerate(zip(docs, sp.encode(sp.decode(docs), num_threads=threads))) if got != want]
+    if bad:
+        raise UserError(
+            f"{tokenizer} is not the tokenizer {source} were made with: {len(bad)} of {len(docs)} val documents do "
+            f"not re-encode to their tokens (first: document {bad[0]}); use the tokenizer the shards were made with"
+        )
+
+
+CASEOPS_OPERATORS = "\ue001\ue002\ue003\ue004"  # TITLE, ALLCAPS, CAPNEXT, ESC of the lossless case transform
+
+
+def is_caseops_tokenizer(sp) -> bool:
+    return all(sp.piece_to_id(op) != sp.unk_id() for op in CASEOPS_OPERATORS)
+
+
+def load_val_bytes(h: Hyperparameters, val_glob: str, sp, tokenizer_path: str, n_tokens: int) -> np.ndarray | None:
+    """CASEOPS=1: the original text's bytes carried by each val position, from the byte sidecars beside the val
+    shards (the byte rule on the transformed pieces would count the case operators); None without CaseOps."""
+    if bool(h.caseops) != is_caseops_tokenizer(sp):
+        raise UserError(
+            f"TOKENIZER_PATH={tokenizer_path} is a CaseOps tokenizer: set CASEOPS=1 (bytes come from the val byte "
+            "sidecars)" if not h.caseops else f"CASEOPS=1 but TOKENIZER_PATH={tokenizer_path} has no case operator "
+            "pieces: use the CaseOps tokenizer the data was exported with (data/tokenizer.py --caseops), or CASEOPS=0"
+        )  # fmt: skip
+    if not h.caseops:
+        return None
+    pattern = str(Path(val_glob).with_name(Path(val_glob).name.replace("_val_", VAL_BYTES_MARK, 1)))
+    try:
+        counts = load_token_split(pattern)
+    except ShardError as e:
+        raise UserError(f"CASEOPS=1: {e} (data/export.py --caseops writes the val byte sidecars)") from None
+    if len(counts) != n_tokens:
+        raise UserError(f"{pattern}: {len(counts)} byte counts for {n_tokens} val tokens (sidecars of other data)")
+    return counts
+
+
+def count_target_bytes(x: np.ndarray, y: np.ndarray, tables: tuple[np.ndarray, np.ndarray, np.ndarray]) -> int:
+    """Bytes carried by targets y given inputs x (same shape), in int64."""
+    base, space, boundary = tables
+    return int(base[y].astype(np.int64).sum() + (space[y] & ~boundary[x]).sum())
+
+
+def check_tokenizer_matches_data(sp, tokenizer_path: str, val_glob: str, val_tokens: np.ndarray) -> None:
+    """A wrong tokenizer of the right vocab size would silently mis-count bytes: when the shards' manifest
+    (data/export.py writes one) records the tokenizer's sha256 the file must have it; without one (the official
+    download) the tokenizer is proved on the first PROOF_DOCS val documents by content."""
+    manifest = Path(val_glob).parent / "manifest.json"
+    try:
+        expected = json.loads(manifest.read_text())["tokenizer"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        if np.count_nonzero(val_tokens == BOS_ID) < 2:
+            return  # no complete document to prove it on (a tiny val split): nothing can be said by content
+        return prove_tokenizer(sp, val_tokens, tokenizer=tokenizer_path, source=val_glob, max_docs=PROOF_DOCS)
+    got = hashlib.sha256(Path(tokenizer_path).read_bytes()).hexdigest()
+    if got != expected:
+        raise UserError(
+            f"TOKENIZER_PATH={tokenizer_path} (sha256 {got[:12]}…) is not the tokenizer the shards in "
+            f"{manifest.parent} were made with (sha256 {expected[:12]}…, {manifest})"
+        )
+
+
+def load_validation(h: Hyperparameters, tokenizer_path: str | None = None, val_glob: str | None = None):
+    """(byte tables, val tokens ready to score): the val split loaded with its ids checked, the tokenizer checked
+    against it, capped by VAL_MAX_TOKENS and truncated as the official loader does unless INCLUDE_TAIL=1."""
+    import sentencepiece as spm
+
+    tokenizer_path = tokenizer_path or h.tokenizer_path
+    if not Path(tokenizer_path).is_file():
+        raise UserError(f"TOKENIZER_PATH={tokenizer_path}: no such file (data/download.py fetches it)")
+    val_glob = val_glob or os.path.join(h.data_path, "fineweb_val_*.bin")
+    try:
+        sp = spm.SentencePieceProcessor(model_file=tokenizer_path)
+    except (RuntimeError, OSError) as e:  # sentencepiece's error for a file that is not a model
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"TOKENIZER_PATH={tokenizer_path}: not a SentencePiece model ({why})") from None
+    tables = build_byte_tables(sp, h.model.vocab_size)
+    val_tokens = load_token_split(val_glob, h.model.vocab_size)
+    check_tokenizer_matches_data(sp, tokenizer_path, val_glob, val_tokens)
+    val_bytes = load_val_bytes(h, val_glob, sp, tokenizer_path, len(val_tokens))
+    if h.val_max_tokens:
+        val_tokens = val_tokens[: h.val_max_tokens + 1]
+    if h.ttt_mode == "sgd" and h.ttt_chunk_tokens >= len(val_tokens) - 1:
+        raise UserError(f"TTT_CHUNK_TOKENS={h.ttt_chunk_tokens} holds the whole val split ({len(val_tokens) - 1} "
+                        "targets): SGD TTT would never train; use a smaller chunk")  # fmt: skip
+    val_tokens = prepare_val_tokens(val_tokens, h.effective_eval_seq_len, bool(h.include_tail))
+    return (*tables, val_bytes[: len(val_tokens)]) if val_bytes is not None else tables, val_tokens
+
+
 # Target position t (1 <= t < N) is the prediction of val[t] from val[:t]. A window starting at s reads val[s:s+L]
 # and predicts positions s+1 .. s+L; each window scores the positions [lo, hi) it is given. Every mode scores each
 # target exactly once, and a ScoreLedger counts it: test-time training may only train on positions the ledger has
@@ -1878,6 +3108,25 @@ def _all_reduce_grads(params: list[nn.Parameter]) -> None:
         p.grad = g.view_as(p)
 
 
+# The SGD shared by score-first TTT (_ttt_sgd) and the phases of phased TTT (_ttt_phase): every parameter, momentum
+# TTT_MOMENTUM, the LR cosine over the chunks, gradients all-reduced over the ranks and clipped at TTT_GRAD_CLIP.
+def _ttt_optimizer(net: nn.Module, lr: float, h: Hyperparameters) -> tuple[list[nn.Parameter], torch.optim.SGD]:
+    params = list(net.requires_grad_(True).parameters())
+    return params, torch.optim.SGD(params, lr=lr, momentum=h.ttt_momentum)
+
+
+def _ttt_cosine_lr(lr: float, chunk: int, n_chunks: int) -> float:
+    return lr * 0.5 * (1.0 + math.cos(math.pi * chunk / max(n_chunks - 1, 1)))
+
+
+def _ttt_sgd_step(opt: torch.optim.SGD, params: list[nn.Parameter], h: Hyperparameters) -> None:
+    _all_reduce_grads(params)
+    if h.ttt_grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, h.ttt_grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
 def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameters, d: Dist) -> None:
     """Score-first full-parameter TTT: per chunk of h.ttt_chunk_tokens targets, score its sliding windows (split over
     ranks), then, unless it is the last chunk, train on exactly those scored targets for h.ttt_epochs SGD steps
@@ -1885,15 +3134,14 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
     window = h.effective_eval_seq_len
     plan = sliding_plan(vt.numel(), window, h.eval_stride or window)
     chunks = np.split(plan, np.flatnonzero(np.diff((plan[1] - 1) // h.ttt_chunk_tokens)) + 1, axis=1)
-    params = list(net.requires_grad_(True).parameters())
-    opt = torch.optim.SGD(params, lr=h.ttt_lr, momentum=h.ttt_momentum)
+    params, opt = _ttt_optimizer(net, h.ttt_lr, h)
     for c, chunk in enumerate(chunks):
         _score_windows(net, vt, ledger, chunk[:, rank_share(chunk.shape[1], d)], window, h, d)
         lo, hi = int(chunk[1, 0]), int(chunk[2, -1])
         ledger.sync(lo, hi)
         if c == len(chunks) - 1 or h.ttt_epochs == 0:
             continue
-        opt.param_groups[0]["lr"] = h.ttt_lr * 0.5 * (1.0 + math.cos(math.pi * c / max(len(chunks) - 1, 1)))
+        opt.param_groups[0]["lr"] = _ttt_cosine_lr(h.ttt_lr, c, len(chunks))
         seq_lo = np.arange(lo, hi, window)
         seq_lo = seq_lo[rank_share(len(seq_lo), d)]
         seq_hi = np.minimum(seq_lo + window, hi)
@@ -1905,11 +3153,7 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
                     x, y, real = _windows(vt, a - 1, b - a)
                     ce = _per_token_ce(net, x, y, h, d)
                     (torch.where(real, ce, 0.0).sum() / (hi - lo)).backward()
-            _all_reduce_grads(params)
-            if h.ttt_grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, h.ttt_grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            _ttt_sgd_step(opt, params, h)
 
 
 def _lora_targets(model: GPT) -> list[tuple[str, int, nn.Module | None, int, int, int]]:
@@ -2080,20 +3324,15 @@ def _ttt_phase(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, lo: np.ndarray, 
     at = np.concatenate(([0], np.cumsum(hi - lo + 1)))  # where each document starts in the stream
     stream = torch.cat([vt[a - 1 : b] for a, b in zip(lo.tolist(), hi.tolist())]) if len(lo) else vt[:0]
     tokens = stream.cpu().numpy()
-    params = list(net.requires_grad_(True).parameters())
-    opt = torch.optim.SGD(params, lr=h.ttt_phase_lr, momentum=h.ttt_momentum)
+    params, opt = _ttt_optimizer(net, h.ttt_phase_lr, h)
     n_chunks, rows = -(-(len(stream) - 1) // size), size // window
     for c in range(n_chunks - 1 if rows else 0):
-        opt.param_groups[0]["lr"] = h.ttt_phase_lr * 0.5 * (1.0 + math.cos(math.pi * c / max(n_chunks - 1, 1)))
+        opt.param_groups[0]["lr"] = _ttt_cosine_lr(h.ttt_phase_lr, c, n_chunks)
         for _ in range(h.ttt_phase_epochs):
             for s in range(0, rows, h.eval_batch_seqs):
                 u, v = c * size + s * window, c * size + min(s + h.eval_batch_seqs, rows) * window
                 _phase_step(net, stream[u : v + 1], tokens[u:v], u, at, lo, ledger, h, d)
-                _all_reduce_grads(params)
-                if h.ttt_grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, h.ttt_grad_clip)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+                _ttt_sgd_step(opt, params, h)
     net.requires_grad_(False)
 
 
@@ -2291,962 +3530,58 @@ def eval_ttt(
     return ledger.result(synced_clock(d) - t0)
 
 
-# =====================================================================================================================
-# QUANTISATION AND ARTIFACT
-# =====================================================================================================================
-# An artifact is a frame (magic, format version, codec id, payload length, blake2b-128 of frame and payload) followed
-# by the compressed payload: u32 header length, a JSON header (model config; each tensor's name, shape, dtype, role
-# and storage: int bits, SDClip k and method, or float passthrough; the byte streams) and the streams themselves,
-# grouped by kind so the codec sees similar bytes together (ints by role, fp16 scales, passthrough, LQER factors).
-# Reading parses JSON and raw bytes only: nothing in an artifact is ever executed or unpickled.
-ARTIFACT_MAGIC = b"PGQA"
-ARTIFACT_VERSION = 4  # 4: int codes rANS-coded when smaller; 3: LQER A int2; 2: header and streams in separate frames
-ARTIFACT_PART = struct.Struct("<BII")  # per part: method (0 the codec, 1 rANS), stored bytes, raw bytes
-ARTIFACT_FRAME = struct.Struct("<4sBBQ16s")  # magic, version, codec id, payload bytes, blake2b-128 digest
-ARTIFACT_CODECS = {"zstd": 1, "lzma": 2, "zlib": 3}
-ARTIFACT_MAX_PAYLOAD = 1 << 28  # 256 MiB, 16x the byte cap: a declared payload above it is refused before inflating
-ARTIFACT_MAX_HEADER = 1 << 24  # JSON header bytes (a model's is tens of KB): bounds what json.loads builds
-ARTIFACT_MAX_TENSORS = 1 << 16  # header entries (1,024 blocks of a dozen tensors fit)
-QUANT_ROLES = ("attn", "mlp", "embed", "head")  # large 2-D matrices of these roles are stored as integers
-STORE_ORDER = ("attn", "mlp", "embed", "head", "control", "buffer")  # tensor order inside every stream
-STREAM_WIDTHS = {"q": 1, "scale": 2, "f16": 2, "f32": 4, "raw": 1, "lqer_q": 1, "lqer_s": 2}  # byte-shuffle width
-STORE_DTYPES = {
-    n: getattr(torch, n) for n in ("float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool")
-}
-FP16_TINY = torch.finfo(torch.float16).tiny  # smallest normal fp16: floor of every stored scale
-# QUANT_CLIP=percentile, the official baseline's export: each row clipped at this quantile of |w|, scale = clip /
-# qmax but at least 1 / qmax (its floor), fp16 scales; matrices of at most PERCENTILE_KEEP_NUMEL elements stay fp16.
-PERCENTILE_Q = 0.9999984
-PERCENTILE_KEEP_NUMEL = 65_536
-LQER_BITS = 4  # the low-rank factor B: ints in [-8, 7], scale absmax / 7.5 per group (A: int2, one scale)
-LQER_GROUP = 64
-GPTQ_CALIB_MAX_RANK_TOKENS = 65_536  # calibration tokens per rank and batch
-GPTQ_DAMP_RETRIES = 4  # Cholesky failure: multiply the damping by 10 and retry
-PACK_STUB = 'import lzma,base64\nexec(lzma.decompress(base64.b85decode("{}")))\n'
-
-
-class ArtifactError(UserError):
-    """An artifact or checkpoint that cannot be built or read; the message says what is wrong and how to fix it."""
-
-
-def sdclip_scale(w: torch.Tensor, k: float, bits: int, mantissa_bits: int = 0) -> torch.Tensor:
-    """SDClip, the record's rule: per-row fp16 scale clipping each row at k standard deviations (unbiased),
-    scale = k*std / (2^(bits-1) - 1). mantissa_bits > 0 (QUANT_SCALE_BITS, not the record's) rounds each scale to
-    that many significant bits, which makes the scale stream compress to about half (every quantiser uses the rounded
-    scale, so nothing is mismatched). A constant row gets scale 1."""
-    std = w.float().std(dim=1, correction=1) if w.size(1) > 1 else torch.zeros(w.size(0), device=w.device)
-    scale = torch.where(std > 0, k * std / (2 ** (bits - 1) - 1), torch.ones_like(std)).clamp(FP16_TINY, 60_000.0)
-    if mantissa_bits <= 0:
-        return scale.half().clamp_min(FP16_TINY)
-    m, e = torch.frexp(scale.double())
-    return torch.ldexp(torch.round(m * 2**mantissa_bits) / 2**mantissa_bits, e).clamp(FP16_TINY).half()
-
-
-def percentile_clip(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(w clipped per row at its PERCENTILE_Q quantile of |w|, fp32 row scale): the official baseline's int8 rule,
-    which rounds with the fp32 scale and stores it in fp16."""
-    qmax = 2 ** (bits - 1) - 1
-    clip = torch.quantile(w.float().abs(), PERCENTILE_Q, dim=1)
-    w = torch.maximum(torch.minimum(w.float(), clip[:, None]), -clip[:, None])
-    return w, (clip / qmax).clamp_min(1.0 / qmax)
-
-
-def quantize_rtn(w: torch.Tensor, scale: torch.Tensor, bits: int) -> torch.Tensor:
-    qmax = 2 ** (bits - 1) - 1
-    return torch.clamp(torch.round(w.float() / scale.float()[:, None]), -qmax, qmax).to(torch.int8)
-
-
-def gptq_quantize(
-    w: torch.Tensor, H: torch.Tensor, scale: torch.Tensor, bits: int, block: int = 128, damp: float = 0.01
-) -> torch.Tensor:
-    """Full-Hessian GPTQ (SPEC section 6) with a fixed per-row scale; returns int8 codes shaped like w. Columns go in
-    descending diag(H) order; each one's rounding error is pushed onto the later columns through U, the upper Cholesky
-    factor of the damped H^-1 (lazily, once per block, beyond the current block). Runs in w's dtype (>= fp32)."""
-    dtype = torch.promote_types(w.dtype, torch.float32)
-    W, H = w.to(dtype).clone(), H.to(device=w.device, dtype=dtype).clone()
-    s = scale.to(device=w.device, dtype=dtype)
-    qmax, cols = 2 ** (bits - 1) - 1, W.size(1)
-    dead = H.diagonal() == 0
-    H[dead, dead] = 1.0
-    W[:, dead] = 0.0
-    # the record's column order: the damped diagonal, sorted unstably (its order of tied columns)
-    perm = torch.argsort(H.diagonal() + damp * H.diagonal().mean(), descending=True)
-    W, H = W[:, perm], H[perm][:, perm]
-    eye = torch.eye(cols, device=w.device, dtype=dtype)
-    for attempt in range(GPTQ_DAMP_RETRIES):
-        L, info = torch.linalg.cholesky_ex(H + damp * 10**attempt * H.diagonal().mean() * eye)
-        if info == 0:
-            break
-    else:
-        raise ArithmeticError(f"GPTQ: the Hessian stays singular after damping up to {damp * 10**attempt}")
-    U = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
-    Q = torch.empty_like(W)
-    for i1 in range(0, cols, block):
-        i2 = min(i1 + block, cols)
-        Wb, Ub, Eb = W[:, i1:i2].clone(), U[i1:i2, i1:i2], torch.empty_like(W[:, i1:i2])
-        for j in range(i2 - i1):
-            Q[:, i1 + j] = q = torch.clamp(torch.round(Wb[:, j] / s), -qmax, qmax)
-            Eb[:, j] = err = (Wb[:, j] - q * s) / Ub[j, j]
-            Wb[:, j:] -= err[:, None] * Ub[j, j:]
-        W[:, i2:] -= Eb @ U[i1:i2, i2:]
-    return Q[:, torch.argsort(perm)].to(torch.int8)
-
-
-def hessian_error(w: torch.Tensor, w_hat: torch.Tensor, H: torch.Tensor) -> float:
-    """Output error on the calibration inputs relative to the output energy: tr(E H E^T) / tr(W H W^T)."""
-    w, e = w.float(), (w - w_hat).float()
-    return float(((e @ H) * e).sum() / ((w @ H) * w).sum().clamp_min(1e-30))
-
-
-def _quant_groups(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The record's LQER B: ints in [-2^(bits-1), 2^(bits-1) - 1] with one fp16 scale absmax / (2^(bits-1) - 0.5) per
-    LQER_GROUP consecutive values (flattened; a short last group is zero-padded, a shape the record never ran)."""
-    flat = x.float().reshape(-1)
-    g = F.pad(flat, (0, -flat.numel() % LQER_GROUP)).view(-1, LQER_GROUP)
-    half = 2 ** (bits - 1)
-    s = (g.abs().amax(1) / (half - 0.5)).clamp_min(FP16_TINY).half()
-    q = torch.clamp(torch.round(g / s.float()[:, None]), -half, half - 1).to(torch.int8)
-    return q.reshape(-1)[: flat.numel()], s
-
-
-def _dequant_groups(q: torch.Tensor, s: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    g = F.pad(q.float(), (0, -q.numel() % LQER_GROUP)).view(-1, LQER_GROUP) * s.float()[:, None]
-    return g.reshape(-1)[: q.numel()].view(shape)
-
-
-def dequantize_entry(e: dict) -> torch.Tensor:
-    m = e["meta"]
-    if m["store"] != "q":
-        return e["data"].to(STORE_DTYPES[m["dtype"]]).reshape(m["shape"])
-    w = e["q"].float() * e["scale"].float()[:, None]
-    if m.get("lqer"):
-        (rows, cols), r = m["shape"], m["lqer"]
-        w = w + (e["la"].float().view(rows, r) * e["la_s"].float()) @ _dequant_groups(e["lb"], e["lb_s"], (r, cols))
-    return w.to(STORE_DTYPES[m["dtype"]])
-
-
-def _quant_setting(role: str, h: Hyperparameters) -> tuple[int, float]:
-    bits = h.quant_matrix_bits if role in ("attn", "mlp") else h.quant_embed_bits
-    return bits, {"attn": h.clip_k_attn, "mlp": h.clip_k_mlp}.get(role, h.clip_k_embed)
-
-
-def quantize_state_dict(
-    state_dict: dict[str, torch.Tensor],
-    roles: dict[str, str],
-    h: Hyperparameters,
-    hessians: dict[str, torch.Tensor] | None = None,
-) -> list[dict]:
-    """Quantise per role (SDClip RTN; GPTQ where a Hessian is given and GPTQ=1, the tied embedding included, as the
-    record; LQER on the LQER_TOP worst matrices) into storage entries in stream order."""
-    missing = sorted(set(roles) - set(state_dict))
-    if missing:
-        raise ArtifactError(
-            f"state_dict lacks {len(missing)} tensor(s) of the model, e.g. {missing[:3]}: "
-            "the checkpoint does not match the model config"
-        )
-    hessians = hessians or {}
-    entries, floats = [], {}
-    for name in sorted(state_dict, key=lambda n: (STORE_ORDER.index(roles.get(n, "buffer")), n)):
-        t, role = state_dict[name].detach(), roles.get(name, "buffer")
-        meta = {"name": name, "shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."), "role": role}
-        if meta["dtype"] not in STORE_DTYPES:
-            raise ArtifactError(f"tensor {name} has dtype {t.dtype}, which the artifact cannot store")
-        if name.endswith("attn.gate.weight") and t.ndim == 2:  # the record's attention gate: int8, absmax per row
-            scale = (t.float().abs().amax(1) / 127).clamp(FP16_TINY, 60_000.0).half()
-            meta.update(store="q", bits=8, k=0.0, method="absmax")
-            entries.append({"meta": meta, "q": quantize_rtn(t, scale, 8).cpu(), "scale": scale.cpu()})
-            continue
-        kept = h.quant_clip == "percentile" and t.numel() <= PERCENTILE_KEEP_NUMEL  # the official size rule
-        if kept or not (role in QUANT_ROLES and t.ndim == 2 and t.is_floating_point()):  # else by role, any size
-            wide = role == "buffer" or role == "control" and h.control_bits == 32
-            store = "raw" if not t.is_floating_point() else "f32" if wide else "f16"
-            data = t.cpu() if store == "raw" else t.cpu().to(torch.float32 if store == "f32" else torch.float16)
-            entries.append({"meta": {**meta, "store": store}, "data": data})
-            continue
-        bits, k = _quant_setting(role, h)
-        w, H = t.float(), hessians.get(name)
-        if h.quant_clip == "percentile":
-            (w, scale), k = percentile_clip(w, bits), 0.0
-        else:
-            scale = sdclip_scale(w, k, bits, h.quant_scale_bits)
-        q, method, scale = quantize_rtn(w, scale, bits), "rtn", scale.half()
-        if H is not None and h.gptq:
-            qg = gptq_quantize(w.to(H.device), H, scale, bits, h.gptq_block, h.gptq_damp).to(w.device)
-            q, method = qg, "gptq"
-        meta.update(store="q", bits=bits, k=k, method=method)
-        entries.append({"meta": meta, "q": q.cpu(), "scale": scale.cpu()})
-        floats[name] = w
-    if h.lqer_rank > 0:
-        _add_lqer(entries, floats, h.lqer_rank, h.lqer_top)
-    return entries
-
-
-def _add_lqer(entries: list[dict], floats: dict[str, torch.Tensor], rank: int, top: int) -> None:
-    """LQER (the record's asymmetric form): a rank-r SVD E ~ A @ B of the quantisation error E = W - W_hat of the
-    `top` matrices with the largest errors; A = U*S in int2 ([-2, 1], one fp16 scale per matrix), B = Vh in
-    LQER_BITS ints with one scale per LQER_GROUP values."""
-    errors = {
-        n: floats[n] - dequantize_entry(e).to(floats[n].device) for e in entries if (n := e["meta"]["name"]) in floats
-    }
-    worst = set(sorted(errors, key=lambda n: -float(errors[n].norm()))[:top])
-    for e in [e for e in entries if e["meta"]["name"] in worst]:
-        U, S, Vh = torch.linalg.svd(errors[e["meta"]["name"]], full_matrices=False)
-        r = min(rank, S.numel())
-        A = U[:, :r] * S[:r]
-        sa = (A.abs().amax() / 1.5).clamp(FP16_TINY, 60_000.0).half().reshape(1)
-        e["la"], e["la_s"] = torch.clamp(torch.round(A / sa.float()), -2, 1).to(torch.int8).reshape(-1).cpu(), sa.cpu()
-        e["lb"], e["lb_s"] = (x.cpu() for x in _quant_groups(Vh[:r], LQER_BITS))
-        e["meta"]["lqer"] = r
-
-
-def _entry_parts(e: dict) -> list[tuple[str, torch.Tensor]]:
-    return [(stream, e[key]) for stream, key, _, _ in _part_specs(e["meta"])]
-
-
-def _part_specs(m: dict) -> list[tuple[str, str, torch.dtype, list[int]]]:
-    """(stream, key, stored dtype, shape) of every part of a tensor, from its header entry alone."""
-    if m["store"] != "q":
-        dtype = {"f16": torch.float16, "f32": torch.float32}.get(m["store"], STORE_DTYPES[m["dtype"]])
-        return [(m["store"], "data", dtype, m["shape"])]
-    (rows, cols), r = m["shape"], m.get("lqer", 0)
-    specs = [("q", "q", torch.int8, [rows, cols]), ("scale", "scale", torch.float16, [rows])]
-    for key, n, scales in (("la", rows * r, 1), ("lb", r * cols, -(-r * cols // LQER_GROUP))) if r else ():
-        specs += [("lqer_q", key, torch.int8, [n]), ("lqer_s", key + "_s", torch.float16, [scales])]
-    return specs
-
-
-def _shuffle(b: bytes, width: int, inverse: bool = False) -> bytes:
-    """Byte-shuffle: all first bytes of the elements, then all second bytes, ... (or the inverse)."""
-    a = np.frombuffer(b, dtype=np.uint8)
-    return (a.reshape(width, -1).T if inverse else a.reshape(-1, width).T).tobytes()
-
-
-def _codec(name: str):
-    """The module of a codec named in ARTIFACT_CODECS (COMPRESSOR is checked by Hyperparameters)."""
-    if name == "zstd":
-        try:
-            import zstandard
-        except ImportError:
-            raise ArtifactError("codec zstd is not installed: pip install zstandard (or set COMPRESSOR=lzma)") from None
-        return zstandard
-    import lzma
-
-    return {"lzma": lzma, "zlib": zlib}[name]
-
-
-def compress_bytes(data: bytes, codec: str, level: int) -> bytes:
-    mod = _codec(codec)
-    if codec == "zstd":
-        return mod.ZstdCompressor(level=min(level, 22)).compress(data)
-    if codec == "lzma":
-        return mod.compress(data, preset=min(level, 9) | mod.PRESET_EXTREME)
-    return mod.compress(data, min(level, 9))
-
-
-def decompress_bytes(data: bytes, codec: str, size: int) -> bytes:
-    mod = _codec(codec)
-    try:
-        if codec == "zstd":  # streamed: a frame that declares a huge content size allocates nothing for it
-            return mod.ZstdDecompressor().stream_reader(io.BytesIO(data)).read(size + 1)
-        return (mod.LZMADecompressor() if codec == "lzma" else mod.decompressobj()).decompress(data, size)
-    except Exception as e:
-        raise ArtifactError(f"artifact payload does not decompress with {codec} ({e}): corrupt file") from None
-
-
-# Settings an artifact records beside its model config, so a tool rescoring it alone uses the window it was trained
-# and scored at (a model trained at 256 tokens scored at the frontier default of 2,048 is a different, worse score).
-ARTIFACT_RECORDED = ("train_seq_len", "eval_seq_len")
-
-
-def encode_artifact(
-    model_config: dict, entries: list[dict], codec: str, level: int, recorded: dict | None = None
-) -> bytes:
-    data = {
-        s: b"".join(
-            t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-            for e in entries
-            for stream, t in _entry_parts(e)
-            if stream == s
-        )
-        for s in STREAM_WIDTHS
-    }
-    header = {
-        "model_config": model_config,
-        "tensors": [e["meta"] for e in entries],
-        "streams": [[s, len(data[s]), STREAM_WIDTHS[s]] for s in STREAM_WIDTHS],
-        **({"recorded": recorded} if recorded else {}),
-    }
-    hbytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    parts = [struct.pack("<I", len(hbytes)) + hbytes] + [_shuffle(data[s], STREAM_WIDTHS[s]) for s in data]
-    q_sizes = [t.numel() for e in entries for stream, t in _entry_parts(e) if stream == "q"]
-    body = compress_parts(parts, codec, level, {1 + list(data).index("q"): q_sizes})
-    size = sum(map(len, parts))
-    frame = ARTIFACT_FRAME.pack(ARTIFACT_MAGIC, ARTIFACT_VERSION, ARTIFACT_CODECS[codec], size, bytes(16))[:-16]
-    return frame + hashlib.blake2b(frame + body, digest_size=16).digest() + body
-
-
-def compress_parts(parts: list[bytes], codec: str, level: int, segments: dict[int, list[int]] | None = None) -> bytes:
-    """A part index (count, then method, stored and raw bytes of each) and one compressed frame per non-empty part.
-    zstd-22 on a single frame of everything swung by +-3% when the data moved by a few bytes; separate frames are
-    stable and smaller (benchmarks/README.md, Quantisation). A part of int codes (`segments`: its tensors' sizes)
-    is also rANS-coded with a table per tensor, and stored so when that is smaller."""
-    frames, methods = [compress_bytes(p, codec, level) if p else b"" for p in parts], [0] * len(parts)
-    for i, sizes in (segments or {}).items():
-        if not parts[i] or len(sizes) > ANS_MAX_SEGMENTS:
-            continue
-        coded = ans_encode(np.frombuffer(parts[i], np.uint8), sizes)
-        if len(coded) < len(frames[i]) and len(parts[i]) <= ANS_MAX_RATIO * len(coded):  # what the reader accepts
-            frames[i], methods[i] = coded, 1
-    index = b"".join(ARTIFACT_PART.pack(m, len(f), len(p)) for m, f, p in zip(methods, frames, parts))
-    return struct.pack("<H", len(parts)) + index + b"".join(frames)
-
-
-ANS_BITS = 15  # each table's frequencies sum to 2^15
-ANS_LOW = 1 << 16  # coder states live in [2^16, 2^32); 16-bit words in and out
-ANS_HEAD = struct.Struct("<II")  # segments, lanes
-ANS_MAX_SEGMENTS = 1024  # tables per coded part (a model has a few hundred int-coded tensors): bounds decode memory
-ANS_MAX_RATIO = 1024  # symbols per coded byte a part may declare: int codes take bits each (all-zero tensors take
-# none, but the 8 bytes of state per lane bound a real part's ratio to 512 up to 4M symbols): 8 KB decode 8M at most
-
-
-def _ans_tables(freqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(freq, cum, symbol of each slot) per table, (tables, 256) / (tables, 2^ANS_BITS)."""
-    freq = np.stack(freqs).astype(np.int64)
-    cum = np.cumsum(freq, axis=1) - freq
-    slots = np.stack([np.repeat(np.arange(256), f) for f in freq]).astype(np.uint8)
-    return freq, cum, slots
-
-
-def ans_encode(sym: np.ndarray, sizes: list[int]) -> bytes:
-    """rANS over byte symbols with one static table per segment (a tensor's int codes), in lanes interleaved symbol
-    by symbol so numpy codes a whole row of lanes per step: within 0.1% of the order-0 entropy of each tensor."""
-    M, n = 1 << ANS_BITS, len(sym)
-    seg = np.repeat(np.arange(len(sizes)), sizes)
-    freqs, head = [], [ANS_HEAD.pack(len(sizes), lanes := int(min(1024, max(1, n // 4096))))]
-    for a, b in zip(np.cumsum([0, *sizes[:-1]]), np.cumsum(sizes)):
-        counts = np.bincount(sym[a:b], minlength=256).astype(np.int64)
-        f = np.where(counts > 0, np.maximum(1, counts * M // max(int(counts.sum()), 1)), 0)
-        f[np.argmax(f)] += M - f.sum()  # the most frequent symbol absorbs the rounding
-        assert f.sum() == M and (f[counts > 0] >= 1).all(), "rANS table"
-        lo, hi = int(np.flatnonzero(f)[0]), int(np.flatnonzero(f)[-1])
-        head.append(struct.pack("<IBB", b - a, lo, hi) + f[lo : hi + 1].astype("<u2").tobytes())
-        freqs.append(f)
-    freq, cum, _ = _ans_tables(freqs)
-    steps = -(-n // lanes)
-    x, out, cnt = np.full(lanes, ANS_LOW, np.uint64), np.zeros((lanes, steps), np.uint16), np.zeros(lanes, np.int64)
-    for t in range(steps - 1, -1, -1):
-        a, b = t * lanes, min(t * lanes + lanes, n)
-        f, c = freq[seg[a:b], sym[a:b]].astype(np.uint64), cum[seg[a:b], sym[a:b]].astype(np.uint64)
-        xa = x[: b - a]
-        r = np.flatnonzero(xa >= (f << np.uint64(32 - ANS_BITS)))  # renormalise: emit the low 16 bits
-        out[r, cnt[r]], cnt[r], xa[r] = xa[r] & np.uint64(0xFFFF), cnt[r] + 1, xa[r] >> np.uint64(16)
-        x[: b - a] = (xa // f << np.uint64(ANS_BITS)) + xa % f + c
-    words = b"".join(out[j, : cnt[j]][::-1].astype("<u2").tobytes() for j in range(lanes))
-    return b"".join(head) + x.astype("<u4").tobytes() + cnt.astype("<u4").tobytes() + words
-
-
-def ans_decode(blob: bytes, n: int) -> bytes:
-    """The n byte symbols ans_encode coded into blob; anything that is not such a coding (tables that do not sum to
-    2^15, reads past a lane's words, states that do not return to their start) is an ArtifactError."""
-    M, pos = 1 << ANS_BITS, ANS_HEAD.size
-    n_seg, lanes = ANS_HEAD.unpack_from(blob)
-    if not 0 < lanes <= 1024 or not 0 < n_seg <= ANS_MAX_SEGMENTS:
-        raise ValueError("bad rANS header")
-    if n > ANS_MAX_RATIO * len(blob) or lanes != min(1024, max(1, n // 4096)):  # before allocating for n symbols
-        raise ValueError(f"{len(blob)} coded bytes cannot hold {n} symbols in {lanes} lanes (ans_encode uses "
-                         f"{min(1024, max(1, n // 4096))}, at most {ANS_MAX_RATIO} symbols a byte)")  # fmt: skip
-    freqs, sizes = [], []
-    for _ in range(n_seg):
-        size, lo, hi = struct.unpack_from("<IBB", blob, pos)
-        f = np.zeros(256, np.int64)
-        f[lo : hi + 1] = np.frombuffer(blob, "<u2", hi - lo + 1, pos + 6) if hi >= lo else []
-        if f.sum() != M:
-            raise ValueError("a rANS table does not sum to 2^15")
-        freqs.append(f)
-        sizes.append(size)
-        pos += 6 + 2 * (hi - lo + 1)
-    if sum(sizes) != n:
-        raise ValueError("rANS segments do not add up")
-    freq, cum, slots = _ans_tables(freqs)
-    x = np.frombuffer(blob, "<u4", lanes, pos).astype(np.uint64)
-    cnt = np.frombuffer(blob, "<u4", lanes, pos + 4 * lanes).astype(np.int64)
-    words = np.frombuffer(blob, "<u2", offset=pos + 8 * lanes)
-    if cnt.sum() != len(words) or len(blob) != pos + 8 * lanes + 2 * len(words):
-        raise ValueError("rANS word counts do not match the data")
-    ptr, end = np.cumsum(cnt) - cnt, np.cumsum(cnt)
-    seg, sym, steps = np.repeat(np.arange(n_seg, dtype=np.uint16), sizes), np.empty(n, np.uint8), -(-n // lanes)
-    for t in range(steps):
-        a, b = t * lanes, min(t * lanes + lanes, n)
-        xa, sg = x[: b - a], seg[a:b]
-        slot = (xa & np.uint64(M - 1)).astype(np.int64)
-        s = slots[sg, slot]
-        xa = freq[sg, s].astype(np.uint64) * (xa >> np.uint64(ANS_BITS)) + slot.astype(np.uint64)
-        xa -= cum[sg, s].astype(np.uint64)
-        r = np.flatnonzero(xa < ANS_LOW)
-        if (ptr[r] >= end[r]).any():
-            raise ValueError("a rANS lane reads past its words")
-        xa[r], ptr[r] = (xa[r] << np.uint64(16)) | words[ptr[r]].astype(np.uint64), ptr[r] + 1
-        x[: b - a], sym[a:b] = xa, s
-    if (x != ANS_LOW).any() or (ptr != end).any():
-        raise ValueError("rANS states do not return to their start")
-    return sym.tobytes()
-
-
-def decompress_parts(body: bytes, codec: str, size: int) -> bytes:
-    """The concatenated raw parts of a compress_parts body whose raw parts add up to `size` bytes."""
-    try:
-        (n_parts,) = struct.unpack_from("<H", body)
-        index = [ARTIFACT_PART.unpack_from(body, 2 + i * ARTIFACT_PART.size) for i in range(n_parts)]
-        pos = 2 + n_parts * ARTIFACT_PART.size
-        if sum(c for _, c, _ in index) != len(body) - pos or sum(r for _, _, r in index) != size:
-            raise ValueError("part sizes do not add up")
-        if any(m not in (0, 1) for m, _, _ in index):
-            raise ValueError("unknown part method")
-    except (struct.error, ValueError) as e:
-        raise ArtifactError(f"artifact part index is malformed ({e}): corrupt or not ours") from None
-    parts = []
-    for method, comp, raw in index:
-        try:
-            part = b"" if not raw else (ans_decode(body[pos : pos + comp], raw) if method == 1 else None)
-        except (struct.error, ValueError, IndexError) as e:
-            raise ArtifactError(f"artifact's rANS-coded part is malformed ({e}): corrupt file") from None
-        part = decompress_bytes(body[pos : pos + comp], codec, raw) if part is None else part
-        if len(part) != raw:
-            raise ArtifactError(f"artifact part inflates to {len(part)} bytes, expected {raw}: corrupt file")
-        parts.append(part)
-        pos += comp
-    return b"".join(parts)
-
-
-def decode_artifact(blob: bytes) -> tuple[dict, list[dict], dict]:
-    """Verify and parse an artifact into (model_config, storage entries, recorded settings) without executing
-    anything from it (recorded: ARTIFACT_RECORDED's values; {} in an artifact written before them)."""
-    if len(blob) < ARTIFACT_FRAME.size:
-        raise ArtifactError(
-            f"artifact is {len(blob)} bytes, shorter than its {ARTIFACT_FRAME.size}-byte frame (truncated?)"
-        )
-    magic, version, codec_id, size, digest = ARTIFACT_FRAME.unpack_from(blob)
-    if magic != ARTIFACT_MAGIC:
-        raise ArtifactError(
-            f"not a quantised artifact: magic {magic!r}, expected {ARTIFACT_MAGIC!r} (a float "
-            "checkpoint is read with load_checkpoint)"
-        )
-    if version != ARTIFACT_VERSION:
-        raise ArtifactError(
-            f"artifact format version {version} is not readable by this train_gpt.py "
-            f"(it reads version {ARTIFACT_VERSION}); use the train_gpt.py that wrote it"
-        )
-    codec = {v: k for k, v in ARTIFACT_CODECS.items()}.get(codec_id)
-    if codec is None:
-        raise ArtifactError(f"artifact uses unknown codec id {codec_id}")
-    body = blob[ARTIFACT_FRAME.size :]
-    if hashlib.blake2b(blob[: ARTIFACT_FRAME.size - 16] + body, digest_size=16).digest() != digest:
-        raise ArtifactError(f"artifact checksum mismatch ({len(blob)} bytes): the file is truncated or corrupt")
-    if size > ARTIFACT_MAX_PAYLOAD:
-        raise ArtifactError(f"artifact claims a {size}-byte payload, over the {ARTIFACT_MAX_PAYLOAD}-byte limit")
-    payload = decompress_parts(body, codec, size)
-    try:
-        (hlen,) = struct.unpack_from("<I", payload)
-        if hlen > ARTIFACT_MAX_HEADER:
-            raise ValueError(f"a {hlen}-byte header, over the {ARTIFACT_MAX_HEADER}-byte limit")
-        header = json.loads(payload[4 : 4 + hlen])
-        model_config, metas, stream_info = header["model_config"], header["tensors"], header["streams"]
-        if not isinstance(metas, list) or len(metas) > ARTIFACT_MAX_TENSORS:
-            raise ValueError(f"the tensor list is not a list of at most {ARTIFACT_MAX_TENSORS} entries")
-        recorded = header.get("recorded", {})
-        if not isinstance(recorded, dict) or not all(
-            k in ARTIFACT_RECORDED and type(v) is int and v >= 0 for k, v in recorded.items()
-        ):
-            raise ValueError(f"bad recorded settings {recorded!r}")
-        pos, streams = 4 + hlen, {}
-        for s, n, width in stream_info:
-            if s not in STREAM_WIDTHS or width != STREAM_WIDTHS[s] or not 0 <= n <= len(payload) - pos:
-                raise ValueError(f"bad stream {s!r}")
-            streams[s], pos = _shuffle(payload[pos : pos + n], width, inverse=True), pos + n
-        if pos != len(payload) or not isinstance(model_config, dict):
-            raise ValueError("payload length does not match its streams")
-        cursor, entries = dict.fromkeys(streams, 0), []
-        for m in metas:
-            q_ok = m["store"] != "q" or len(m["shape"]) == 2 and 2 <= m["bits"] <= 8 and m.get("lqer", 0) >= 0
-            if m["store"] not in ("q", "f16", "f32", "raw") or m["dtype"] not in STORE_DTYPES or not q_ok:
-                raise ValueError(f"bad storage {m['store']!r}/{m['dtype']!r} for {m['name']!r}")
-            e = {"meta": m}
-            for stream, key, dtype, shape in _part_specs(m):
-                n = math.prod(shape) * dtype.itemsize
-                if min(shape, default=0) < 0 or cursor[stream] + n > len(streams[stream]):
-                    raise ValueError(f"tensor {m['name']!r} overruns stream {stream!r}")
-                chunk = torch.tensor(np.frombuffer(streams[stream], np.uint8, n, cursor[stream]))  # a copy
-                e[key], cursor[stream] = chunk.view(dtype).reshape(shape), cursor[stream] + n
-            entries.append(e)
-        if any(cursor[s] != len(streams[s]) for s in streams):
-            raise ValueError("streams hold bytes no tensor claims")
-    except ArtifactError:
-        raise
-    except Exception as e:
-        raise ArtifactError(f"artifact header is malformed ({type(e).__name__}: {e}): corrupt or not ours") from None
-    return model_config, entries, recorded
-
-
-def build_artifact(
-    state_dict: dict[str, torch.Tensor],
-    roles: dict[str, str],
-    cfg: ModelConfig,
-    h: Hyperparameters,
-    hessians: dict | None = None,
-) -> tuple[bytes, list[dict]]:
-    """Quantise a float state_dict and encode it: (artifact bytes, storage entries)."""
-    entries = quantize_state_dict(state_dict, roles, h, hessians)
-    recorded = {k: getattr(h, k) for k in ARTIFACT_RECORDED}
-    return encode_artifact(dataclasses.asdict(cfg), entries, h.compressor, h.compress_level, recorded), entries
-
-
-FIT_K_MAX = 4.0  # TARGET_BYTES scales every role's clip k by one multiplier in [1, FIT_K_MAX]
-FIT_FIRST = 1.01  # the first multiplier tried past 1 (then doubled in log space until the artifact fits)
-FIT_STEPS = 12  # at most this many bisection steps in log space ...
-FIT_SLACK = 0.001  # ... stopping once the artifact is within 0.1% under the budget (each step is a full encode)
-
-
-def fit_artifact(state: dict, roles: dict, cfg: ModelConfig, h: Hyperparameters, hessians: dict | None, budget: int):
-    """(blob, entries, settings) of the artifact at CLIP_K_* as set when it fits `budget` model bytes; otherwise of
-    a multiplier of every k that lands it just under: a larger k spreads the integers over fewer levels, so the
-    artifact shrinks as k grows. Multipliers 1.01, 1.02, 1.04, ... bracket the budget (an encode takes about a
-    minute at full size, so a small excess costs few), then bisection until within FIT_SLACK. k is never lowered
-    below its setting (that would clip more, not help)."""
-
-    def attempt(mult: float) -> tuple[bytes, list[dict], Hyperparameters]:
-        hh = dataclasses.replace(
-            h, **{f"clip_k_{r}": getattr(h, f"clip_k_{r}") * mult for r in ("attn", "mlp", "embed")}
-        )
-        return (*build_artifact(state, roles, cfg, hh, hessians), hh)
-
-    best = attempt(1.0)
-    if len(best[0]) <= budget:
-        return best
-    lo, hi, top = 0.0, math.log(FIT_FIRST), math.log(FIT_K_MAX)
-    while len((best := attempt(math.exp(hi)))[0]) > budget:
-        if hi >= top:
-            raise UserError(
-                f"TARGET_BYTES={h.target_bytes} cannot be met: even with every clip k x{FIT_K_MAX} the model takes "
-                f"{len(best[0])} bytes, {len(best[0]) - budget} over its {budget}-byte share; lower QUANT_*_BITS, "
-                "shrink the model or raise TARGET_BYTES (the float checkpoint is saved for quantize.py fit)"
-            )
-        lo, hi = hi, min(2 * hi, top)
-    for _ in range(FIT_STEPS):
-        if len(best[0]) >= budget * (1 - FIT_SLACK):
-            break
-        mid = attempt(math.exp((lo + hi) / 2))
-        if len(mid[0]) <= budget:
-            best, hi = mid, (lo + hi) / 2
-        else:
-            lo = (lo + hi) / 2
-    return best
-
-
-def read_artifact(blob: bytes) -> tuple[ModelConfig, dict[str, torch.Tensor], dict]:
-    """(model config, dequantised float state_dict, recorded settings) of an artifact; the state is strict-loadable
-    into build_model(config)."""
-    model_config, entries, recorded = decode_artifact(blob)
-    cfg = ModelConfig.from_dict(model_config, "the artifact's model config")
-    shapes = {e["meta"]["name"]: torch.empty(e["meta"]["shape"], device="meta") for e in entries}
-    check_shapes(cfg, shapes, "artifact")  # before dequantising anything
-    return cfg, {e["meta"]["name"]: dequantize_entry(e) for e in entries}, recorded
-
-
-def load_artifact_model(blob: bytes, expected: ModelConfig | None = None) -> tuple[GPT, ModelConfig]:
-    """Build the model an artifact describes and load its weights strictly (one-line errors on any mismatch)."""
-    cfg, state, _ = read_artifact(blob)
-    check_shapes(cfg, state, "artifact")
-    if expected is not None and cfg != expected:
-        diff = [
-            f"{k}={v!r} (expected {getattr(expected, k)!r})" for k, v in vars(cfg).items() if v != getattr(expected, k)
-        ]
-        raise ArtifactError(f"artifact does not match the model config: {', '.join(diff[:4])}")
-    model = build_model(cfg)
-    model.load_state_dict(state, strict=True)
-    return model, cfg
-
-
-def check_shapes(cfg: ModelConfig, state: dict, what: str) -> None:
-    """Compare a file's tensors with the model its config describes, built on the meta device (no memory), so a
-    crafted config that claims a huge model is refused before anything is allocated for it, and one that claims more
-    than the file holds before it is built at all (building 1,024 blocks on the meta device takes seconds)."""
-    have = sum(math.prod(t.shape) for t in state.values())
-    least = cfg.vocab_size * cfg.model_dim + cfg.num_layers * 2 * cfg.model_dim**2  # the embedding; c_q, proj a block
-    if least > have or 4 * cfg.num_layers > len(state):  # and a block has at least 4 tensors
-        raise ArtifactError(
-            f"{what}'s config describes {cfg.num_layers} blocks of width {cfg.model_dim} and a {cfg.vocab_size}-token "
-            f"vocabulary, at least {least:,} parameters, but the file holds {have:,} in {len(state)} tensors: its "
-            "config does not describe its tensors (corrupt or crafted)"
-        )
-    with torch.device("meta"):
-        want = {n: tuple(t.shape) for n, t in build_model(cfg).state_dict().items()}
-    got = {n: tuple(t.shape) for n, t in state.items()}
-    bad = sorted(n for n in set(want) | set(got) if want.get(n) != got.get(n))
-    if bad:
-        raise ArtifactError(
-            f"{what} tensors do not fit the model its config describes: "
-            + ", ".join(f"{n} {got.get(n)} vs {want.get(n)}" for n in bad[:3])
-            + " (file shape vs model shape)"
-        )
-
-
-def calibration_tokens(h: Hyperparameters, d: Dist) -> int:
-    """Tokens per rank in one calibration batch: a whole number of sequences, at most GPTQ_CALIB_MAX_RANK_TOKENS."""
-    per_rank = min(h.train_batch_tokens // d.world_size, GPTQ_CALIB_MAX_RANK_TOKENS)
-    return max(per_rank // h.train_seq_len, 1) * h.train_seq_len
-
-
-def calibration_budget(h: Hyperparameters, d: Dist, step_ms: float) -> int:
-    """How many calibration batches fit in GPTQ_RESERVE_SECONDS, from the measured training step time: a batch is
-    one forward (a third of a step's forward and backward) plus the X^T X sums, counted as half a step per token."""
-    if not h.max_wallclock_seconds or not step_ms:
-        return h.gptq_calib_batches
-    batch_ms = 0.5 * step_ms * calibration_tokens(h, d) * d.world_size / h.train_batch_tokens
-    return max(1, min(h.gptq_calib_batches, int(1000 * h.gptq_reserve_seconds / max(batch_ms, 1e-9))))
-
-
-def calibration_batches(h: Hyperparameters, d: Dist, n: int) -> Iterator[torch.Tensor]:
-    """n batches (B, T) of token ids from the TRAINING shards (never val), a slice per rank."""
-    per_rank = calibration_tokens(h, d)
-    loader = train_loader(h, d)
-    for _ in range(n):
-        yield loader.next_batch(per_rank * d.world_size, h.train_seq_len, 1)[0]
-
-
-@torch.no_grad()
-def collect_hessians(
-    model: nn.Module, batches: Iterable[torch.Tensor], roles: dict[str, str], d: Dist
-) -> dict[str, torch.Tensor]:
-    """H = mean X^T X of the inputs of every attn/mlp matrix (a looped block adds every pass) and of the output head
-    or tied embedding (the final hidden states), all-reduced over ranks. Pass the uncompiled model."""
-    out_name = next((n for want in ("head", "embed") for n, r in roles.items() if r == want), None)
-    sums: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (sum of X^T X, rows of X)
-
-    def add(name: str, x: torch.Tensor) -> None:
-        x = x.detach().reshape(-1, x.size(-1)).float()
-        xtx, n = sums.get(name, (0.0, 0))
-        sums[name] = (x.T @ x + xtx, n + x.size(0))
-
-    hooks = []
-    for mname, mod in model.named_modules():
-        pname = f"{mname}.weight".removeprefix("_orig_mod.")
-        if isinstance(mod, nn.Linear) and roles.get(pname) in ("attn", "mlp"):
-            hooks.append(mod.register_forward_hook(lambda _m, inp, _o, p=pname: add(p, inp[0])))
-    try:
-        for x in batches:
-            with amp_context(d.device, d.device.type == "cuda"):
-                hid = model.hidden(x)
-            if out_name is not None:
-                add(out_name, hid)
-    finally:
-        for hk in hooks:
-            hk.remove()
-    return {
-        name: all_reduce_(xtx) / all_reduce_(torch.tensor([float(n)], device=xtx.device)).clamp_min(1.0)
-        for name, (xtx, n) in sorted(sums.items())
-    }
-
-
-def pack_source(source: str) -> str:
-    """Self-extracting form of a script: docstrings and comments stripped (ast), lzma, base85, a two-line exec stub."""
-    import ast
-    import base64
-    import lzma
-
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        scope = isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-        if scope and ast.get_docstring(node, clean=False) is not None:
-            node.body = node.body[1:] or [ast.Pass()]
-    packed = lzma.compress(ast.unparse(tree).encode(), preset=9 | lzma.PRESET_EXTREME)
-    return PACK_STUB.format(base64.b85encode(packed).decode())
-
-
-def size_report(model_bytes: int, source: str, policy: str) -> dict:
-    """Artifact size under a code-bytes policy: raw (the readable file) or packed (its self-extracting form)."""
-    raw, packed = len(source.encode()), len(pack_source(source).encode())
-    code = raw if policy == "raw" else packed
-    return {
-        "code_bytes": code,
-        "code_bytes_raw": raw,
-        "code_bytes_packed": packed,
-        "model_bytes": model_bytes,
-        "total_bytes": code + model_bytes,
-        "limit": BYTE_LIMIT,
-        "under_limit": code + model_bytes <= BYTE_LIMIT,
-        "code_policy": policy,
-    }
-
-
-# =====================================================================================================================
-# TRAINING
-# =====================================================================================================================
-
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense, for the MFU estimate
-
-
-class NonFiniteLoss(UserError):
-    pass
-
-
-class EMA:
-    """fp32 shadow of the parameters, lerped towards them after every optimiser step."""
-
-    def __init__(self, model: nn.Module):
-        self.names = [n for n, _ in model.named_parameters()]
-        self.shadow = [p.detach().float().clone() for p in model.parameters()]
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, decay: float) -> None:
-        torch._foreach_lerp_(self.shadow, [p.detach().float() for p in model.parameters()], 1.0 - decay)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return dict(zip(self.names, self.shadow))
-
-
-@dataclass
-class RunClock:
-    """The training clock every rank agrees on (refreshed on check steps) and what follows from it each step without
-    a host sync: elapsed time, progress through the budget (time, or ITERATIONS) and the expected number of steps."""
-
-    h: Hyperparameters
-    budget_ms: float  # 0 = bounded by ITERATIONS alone
-    agreed_ms: float = 0.0
-    agreed_step: int = 0
-    step_ms: float = 0.0
-
-    def elapsed(self, step: int) -> float:
-        return self.agreed_ms + (step - self.agreed_step) * self.step_ms
-
-    def progress(self, step: int) -> float:
-        return self.elapsed(step) / self.budget_ms if self.budget_ms else step / self.h.iterations
-
-    def expected_steps(self) -> float:
-        if not self.budget_ms or not self.step_ms:
-            return float(self.h.iterations)
-        return min(float(self.h.iterations), self.agreed_step + (self.budget_ms - self.agreed_ms) / self.step_ms)
-
-
-def scaled_schedule(h: Hyperparameters, expected_steps: float) -> tuple[float, float, float]:
-    """(EMA decay, Muon momentum warm-up steps, Muon momentum cap) for a run of `expected_steps`: the settings hold
-    at SCHEDULE_REFERENCE_STEPS (the record's 4,900) and keep the same fraction of the run at any other length; the
-    momentum's horizon stays under MUON_MOMENTUM_HORIZON_FRAC of the run (0.97 averages over ~33 steps: a quarter
-    of a 130-step run, which cost the CPU golf 0.1 bpb; benchmarks/README.md)."""
-    if not h.schedule_reference_steps:
-        return h.ema_decay, float(h.muon_momentum_warmup_steps), 1.0
-    steps = max(expected_steps, 1.0)
-    r = steps / h.schedule_reference_steps
-    decay = max(0.0, 1.0 - (1.0 - h.ema_decay) / r) if h.ema_decay else 0.0
-    cap = max(0.0, 1.0 - 1.0 / (h.muon_momentum_horizon_frac * steps)) if h.muon_momentum_horizon_frac else 1.0
-    return decay, h.muon_momentum_warmup_steps * r, cap
-
-
-def lr_multiplier(h: Hyperparameters, clock: RunClock, step: int) -> float:
-    """1, then a linear warm-down over the last WARMDOWN_FRAC of the budget (time, or iterations) floored at MIN_LR,
-    as the record does; or over the last WARMDOWN_ITERS steps when that is set (the baseline)."""
-    if h.warmdown_iters > 0:
-        steps_left = (clock.budget_ms - clock.elapsed(step)) / max(clock.step_ms, 1e-9) if clock.budget_ms else None
-        left = (h.iterations - step if steps_left is None else steps_left) / h.warmdown_iters
-    elif h.lr_schedule == "cosine":
-        return h.min_lr + (1.0 - h.min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(clock.progress(step), 1.0)))
-    elif h.warmdown_frac > 0:
-        left = (1.0 - clock.progress(step)) / h.warmdown_frac
-    else:
-        return 1.0
-    left = min(max(left, 0.0), 1.0)
-    return max(1.0 - math.sqrt(1.0 - left) if h.lr_schedule == "wsd" else left, h.min_lr)
-
-
-def muon_momentum(h: Hyperparameters, step: int, warmup_steps: float, cap: float = 1.0) -> float:
-    frac = min(step / warmup_steps, 1.0) if warmup_steps > 0 else 1.0
-    return min((1 - frac) * h.muon_momentum_warmup_start + frac * h.muon_momentum, cap)
-
-
-def recurrence_gain(h: Hyperparameters, progress: float) -> float:
-    """How much of the repeated passes is on: 0 before LOOP_START_FRAC, then a linear ramp over LOOP_RAMP_FRAC."""
-    if h.model.num_loops <= 1 or progress < h.loop_start_frac:
-        return 0.0
-    return min((progress - h.loop_start_frac) / h.loop_ramp_frac, 1.0) if h.loop_ramp_frac > 0 else 1.0
-
-
-def train_step(
+def score(
     model: nn.Module,
-    loader: DistributedTokenLoader,
-    optimizers: list,
+    label: str,
+    val_tokens: np.ndarray,
+    tables,
     h: Hyperparameters,
     d: Dist,
-    accum_steps: int,
-    lr_mult: float,
-    momentum: float,
-) -> torch.Tensor:
-    """One optimiser step over ACCUM micro-batches; returns the mean loss as a device tensor (no host sync)."""
-    bf16 = use_bf16(h, d.device)
-    total = torch.zeros((), device=d.device)
-    for micro in range(accum_steps):
-        x, y = loader.next_batch(h.train_batch_tokens, h.train_seq_len, accum_steps)
-        ddp = getattr(model, "_orig_mod", model)
-        skip_sync = isinstance(ddp, nn.parallel.DistributedDataParallel) and micro < accum_steps - 1
-        with ddp.no_sync() if skip_sync else contextlib.nullcontext():
-            with amp_context(d.device, bf16):
-                loss = model(x, y)
-            (loss / accum_steps).backward()
-        total += loss.detach()
-    for opt in optimizers:
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * lr_mult
-            if isinstance(opt, Muon):
-                g["momentum"] = momentum
-    if h.grad_clip_norm > 0:
-        nn.utils.clip_grad_norm_(
-            [p for opt in optimizers for g in opt.param_groups for p in g["params"]], h.grad_clip_norm
-        )
-    for opt in optimizers:
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return total / accum_steps
-
-
-def warmup_and_restore(
-    model: nn.Module,
-    base: GPT,
-    loader: DistributedTokenLoader,
-    optimizers: list,
-    h: Hyperparameters,
-    d: Dist,
-    accum_steps: int,
     log: Logger,
-) -> None:
-    """Run WARMUP_STEPS real steps so every graph compiles (with and without recurrence), then restore weights,
-    optimiser state and loader position: the timed run starts from exactly the initial state."""
-    if h.warmup_steps == 0:
-        return
-    weights = {k: v.detach().clone() for k, v in base.state_dict().items()}
-    opt_states = [copy.deepcopy(opt.state_dict()) for opt in optimizers]
-    loader_state = loader.state_dict()
-    loop_settings = [(1, 1.0)]  # (loops, gain): every graph the run will use, the recurrence ramp's included
-    if h.model.num_loops > 1:
-        loop_settings += [(h.model.num_loops, 0.5)] * (h.loop_ramp_frac > 0) + [(h.model.num_loops, 1.0)]
-    for i in range(h.warmup_steps):
-        base.set_loops(*loop_settings[i * len(loop_settings) // h.warmup_steps])
-        train_step(model, loader, optimizers, h, d, accum_steps, 1.0, h.muon_momentum_warmup_start)
-        log(f"warmup_step:{i + 1}/{h.warmup_steps}")
-    base.load_state_dict(weights)
-    for opt, state in zip(optimizers, opt_states):
-        opt.load_state_dict(state)
-    loader.load_state_dict(loader_state)
-    base.set_loops(1)
+    mode: str = "flat",
+) -> tuple[str, EvalResult]:
+    """Score a model (flat, sliding or TTT) and log the conventional line plus its _exact twin."""
+    fn = {"flat": eval_flat, "sliding": eval_sliding, "ttt": eval_ttt}[mode]
+    res = fn(model, val_tokens, tables, h, d, progress=(lambda m: log(f"progress {label}: {m}")) if d.is_main else None)
+    extra = f" stride:{h.eval_stride}" if mode == "sliding" else ""
+    log(f"{label} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f}{extra} eval_time:{1000 * res.seconds:.0f}ms")
+    log(f"{label}_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f}")
+    return label, res
 
 
-def train_flops_per_token(base: GPT, seq_len: int) -> float:
-    """6 x (matrix parameters a token passes through, counting loops) + 6 x causal attention per virtual layer."""
-    block_params = [sum(p.numel() for p in b.parameters() if p.ndim == 2) for b in base.blocks]
-    order = base.layer_order()
-    dim = base.tok_emb.weight.size(1)
-    matmul = sum(block_params[i] for i in order) + base.tok_emb.weight.numel()
-    return 6.0 * matmul + 6.0 * len(order) * seq_len * dim
+def score_phase(blob: bytes, h: Hyperparameters, d: Dist, compile_on: bool, tables, val_tokens, log: Logger) -> list:
+    """Load the artifact strictly and score it flat, sliding and (TTT_MODE) with test-time training."""
+    qmodel = load_artifact_model(blob, h.model)[0].to(d.device)
+    qmodel.eval()
+    qmodel.set_loops(h.model.eval_loops or h.model.num_loops)
+    scored = qmodel
+    if compile_on:  # compile on random tokens (never val) before any scoring clock starts
+        scored = torch.compile(qmodel, dynamic=False)
+        with torch.inference_mode(), amp_context(d.device, use_bf16(h, d.device)):  # the same guards as scoring
+            shape = (h.eval_batch_seqs, h.effective_eval_seq_len + 1)
+            warm = torch.randint(0, h.model.vocab_size, shape, device=d.device)
+            scored(warm[:, :-1], warm[:, 1:], reduction="none")
+    tag_ = "final_int8_zlib" if h.preset == "baseline" else f"final_int{h.quant_matrix_bits}"  # the official name
+    results = [score(scored, f"{tag_}_roundtrip", val_tokens, tables, h, d, log)]
+    if h.eval_stride:
+        results.append(score(scored, f"{tag_}_sliding_window", val_tokens, tables, h, d, log, "sliding"))
+    if h.ttt_mode != "off":
+        results.append(score(qmodel, f"{tag_}_ttt", val_tokens, tables, h, d, log, "ttt"))
+    return results
 
 
-def train(
-    model: nn.Module,
-    base: GPT,
-    loader: DistributedTokenLoader,
-    optimizers: list,
-    ema: EMA | None,
-    h: Hyperparameters,
-    d: Dist,
-    accum_steps: int,
-    validate,
-    log: Logger,
-    resumed: dict | None = None,
-) -> dict:
-    """The wallclock-bounded loop (from a saved state's step when resumed). The clock is read (a host sync) and agreed
-    across ranks only on logging steps and on a few extra checks: steps 1, 2, 4, ... at the start and ever closer ones
-    as the budget runs out. Between them every rank estimates the time the same way and takes the same decisions
-    (LR, recurrence, stop) each step."""
-    budget_ms = 1000.0 * max(h.max_wallclock_seconds - (h.gptq_reserve_seconds if h.gptq else 0.0), 0.0)
-    clock = RunClock(h, budget_ms if h.max_wallclock_seconds > 0 else 0.0)
-    step, train_ms, next_check, stop_reason, gain = 0, 0.0, 1, "", -1.0
-    if resumed is not None:
-        step, gain = resumed["step"], resumed["gain"]
-        base.set_loops(h.model.num_loops if gain > 0 else 1, max(gain, 0.0))
-    bad_step = torch.full((), -1, device=d.device, dtype=torch.int64)
-    t0 = synced_clock(d)
-    while True:
-        last = step >= h.iterations or bool(stop_reason)
-        if validate is not None and h.val_loss_every > 0 and (last or step % h.val_loss_every == 0):
-            train_ms += 1000.0 * (synced_clock(d) - t0)
-            res = validate(base)
-            log(
-                f"step:{step}/{h.iterations} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} "
-                f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms"
-            )
-            model.train()
-            t0 = synced_clock(d)
-        if last:
-            break
-        if h.stop_after and step >= h.stop_after:
-            stop_reason = "stop_after"
-            break
-        if gain < 1.0 and (new := recurrence_gain(h, clock.progress(step))) != gain:
-            if gain <= 0.0 < new:
-                log(f"recurrence_on step:{step} train_time:{clock.elapsed(step):.0f}ms")
-            base.set_loops(h.model.num_loops if new > 0 else 1, new)
-            gain = new
-        ema_decay, momentum_steps, momentum_cap = scaled_schedule(h, clock.expected_steps())
-        lr, momentum = lr_multiplier(h, clock, step), muon_momentum(h, step, momentum_steps, momentum_cap)
-        loss = train_step(model, loader, optimizers, h, d, accum_steps, lr, momentum)
-        if ema is not None:
-            ema.update(base, ema_decay)
-        step += 1
-        bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step, bad_step)
-        log_now = step % h.train_log_every == 0 or step == h.iterations
-        if not (log_now or step >= next_check):
-            continue
-        agree_clock(clock, step, train_ms + 1000.0 * (synced_clock(d) - t0), bad_step, d)
-        if log_now:
-            log(train_line(base, h, d, clock, step, loss))
-        left_steps = clock.expected_steps() - step
-        next_check = step + max(1, min(h.train_log_every, step, int(0.5 * left_steps)))
-        if clock.budget_ms and clock.agreed_ms + clock.step_ms > clock.budget_ms:  # the next step would end past it
-            stop_reason = "wallclock_cap"
-            log(f"stopping_early: wallclock_cap train_time:{clock.agreed_ms:.0f}ms step:{step}/{h.iterations}")
-    log(f"schedule expected_steps:{clock.expected_steps():.0f} ema_decay:{ema_decay:.6f} "
-        f"muon_momentum_warmup_steps:{momentum_steps:.1f} muon_momentum_cap:{momentum_cap:.4f} "
-        f"recurrence_gain:{max(gain, 0.0):.3f}")  # fmt: skip
-    return {
-        "steps": step,
-        "train_ms": clock.agreed_ms,
-        "step_ms": clock.step_ms,
-        "stop_reason": stop_reason or "iterations",
-        "gain": gain,
-    }
-
-
-def agree_clock(clock: RunClock, step: int, local_ms: float, bad_step: torch.Tensor, d: Dist) -> None:
-    """Every rank takes the slowest rank's time (one all-reduce); a non-finite loss on any rank stops the run."""
-    now = torch.tensor([local_ms, float(bad_step.item())], dtype=torch.float64)
-    now = all_reduce_(now.to(d.device), "max").cpu()
-    clock.step_ms = (now[0].item() - clock.agreed_ms) / (step - clock.agreed_step)
-    clock.agreed_ms, clock.agreed_step = now[0].item(), step
-    if now[1] >= 0:
-        raise NonFiniteLoss(
-            f"training loss became non-finite at step {int(now[1])}; lower MATRIX_LR / SCALAR_LR or check the data"
-        )
-
-
-def train_line(base: GPT, h: Hyperparameters, d: Dist, clock: RunClock, step: int, loss: torch.Tensor) -> str:
-    tok_s = h.train_batch_tokens * step / max(clock.agreed_ms / 1000.0, 1e-9)
-    name = torch.cuda.get_device_name(d.device) if d.device.type == "cuda" else ""
-    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), 0.0)
-    line = f"step:{step}/{h.iterations} train_loss:{loss.item():.4f} train_time:{clock.agreed_ms:.0f}ms "
-    line += f"step_avg:{clock.agreed_ms / step:.2f}ms tok_s:{tok_s:.0f}"
-    return line + (
-        f" mfu:{100 * tok_s * train_flops_per_token(base, h.train_seq_len) / peak / d.world_size:.1f}%" if peak else ""
-    )
+def check_finite(scored: list[tuple[str, EvalResult]], h: Hyperparameters) -> None:
+    """A run whose score is not a number fails (exit 2, no run_summary), naming the stage that went non-finite."""
+    for name, r in scored:
+        if not (math.isfinite(r.val_loss) and math.isfinite(r.val_bpb)):
+            stage = (f"test-time training (TTT_MODE={h.ttt_mode}: lower its learning rate)" if name.endswith("_ttt")
+                     else "trained float model" if name == "final_float" else "quantised artifact")  # fmt: skip
+            raise UserError(f"{name} val_loss:{r.val_loss} val_bpb:{r.val_bpb}: the {stage} scores non-finite; "
+                            "no run_summary is written")  # fmt: skip
 
 
 # =====================================================================================================================
-# MAIN
+# 10. RUN: the log header, the memory check before any GPU time, output checks, run() wiring the phases, main()
 # =====================================================================================================================
 
 
@@ -3296,81 +3631,6 @@ def log_header(log: Logger, src: bytes, h: Hyperparameters, d: Dist, accum_steps
     return env
 
 
-def check_tokenizer_matches_data(sp, tokenizer_path: str, val_glob: str, val_tokens: np.ndarray) -> None:
-    """A wrong tokenizer of the right vocab size would silently mis-count bytes: when the shards' manifest
-    (data/export.py writes one) records the tokenizer's sha256 the file must have it; without one (the official
-    download) the tokenizer is proved on the first PROOF_DOCS val documents by content."""
-    manifest = Path(val_glob).parent / "manifest.json"
-    try:
-        expected = json.loads(manifest.read_text())["tokenizer"]["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        if np.count_nonzero(val_tokens == BOS_ID) < 2:
-            return  # no complete document to prove it on (a tiny val split): nothing can be said by content
-        return prove_tokenizer(sp, val_tokens, tokenizer=tokenizer_path, source=val_glob, max_docs=PROOF_DOCS)
-    got = hashlib.sha256(Path(tokenizer_path).read_bytes()).hexdigest()
-    if got != expected:
-        raise UserError(
-            f"TOKENIZER_PATH={tokenizer_path} (sha256 {got[:12]}…) is not the tokenizer the shards in "
-            f"{manifest.parent} were made with (sha256 {expected[:12]}…, {manifest})"
-        )
-
-
-def load_validation(h: Hyperparameters, tokenizer_path: str | None = None, val_glob: str | None = None):
-    """(byte tables, val tokens ready to score): the val split loaded with its ids checked, the tokenizer checked
-    against it, capped by VAL_MAX_TOKENS and truncated as the official loader does unless INCLUDE_TAIL=1."""
-    import sentencepiece as spm
-
-    tokenizer_path = tokenizer_path or h.tokenizer_path
-    if not Path(tokenizer_path).is_file():
-        raise UserError(f"TOKENIZER_PATH={tokenizer_path}: no such file (data/download.py fetches it)")
-    val_glob = val_glob or os.path.join(h.data_path, "fineweb_val_*.bin")
-    try:
-        sp = spm.SentencePieceProcessor(model_file=tokenizer_path)
-    except (RuntimeError, OSError) as e:  # sentencepiece's error for a file that is not a model
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"TOKENIZER_PATH={tokenizer_path}: not a SentencePiece model ({why})") from None
-    tables = build_byte_tables(sp, h.model.vocab_size)
-    val_tokens = load_token_split(val_glob, h.model.vocab_size)
-    check_tokenizer_matches_data(sp, tokenizer_path, val_glob, val_tokens)
-    val_bytes = load_val_bytes(h, val_glob, sp, tokenizer_path, len(val_tokens))
-    if h.val_max_tokens:
-        val_tokens = val_tokens[: h.val_max_tokens + 1]
-    if h.ttt_mode == "sgd" and h.ttt_chunk_tokens >= len(val_tokens) - 1:
-        raise UserError(f"TTT_CHUNK_TOKENS={h.ttt_chunk_tokens} holds the whole val split ({len(val_tokens) - 1} "
-                        "targets): SGD TTT would never train; use a smaller chunk")  # fmt: skip
-    val_tokens = prepare_val_tokens(val_tokens, h.effective_eval_seq_len, bool(h.include_tail))
-    return (*tables, val_bytes[: len(val_tokens)]) if val_bytes is not None else tables, val_tokens
-
-
-def grad_accum_steps(h: Hyperparameters, d: Dist) -> int:
-    accum = h.grad_accum_steps or (8 // d.world_size if 8 % d.world_size == 0 else 1)
-    if h.train_batch_tokens % (d.world_size * accum * h.train_seq_len):
-        raise UserError(
-            f"TRAIN_BATCH_TOKENS={h.train_batch_tokens} does not split evenly over world_size "
-            f"{d.world_size} x GRAD_ACCUM_STEPS {accum} x TRAIN_SEQ_LEN {h.train_seq_len}"
-        )
-    return accum
-
-
-def score(
-    model: nn.Module,
-    label: str,
-    val_tokens: np.ndarray,
-    tables,
-    h: Hyperparameters,
-    d: Dist,
-    log: Logger,
-    mode: str = "flat",
-) -> tuple[str, EvalResult]:
-    """Score a model (flat, sliding or TTT) and log the conventional line plus its _exact twin."""
-    fn = {"flat": eval_flat, "sliding": eval_sliding, "ttt": eval_ttt}[mode]
-    res = fn(model, val_tokens, tables, h, d, progress=(lambda m: log(f"progress {label}: {m}")) if d.is_main else None)
-    extra = f" stride:{h.eval_stride}" if mode == "sliding" else ""
-    log(f"{label} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f}{extra} eval_time:{1000 * res.seconds:.0f}ms")
-    log(f"{label}_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f}")
-    return label, res
-
-
 # Per-GPU memory of every phase that runs, estimated before any GPU time is spent. Activations saved for the backward
 # pass were measured on CPU under bf16 autocast in eager mode at the default shape: 667 KB per token over 17 virtual
 # layers of width 512, i.e. about 76 bytes per (token, virtual layer, model dim). Compiled graphs save fewer (fused
@@ -3397,10 +3657,6 @@ MEMORY_REMEDY = {  # what to change when a phase does not fit, by phase
     "ttt_lora": "lower TTT_LORA_DOCS (now {ttt_lora_docs}) or TTT_LORA_RANK",
     "ttt_sgd": "lower EVAL_BATCH_SEQS (now {eval_batch_seqs})",
 }
-
-
-def compile_enabled(h: Hyperparameters, d: Dist) -> bool:
-    return d.device.type == "cuda" if h.compile < 0 else bool(h.compile)
 
 
 def memory_estimate(h: Hyperparameters, world_size: int, accum: int, compiled: bool, bf16: bool,
@@ -3477,7 +3733,7 @@ def check_outputs(h: Hyperparameters) -> str:
     log_path = os.path.join(h.log_dir, f"{h.run_id}.txt")
     if os.path.exists(log_path):
         raise UserError(f"RUN_ID={h.run_id}: {log_path} already exists; choose a new RUN_ID (one log per run)")
-    artifact = h.artifact_path or os.path.join("artifacts", f"{h.run_id}.pgz")
+    artifact = artifact_path_of(h)
     for path in (artifact, str(Path(artifact).with_suffix(".ckpt.pt"))):
         if Path(path).is_dir() or Path(path).exists() and path == artifact and not is_artifact(path):
             raise UserError(f"ARTIFACT_PATH={artifact}: {path} exists and is not an artifact; refusing to replace it")
@@ -3493,241 +3749,6 @@ def check_outputs(h: Hyperparameters) -> str:
         if not os.access(folder, os.W_OK):
             raise UserError(f"{name}: {folder} is not writable")
     return artifact
-
-
-def is_artifact(path: str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(len(ARTIFACT_MAGIC)) == ARTIFACT_MAGIC
-
-
-def open_log(h: Hyperparameters, d: Dist) -> Logger:
-    if d.enabled:
-        dist.barrier()  # no rank creates the log before every rank has checked it is new
-    return Logger(os.path.join(h.log_dir, f"{h.run_id}.txt"), enabled=d.is_main)
-
-
-def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tokens, log: Logger) -> tuple:
-    """Build, compile and train the model; return (base model with the exported weights, compile flag, stats)."""
-    base = build_model(h.model)
-    init_weights(base, h)
-    base = base.to(d.device)
-    log(f"model_params:{sum(p.numel() for p in base.parameters())}")
-    optimizers = build_optimizers(base, h, d)
-    compile_on = compile_enabled(h, d)
-    model: nn.Module = base
-    if d.enabled:  # DDP first, then compile: the compiled graph is split at DDP's buckets, so their all-reduce
-        ids = [d.local_rank] if d.device.type == "cuda" else None  # overlaps the rest of the backward pass
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
-    if compile_on:
-        model = torch.compile(model, dynamic=False)
-    eval_loops = h.model.eval_loops or h.model.num_loops
-
-    def validate(m: GPT) -> EvalResult:
-        loops, gain = m.loops, float(m.loop_gain)  # the recurrence ramp's gain too
-        m.eval()
-        m.set_loops(eval_loops)
-        res = eval_flat(m, val_tokens, tables, h, d)
-        m.set_loops(loops, gain)
-        m.train()
-        return res
-
-    ema = EMA(base) if h.ema_decay > 0 else None
-    resumed = resume_state(h, base, optimizers, ema, loader, log) if h.resume_from else None
-    if resumed is None:
-        warmup_and_restore(model, base, loader, optimizers, h, d, accum, log)
-    stats = train(model, base, loader, optimizers, ema, h, d, accum, validate, log, resumed)
-    if stats["stop_reason"] == "stop_after":
-        save_resume_state(h, d, base, optimizers, ema, loader, stats, log)
-        return base, compile_on, stats
-    if d.device.type == "cuda":
-        log(
-            f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
-            f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB"
-        )
-    base.eval()
-    base.set_loops(eval_loops)
-    raw = copy.deepcopy(base) if ema is not None else None
-    if ema is not None:
-        with torch.no_grad():
-            for name, p in base.named_parameters():
-                p.copy_(ema.state_dict()[name])
-    stats["hessians"], stats["calib_ms"] = calibrate(base, h, d, stats, log)  # training data: right after the loop
-    if raw is not None:
-        res = eval_flat(raw, val_tokens, tables, h, d)
-        log(f"pre_ema val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f}")
-    return base, compile_on, stats
-
-
-RESUME_FORMAT = "pgolf-resume-state"
-RESUME_FREE = {"resume_from", "stop_after", "run_id", "log_dir", "artifact_path", "overwrite"}  # may differ
-
-
-def resume_path(h: Hyperparameters) -> Path:
-    return Path(h.artifact_path or os.path.join("artifacts", f"{h.run_id}.pgz")).with_suffix(".resume.pt")
-
-
-def save_resume_state(h, d: Dist, base: GPT, optimizers: list, ema, loader, stats: dict, log: Logger) -> None:
-    """Everything the loop carries from one step to the next (weights, optimiser and EMA state, loader position,
-    step, recurrence gain, RNG), with the settings and the source's hash, for RESUME_FROM (rank 0 writes it)."""
-    state = dict(format=RESUME_FORMAT, source_sha256=hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
-                 config=h.flat(), step=stats["steps"], gain=stats["gain"], model=base.state_dict(),
-                 optimizers=[o.state_dict() for o in optimizers], ema=None if ema is None else ema.shadow,
-                 loader=loader.state_dict(), rng=torch.get_rng_state())  # fmt: skip
-    path = resume_path(h)
-    if d.rank == 0:
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write_bytes(path, buf.getvalue())
-    log(f"stopped_after step:{stats['steps']}/{h.iterations} resume_state:{path} (continue with RESUME_FROM={path})")
-
-
-def resume_state(h, base: GPT, optimizers: list, ema, loader, log: Logger) -> dict:
-    """Load a state save_resume_state wrote into the freshly built run; refused in one line when it is not one,
-    came from another train_gpt.py or other settings (naming them), or the run is wallclock-bounded."""
-    if h.max_wallclock_seconds > 0:
-        raise UserError("RESUME_FROM continues a non-record run: set MAX_WALLCLOCK_SECONDS=0 (a record-track run is "
-                        "bounded by its wallclock and cannot be split; run it whole)")  # fmt: skip
-    try:
-        state = torch.load(h.resume_from, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a file that is not a state
-        raise UserError(f"RESUME_FROM={h.resume_from}: not a readable resume state ({type(e).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
-        raise UserError(f"RESUME_FROM={h.resume_from}: not a {RESUME_FORMAT} file (STOP_AFTER writes one)")
-    try:
-        return _load_resume_state(state, h, base, optimizers, ema, loader, log)
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as e:  # a damaged state
-        why = " ".join(str(e).split())[:300]
-        raise UserError(f"RESUME_FROM={h.resume_from}: not a complete resume state ({type(e).__name__}: {why}); "
-                        "use the file STOP_AFTER wrote, unchanged") from None  # fmt: skip
-
-
-def _load_resume_state(state: dict, h, base: GPT, optimizers: list, ema, loader, log: Logger) -> dict:
-    if state["source_sha256"] != hashlib.sha256(Path(__file__).read_bytes()).hexdigest():
-        raise UserError(f"RESUME_FROM={h.resume_from} was written by another version of train_gpt.py")
-    ours = h.flat()
-    differ = sorted(k for k in set(ours) | set(state["config"]) if k not in RESUME_FREE
-                    and ours.get(k) != state["config"].get(k))  # fmt: skip
-    if differ:
-        raise UserError(f"RESUME_FROM={h.resume_from} ran other settings: " + ", ".join(
-            f"{k.upper()}={state['config'].get(k)!r} there, {ours.get(k)!r} here" for k in differ[:6]))  # fmt: skip
-    files, at = loader.stream.files, state["loader"]
-    i, pos = at["file_idx"], at["pos"]
-    if not (type(i) is type(pos) is int and 0 <= i < len(files) and 0 <= pos <= read_shard_header(files[i])):
-        raise UserError(f"RESUME_FROM={h.resume_from}: its loader stands at shard {i!r} token {pos!r}, past the "
-                        f"{len(files)} train shards here: resume on the data it ran on")  # fmt: skip
-    ema_ok = ema is None or len(state["ema"]) == len(ema.shadow)
-    if type(state["step"]) is not int or len(state["optimizers"]) != len(optimizers) or not ema_ok:
-        raise ValueError("its step, optimisers or EMA do not match this run")
-    base.load_state_dict(state["model"])
-    for opt, s in zip(optimizers, state["optimizers"]):
-        opt.load_state_dict(s)
-        for p, kept in opt.state.items():
-            if any(isinstance(v, torch.Tensor) and v.dim() and v.shape != p.shape for v in kept.values()):
-                raise ValueError(f"an optimiser state of another shape than its {tuple(p.shape)} parameter")
-    if ema is not None:
-        for mine, saved in zip(ema.shadow, state["ema"]):
-            mine.copy_(saved)
-    loader.load_state_dict(at)
-    torch.set_rng_state(state["rng"])
-    log(f"resumed_from:{h.resume_from} step:{state['step']}")
-    return state
-
-
-def calibrate(base: GPT, h: Hyperparameters, d: Dist, stats: dict, log: Logger) -> tuple[dict | None, float | None]:
-    """GPTQ's Hessians from as many training batches as fit the reserve; the compliance line says whether training
-    plus calibration (the time training data is read) stayed within MAX_WALLCLOCK_SECONDS."""
-    if not h.gptq:
-        return None, None
-    n = calibration_budget(h, d, stats["step_ms"])
-    t0 = synced_clock(d)
-    hessians = collect_hessians(base, calibration_batches(h, d, n), param_roles(base), d)
-    calib_ms = 1000 * (synced_clock(d) - t0)
-    log(f"gptq_calibration_time:{calib_ms:.0f}ms batches:{n}/{h.gptq_calib_batches}")
-    if h.max_wallclock_seconds:
-        total, limit = stats["train_ms"] + calib_ms, 1000 * h.max_wallclock_seconds
-        log(f"compliance training_data_time:{total:.0f}ms (train {stats['train_ms']:.0f} + calibration "
-            f"{calib_ms:.0f}) limit:{limit:.0f}ms within:{int(total <= limit)}")  # fmt: skip
-    return hessians, calib_ms
-
-
-def export_phase(base: GPT, hessians: dict | None, h: Hyperparameters, d: Dist, source: bytes, log: Logger) -> tuple:
-    """Checkpoint and artifact, written atomically by rank 0; every rank reads the artifact back from disk."""
-    state = {k: v.detach() for k, v in base.state_dict().items()}
-    artifact_path = h.artifact_path or os.path.join("artifacts", f"{h.run_id}.pgz")
-    failed, error = False, None
-    if d.is_main:  # alone (the byte-target search takes many encodes); the others wait, then all read the file back
-        try:
-            save_checkpoint(Path(artifact_path).with_suffix(".ckpt.pt"), h.model, state, h.flat())
-            blob, entries = write_artifact(state, param_roles(base), h, hessians, source, artifact_path, log)
-        except Exception as e:  # the other ranks learn of it (instead of waiting); rank 0 raises it below
-            failed, error = True, e
-    if wait_for_main(failed, d):
-        raise error if d.is_main else UserError("rank 0 could not write the artifact (its log says why)")
-    log(f"artifact_path:{artifact_path}")
-    blob = Path(artifact_path).read_bytes()  # every rank scores what is on disk
-    sizes = size_report(len(blob), source.decode("utf-8"), h.code_policy)
-    log(
-        " ".join(f"{k}:{int(sizes[k])}" for k in ("code_bytes", "model_bytes", "total_bytes", "limit", "under_limit"))
-        + f" code_policy:{sizes['code_policy']}"
-    )
-    log(f"code_bytes_raw:{sizes['code_bytes_raw']} code_bytes_packed:{sizes['code_bytes_packed']}")
-    if h.preset == "baseline":  # the official script's size lines too, so its users find what they look for
-        log(f"Serialized model int8+zlib: {sizes['model_bytes']} bytes")
-        log(f"Code size: {sizes['code_bytes']} bytes")
-        log(f"Total submission size int8+zlib: {sizes['total_bytes']} bytes")
-    return blob, sizes
-
-
-def write_artifact(state: dict, roles: dict, h: Hyperparameters, hessians, source: bytes, path: str, log: Logger):
-    """Quantise (landing under TARGET_BYTES when set), write atomically, log the storage of every role."""
-    if h.target_bytes:
-        budget = h.target_bytes - size_report(0, source.decode("utf-8"), h.code_policy)["code_bytes"]
-        blob, entries, fit = fit_artifact(state, roles, h.model, h, hessians, budget)
-        log(f"target_bytes:{h.target_bytes} model_budget:{budget} model_bytes:{len(blob)} "
-            f"slack:{budget - len(blob)} ({(budget - len(blob)) / budget:.3%}) clip_k_attn:{fit.clip_k_attn:.4f} "
-            f"clip_k_mlp:{fit.clip_k_mlp:.4f} clip_k_embed:{fit.clip_k_embed:.4f}")  # fmt: skip
-    else:
-        blob, entries = build_artifact(state, roles, h.model, h, hessians)
-    atomic_write_bytes(path, blob)
-    for role in dict.fromkeys(e["meta"]["role"] for e in entries):
-        ms = [e["meta"] for e in entries if e["meta"]["role"] == role]
-        how = {key: "/".join(sorted({str(m[key]) for m in ms if key in m})) or "-" for key in ("bits", "k")}
-        log(
-            f"quant_role:{role} tensors:{len(ms)} params:{sum(math.prod(m['shape']) for m in ms)} "
-            f"bits:{how['bits']} k:{how['k']} method:{'/'.join(sorted({m.get('method', m['store']) for m in ms}))}"
-        )
-    return blob, entries
-
-
-def score_phase(blob: bytes, h: Hyperparameters, d: Dist, compile_on: bool, tables, val_tokens, log: Logger) -> list:
-    """Load the artifact strictly and score it flat, sliding and (TTT_MODE) with test-time training."""
-    qmodel = load_artifact_model(blob, h.model)[0].to(d.device)
-    qmodel.eval()
-    qmodel.set_loops(h.model.eval_loops or h.model.num_loops)
-    scored = qmodel
-    if compile_on:  # compile on random tokens (never val) before any scoring clock starts
-        scored = torch.compile(qmodel, dynamic=False)
-        with torch.inference_mode(), amp_context(d.device, use_bf16(h, d.device)):  # the same guards as scoring
-            shape = (h.eval_batch_seqs, h.effective_eval_seq_len + 1)
-            warm = torch.randint(0, h.model.vocab_size, shape, device=d.device)
-            scored(warm[:, :-1], warm[:, 1:], reduction="none")
-    tag_ = "final_int8_zlib" if h.preset == "baseline" else f"final_int{h.quant_matrix_bits}"  # the official name
-    results = [score(scored, f"{tag_}_roundtrip", val_tokens, tables, h, d, log)]
-    if h.eval_stride:
-        results.append(score(scored, f"{tag_}_sliding_window", val_tokens, tables, h, d, log, "sliding"))
-    if h.ttt_mode != "off":
-        results.append(score(qmodel, f"{tag_}_ttt", val_tokens, tables, h, d, log, "ttt"))
-    return results
-
-
-def check_finite(scored: list[tuple[str, EvalResult]], h: Hyperparameters) -> None:
-    """A run whose score is not a number fails (exit 2, no run_summary), naming the stage that went non-finite."""
-    for name, r in scored:
-        if not (math.isfinite(r.val_loss) and math.isfinite(r.val_bpb)):
-            stage = (f"test-time training (TTT_MODE={h.ttt_mode}: lower its learning rate)" if name.endswith("_ttt")
-                     else "trained float model" if name == "final_float" else "quantised artifact")  # fmt: skip
-            raise UserError(f"{name} val_loss:{r.val_loss} val_bpb:{r.val_bpb}: the {stage} scores non-finite; "
-                            "no run_summary is written")  # fmt: skip
 
 
 def run(h: Hyperparameters, d: Dist) -> None:
@@ -3827,6 +3848,81 @@ def main() -> None:
         sys.exit(130)
     finally:
         cleanup_distributed()
+
+
+# =====================================================================================================================
+# 11. VARIANTS: features off the record's path, each reached from it by one dispatch line
+# =====================================================================================================================
+
+LINEAR_ATTN_CHUNK = 64  # ATTN=linear: positions per chunk of the chunked form
+
+
+def linear_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Causal linear attention, (B, H, T, D) each: y_t = sum_s a_ts v_s / sum_s a_ts with a_ts = phi(q_t).phi(k_s),
+    phi = elu + 1, over s <= t. Without a mask in chunks: quadratic inside a chunk, a running sum of phi(k)^T v
+    across them (O(T)); with a mask (document isolation, windows) the same sums over the mask, quadratically."""
+    q, k = F.elu(q) + 1, F.elu(k) + 1
+    if mask is not None:
+        a = (q @ k.transpose(-1, -2)) * mask
+        return (a @ v) / a.sum(-1, keepdim=True)
+    B, H, T, D = q.shape
+    C = LINEAR_ATTN_CHUNK
+    n = -(-T // C)
+    q, k, v = (F.pad(t, (0, 0, 0, n * C - T)).view(B, H, n, C, t.size(-1)) for t in (q, k, v))
+    a = (q @ k.transpose(-1, -2)) * torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    kv, ks = k.transpose(-1, -2) @ v, k.sum(-2)  # per chunk: (B, H, n, D, Dv), (B, H, n, D)
+    state, zsum = kv.cumsum(2) - kv, ks.cumsum(2) - ks  # everything in the chunks before
+    num = a @ v + q @ state
+    den = a.sum(-1) + (q * zsum[..., None, :]).sum(-1)
+    return (num / den[..., None]).reshape(B, H, n * C, -1)[:, :, :T]
+
+
+class MemoryBank(nn.Module):
+    """Engram-style memory: learned (key, value) slots; each token reads softmax(n(x) K^T / sqrt(width)) V, scaled by
+    a per-dimension gate that starts at zero (so the bank starts switched off)."""
+
+    def __init__(self, slots: int, dim: int):
+        super().__init__()
+        self.keys = CastedLinear(dim, slots, "attn")
+        self.values = CastedLinear(slots, dim, "attn")
+        self.gate = tag(nn.Parameter(torch.zeros(dim)), "control")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(self.keys(rms_norm(x)) / math.sqrt(x.size(-1)), dim=-1)
+        return self.gate * self.values(w)
+
+
+# ATTN=mla: keys and values from a low-rank latent (Attention builds c_kv, c_kr and a latent-sized c_k for it).
+def mla_keys_values(attn: Attention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, Hkv, T, hd) each: K = [rotated dims from x, shared by the heads; the rest from the latent], V from it."""
+    B, T, _ = x.shape
+    Hkv, hd = attn.num_kv_heads, attn.head_dim
+    lat, rd = attn.c_kv(x), attn.rope_dims
+    k_rope = attn.c_kr(x).view(B, T, 1, rd).expand(B, T, Hkv, rd)
+    k = torch.cat((k_rope, attn.c_k(lat).view(B, T, Hkv, hd - rd)), dim=-1).transpose(1, 2)
+    v = attn.c_v(lat).view(B, T, Hkv, hd).transpose(1, 2)
+    return k, v
+
+
+# ATTN=sparse (BigBird): the random key blocks added to the local window and the global tokens.
+RANDOM_BLOCKS_HASH = (1_000_003, 7_919, 2_654_435_761)  # (query block, key block, mix) multipliers of the pick
+
+
+def random_blocks(cfg: ModelConfig, T: int, device: torch.device) -> torch.Tensor:
+    """(T, T): for each block of ATTN_BLOCK queries, ATTN_RANDOM_BLOCKS earlier key blocks, those with the
+    smallest hash of (query block, key block): fixed, the same at every step and on every rank."""
+    n, bs, r = -(-T // cfg.attn_block), cfg.attn_block, cfg.attn_random_blocks
+    if r == 0:
+        return torch.zeros(T, T, dtype=torch.bool, device=device)
+    qb, kb = torch.arange(n, device=device)[:, None], torch.arange(n, device=device)[None, :]
+    qm, km, mix = RANDOM_BLOCKS_HASH
+    h = ((qb * qm + kb * km) * mix) % (1 << 31)
+    h = torch.where(kb < qb, h, 1 << 32)  # only earlier blocks
+    pick = torch.zeros(n, n, dtype=torch.bool, device=device)
+    pick.scatter_(1, h.topk(min(r, n), dim=1, largest=False).indices, True)
+    pick &= kb < qb
+    pos = torch.arange(T, device=device) // bs
+    return pick[pos[:, None], pos[None, :]]
 
 
 if __name__ == "__main__":
