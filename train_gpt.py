@@ -965,8 +965,34 @@ class DistributedTokenLoader:
 
 
 def train_loader(h: Hyperparameters, d: Dist) -> DistributedTokenLoader:
+    """The run's loader, after every train shard's token ids are checked against the vocab (check_shard_ids)."""
     pattern = os.path.join(h.data_path, "fineweb_train_*.bin")
-    return DistributedTokenLoader(pattern, d.rank, d.world_size, d.device, h.model.vocab_size)
+    loader = DistributedTokenLoader(pattern, d.rank, d.world_size, d.device, h.model.vocab_size)
+    check_shard_ids(loader.stream.files, h.model.vocab_size, d)
+    return loader
+
+
+SHARD_ID_CHECK_TOKENS = 1 << 24  # tokens read at a time by check_shard_ids (32 MiB of uint16)
+
+
+def check_shard_ids(files: list[Path], vocab_size: int, d: Dist) -> None:
+    """Every token id of every shard below the vocab, checked before any training (a bad id in a later shard would
+    otherwise stop the run minutes in): each rank reads its share of the shards in bounded chunks, and all agree on
+    the first bad shard, whose error every rank then raises."""
+    first_bad = len(files)
+    for i in range(d.rank, len(files), d.world_size):
+        n = read_shard_header(files[i])
+        tokens = (
+            np.memmap(files[i], dtype=SHARD_TOKEN_DTYPE, mode="r", offset=SHARD_HEADER_BYTES, shape=(n,)) if n else []
+        )
+        if any(int(tokens[a : a + SHARD_ID_CHECK_TOKENS].max()) >= vocab_size
+               for a in range(0, len(tokens), SHARD_ID_CHECK_TOKENS)):  # fmt: skip
+            first_bad = i
+            break
+    first_bad = int(all_reduce_(torch.tensor([first_bad], dtype=torch.int64, device=d.device), "min").item())
+    if first_bad < len(files):
+        load_shard(files[first_bad], vocab_size)  # raises the ShardError naming the file, the id and its position
+        raise ShardError(f"{files[first_bad]}: a token id is >= vocab size {vocab_size}")  # not reached
 
 
 # =====================================================================================================================
@@ -3660,10 +3686,11 @@ MEMORY_REMEDY = {  # what to change when a phase does not fit, by phase
 
 
 def memory_estimate(h: Hyperparameters, world_size: int, accum: int, compiled: bool, bf16: bool,
-                    attention: str = "sdpa") -> dict[str, dict[str, float]]:  # fmt: skip
+                    attention: str = "sdpa", scores: bool = False) -> dict[str, dict[str, float]]:  # fmt: skip
     """Bytes per GPU of each phase that runs (train, ramp, looped, score, ttt_lora, ttt_sgd): its activations, logits,
     weights and optimiser state, adapters, and the dense attention mask where SDPA takes one (`attention` is the
-    backend; a varlen kernel needs none), with overheads, in "total"."""
+    backend; a varlen kernel needs none), with overheads, in "total". scores: the attention also materialises its
+    fp32 (B, H, T, T) scores, kept for the backward in every layer (SDPA's math kernel with a mask: the CPU path)."""
     m = h.model
     with torch.device("meta"):
         model = build_model(m)
@@ -3675,6 +3702,7 @@ def memory_estimate(h: Hyperparameters, world_size: int, accum: int, compiled: b
         tokens = rows * T
         act = tokens * layers * m.model_dim * act_bytes * fraction if train else tokens * m.model_dim * INFER_ACT_BYTES
         mask = rows * T * T * (1 + 2 * (layers if train else 1)) if dense else 0  # bool mask; bf16 bias per layer
+        mask += rows * m.num_heads * T * T * 4 * (layers if train else 1) if scores else 0
         parts = {"activations": act, "logits": tokens * m.vocab_size * LOGIT_BYTES, "attention_mask": mask,
                  "weights_and_optimisers": n_params * STATE_BYTES, "adapters": extra}  # fmt: skip
         return {**parts, "total": sum(parts.values()) * MEMORY_OVERHEAD + CONTEXT_BYTES}
@@ -3706,25 +3734,32 @@ def memory_line(est: dict[str, dict[str, float]]) -> str:
     return "memory_estimate " + " ".join(f"{k}:{v['total'] / 2**30:.1f}GiB" for k, v in est.items())
 
 
-def check_memory(h: Hyperparameters, d: Dist, accum: int, gpu_bytes: int | None = None) -> dict | None:
-    """On CUDA (or given `gpu_bytes`, the GPU's memory), refuse a config any of whose phases is estimated to exceed
-    the GPU, before any GPU time is spent, naming the phase and what to change (MEMORY_CHECK=0: log only)."""
-    if d.device.type != "cuda" and gpu_bytes is None:
-        return None
-    on_gpu = torch.device("cuda")
-    compiled = True if h.compile < 0 else bool(h.compile)
-    est = memory_estimate(h, d.world_size, accum, compiled, use_bf16(h, on_gpu), ATTENTION.backend)
-    have = gpu_bytes if gpu_bytes is not None else torch.cuda.get_device_properties(d.device).total_memory
+def check_memory(h: Hyperparameters, d: Dist, accum: int, gpu_bytes: int | None = None,
+                 ram_bytes: int | None = None) -> dict | None:  # fmt: skip
+    """Refuse a config any of whose phases is estimated not to fit, before any work, naming the phase and what to
+    change (MEMORY_CHECK=0: log only). On CUDA (or given `gpu_bytes`) against the GPU's memory; on CPU against this
+    machine's memory (or `ram_bytes`) shared by its WORLD_SIZE processes, float32, eager, SDPA's math kernel with its
+    scores. Returns the GPU estimate (None on CPU)."""
+    if d.device.type == "cuda" or gpu_bytes is not None:
+        compiled = True if h.compile < 0 else bool(h.compile)
+        est = memory_estimate(h, d.world_size, accum, compiled, use_bf16(h, torch.device("cuda")), ATTENTION.backend)
+        have, where = gpu_bytes or torch.cuda.get_device_properties(d.device).total_memory, "GPU"
+        room = f"the GPU has {have / 2**30:.0f} GiB"
+    else:
+        est = memory_estimate(h, d.world_size, accum, bool(h.compile > 0), False, "sdpa", scores=True)
+        ram = ram_bytes or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        have, where = ram // max(d.world_size, 1), "process"
+        room = f"this process's share of the machine's memory is {have / 2**30:.0f} GiB"
     name, worst = max(est.items(), key=lambda kv: kv[1]["total"])
     if worst["total"] > have and h.memory_check:
         gib = {k: f"{v / 2**30:.0f}" for k, v in worst.items()} | {"total": f"{worst['total'] / 2**30:.1f}"}
         remedy = MEMORY_REMEDY[name].format(accum=accum, **h.flat())
         raise UserError(
-            f"the {name} phase needs about {gib['total']} GiB per GPU (activations {gib['activations']}, logits "
-            f"{gib['logits']}, attention mask {gib['attention_mask']}, adapters {gib['adapters']}) but the GPU has "
-            f"{have / 2**30:.0f} GiB: {remedy}, or keep COMPILE and AUTOCAST_BF16 on (MEMORY_CHECK=0 runs anyway)"
+            f"the {name} phase needs about {gib['total']} GiB per {where} (activations {gib['activations']}, logits "
+            f"{gib['logits']}, attention mask {gib['attention_mask']}, adapters {gib['adapters']}) but {room}: "
+            f"{remedy}, or keep COMPILE and AUTOCAST_BF16 on (MEMORY_CHECK=0 runs anyway)"
         )
-    return est
+    return est if where == "GPU" else None
 
 
 def check_outputs(h: Hyperparameters) -> str:

@@ -67,12 +67,15 @@ def test_the_script_itself_is_never_an_artifact_path(dataset, tmp_path):
         ({"fineweb_train_000000.bin": b"\0" * 2048}, "bad magic 0"),
         ({"fineweb_train_000000.bin": b""}, "shorter than the 1024-byte header"),
         ({"fineweb_train_000000.bin": tk.shard_bytes(np.array([1, 5, 3000, 7] * 300))}, "token id 3000"),
+        ({"fineweb_train_000002.bin": tk.shard_bytes(np.array([1, 5, 7] * 300 + [4000]))}, "token id 4000 at position"),
     ],
 )
 def test_train_shards_are_checked_before_training(dataset, tmp_path, train, needle):
-    """An empty split used to spin forever; a corrupt shard was found only when reached (step ~96 here)."""
+    """An empty split used to spin forever; a corrupt shard was found only when reached (step ~96 here), and a bad
+    id in the last of three shards only when the run got there (minutes in at full size)."""
     ok = tk.shard_bytes(np.arange(2, 1002) % 1000)
-    data = shards(tmp_path, dataset, {"fineweb_train_000000.bin": ok, **train} if "id" in needle else train)
+    good = {"fineweb_train_000000.bin": ok, "fineweb_train_000001.bin": ok}
+    data = shards(tmp_path, dataset, {**good, **train} if "id" in needle else train)
     refused(env_for(dataset, tmp_path, DATA_PATH=data), needle, tmp_path)
 
 

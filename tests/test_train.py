@@ -385,7 +385,16 @@ def test_memory_estimate_refuses_what_cannot_fit_before_any_gpu_time(monkeypatch
     assert masked["attention_mask"] == 48 * 2048 * 2048 * (1 + 2 * 28) and masked["total"] > h100
     two = tg.memory_estimate(ramp, 8, 2, compiled=True, bf16=True)["ramp"]
     assert two["activations"] == pytest.approx(14 * per_layer)
-    assert tg.check_memory(h, tg.Dist(), 1) is None  # no GPU and no size given: nothing to check
+    # on CPU: this machine's memory shared by the processes, float32, eager, with SDPA's scores (the frontier's
+    # 48 x 2048-token rows need far more than any CPU machine here); a CPU-sized run passes and returns no GPU figures
+    with pytest.raises(tg.UserError, match=r"the \w+ phase needs about [\d.]+ GiB per process .* share of the machine"):
+        tg.check_memory(h, tg.Dist(), 1, ram_bytes=24 * gib)
+    tiny = tg.Hyperparameters.from_env({"PRESET": "tiny", "RUN_ID": "x"})
+    assert tg.check_memory(tiny, tg.Dist(world_size=2), 1, ram_bytes=24 * gib) is None
+    long = tg.Hyperparameters.from_env({"PRESET": "tiny", "RUN_ID": "x", "TRAIN_SEQ_LEN": "65536",
+                                        "TRAIN_BATCH_TOKENS": "786432"})  # fmt: skip
+    with pytest.raises(tg.UserError, match="TRAIN_BATCH_TOKENS"):  # issue 27: 34-256 GB before, found by the OOM
+        tg.check_memory(long, tg.Dist(), 1, ram_bytes=24 * gib)
 
     monkeypatch.setattr(tg.ATTENTION, "backend", "fa3")  # the varlen kernel a GPU run would choose
     d8 = tg.Dist(world_size=8)
