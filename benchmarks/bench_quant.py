@@ -364,18 +364,24 @@ def bench_fullsize_codecs(a: argparse.Namespace) -> None:
         log(f"| {label} | order-0 entropy of the int codes alone | {floor:,.0f} | {floor / nparams:.4f} | - | - |")
 
 
-def bench_fullsize_fit(a: argparse.Namespace) -> None:
-    """The default export at full size: the default model with every quantised matrix resampled from --checkpoint
-    (as --fullsize-codecs), quantised at every default (int6 attn/mlp, int7 embedding, LQER, fp16 control tensors,
-    int8 attention gate; SDClip RTN, since synthetic weights have no calibration data), encoded once with the
-    default codec, plus the code bytes of the default policy, against TARGET_BYTES (default: the cap)."""
+def fullsize_resampled(a: argparse.Namespace) -> tuple[tg.Hyperparameters, dict, dict, dict]:
+    """(default settings, the default model's state, its roles, that state with every quantised matrix resampled
+    from --checkpoint's matrices of the same role)."""
     h = tg.Hyperparameters.from_env({"RUN_ID": "bench"})
     torch.manual_seed(a.seed)
     model = tg.build_model(h.model)
     state, roles = model.state_dict(), tg.param_roles(model)
     small, _, _ = load_checkpoint_model(a.checkpoint)
     samples = role_samples(small.state_dict(), tg.param_roles(small))
-    synth = synthetic_state(state, roles, samples, torch.Generator().manual_seed(a.seed))
+    return h, state, roles, synthetic_state(state, roles, samples, torch.Generator().manual_seed(a.seed))
+
+
+def bench_fullsize_fit(a: argparse.Namespace) -> None:
+    """The default export at full size: the default model with every quantised matrix resampled from --checkpoint
+    (as --fullsize-codecs), quantised at every default (int6 attn/mlp, int7 embedding, LQER, fp16 control tensors,
+    int8 attention gate; SDClip RTN, since synthetic weights have no calibration data), encoded once with the
+    default codec, plus the code bytes of the default policy, against TARGET_BYTES (default: the cap)."""
+    h, state, roles, synth = fullsize_resampled(a)
     code = tg.size_report(0, (ROOT / "train_gpt.py").read_text(encoding="utf-8"), h.code_policy)["code_bytes"]
     log(f"default model: {sum(t.numel() for t in state.values()):,} params, weights resampled from "
         f"{Path(a.checkpoint).name}; code {code:,} bytes ({h.code_policy}); target {h.target_bytes:,}")  # fmt: skip
@@ -439,13 +445,7 @@ def bench_record_export(a: argparse.Namespace) -> None:
     rec = ro.load_record()
     rec.log = lambda *args, **kwargs: None
     rh = ro.record_settings()
-    h = tg.Hyperparameters.from_env({"RUN_ID": "bench"})
-    torch.manual_seed(a.seed)
-    model = tg.build_model(h.model)
-    state, roles = model.state_dict(), tg.param_roles(model)
-    small, _, _ = load_checkpoint_model(a.checkpoint)
-    samples = role_samples(small.state_dict(), tg.param_roles(small))
-    synth = synthetic_state(state, roles, samples, torch.Generator().manual_seed(a.seed))
+    h, state, roles, synth = fullsize_resampled(a)
     hessians = {n: torch.eye(synth[n].size(1)) for n, r in roles.items() if r in ("attn", "mlp", "embed")}
     t0 = time.perf_counter()
     entries = tg.quantize_state_dict(synth, roles, h, hessians)

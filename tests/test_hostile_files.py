@@ -68,17 +68,7 @@ def test_a_payload_over_the_cap_is_refused_before_inflating(tmp_path):
 def test_a_header_claiming_a_huge_model_allocates_nothing_for_it(tmp_path):
     """A valid small artifact whose header claims a 16,384-wide, 64-layer model (about 20 GB of float weights):
     the shapes are compared on the meta device and the file is refused before the model is built."""
-    h = tg.Hyperparameters.from_env({"PRESET": "tiny", "RUN_ID": "x", "GPTQ": "0"})
-    model = tg.build_model(h.model)
-    blob, _ = tg.build_artifact(model.state_dict(), tg.param_roles(model), h.model, h)
-    _, _, _, size, _ = tg.ARTIFACT_FRAME.unpack_from(blob)
-    payload = tg.decompress_parts(blob[tg.ARTIFACT_FRAME.size :], "zstd", size)
-    (hlen,) = struct.unpack_from("<I", payload)
-    header = json.loads(payload[4 : 4 + hlen])
-    header["model_config"].update(model_dim=16384, num_layers=64, num_heads=128, num_kv_heads=64)
-    hbytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    crafted = struct.pack("<I", len(hbytes)) + hbytes + payload[4 + hlen :]
-    out = open_in_subprocess(frame(tg.compress_parts([crafted], "zstd", 3), len(crafted)), tmp_path)
+    out = open_in_subprocess(reheadered(model_dim=16384, num_layers=64, num_heads=128, num_kv_heads=64), tmp_path)
     assert out.returncode == 0, out.stderr[-1500:]
     assert "its config does not describe its tensors" in out.stdout
 
