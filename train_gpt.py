@@ -37,11 +37,12 @@ MAP: section -> entry points -> what it owns (change X: edit Y)
                    change the export: sdclip_scale / percentile_clip (clipping), quantize_rtn / gptq_quantize
                    (rounding), _add_lqer (low-rank correction), collect_hessians (calibration), fit_artifact (fitting
                    under BYTE_LIMIT).
-  8. ARTIFACT      build_artifact, encode_artifact / decode_artifact, read_artifact, write_artifact,
+  8. ARTIFACT      build_artifact, encode_artifact / read_frame, decode_artifact, read_artifact, write_artifact,
                    load_artifact_model, pack_source, size_report
                    the on-disk format: frame, JSON header, byte streams, codecs (compress_bytes, ans_encode), the
                    packed code whose bytes count against the cap.
-  9. SCORING       score_phase -> score -> eval_flat / eval_sliding / eval_ttt; build_byte_tables, ScoreLedger
+  9. SCORING       score_phase -> score -> evaluate -> eval_flat / eval_sliding / eval_ttt; build_byte_tables,
+                   ScoreLedger
                    change the scoring: the byte rule (build_byte_tables, load_val_bytes), the once-each ledger
                    (ScoreLedger), sliding windows (sliding_plan, eval_sliding), test-time training (eval_ttt: the SGD
                    of _ttt_sgd and _ttt_phase in _ttt_optimizer / _ttt_cosine_lr / _ttt_sgd_step, the LoRA path
@@ -198,6 +199,11 @@ class ModelConfig:
     num_loops: int = 3  # times the span runs in training once recurrence is on (1 = off)
     eval_loops: int = 0  # times the span runs at evaluation (0 = NUM_LOOPS)
     parallel_start: int = 8  # blocks from here on are parallel-residual; -1 = none (unset: round(8/11 ...))
+
+    @property
+    def effective_eval_loops(self) -> int:
+        """How many times the recurrent span runs at evaluation: EVAL_LOOPS, or NUM_LOOPS when it is 0."""
+        return self.eval_loops or self.num_loops
 
     @classmethod
     def from_dict(cls, d: dict, what: str = "model config") -> ModelConfig:
@@ -755,6 +761,11 @@ def open_log(h: Hyperparameters, d: Dist) -> Logger:
     return Logger(os.path.join(h.log_dir, f"{h.run_id}.txt"), enabled=d.is_main)
 
 
+def sigterm_handler(signum, frame):
+    """main's SIGTERM handler: a terminated run unwinds as Ctrl-C does (outputs closed, the partial state kept)."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def synced_clock(d: Dist) -> float:
     """Seconds, after the device has finished its queued work (a host sync on CUDA)."""
     if d.device.type == "cuda":
@@ -838,6 +849,8 @@ SHARD_HEADER_INTS = 256
 SHARD_HEADER_BYTES = SHARD_HEADER_INTS * 4
 SHARD_TOKEN_DTYPE = np.dtype("<u2")
 BOS_ID = 1
+TRAIN_GLOB = "fineweb_train_*.bin"  # a dataset folder's shards, train and val
+VAL_GLOB = "fineweb_val_*.bin"
 VAL_BYTES_MARK = "_val_bytes_"  # CaseOps val byte sidecars: fineweb_val_bytes_000000.bin beside fineweb_val_000000.bin
 
 
@@ -965,7 +978,7 @@ class DistributedTokenLoader:
 
 
 def train_loader(h: Hyperparameters, d: Dist) -> DistributedTokenLoader:
-    pattern = os.path.join(h.data_path, "fineweb_train_*.bin")
+    pattern = os.path.join(h.data_path, TRAIN_GLOB)
     return DistributedTokenLoader(pattern, d.rank, d.world_size, d.device, h.model.vocab_size)
 
 
@@ -1928,7 +1941,7 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tok
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
     if compile_on:
         model = torch.compile(model, dynamic=False)
-    eval_loops = h.model.eval_loops or h.model.num_loops
+    eval_loops = h.model.effective_eval_loops
 
     def validate(m: GPT) -> EvalResult:
         loops, gain = m.loops, float(m.loop_gain)  # the recurrence ramp's gain too
@@ -2327,7 +2340,8 @@ STORE_DTYPES = {
 }
 
 
-def _entry_parts(e: dict) -> list[tuple[str, torch.Tensor]]:
+def entry_parts(e: dict) -> list[tuple[str, torch.Tensor]]:
+    """(stream, tensor) of every stored part of an artifact entry (codes, scales, factors ...), in stream order."""
     return [(stream, e[key]) for stream, key, _, _ in _part_specs(e["meta"])]
 
 
@@ -2393,7 +2407,7 @@ def encode_artifact(
         s: b"".join(
             t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
             for e in entries
-            for stream, t in _entry_parts(e)
+            for stream, t in entry_parts(e)
             if stream == s
         )
         for s in STREAM_WIDTHS
@@ -2406,7 +2420,7 @@ def encode_artifact(
     }
     hbytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     parts = [struct.pack("<I", len(hbytes)) + hbytes] + [_shuffle(data[s], STREAM_WIDTHS[s]) for s in data]
-    q_sizes = [t.numel() for e in entries for stream, t in _entry_parts(e) if stream == "q"]
+    q_sizes = [t.numel() for e in entries for stream, t in entry_parts(e) if stream == "q"]
     body = compress_parts(parts, codec, level, {1 + list(data).index("q"): q_sizes})
     size = sum(map(len, parts))
     frame = ARTIFACT_FRAME.pack(ARTIFACT_MAGIC, ARTIFACT_VERSION, ARTIFACT_CODECS[codec], size, bytes(16))[:-16]
@@ -2553,9 +2567,14 @@ def decompress_parts(body: bytes, codec: str, size: int) -> bytes:
     return b"".join(parts)
 
 
-def decode_artifact(blob: bytes) -> tuple[dict, list[dict], dict]:
-    """Verify and parse an artifact into (model_config, storage entries, recorded settings) without executing
-    anything from it (recorded: ARTIFACT_RECORDED's values; {} in an artifact written before them)."""
+class ArtifactFrame(NamedTuple):
+    version: int  # artifact format version
+    codec: str  # a key of ARTIFACT_CODECS
+    payload_bytes: int  # the uncompressed payload
+
+
+def read_frame(blob: bytes) -> ArtifactFrame:
+    """Verify an artifact's frame (magic, version, codec, checksum over the whole blob, payload limit) and return it."""
     if len(blob) < ARTIFACT_FRAME.size:
         raise ArtifactError(
             f"artifact is {len(blob)} bytes, shorter than its {ARTIFACT_FRAME.size}-byte frame (truncated?)"
@@ -2579,7 +2598,14 @@ def decode_artifact(blob: bytes) -> tuple[dict, list[dict], dict]:
         raise ArtifactError(f"artifact checksum mismatch ({len(blob)} bytes): the file is truncated or corrupt")
     if size > ARTIFACT_MAX_PAYLOAD:
         raise ArtifactError(f"artifact claims a {size}-byte payload, over the {ARTIFACT_MAX_PAYLOAD}-byte limit")
-    payload = decompress_parts(body, codec, size)
+    return ArtifactFrame(version, codec, size)
+
+
+def decode_artifact(blob: bytes) -> tuple[dict, list[dict], dict]:
+    """Verify and parse an artifact into (model_config, storage entries, recorded settings) without executing
+    anything from it (recorded: ARTIFACT_RECORDED's values; {} in an artifact written before them)."""
+    frame = read_frame(blob)
+    payload = decompress_parts(blob[ARTIFACT_FRAME.size :], frame.codec, frame.payload_bytes)
     try:
         (hlen,) = struct.unpack_from("<I", payload)
         if hlen > ARTIFACT_MAX_HEADER:
@@ -2712,18 +2738,24 @@ def check_shapes(cfg: ModelConfig, state: dict, what: str) -> None:
 PACK_STUB = 'import lzma,base64\nexec(lzma.decompress(base64.b85decode("{}")))\n'
 
 
-def pack_source(source: str) -> str:
-    """Self-extracting form of a script: docstrings and comments stripped (ast), lzma, base85, a two-line exec stub."""
+def strip_docstrings(source: str) -> str:
+    """A script with its docstrings and comments stripped (parsed and unparsed by ast): what pack_source packs."""
     import ast
-    import base64
-    import lzma
 
     tree = ast.parse(source)
     for node in ast.walk(tree):
         scope = isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
         if scope and ast.get_docstring(node, clean=False) is not None:
             node.body = node.body[1:] or [ast.Pass()]
-    packed = lzma.compress(ast.unparse(tree).encode(), preset=9 | lzma.PRESET_EXTREME)
+    return ast.unparse(tree)
+
+
+def pack_source(source: str) -> str:
+    """Self-extracting form of a script: strip_docstrings, lzma, base85, a two-line exec stub."""
+    import base64
+    import lzma
+
+    packed = lzma.compress(strip_docstrings(source).encode(), preset=9 | lzma.PRESET_EXTREME)
     return PACK_STUB.format(base64.b85encode(packed).decode())
 
 
@@ -2874,7 +2906,7 @@ def load_validation(h: Hyperparameters, tokenizer_path: str | None = None, val_g
     tokenizer_path = tokenizer_path or h.tokenizer_path
     if not Path(tokenizer_path).is_file():
         raise UserError(f"TOKENIZER_PATH={tokenizer_path}: no such file (data/download.py fetches it)")
-    val_glob = val_glob or os.path.join(h.data_path, "fineweb_val_*.bin")
+    val_glob = val_glob or os.path.join(h.data_path, VAL_GLOB)
     try:
         sp = spm.SentencePieceProcessor(model_file=tokenizer_path)
     except (RuntimeError, OSError) as e:  # sentencepiece's error for a file that is not a model
@@ -3530,6 +3562,22 @@ def eval_ttt(
     return ledger.result(synced_clock(d) - t0)
 
 
+def evaluate(
+    model: nn.Module,
+    val_tokens: np.ndarray,
+    tables,
+    h: Hyperparameters,
+    d: Dist,
+    mode: str = "flat",
+    progress: Callable[[str], None] | None = None,
+    progress_every: float = PROGRESS_EVERY_S,
+) -> EvalResult:
+    """A model's score flat, sliding or with TTT (mode), for the caller to report; progress(line) gets a progress line
+    at most every progress_every seconds (None: none)."""
+    fn = {"flat": eval_flat, "sliding": eval_sliding, "ttt": eval_ttt}[mode]
+    return fn(model, val_tokens, tables, h, d, progress=progress, progress_every=progress_every)
+
+
 def score(
     model: nn.Module,
     label: str,
@@ -3541,8 +3589,8 @@ def score(
     mode: str = "flat",
 ) -> tuple[str, EvalResult]:
     """Score a model (flat, sliding or TTT) and log the conventional line plus its _exact twin."""
-    fn = {"flat": eval_flat, "sliding": eval_sliding, "ttt": eval_ttt}[mode]
-    res = fn(model, val_tokens, tables, h, d, progress=(lambda m: log(f"progress {label}: {m}")) if d.is_main else None)
+    progress = (lambda m: log(f"progress {label}: {m}")) if d.is_main else None
+    res = evaluate(model, val_tokens, tables, h, d, mode, progress)
     extra = f" stride:{h.eval_stride}" if mode == "sliding" else ""
     log(f"{label} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f}{extra} eval_time:{1000 * res.seconds:.0f}ms")
     log(f"{label}_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f}")
@@ -3553,7 +3601,7 @@ def score_phase(blob: bytes, h: Hyperparameters, d: Dist, compile_on: bool, tabl
     """Load the artifact strictly and score it flat, sliding and (TTT_MODE) with test-time training."""
     qmodel = load_artifact_model(blob, h.model)[0].to(d.device)
     qmodel.eval()
-    qmodel.set_loops(h.model.eval_loops or h.model.num_loops)
+    qmodel.set_loops(h.model.effective_eval_loops)
     scored = qmodel
     if compile_on:  # compile on random tokens (never val) before any scoring clock starts
         scored = torch.compile(qmodel, dynamic=False)
@@ -3687,10 +3735,10 @@ def memory_estimate(h: Hyperparameters, world_size: int, accum: int, compiled: b
         out["looped"] = phase(rows, h.train_seq_len, looped, True, frac)
         if h.loop_ramp_frac > 0:
             out["ramp"] = phase(rows, h.train_seq_len, plain + looped, True, frac)
-    T, eval_layers = h.effective_eval_seq_len, len(model.layer_order(m.eval_loops or m.num_loops))
+    T, eval_layers = h.effective_eval_seq_len, len(model.layer_order(m.effective_eval_loops))
     out["score"] = phase(h.eval_batch_seqs, T, eval_layers, False)
     if h.ttt_mode in ("lora", "phased"):  # every row as long as a window: the batch is padded to its longest
-        order = model.layer_order(m.eval_loops or m.num_loops)
+        order = model.layer_order(m.effective_eval_loops)
         blocks = [model.blocks[i] for i in order]
         per_doc = sum(sum(t.in_features + t.out_features for t in (b.attn.c_q, b.attn.c_k, b.attn.c_v, b.attn.proj))
                       + 2 * m.model_dim for b in blocks) + m.model_dim + m.vocab_size  # fmt: skip
@@ -3829,11 +3877,7 @@ def main() -> None:
         print(f"error: train_gpt.py takes no arguments ({' '.join(sys.argv[1:])}): every setting is an environment "
               "variable; see python train_gpt.py --help", file=sys.stderr)  # fmt: skip
         sys.exit(2)
-
-    def on_sigterm(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGTERM, sigterm_handler)
     try:
         h = Hyperparameters.from_env()
         d = init_distributed(h.device, h.dist_timeout_seconds)
