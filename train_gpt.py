@@ -1765,23 +1765,45 @@ def train_flops_per_token(base: GPT, seq_len: int) -> float:
     return 6.0 * matmul + 6.0 * len(order) * seq_len * dim
 
 
+@dataclass
+class Learner:
+    """The model being trained: the module each step runs (DDP and/or compiled around base, or base itself), the GPT
+    under it, its optimisers and its EMA (None: EMA_DECAY=0)."""
+
+    model: nn.Module
+    base: GPT
+    optimizers: list
+    ema: EMA | None = None
+
+
+@dataclass
+class TrainStats:
+    """What training hands to the phases after it (train fills the loop's part, train_phase the calibration's)."""
+
+    steps: int
+    train_ms: float  # the agreed training time
+    step_ms: float  # the agreed time of one step
+    stop_reason: str  # iterations | wallclock_cap | stop_after
+    gain: float  # the recurrence ramp's gain at the end (-1: not started)
+    hessians: dict | None = None  # GPTQ's, from calibrate (None: GPTQ=0, or already handed to the export)
+    calib_ms: float | None = None  # calibrate's time (None: GPTQ=0)
+
+
 def train(
-    model: nn.Module,
-    base: GPT,
+    learner: Learner,
     loader: DistributedTokenLoader,
-    optimizers: list,
-    ema: EMA | None,
     h: Hyperparameters,
     d: Dist,
     accum_steps: int,
     validate,
     log: Logger,
     resumed: dict | None = None,
-) -> dict:
+) -> TrainStats:
     """The wallclock-bounded loop (from a saved state's step when resumed). The clock is read (a host sync) and agreed
     across ranks only on logging steps and on a few extra checks: steps 1, 2, 4, ... at the start and ever closer ones
     as the budget runs out. Between them every rank estimates the time the same way and takes the same decisions
     (LR, recurrence, stop) each step."""
+    model, base, optimizers, ema = learner.model, learner.base, learner.optimizers, learner.ema
     budget_ms = 1000.0 * max(h.max_wallclock_seconds - (h.gptq_reserve_seconds if h.gptq else 0.0), 0.0)
     clock = RunClock(h, budget_ms if h.max_wallclock_seconds > 0 else 0.0)
     step, train_ms, next_check, stop_reason, gain = 0, 0.0, 1, "", -1.0
@@ -1832,13 +1854,7 @@ def train(
     log(f"schedule expected_steps:{clock.expected_steps():.0f} ema_decay:{ema_decay:.6f} "
         f"muon_momentum_warmup_steps:{momentum_steps:.1f} muon_momentum_cap:{momentum_cap:.4f} "
         f"recurrence_gain:{max(gain, 0.0):.3f}")  # fmt: skip
-    return {
-        "steps": step,
-        "train_ms": clock.agreed_ms,
-        "step_ms": clock.step_ms,
-        "stop_reason": stop_reason or "iterations",
-        "gain": gain,
-    }
+    return TrainStats(step, clock.agreed_ms, clock.step_ms, stop_reason or "iterations", gain)
 
 
 def train_line(base: GPT, h: Hyperparameters, d: Dist, clock: RunClock, step: int, loss: torch.Tensor) -> str:
@@ -1860,11 +1876,11 @@ def resume_path(h: Hyperparameters) -> Path:
     return Path(artifact_path_of(h)).with_suffix(".resume.pt")
 
 
-def save_resume_state(h, d: Dist, base: GPT, optimizers: list, ema, loader, stats: dict, log: Logger) -> None:
+def save_resume_state(h, d: Dist, base: GPT, optimizers: list, ema, loader, stats: TrainStats, log: Logger) -> None:
     """Everything the loop carries from one step to the next (weights, optimiser and EMA state, loader position,
     step, recurrence gain, RNG), with the settings and the source's hash, for RESUME_FROM (rank 0 writes it)."""
     state = dict(format=RESUME_FORMAT, source_sha256=hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
-                 config=h.flat(), step=stats["steps"], gain=stats["gain"], model=base.state_dict(),
+                 config=h.flat(), step=stats.steps, gain=stats.gain, model=base.state_dict(),
                  optimizers=[o.state_dict() for o in optimizers], ema=None if ema is None else ema.shadow,
                  loader=loader.state_dict(), rng=torch.get_rng_state())  # fmt: skip
     path = resume_path(h)
@@ -1872,7 +1888,7 @@ def save_resume_state(h, d: Dist, base: GPT, optimizers: list, ema, loader, stat
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(path, buf.getvalue())
-    log(f"stopped_after step:{stats['steps']}/{h.iterations} resume_state:{path} (continue with RESUME_FROM={path})")
+    log(f"stopped_after step:{stats.steps}/{h.iterations} resume_state:{path} (continue with RESUME_FROM={path})")
 
 
 def resume_state(h, base: GPT, optimizers: list, ema, loader, log: Logger) -> dict:
@@ -1956,8 +1972,8 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tok
     resumed = resume_state(h, base, optimizers, ema, loader, log) if h.resume_from else None
     if resumed is None:
         warmup_and_restore(model, base, loader, optimizers, h, d, accum, log)
-    stats = train(model, base, loader, optimizers, ema, h, d, accum, validate, log, resumed)
-    if stats["stop_reason"] == "stop_after":
+    stats = train(Learner(model, base, optimizers, ema), loader, h, d, accum, validate, log, resumed)
+    if stats.stop_reason == "stop_after":
         save_resume_state(h, d, base, optimizers, ema, loader, stats, log)
         return base, compile_on, stats
     if d.device.type == "cuda":
@@ -1972,7 +1988,7 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tok
         with torch.no_grad():
             for name, p in base.named_parameters():
                 p.copy_(ema.state_dict()[name])
-    stats["hessians"], stats["calib_ms"] = calibrate(base, h, d, stats, log)  # training data: right after the loop
+    stats.hessians, stats.calib_ms = calibrate(base, h, d, stats, log)  # training data: right after the loop
     if raw is not None:
         res = eval_flat(raw, val_tokens, tables, h, d)
         log(f"pre_ema val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f}")
@@ -2227,19 +2243,21 @@ def collect_hessians(
     }
 
 
-def calibrate(base: GPT, h: Hyperparameters, d: Dist, stats: dict, log: Logger) -> tuple[dict | None, float | None]:
+def calibrate(
+    base: GPT, h: Hyperparameters, d: Dist, stats: TrainStats, log: Logger
+) -> tuple[dict | None, float | None]:
     """GPTQ's Hessians from as many training batches as fit the reserve; the compliance line says whether training
     plus calibration (the time training data is read) stayed within MAX_WALLCLOCK_SECONDS."""
     if not h.gptq:
         return None, None
-    n = calibration_budget(h, d, stats["step_ms"])
+    n = calibration_budget(h, d, stats.step_ms)
     t0 = synced_clock(d)
     hessians = collect_hessians(base, calibration_batches(h, d, n), param_roles(base), d)
     calib_ms = 1000 * (synced_clock(d) - t0)
     log(f"gptq_calibration_time:{calib_ms:.0f}ms batches:{n}/{h.gptq_calib_batches}")
     if h.max_wallclock_seconds:
-        total, limit = stats["train_ms"] + calib_ms, 1000 * h.max_wallclock_seconds
-        log(f"compliance training_data_time:{total:.0f}ms (train {stats['train_ms']:.0f} + calibration "
+        total, limit = stats.train_ms + calib_ms, 1000 * h.max_wallclock_seconds
+        log(f"compliance training_data_time:{total:.0f}ms (train {stats.train_ms:.0f} + calibration "
             f"{calib_ms:.0f}) limit:{limit:.0f}ms within:{int(total <= limit)}")  # fmt: skip
     return hessians, calib_ms
 
@@ -2784,7 +2802,17 @@ SPACE_PIECE = "\u2581"
 PROOF_DOCS = 64  # val documents a tokenizer is proved on when no manifest records its hash
 
 
-def build_byte_tables(sp, vocab_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class ByteTables(NamedTuple):
+    """The byte rule: per token id (build_byte_tables), and with CASEOPS=1 the val byte sidecar's count for every
+    val position (load_val_bytes), which then gives the bytes instead."""
+
+    base: np.ndarray  # int16: the UTF-8 bytes of the piece without its leading space
+    space: np.ndarray  # bool: the piece has a leading space
+    boundary: np.ndarray  # bool: a control, unknown or unused id (no leading space is counted after it)
+    target_bytes: np.ndarray | None = None  # CASEOPS=1: bytes of the target at each val position
+
+
+def build_byte_tables(sp, vocab_size: int) -> ByteTables:
     """Per token id: base_bytes (int16), has_leading_space (bool), is_boundary (bool).
 
     A target y after input x carries base_bytes[y] + (has_leading_space[y] and not is_boundary[x]) bytes; summed over
@@ -2814,7 +2842,7 @@ def build_byte_tables(sp, vocab_size: int) -> tuple[np.ndarray, np.ndarray, np.n
             space[i] = True
             piece = piece[1:]
         base[i] = len(piece.encode("utf-8"))
-    return base, space, boundary
+    return ByteTables(base, space, boundary)
 
 
 def proof_documents(val_tokens: np.ndarray, max_docs: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -2873,9 +2901,9 @@ def load_val_bytes(h: Hyperparameters, val_glob: str, sp, tokenizer_path: str, n
     return counts
 
 
-def count_target_bytes(x: np.ndarray, y: np.ndarray, tables: tuple[np.ndarray, np.ndarray, np.ndarray]) -> int:
-    """Bytes carried by targets y given inputs x (same shape), in int64."""
-    base, space, boundary = tables
+def count_target_bytes(x: np.ndarray, y: np.ndarray, tables: ByteTables) -> int:
+    """Bytes carried by targets y given inputs x (same shape), in int64 (by the tables' per-token rule)."""
+    base, space, boundary = tables.base, tables.space, tables.boundary
     return int(base[y].astype(np.int64).sum() + (space[y] & ~boundary[x]).sum())
 
 
@@ -2922,7 +2950,9 @@ def load_validation(h: Hyperparameters, tokenizer_path: str | None = None, val_g
         raise UserError(f"TTT_CHUNK_TOKENS={h.ttt_chunk_tokens} holds the whole val split ({len(val_tokens) - 1} "
                         "targets): SGD TTT would never train; use a smaller chunk")  # fmt: skip
     val_tokens = prepare_val_tokens(val_tokens, h.effective_eval_seq_len, bool(h.include_tail))
-    return (*tables, val_bytes[: len(val_tokens)]) if val_bytes is not None else tables, val_tokens
+    if val_bytes is not None:
+        tables = tables._replace(target_bytes=val_bytes[: len(val_tokens)])
+    return tables, val_tokens
 
 
 # Target position t (1 <= t < N) is the prediction of val[t] from val[:t]. A window starting at s reads val[s:s+L]
@@ -2997,17 +3027,17 @@ class ScoreLedger:
     def __init__(
         self,
         val_tokens: np.ndarray,
-        tables: tuple[np.ndarray, np.ndarray, np.ndarray],
+        tables: ByteTables,
         d: Dist,
         keep_losses: bool = False,
         progress: Callable[[str], None] | None = None,
         progress_every: float = PROGRESS_EVERY_S,
     ):
-        bad = np.flatnonzero(val_tokens >= len(tables[0]))
+        bad = np.flatnonzero(val_tokens >= len(tables.base))
         if bad.size:
             raise UserError(
                 f"val token id {val_tokens[bad[0]]} at position {bad[0]} is outside the vocabulary "
-                f"(size {len(tables[0])}): the val shards do not belong to this tokenizer/model"
+                f"(size {len(tables.base)}): the val shards do not belong to this tokenizer/model"
             )
         self.val, self.tables, self.d = val_tokens, tables, d
         self.counts = np.zeros(len(val_tokens), dtype=np.uint8)  # times this rank scored each position
@@ -3072,8 +3102,8 @@ class ScoreLedger:
         if self.losses is not None:
             losses = all_reduce_(torch.from_numpy(self.losses).to(self.d.device)).cpu().numpy()
         targets = len(self.val) - 1
-        if len(self.tables) == 4:  # CaseOps: the byte sidecar's count for every target position
-            nbytes = int(self.tables[3][1 : len(self.val)].astype(np.int64).sum())
+        if self.tables.target_bytes is not None:  # CaseOps: the byte sidecar's count for every target position
+            nbytes = int(self.tables.target_bytes[1 : len(self.val)].astype(np.int64).sum())
         else:
             nbytes = count_target_bytes(self.val[:-1], self.val[1:], self.tables)
         return EvalResult(loss / targets, loss / (math.log(2) * nbytes), targets, nbytes, seconds, losses, self.updates)
@@ -3108,7 +3138,7 @@ def _score_windows(
 
 
 def eval_sliding(
-    model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, **ledger_kw
+    model: nn.Module, val_tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, d: Dist, **ledger_kw
 ) -> EvalResult:
     """Windows of h.effective_eval_seq_len every h.eval_stride tokens, each target scored once with >= window -
     stride tokens of context (SPEC section 7)."""
@@ -3126,7 +3156,7 @@ def eval_sliding(
 
 
 def eval_flat(
-    model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, **ledger_kw
+    model: nn.Module, val_tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, d: Dist, **ledger_kw
 ) -> EvalResult:
     """Non-overlapping windows of h.effective_eval_seq_len (with INCLUDE_TAIL, one last window ending at the final
     token scores the remainder): sliding with stride = window."""
@@ -3542,7 +3572,7 @@ def compile_lora(net: GPT, h: Hyperparameters, d: Dist, backend: str = "inductor
 
 
 def eval_ttt(
-    model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, **ledger_kw
+    model: nn.Module, val_tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, d: Dist, **ledger_kw
 ) -> EvalResult:
     """Score-first test-time training (h.ttt_mode sgd, lora or phased) on a copy of the model; the caller's is
     untouched. On CUDA (COMPILE) the LoRA forward is compiled before the clock starts."""
@@ -3565,7 +3595,7 @@ def eval_ttt(
 def evaluate(
     model: nn.Module,
     val_tokens: np.ndarray,
-    tables,
+    tables: ByteTables,
     h: Hyperparameters,
     d: Dist,
     mode: str = "flat",
@@ -3582,7 +3612,7 @@ def score(
     model: nn.Module,
     label: str,
     val_tokens: np.ndarray,
-    tables,
+    tables: ByteTables,
     h: Hyperparameters,
     d: Dist,
     log: Logger,
@@ -3597,7 +3627,9 @@ def score(
     return label, res
 
 
-def score_phase(blob: bytes, h: Hyperparameters, d: Dist, compile_on: bool, tables, val_tokens, log: Logger) -> list:
+def score_phase(
+    blob: bytes, h: Hyperparameters, d: Dist, compile_on: bool, tables: ByteTables, val_tokens, log: Logger
+) -> list:
     """Load the artifact strictly and score it flat, sliding and (TTT_MODE) with test-time training."""
     qmodel = load_artifact_model(blob, h.model)[0].to(d.device)
     qmodel.eval()
@@ -3820,12 +3852,13 @@ def run(h: Hyperparameters, d: Dist) -> None:
         if memory is not None:
             log(memory_line(memory))
         base, compile_on, stats = train_phase(h, d, accum, loader, tables, val_tokens, log)
-        if stats["stop_reason"] == "stop_after":
+        if stats.stop_reason == "stop_after":
             log("run_stopped")
             return
         scored = [score(base, "final_float", val_tokens, tables, h, d, log)]
         check_finite(scored, h)
-        blob, sizes = export_phase(base, stats.pop("hessians"), h, d, source, log)
+        hessians, stats.hessians = stats.hessians, None  # the export's alone: freed with it
+        blob, sizes = export_phase(base, hessians, h, d, source, log)
         scored += score_phase(blob, h, d, compile_on, tables, val_tokens, log)
         check_finite(scored, h)
         results = [r for _, r in scored[1:]]
@@ -3835,7 +3868,7 @@ def run(h: Hyperparameters, d: Dist) -> None:
         log(
             f"compliance evaluation_time:{eval_ms:.0f}ms limit:{EVAL_LIMIT_MS}ms within:{int(eval_ms <= EVAL_LIMIT_MS)}"
         )
-        log(f"train_steps:{stats['steps']} train_time_total:{stats['train_ms']:.0f}ms")
+        log(f"train_steps:{stats.steps} train_time_total:{stats.train_ms:.0f}ms")
         scores = [
             dict(name=n, val_loss=r.val_loss, val_bpb=r.val_bpb, eval_time_ms=1000 * r.seconds) for n, r in scored
         ]
@@ -3849,10 +3882,10 @@ def run(h: Hyperparameters, d: Dist) -> None:
             **environment,
             source_sha256=hashlib.sha256(source).hexdigest(),
             **sizes,
-            train_steps=stats["steps"],
-            train_time_ms=stats["train_ms"],
-            stop_reason=stats["stop_reason"],
-            gptq_calibration_ms=stats["calib_ms"],
+            train_steps=stats.steps,
+            train_time_ms=stats.train_ms,
+            stop_reason=stats.stop_reason,
+            gptq_calibration_ms=stats.calib_ms,
             scores=scores,
             final=scores[-1]["name"],
             val_targets=results[-1].targets,

@@ -70,7 +70,7 @@ def main() -> None:
     else:
         val = np.random.default_rng(0).integers(2, h.model.vocab_size, 1 << 20).astype(np.uint16)
         val[::1000] = tg.BOS_ID
-        tables = (
+        tables = tg.ByteTables(
             np.ones(h.model.vocab_size, np.int16),
             np.zeros(h.model.vocab_size, bool),
             np.zeros(h.model.vocab_size, bool),

@@ -247,12 +247,12 @@ def test_compiled_train_step_learns(device, data_dir, figures, attention_choice)
     assert losses[-1] < losses[7], losses  # still learning after the recompile for recurrence
 
 
-def synthetic_tables(vocab: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def synthetic_tables(vocab: int) -> tg.ByteTables:
     """Byte tables without a tokenizer: every token but the control ids carries 2 bytes."""
     base = np.full(vocab, 2, dtype=np.int16)
     boundary = np.zeros(vocab, dtype=np.bool_)
     base[:4], boundary[:4] = 0, True
-    return base, np.zeros(vocab, dtype=np.bool_), boundary
+    return tg.ByteTables(base, np.zeros(vocab, dtype=np.bool_), boundary)
 
 
 @pytest.mark.gpu
