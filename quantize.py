@@ -175,8 +175,7 @@ def inspect_cmd(a: argparse.Namespace) -> None:
         model_config, entries, recorded = tg.decode_artifact(blob)
     except tk.UserError as e:
         raise tk.UserError(f"{a.artifact}: {e}") from None
-    frame = tk.artifact_frame(blob)
-    version, codec, payload = frame.version, frame.codec, frame.payload_bytes
+    version, codec, payload = tg.read_frame(blob)
     if a.json:
         print(
             json.dumps(

@@ -53,8 +53,7 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
 # =====================================================================================================================
 
 
-TRAIN_GLOB = "fineweb_train_*.bin"  # a dataset folder's shards (train_gpt.py spells these inline)
-VAL_GLOB = "fineweb_val_*.bin"
+TRAIN_GLOB, VAL_GLOB = tg.TRAIN_GLOB, tg.VAL_GLOB  # a dataset folder's shards
 
 
 def shard_name(split: str, index: int) -> str:
@@ -168,7 +167,7 @@ def preset(name: str, **overrides: object):
 
 def eval_loops(cfg) -> int:
     """How many times the recurrent span runs at evaluation: EVAL_LOOPS, or NUM_LOOPS when it is 0."""
-    return cfg.eval_loops or cfg.num_loops
+    return cfg.effective_eval_loops
 
 
 def pick_device(name: str) -> torch.device:
@@ -231,26 +230,13 @@ def load_model(artifact: str | None = None, checkpoint: str | None = None, code=
 
 
 # =====================================================================================================================
-# ARTIFACTS: the frame and the stored tensors, read through train_gpt.py
+# ARTIFACTS: the stored tensors, read through train_gpt.py (the frame: tg.read_frame)
 # =====================================================================================================================
-
-
-@dataclass
-class Frame:
-    version: int  # artifact format version
-    codec: str  # zstd | lzma | zlib
-    payload_bytes: int  # the uncompressed payload
-
-
-def artifact_frame(blob: bytes) -> Frame:
-    """The frame of an artifact train_gpt.decode_artifact has accepted (call that first: this trusts the blob)."""
-    _, version, codec_id, payload, _ = tg.ARTIFACT_FRAME.unpack_from(blob)
-    return Frame(version, {v: k for k, v in tg.ARTIFACT_CODECS.items()}[codec_id], payload)
 
 
 def entry_tensors(entry: dict) -> list[torch.Tensor]:
     """The stored tensors of one artifact entry (integer codes, scales, factors ...), in stream order."""
-    return [t for _, t in tg._entry_parts(entry)]
+    return [t for _, t in tg.entry_parts(entry)]
 
 
 # =====================================================================================================================
@@ -361,14 +347,10 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt (as train_gpt.py's main does) inside the block; the old handler after it."""
-    previous = signal.signal(signal.SIGTERM, _sigterm)
+    """SIGTERM raises KeyboardInterrupt (tg.sigterm_handler, as in train_gpt's main) in the block; then the old one."""
+    previous = signal.signal(signal.SIGTERM, tg.sigterm_handler)
     try:
         yield
     finally:

@@ -37,11 +37,12 @@ MAP: section -> entry points -> what it owns (change X: edit Y)
                    change the export: sdclip_scale / percentile_clip (clipping), quantize_rtn / gptq_quantize
                    (rounding), _add_lqer (low-rank correction), collect_hessians (calibration), fit_artifact (fitting
                    under BYTE_LIMIT).
-  8. ARTIFACT      build_artifact, encode_artifact / decode_artifact, read_artifact, write_artifact,
+  8. ARTIFACT      build_artifact, encode_artifact / read_frame, decode_artifact, read_artifact, write_artifact,
                    load_artifact_model, pack_source, size_report
                    the on-disk format: frame, JSON header, byte streams, codecs (compress_bytes, ans_encode), the
                    packed code whose bytes count against the cap.
-  9. SCORING       score_phase -> score -> eval_flat / eval_sliding / eval_ttt; build_byte_tables, ScoreLedger
+  9. SCORING       score_phase -> score -> evaluate -> eval_flat / eval_sliding / eval_ttt; build_byte_tables,
+                   ScoreLedger
                    change the scoring: the byte rule (build_byte_tables, load_val_bytes), the once-each ledger
                    (ScoreLedger), sliding windows (sliding_plan, eval_sliding), test-time training (eval_ttt: the SGD
                    of _ttt_sgd and _ttt_phase in _ttt_optimizer / _ttt_cosine_lr / _ttt_sgd_step, the LoRA path
@@ -198,6 +199,11 @@ class ModelConfig:
     num_loops: int = 3  # times the span runs in training once recurrence is on (1 = off)
     eval_loops: int = 0  # times the span runs at evaluation (0 = NUM_LOOPS)
     parallel_start: int = 8  # blocks from here on are parallel-residual; -1 = none (unset: round(8/11 ...))
+
+    @property
+    def effective_eval_loops(self) -> int:
+        """How many times the recurrent span runs at evaluation: EVAL_LOOPS, or NUM_LOOPS when it is 0."""
+        return self.eval_loops or self.num_loops
 
     @classmethod
     def from_dict(cls, d: dict, what: str = "model config") -> ModelConfig:
@@ -755,6 +761,11 @@ def open_log(h: Hyperparameters, d: Dist) -> Logger:
     return Logger(os.path.join(h.log_dir, f"{h.run_id}.txt"), enabled=d.is_main)
 
 
+def sigterm_handler(signum, frame):
+    """main's SIGTERM handler: a terminated run unwinds as Ctrl-C does (outputs closed, the partial state kept)."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def synced_clock(d: Dist) -> float:
     """Seconds, after the device has finished its queued work (a host sync on CUDA)."""
     if d.device.type == "cuda":
@@ -838,6 +849,8 @@ SHARD_HEADER_INTS = 256
 SHARD_HEADER_BYTES = SHARD_HEADER_INTS * 4
 SHARD_TOKEN_DTYPE = np.dtype("<u2")
 BOS_ID = 1
+TRAIN_GLOB = "fineweb_train_*.bin"  # a dataset folder's shards, train and val
+VAL_GLOB = "fineweb_val_*.bin"
 VAL_BYTES_MARK = "_val_bytes_"  # CaseOps val byte sidecars: fineweb_val_bytes_000000.bin beside fineweb_val_000000.bin
 
 
@@ -966,7 +979,7 @@ class DistributedTokenLoader:
 
 def train_loader(h: Hyperparameters, d: Dist) -> DistributedTokenLoader:
     """The run's loader, after every train shard's token ids are checked against the vocab (check_shard_ids)."""
-    pattern = os.path.join(h.data_path, "fineweb_train_*.bin")
+    pattern = os.path.join(h.data_path, TRAIN_GLOB)
     loader = DistributedTokenLoader(pattern, d.rank, d.world_size, d.device, h.model.vocab_size)
     check_shard_ids(loader.stream.files, h.model.vocab_size, d)
     return loader
@@ -1778,23 +1791,45 @@ def train_flops_per_token(base: GPT, seq_len: int) -> float:
     return 6.0 * matmul + 6.0 * len(order) * seq_len * dim
 
 
+@dataclass
+class Learner:
+    """The model being trained: the module each step runs (DDP and/or compiled around base, or base itself), the GPT
+    under it, its optimisers and its EMA (None: EMA_DECAY=0)."""
+
+    model: nn.Module
+    base: GPT
+    optimizers: list
+    ema: EMA | None = None
+
+
+@dataclass
+class TrainStats:
+    """What training hands to the phases after it (train fills the loop's part, train_phase the calibration's)."""
+
+    steps: int
+    train_ms: float  # the agreed training time
+    step_ms: float  # the agreed time of one step
+    stop_reason: str  # iterations | wallclock_cap | stop_after
+    gain: float  # the recurrence ramp's gain at the end (-1: not started)
+    hessians: dict | None = None  # GPTQ's, from calibrate (None: GPTQ=0, or already handed to the export)
+    calib_ms: float | None = None  # calibrate's time (None: GPTQ=0)
+
+
 def train(
-    model: nn.Module,
-    base: GPT,
+    learner: Learner,
     loader: DistributedTokenLoader,
-    optimizers: list,
-    ema: EMA | None,
     h: Hyperparameters,
     d: Dist,
     accum_steps: int,
     validate,
     log: Logger,
     resumed: dict | None = None,
-) -> dict:
+) -> TrainStats:
     """The wallclock-bounded loop (from a saved state's step when resumed). The clock is read (a host sync) and agreed
     across ranks only on logging steps and on a few extra checks: steps 1, 2, 4, ... at the start and ever closer ones
     as the budget runs out. Between them every rank estimates the time the same way and takes the same decisions
     (LR, recurrence, stop) each step."""
+    model, base, optimizers, ema = learner.model, learner.base, learner.optimizers, learner.ema
     budget_ms = 1000.0 * max(h.max_wallclock_seconds - (h.gptq_reserve_seconds if h.gptq else 0.0), 0.0)
     clock = RunClock(h, budget_ms if h.max_wallclock_seconds > 0 else 0.0)
     step, train_ms, next_check, stop_reason, gain = 0, 0.0, 1, "", -1.0
@@ -1845,13 +1880,7 @@ def train(
     log(f"schedule expected_steps:{clock.expected_steps():.0f} ema_decay:{ema_decay:.6f} "
         f"muon_momentum_warmup_steps:{momentum_steps:.1f} muon_momentum_cap:{momentum_cap:.4f} "
         f"recurrence_gain:{max(gain, 0.0):.3f}")  # fmt: skip
-    return {
-        "steps": step,
-        "train_ms": clock.agreed_ms,
-        "step_ms": clock.step_ms,
-        "stop_reason": stop_reason or "iterations",
-        "gain": gain,
-    }
+    return TrainStats(step, clock.agreed_ms, clock.step_ms, stop_reason or "iterations", gain)
 
 
 def train_line(base: GPT, h: Hyperparameters, d: Dist, clock: RunClock, step: int, loss: torch.Tensor) -> str:
@@ -1873,11 +1902,11 @@ def resume_path(h: Hyperparameters) -> Path:
     return Path(artifact_path_of(h)).with_suffix(".resume.pt")
 
 
-def save_resume_state(h, d: Dist, base: GPT, optimizers: list, ema, loader, stats: dict, log: Logger) -> None:
+def save_resume_state(h, d: Dist, base: GPT, optimizers: list, ema, loader, stats: TrainStats, log: Logger) -> None:
     """Everything the loop carries from one step to the next (weights, optimiser and EMA state, loader position,
     step, recurrence gain, RNG), with the settings and the source's hash, for RESUME_FROM (rank 0 writes it)."""
     state = dict(format=RESUME_FORMAT, source_sha256=hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
-                 config=h.flat(), step=stats["steps"], gain=stats["gain"], model=base.state_dict(),
+                 config=h.flat(), step=stats.steps, gain=stats.gain, model=base.state_dict(),
                  optimizers=[o.state_dict() for o in optimizers], ema=None if ema is None else ema.shadow,
                  loader=loader.state_dict(), rng=torch.get_rng_state())  # fmt: skip
     path = resume_path(h)
@@ -1885,7 +1914,7 @@ def save_resume_state(h, d: Dist, base: GPT, optimizers: list, ema, loader, stat
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(path, buf.getvalue())
-    log(f"stopped_after step:{stats['steps']}/{h.iterations} resume_state:{path} (continue with RESUME_FROM={path})")
+    log(f"stopped_after step:{stats.steps}/{h.iterations} resume_state:{path} (continue with RESUME_FROM={path})")
 
 
 def resume_state(h, base: GPT, optimizers: list, ema, loader, log: Logger) -> dict:
@@ -1954,7 +1983,7 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tok
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
     if compile_on:
         model = torch.compile(model, dynamic=False)
-    eval_loops = h.model.eval_loops or h.model.num_loops
+    eval_loops = h.model.effective_eval_loops
 
     def validate(m: GPT) -> EvalResult:
         loops, gain = m.loops, float(m.loop_gain)  # the recurrence ramp's gain too
@@ -1969,8 +1998,8 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tok
     resumed = resume_state(h, base, optimizers, ema, loader, log) if h.resume_from else None
     if resumed is None:
         warmup_and_restore(model, base, loader, optimizers, h, d, accum, log)
-    stats = train(model, base, loader, optimizers, ema, h, d, accum, validate, log, resumed)
-    if stats["stop_reason"] == "stop_after":
+    stats = train(Learner(model, base, optimizers, ema), loader, h, d, accum, validate, log, resumed)
+    if stats.stop_reason == "stop_after":
         save_resume_state(h, d, base, optimizers, ema, loader, stats, log)
         return base, compile_on, stats
     if d.device.type == "cuda":
@@ -1985,7 +2014,7 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tok
         with torch.no_grad():
             for name, p in base.named_parameters():
                 p.copy_(ema.state_dict()[name])
-    stats["hessians"], stats["calib_ms"] = calibrate(base, h, d, stats, log)  # training data: right after the loop
+    stats.hessians, stats.calib_ms = calibrate(base, h, d, stats, log)  # training data: right after the loop
     if raw is not None:
         res = eval_flat(raw, val_tokens, tables, h, d)
         log(f"pre_ema val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f}")
@@ -2240,19 +2269,21 @@ def collect_hessians(
     }
 
 
-def calibrate(base: GPT, h: Hyperparameters, d: Dist, stats: dict, log: Logger) -> tuple[dict | None, float | None]:
+def calibrate(
+    base: GPT, h: Hyperparameters, d: Dist, stats: TrainStats, log: Logger
+) -> tuple[dict | None, float | None]:
     """GPTQ's Hessians from as many training batches as fit the reserve; the compliance line says whether training
     plus calibration (the time training data is read) stayed within MAX_WALLCLOCK_SECONDS."""
     if not h.gptq:
         return None, None
-    n = calibration_budget(h, d, stats["step_ms"])
+    n = calibration_budget(h, d, stats.step_ms)
     t0 = synced_clock(d)
     hessians = collect_hessians(base, calibration_batches(h, d, n), param_roles(base), d)
     calib_ms = 1000 * (synced_clock(d) - t0)
     log(f"gptq_calibration_time:{calib_ms:.0f}ms batches:{n}/{h.gptq_calib_batches}")
     if h.max_wallclock_seconds:
-        total, limit = stats["train_ms"] + calib_ms, 1000 * h.max_wallclock_seconds
-        log(f"compliance training_data_time:{total:.0f}ms (train {stats['train_ms']:.0f} + calibration "
+        total, limit = stats.train_ms + calib_ms, 1000 * h.max_wallclock_seconds
+        log(f"compliance training_data_time:{total:.0f}ms (train {stats.train_ms:.0f} + calibration "
             f"{calib_ms:.0f}) limit:{limit:.0f}ms within:{int(total <= limit)}")  # fmt: skip
     return hessians, calib_ms
 
@@ -2353,7 +2384,8 @@ STORE_DTYPES = {
 }
 
 
-def _entry_parts(e: dict) -> list[tuple[str, torch.Tensor]]:
+def entry_parts(e: dict) -> list[tuple[str, torch.Tensor]]:
+    """(stream, tensor) of every stored part of an artifact entry (codes, scales, factors ...), in stream order."""
     return [(stream, e[key]) for stream, key, _, _ in _part_specs(e["meta"])]
 
 
@@ -2419,7 +2451,7 @@ def encode_artifact(
         s: b"".join(
             t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
             for e in entries
-            for stream, t in _entry_parts(e)
+            for stream, t in entry_parts(e)
             if stream == s
         )
         for s in STREAM_WIDTHS
@@ -2432,7 +2464,7 @@ def encode_artifact(
     }
     hbytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     parts = [struct.pack("<I", len(hbytes)) + hbytes] + [_shuffle(data[s], STREAM_WIDTHS[s]) for s in data]
-    q_sizes = [t.numel() for e in entries for stream, t in _entry_parts(e) if stream == "q"]
+    q_sizes = [t.numel() for e in entries for stream, t in entry_parts(e) if stream == "q"]
     body = compress_parts(parts, codec, level, {1 + list(data).index("q"): q_sizes})
     size = sum(map(len, parts))
     frame = ARTIFACT_FRAME.pack(ARTIFACT_MAGIC, ARTIFACT_VERSION, ARTIFACT_CODECS[codec], size, bytes(16))[:-16]
@@ -2579,9 +2611,14 @@ def decompress_parts(body: bytes, codec: str, size: int) -> bytes:
     return b"".join(parts)
 
 
-def decode_artifact(blob: bytes) -> tuple[dict, list[dict], dict]:
-    """Verify and parse an artifact into (model_config, storage entries, recorded settings) without executing
-    anything from it (recorded: ARTIFACT_RECORDED's values; {} in an artifact written before them)."""
+class ArtifactFrame(NamedTuple):
+    version: int  # artifact format version
+    codec: str  # a key of ARTIFACT_CODECS
+    payload_bytes: int  # the uncompressed payload
+
+
+def read_frame(blob: bytes) -> ArtifactFrame:
+    """Verify an artifact's frame (magic, version, codec, checksum over the whole blob, payload limit) and return it."""
     if len(blob) < ARTIFACT_FRAME.size:
         raise ArtifactError(
             f"artifact is {len(blob)} bytes, shorter than its {ARTIFACT_FRAME.size}-byte frame (truncated?)"
@@ -2605,7 +2642,14 @@ def decode_artifact(blob: bytes) -> tuple[dict, list[dict], dict]:
         raise ArtifactError(f"artifact checksum mismatch ({len(blob)} bytes): the file is truncated or corrupt")
     if size > ARTIFACT_MAX_PAYLOAD:
         raise ArtifactError(f"artifact claims a {size}-byte payload, over the {ARTIFACT_MAX_PAYLOAD}-byte limit")
-    payload = decompress_parts(body, codec, size)
+    return ArtifactFrame(version, codec, size)
+
+
+def decode_artifact(blob: bytes) -> tuple[dict, list[dict], dict]:
+    """Verify and parse an artifact into (model_config, storage entries, recorded settings) without executing
+    anything from it (recorded: ARTIFACT_RECORDED's values; {} in an artifact written before them)."""
+    frame = read_frame(blob)
+    payload = decompress_parts(blob[ARTIFACT_FRAME.size :], frame.codec, frame.payload_bytes)
     try:
         (hlen,) = struct.unpack_from("<I", payload)
         if hlen > ARTIFACT_MAX_HEADER:
@@ -2738,18 +2782,24 @@ def check_shapes(cfg: ModelConfig, state: dict, what: str) -> None:
 PACK_STUB = 'import lzma,base64\nexec(lzma.decompress(base64.b85decode("{}")))\n'
 
 
-def pack_source(source: str) -> str:
-    """Self-extracting form of a script: docstrings and comments stripped (ast), lzma, base85, a two-line exec stub."""
+def strip_docstrings(source: str) -> str:
+    """A script with its docstrings and comments stripped (parsed and unparsed by ast): what pack_source packs."""
     import ast
-    import base64
-    import lzma
 
     tree = ast.parse(source)
     for node in ast.walk(tree):
         scope = isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
         if scope and ast.get_docstring(node, clean=False) is not None:
             node.body = node.body[1:] or [ast.Pass()]
-    packed = lzma.compress(ast.unparse(tree).encode(), preset=9 | lzma.PRESET_EXTREME)
+    return ast.unparse(tree)
+
+
+def pack_source(source: str) -> str:
+    """Self-extracting form of a script: strip_docstrings, lzma, base85, a two-line exec stub."""
+    import base64
+    import lzma
+
+    packed = lzma.compress(strip_docstrings(source).encode(), preset=9 | lzma.PRESET_EXTREME)
     return PACK_STUB.format(base64.b85encode(packed).decode())
 
 
@@ -2778,7 +2828,17 @@ SPACE_PIECE = "\u2581"
 PROOF_DOCS = 64  # val documents a tokenizer is proved on when no manifest records its hash
 
 
-def build_byte_tables(sp, vocab_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class ByteTables(NamedTuple):
+    """The byte rule: per token id (build_byte_tables), and with CASEOPS=1 the val byte sidecar's count for every
+    val position (load_val_bytes), which then gives the bytes instead."""
+
+    base: np.ndarray  # int16: the UTF-8 bytes of the piece without its leading space
+    space: np.ndarray  # bool: the piece has a leading space
+    boundary: np.ndarray  # bool: a control, unknown or unused id (no leading space is counted after it)
+    target_bytes: np.ndarray | None = None  # CASEOPS=1: bytes of the target at each val position
+
+
+def build_byte_tables(sp, vocab_size: int) -> ByteTables:
     """Per token id: base_bytes (int16), has_leading_space (bool), is_boundary (bool).
 
     A target y after input x carries base_bytes[y] + (has_leading_space[y] and not is_boundary[x]) bytes; summed over
@@ -2808,7 +2868,7 @@ def build_byte_tables(sp, vocab_size: int) -> tuple[np.ndarray, np.ndarray, np.n
             space[i] = True
             piece = piece[1:]
         base[i] = len(piece.encode("utf-8"))
-    return base, space, boundary
+    return ByteTables(base, space, boundary)
 
 
 def proof_documents(val_tokens: np.ndarray, max_docs: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -2867,9 +2927,9 @@ def load_val_bytes(h: Hyperparameters, val_glob: str, sp, tokenizer_path: str, n
     return counts
 
 
-def count_target_bytes(x: np.ndarray, y: np.ndarray, tables: tuple[np.ndarray, np.ndarray, np.ndarray]) -> int:
-    """Bytes carried by targets y given inputs x (same shape), in int64."""
-    base, space, boundary = tables
+def count_target_bytes(x: np.ndarray, y: np.ndarray, tables: ByteTables) -> int:
+    """Bytes carried by targets y given inputs x (same shape), in int64 (by the tables' per-token rule)."""
+    base, space, boundary = tables.base, tables.space, tables.boundary
     return int(base[y].astype(np.int64).sum() + (space[y] & ~boundary[x]).sum())
 
 
@@ -2900,7 +2960,7 @@ def load_validation(h: Hyperparameters, tokenizer_path: str | None = None, val_g
     tokenizer_path = tokenizer_path or h.tokenizer_path
     if not Path(tokenizer_path).is_file():
         raise UserError(f"TOKENIZER_PATH={tokenizer_path}: no such file (data/download.py fetches it)")
-    val_glob = val_glob or os.path.join(h.data_path, "fineweb_val_*.bin")
+    val_glob = val_glob or os.path.join(h.data_path, VAL_GLOB)
     try:
         sp = spm.SentencePieceProcessor(model_file=tokenizer_path)
     except (RuntimeError, OSError) as e:  # sentencepiece's error for a file that is not a model
@@ -2916,7 +2976,9 @@ def load_validation(h: Hyperparameters, tokenizer_path: str | None = None, val_g
         raise UserError(f"TTT_CHUNK_TOKENS={h.ttt_chunk_tokens} holds the whole val split ({len(val_tokens) - 1} "
                         "targets): SGD TTT would never train; use a smaller chunk")  # fmt: skip
     val_tokens = prepare_val_tokens(val_tokens, h.effective_eval_seq_len, bool(h.include_tail))
-    return (*tables, val_bytes[: len(val_tokens)]) if val_bytes is not None else tables, val_tokens
+    if val_bytes is not None:
+        tables = tables._replace(target_bytes=val_bytes[: len(val_tokens)])
+    return tables, val_tokens
 
 
 # Target position t (1 <= t < N) is the prediction of val[t] from val[:t]. A window starting at s reads val[s:s+L]
@@ -2991,17 +3053,17 @@ class ScoreLedger:
     def __init__(
         self,
         val_tokens: np.ndarray,
-        tables: tuple[np.ndarray, np.ndarray, np.ndarray],
+        tables: ByteTables,
         d: Dist,
         keep_losses: bool = False,
         progress: Callable[[str], None] | None = None,
         progress_every: float = PROGRESS_EVERY_S,
     ):
-        bad = np.flatnonzero(val_tokens >= len(tables[0]))
+        bad = np.flatnonzero(val_tokens >= len(tables.base))
         if bad.size:
             raise UserError(
                 f"val token id {val_tokens[bad[0]]} at position {bad[0]} is outside the vocabulary "
-                f"(size {len(tables[0])}): the val shards do not belong to this tokenizer/model"
+                f"(size {len(tables.base)}): the val shards do not belong to this tokenizer/model"
             )
         self.val, self.tables, self.d = val_tokens, tables, d
         self.counts = np.zeros(len(val_tokens), dtype=np.uint8)  # times this rank scored each position
@@ -3066,8 +3128,8 @@ class ScoreLedger:
         if self.losses is not None:
             losses = all_reduce_(torch.from_numpy(self.losses).to(self.d.device)).cpu().numpy()
         targets = len(self.val) - 1
-        if len(self.tables) == 4:  # CaseOps: the byte sidecar's count for every target position
-            nbytes = int(self.tables[3][1 : len(self.val)].astype(np.int64).sum())
+        if self.tables.target_bytes is not None:  # CaseOps: the byte sidecar's count for every target position
+            nbytes = int(self.tables.target_bytes[1 : len(self.val)].astype(np.int64).sum())
         else:
             nbytes = count_target_bytes(self.val[:-1], self.val[1:], self.tables)
         return EvalResult(loss / targets, loss / (math.log(2) * nbytes), targets, nbytes, seconds, losses, self.updates)
@@ -3102,7 +3164,7 @@ def _score_windows(
 
 
 def eval_sliding(
-    model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, **ledger_kw
+    model: nn.Module, val_tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, d: Dist, **ledger_kw
 ) -> EvalResult:
     """Windows of h.effective_eval_seq_len every h.eval_stride tokens, each target scored once with >= window -
     stride tokens of context (SPEC section 7)."""
@@ -3120,7 +3182,7 @@ def eval_sliding(
 
 
 def eval_flat(
-    model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, **ledger_kw
+    model: nn.Module, val_tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, d: Dist, **ledger_kw
 ) -> EvalResult:
     """Non-overlapping windows of h.effective_eval_seq_len (with INCLUDE_TAIL, one last window ending at the final
     token scores the remainder): sliding with stride = window."""
@@ -3536,7 +3598,7 @@ def compile_lora(net: GPT, h: Hyperparameters, d: Dist, backend: str = "inductor
 
 
 def eval_ttt(
-    model: nn.Module, val_tokens: np.ndarray, tables: tuple, h: Hyperparameters, d: Dist, **ledger_kw
+    model: nn.Module, val_tokens: np.ndarray, tables: ByteTables, h: Hyperparameters, d: Dist, **ledger_kw
 ) -> EvalResult:
     """Score-first test-time training (h.ttt_mode sgd, lora or phased) on a copy of the model; the caller's is
     untouched. On CUDA (COMPILE) the LoRA forward is compiled before the clock starts."""
@@ -3556,30 +3618,48 @@ def eval_ttt(
     return ledger.result(synced_clock(d) - t0)
 
 
+def evaluate(
+    model: nn.Module,
+    val_tokens: np.ndarray,
+    tables: ByteTables,
+    h: Hyperparameters,
+    d: Dist,
+    mode: str = "flat",
+    progress: Callable[[str], None] | None = None,
+    progress_every: float = PROGRESS_EVERY_S,
+) -> EvalResult:
+    """A model's score flat, sliding or with TTT (mode), for the caller to report; progress(line) gets a progress line
+    at most every progress_every seconds (None: none)."""
+    fn = {"flat": eval_flat, "sliding": eval_sliding, "ttt": eval_ttt}[mode]
+    return fn(model, val_tokens, tables, h, d, progress=progress, progress_every=progress_every)
+
+
 def score(
     model: nn.Module,
     label: str,
     val_tokens: np.ndarray,
-    tables,
+    tables: ByteTables,
     h: Hyperparameters,
     d: Dist,
     log: Logger,
     mode: str = "flat",
 ) -> tuple[str, EvalResult]:
     """Score a model (flat, sliding or TTT) and log the conventional line plus its _exact twin."""
-    fn = {"flat": eval_flat, "sliding": eval_sliding, "ttt": eval_ttt}[mode]
-    res = fn(model, val_tokens, tables, h, d, progress=(lambda m: log(f"progress {label}: {m}")) if d.is_main else None)
+    progress = (lambda m: log(f"progress {label}: {m}")) if d.is_main else None
+    res = evaluate(model, val_tokens, tables, h, d, mode, progress)
     extra = f" stride:{h.eval_stride}" if mode == "sliding" else ""
     log(f"{label} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f}{extra} eval_time:{1000 * res.seconds:.0f}ms")
     log(f"{label}_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f}")
     return label, res
 
 
-def score_phase(blob: bytes, h: Hyperparameters, d: Dist, compile_on: bool, tables, val_tokens, log: Logger) -> list:
+def score_phase(
+    blob: bytes, h: Hyperparameters, d: Dist, compile_on: bool, tables: ByteTables, val_tokens, log: Logger
+) -> list:
     """Load the artifact strictly and score it flat, sliding and (TTT_MODE) with test-time training."""
     qmodel = load_artifact_model(blob, h.model)[0].to(d.device)
     qmodel.eval()
-    qmodel.set_loops(h.model.eval_loops or h.model.num_loops)
+    qmodel.set_loops(h.model.effective_eval_loops)
     scored = qmodel
     if compile_on:  # compile on random tokens (never val) before any scoring clock starts
         scored = torch.compile(qmodel, dynamic=False)
@@ -3715,10 +3795,10 @@ def memory_estimate(h: Hyperparameters, world_size: int, accum: int, compiled: b
         out["looped"] = phase(rows, h.train_seq_len, looped, True, frac)
         if h.loop_ramp_frac > 0:
             out["ramp"] = phase(rows, h.train_seq_len, plain + looped, True, frac)
-    T, eval_layers = h.effective_eval_seq_len, len(model.layer_order(m.eval_loops or m.num_loops))
+    T, eval_layers = h.effective_eval_seq_len, len(model.layer_order(m.effective_eval_loops))
     out["score"] = phase(h.eval_batch_seqs, T, eval_layers, False)
     if h.ttt_mode in ("lora", "phased"):  # every row as long as a window: the batch is padded to its longest
-        order = model.layer_order(m.eval_loops or m.num_loops)
+        order = model.layer_order(m.effective_eval_loops)
         blocks = [model.blocks[i] for i in order]
         per_doc = sum(sum(t.in_features + t.out_features for t in (b.attn.c_q, b.attn.c_k, b.attn.c_v, b.attn.proj))
                       + 2 * m.model_dim for b in blocks) + m.model_dim + m.vocab_size  # fmt: skip
@@ -3807,12 +3887,13 @@ def run(h: Hyperparameters, d: Dist) -> None:
         if memory is not None:
             log(memory_line(memory))
         base, compile_on, stats = train_phase(h, d, accum, loader, tables, val_tokens, log)
-        if stats["stop_reason"] == "stop_after":
+        if stats.stop_reason == "stop_after":
             log("run_stopped")
             return
         scored = [score(base, "final_float", val_tokens, tables, h, d, log)]
         check_finite(scored, h)
-        blob, sizes = export_phase(base, stats.pop("hessians"), h, d, source, log)
+        hessians, stats.hessians = stats.hessians, None  # the export's alone: freed with it
+        blob, sizes = export_phase(base, hessians, h, d, source, log)
         scored += score_phase(blob, h, d, compile_on, tables, val_tokens, log)
         check_finite(scored, h)
         results = [r for _, r in scored[1:]]
@@ -3822,7 +3903,7 @@ def run(h: Hyperparameters, d: Dist) -> None:
         log(
             f"compliance evaluation_time:{eval_ms:.0f}ms limit:{EVAL_LIMIT_MS}ms within:{int(eval_ms <= EVAL_LIMIT_MS)}"
         )
-        log(f"train_steps:{stats['steps']} train_time_total:{stats['train_ms']:.0f}ms")
+        log(f"train_steps:{stats.steps} train_time_total:{stats.train_ms:.0f}ms")
         scores = [
             dict(name=n, val_loss=r.val_loss, val_bpb=r.val_bpb, eval_time_ms=1000 * r.seconds) for n, r in scored
         ]
@@ -3836,10 +3917,10 @@ def run(h: Hyperparameters, d: Dist) -> None:
             **environment,
             source_sha256=hashlib.sha256(source).hexdigest(),
             **sizes,
-            train_steps=stats["steps"],
-            train_time_ms=stats["train_ms"],
-            stop_reason=stats["stop_reason"],
-            gptq_calibration_ms=stats["calib_ms"],
+            train_steps=stats.steps,
+            train_time_ms=stats.train_ms,
+            stop_reason=stats.stop_reason,
+            gptq_calibration_ms=stats.calib_ms,
             scores=scores,
             final=scores[-1]["name"],
             val_targets=results[-1].targets,
@@ -3864,11 +3945,7 @@ def main() -> None:
         print(f"error: train_gpt.py takes no arguments ({' '.join(sys.argv[1:])}): every setting is an environment "
               "variable; see python train_gpt.py --help", file=sys.stderr)  # fmt: skip
         sys.exit(2)
-
-    def on_sigterm(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGTERM, sigterm_handler)
     try:
         h = Hyperparameters.from_env()
         d = init_distributed(h.device, h.dist_timeout_seconds)

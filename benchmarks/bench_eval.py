@@ -60,7 +60,7 @@ def main() -> None:
             if prm.dim() == 2:
                 prm.normal_(0.0, INIT_STD)
     model = model.to(device).eval()
-    model.set_loops(h.model.eval_loops or h.model.num_loops)
+    model.set_loops(h.model.effective_eval_loops)
     prefix = SHARED / "fineweb_val_prefix" / "fineweb_val_000000.bin"
     tok = SHARED / "tokenizers" / "fineweb_1024_bpe.model"
     if prefix.is_file() and tok.is_file() and h.model.vocab_size == 1024:  # train_gpt's own validation pipeline
@@ -70,7 +70,7 @@ def main() -> None:
     else:
         val = np.random.default_rng(0).integers(2, h.model.vocab_size, 1 << 20).astype(np.uint16)
         val[::1000] = tg.BOS_ID
-        tables = (
+        tables = tg.ByteTables(
             np.ones(h.model.vocab_size, np.int16),
             np.zeros(h.model.vocab_size, bool),
             np.zeros(h.model.vocab_size, bool),

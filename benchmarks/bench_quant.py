@@ -131,7 +131,7 @@ def bench_exports(a: argparse.Namespace) -> None:
     val_h = dataclasses.replace(h, val_max_tokens=a.val_tokens, include_tail=0)
     tables, val = tg.load_validation(val_h, str(TOK_PATH), str(VAL_PATH))
     evals = {"flat": tg.eval_flat} | ({"sliding": tg.eval_sliding} if a.sliding else {})
-    loops = h.model.eval_loops or h.model.num_loops
+    loops = h.model.effective_eval_loops
 
     def evaluate(net: torch.nn.Module, kinds: tuple[str, ...]) -> dict[str, tg.EvalResult]:
         net.to(d.device).eval().set_loops(loops)

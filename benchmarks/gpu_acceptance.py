@@ -416,7 +416,7 @@ def phase_eval(ctx: Ctx, part: Part) -> dict:
     part.update(backend=choice.backend, val_tokens=len(val), val_docs=docs, ttt_phase_docs=phase_docs)
     torch.manual_seed(h.seed)
     model = tg.build_model(h.model).to(ctx.device).eval()
-    model.set_loops(h.model.eval_loops or h.model.num_loops)
+    model.set_loops(h.model.effective_eval_loops)
     scored = model
     if tg.compile_enabled(h, d):
         scored = torch.compile(model, dynamic=False)

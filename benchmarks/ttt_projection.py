@@ -56,7 +56,7 @@ def token_flops(h: tg.Hyperparameters, width: np.ndarray) -> np.ndarray:
     matmuls forward and their input gradients (2x forward), the adapters and causal attention forward and backward
     (3x forward), the logits."""
     m = h.model
-    loops = m.eval_loops or m.num_loops
+    loops = m.effective_eval_loops
     layers = m.num_layers + (loops - 1) * (m.loop_end - m.loop_start + 1)  # virtual layers (17)
     kv, hidden = m.model_dim // m.num_heads * m.num_kv_heads, m.mlp_mult * m.model_dim
     d, r = m.model_dim, h.ttt_lora_rank

@@ -101,11 +101,11 @@ def operator_ids(sp) -> tuple[np.ndarray, int]:
     return ids, int(ids[3])
 
 
-def position_bytes(tokens: np.ndarray, tables: tuple, ops: np.ndarray, esc: int) -> np.ndarray:
+def position_bytes(tokens: np.ndarray, tables, ops: np.ndarray, esc: int) -> np.ndarray:
     """For a stream of tokens (each document BOS + its pieces), the original text's bytes carried by each position
     as a target: the official rule (base bytes, plus a leading space unless the previous token is a boundary), but 0
     for an operator, except a literal one right after an ESC that is not itself a literal. Position 0: 0."""
-    base, space, boundary = tables
+    base, space, boundary = tables.base, tables.space, tables.boundary  # train_gpt.ByteTables
     x, y = tokens[:-1].astype(np.int64), tokens[1:].astype(np.int64)
     counts = base[y].astype(np.int64) + (space[y] & ~boundary[x])
     literal = np.zeros(len(y), dtype=bool)

@@ -137,9 +137,9 @@ def _unwrap(code: bytes) -> bytes:
 @functools.lru_cache(maxsize=64)
 def program(code: bytes) -> str | None:
     """The program a file holds, docstrings aside, as an AST dump; a packed wrapper is decoded first, never executed.
-    The docstrings are stripped by train_gpt's own packer (pack), whose output is decoded again. None: not Python."""
+    The docstrings are stripped by train_gpt's own stripper (what its packer packs). None: not Python."""
     try:
-        return ast.dump(ast.parse(_unwrap(pack(_unwrap(code)))))
+        return ast.dump(ast.parse(toolkit.tg.strip_docstrings(_unwrap(code).decode("utf-8"))))
     except (SyntaxError, ValueError, lzma.LZMAError, UnicodeDecodeError, RecordError):
         return None
 

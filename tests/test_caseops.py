@@ -97,7 +97,7 @@ def test_train_gpt_scores_caseops_val_with_the_sidecars(caseops_data):
     h = tg.Hyperparameters.from_env({**env, "CASEOPS": "1", "EVAL_SEQ_LEN": "64"})
     tables, val = tg.load_validation(h)
     counts = tg.load_token_split(str(tmp / "data" / "fineweb_val_bytes_*.bin"))
-    assert len(tables) == 4 and np.array_equal(tables[3], counts[: len(val)])
+    assert tables.target_bytes is not None and np.array_equal(tables.target_bytes, counts[: len(val)])
     model_ = tg.build_model(h.model).eval()
     r = tg.eval_flat(model_, val, tables, h, tg.Dist())
     assert r.bytes == int(counts[1 : len(val)].sum()) and r.targets == len(val) - 1

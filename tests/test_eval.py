@@ -373,11 +373,12 @@ def test_compiled_lora_ttt_equals_eager_and_does_not_recompile_per_batch(val, ta
 def test_bad_inputs_raise_one_line_errors(val, tables):
     model, d = Uniform(), tg.Dist()
     v = tg.prepare_val_tokens(val[:200], 32, include_tail=True)
+    small = tg.ByteTables(tables.base[:500], tables.space[:500], tables.boundary[:500])
     cases = [
         (lambda: tg.eval_sliding(model, v, tables, hparams(eval_stride=0), d), "EVAL_STRIDE=0"),
         (lambda: tg.eval_sliding(model, v, tables, hparams(eval_stride=40), d), "longer than the window"),
         (lambda: tg.prepare_val_tokens(val[:20], 32, include_tail=False), "fewer than one window"),
-        (lambda: tg.eval_flat(model, v, tuple(t[:500] for t in tables), hparams(), d), "outside the vocabulary"),
+        (lambda: tg.eval_flat(model, v, small, hparams(), d), "outside the vocabulary"),
         (lambda: tg.eval_ttt(model, v, tables, hparams(), d), "TTT_MODE='off'"),
         (lambda: tg.eval_ttt(model, v, tables, hparams(ttt_mode="lora", ttt_lora_chunk=64), d), "TTT_LORA_CHUNK"),
     ]

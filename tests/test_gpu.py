@@ -247,12 +247,12 @@ def test_compiled_train_step_learns(device, data_dir, figures, attention_choice)
     assert losses[-1] < losses[7], losses  # still learning after the recompile for recurrence
 
 
-def synthetic_tables(vocab: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def synthetic_tables(vocab: int) -> tg.ByteTables:
     """Byte tables without a tokenizer: every token but the control ids carries 2 bytes."""
     base = np.full(vocab, 2, dtype=np.int16)
     boundary = np.zeros(vocab, dtype=np.bool_)
     base[:4], boundary[:4] = 0, True
-    return base, np.zeros(vocab, dtype=np.bool_), boundary
+    return tg.ByteTables(base, np.zeros(vocab, dtype=np.bool_), boundary)
 
 
 @pytest.mark.gpu
@@ -265,7 +265,7 @@ def test_export_reload_score_round_trip(device, data_dir, figures, tmp_path, att
     optimizers = tg.build_optimizers(base, h, d)
     for _ in range(6):  # a few eager steps, so the weights are not the initial ones
         tg.train_step(base, loader, optimizers, h, d, tg.grad_accum_steps(h, d), 1.0, h.muon_momentum)
-    base.eval().set_loops(h.model.eval_loops or h.model.num_loops)
+    base.eval().set_loops(h.model.effective_eval_loops)
     val = tg.prepare_val_tokens(tg.load_token_split(os.path.join(data_dir, "fineweb_val_*.bin")), 512, False)
     tables = synthetic_tables(h.model.vocab_size)
     state = {k: v.detach() for k, v in base.state_dict().items()}
@@ -286,7 +286,7 @@ def test_export_reload_score_round_trip(device, data_dir, figures, tmp_path, att
     results = {}
     for name, model in (("float", base), ("memory", memory), ("disk", disk)):
         model = model.to(device).eval()
-        model.set_loops(h.model.eval_loops or h.model.num_loops)
+        model.set_loops(h.model.effective_eval_loops)
         t0 = time.perf_counter()
         results[name] = tg.eval_flat(compiled(model, device), val, tables, h_eval, d)
         figures[f"roundtrip_{name}_s"] = time.perf_counter() - t0

@@ -338,7 +338,7 @@ def run_our_schedule(h, monkeypatch) -> tuple[_Timeline, float]:
     monkeypatch.setattr(tg, "train_step", step)
     monkeypatch.setattr(tg, "synced_clock", lambda d: clock.perf_counter())
     ema = tg.EMA(base)
-    tg.train(base, base, None, [], ema, h, tg.Dist(), 1, None, lambda *a, **k: None)
+    tg.train(tg.Learner(base, base, [], ema), None, h, tg.Dist(), 1, None, lambda *a, **k: None)
     return seen, float(ema.state_dict()["w"])
 
 

@@ -178,7 +178,7 @@ def test_non_finite_loss_stops_cleanly_naming_the_step(dataset, monkeypatch):
 
     monkeypatch.setattr(tg, "train_step", poisoned)
     with pytest.raises(tg.NonFiniteLoss, match="at step 7"):
-        tg.train(model, model, loader, opts, None, h, tg.Dist(), 1, None, tg.Logger(None, enabled=False))
+        tg.train(tg.Learner(model, model, opts), loader, h, tg.Dist(), 1, None, tg.Logger(None, enabled=False))
     assert calls["n"] == 8  # detected at the next agreed check (a log step here), not at the end of the run
 
 
@@ -195,8 +195,8 @@ def test_wallclock_cap_stops_before_the_budget(dataset, monkeypatch):
     monkeypatch.setattr(tg, "train_step", step)
     monkeypatch.setattr(tg, "synced_clock", lambda d: now[0])
     lines = ListLog()
-    stats = tg.train(model, model, loader, opts, None, h, tg.Dist(), 1, None, lines)
-    assert stats["steps"] == 24 and stats["train_ms"] == 3000.0
+    stats = tg.train(tg.Learner(model, model, opts), loader, h, tg.Dist(), 1, None, lines)
+    assert stats.steps == 24 and stats.train_ms == 3000.0
     assert any(m.startswith("stopping_early: wallclock_cap") for m in lines)
     on = next(m for m in lines if m.startswith("recurrence_on"))
     first = next(s for s in range(24) if tg.recurrence_gain(h, s / 24) > 0)
