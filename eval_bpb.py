@@ -351,7 +351,8 @@ def score(tg: ModuleType, model: torch.nn.Module, tok_path: str, args: argparse.
         if main and args.progress_every
         else None
     )
-    res = tg.evaluate(model, val, tables, h, d, args.mode, lines, args.progress_every)
+    fn = {"flat": tg.eval_flat, "sliding": tg.eval_sliding, "ttt": tg.eval_ttt}[args.mode]  # in NEEDED: any --code
+    res = fn(model, val, tables, h, d, progress=lines, progress_every=args.progress_every)
     if main:
         wall = time.perf_counter() - t_start
         print(f"{name} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} eval_time:{1000 * res.seconds:.0f}ms")

@@ -171,8 +171,8 @@ def read_blob(path: str) -> bytes:
 def inspect_cmd(a: argparse.Namespace) -> None:
     blob = read_blob(a.artifact)
     try:  # the header's config must describe the tensors it lists (an inflated one would be printed as the model)
-        tg.read_artifact(blob)
         model_config, entries, recorded = tg.decode_artifact(blob)
+        tg.artifact_config(model_config, entries)
     except tk.UserError as e:
         raise tk.UserError(f"{a.artifact}: {e}") from None
     version, codec, payload = tg.read_frame(blob)

@@ -166,8 +166,9 @@ def preset(name: str, **overrides: object):
 
 
 def eval_loops(cfg) -> int:
-    """How many times the recurrent span runs at evaluation: EVAL_LOOPS, or NUM_LOOPS when it is 0."""
-    return cfg.effective_eval_loops
+    """How many times the recurrent span runs at evaluation: EVAL_LOOPS, or NUM_LOOPS when it is 0 (the config's own
+    property; a config of an older train_gpt.py given to eval_bpb.py --code may predate it)."""
+    return getattr(cfg, "effective_eval_loops", None) or cfg.eval_loops or cfg.num_loops
 
 
 def pick_device(name: str) -> torch.device:

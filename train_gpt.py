@@ -7,8 +7,8 @@ One self-contained file: its bytes count against the cap and a record must run f
     PRESET=tiny python train_gpt.py                                       # CPU: float32, no compile, data/sample
 
 Every knob is an environment variable named after a setting in upper case (`python train_gpt.py --help` lists them);
-PRESET picks a base (frontier | seed | baseline | tiny) that explicit variables override. The tools' glue (loading,
-reports, checkpoints for other scripts) lives in toolkit.py; this file holds only what a run executes.
+PRESET picks a base (frontier | seed | baseline | cpu | tiny) that explicit variables override. The tools' glue
+(loading, reports, checkpoints for other scripts) lives in toolkit.py; this file holds only what a run executes.
 
 The defaults (PRESET=frontier) reproduce the 2026-04-27 1.0611 record
 (track_10min_16mb/2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611): tests/test_record_parity.py and
@@ -21,8 +21,9 @@ MAP: section -> entry points -> what it owns (change X: edit Y)
                    A new setting: a field here, plus its row in the range tables.
   2. RUNTIME       init_distributed, Dist, Logger, RunClock, agree_clock, amp_context, atomic_write_bytes
                    ranks and process groups, the log, the wallclock every rank agrees on, bf16 / compile switches.
-  3. DATA          load_shard, load_token_split, DistributedTokenLoader, train_loader
-                   the shard format (SPEC section 2) and the token streams each rank trains on.
+  3. DATA          load_shard, load_token_split, DistributedTokenLoader, train_loader, check_shard_ids
+                   the shard format (SPEC section 2), the token streams each rank trains on, and every train shard's
+                   token ids checked before training.
   4. MODEL         GPT (forward, set_loops, layer_order), Block, Attention, MLP, SmearGate, build_model, init_weights
                    the record's network. Change the attention: Attention (and select_attention / varlen_attention for
                    the kernel); the MLP: MLP; the residual stack, loops and embeddings: Block and GPT; init:
@@ -2359,7 +2360,7 @@ def export_phase(base: GPT, hessians: dict | None, h: Hyperparameters, d: Dist, 
 
 
 # =====================================================================================================================
-# 8. ARTIFACT FORMAT: the frame, header and streams, the codecs (zlib / lzma / brotli / rANS), reading back, the
+# 8. ARTIFACT FORMAT: the frame, header and streams, the codecs (zstd / lzma / zlib / rANS), reading back, the
 #    packed code and the size report
 # =====================================================================================================================
 
@@ -2709,10 +2710,16 @@ def read_artifact(blob: bytes) -> tuple[ModelConfig, dict[str, torch.Tensor], di
     """(model config, dequantised float state_dict, recorded settings) of an artifact; the state is strict-loadable
     into build_model(config)."""
     model_config, entries, recorded = decode_artifact(blob)
-    cfg = ModelConfig.from_dict(model_config, "the artifact's model config")
-    shapes = {e["meta"]["name"]: torch.empty(e["meta"]["shape"], device="meta") for e in entries}
-    check_shapes(cfg, shapes, "artifact")  # before dequantising anything
+    cfg = artifact_config(model_config, entries)
     return cfg, {e["meta"]["name"]: dequantize_entry(e) for e in entries}, recorded
+
+
+def artifact_config(model_config: dict, entries: list[dict]) -> ModelConfig:
+    """A decoded artifact's model config, checked against the tensors its header lists (shapes only, on the meta
+    device: before anything is dequantised or built)."""
+    cfg = ModelConfig.from_dict(model_config, "the artifact's model config")
+    check_shapes(cfg, {e["meta"]["name"]: torch.empty(e["meta"]["shape"], device="meta") for e in entries}, "artifact")
+    return cfg
 
 
 def is_artifact(path: str) -> bool:
@@ -3737,13 +3744,13 @@ def log_header(log: Logger, src: bytes, h: Hyperparameters, d: Dist, accum_steps
     return env
 
 
-# Per-GPU memory of every phase that runs, estimated before any GPU time is spent. Activations saved for the backward
-# pass were measured on CPU under bf16 autocast in eager mode at the default shape: 667 KB per token over 17 virtual
-# layers of width 512, i.e. about 76 bytes per (token, virtual layer, model dim). Compiled graphs save fewer (fused
-# element-wise chains): COMPILED_ACT_FRACTION is an estimate, to be replaced by a GPU measurement. Phases: training
-# with recurrence off, the recurrence ramp (the plain and the looped stack both run and keep their activations: 11 +
-# 17 = 28 virtual layers at the frontier), recurrence on, scoring (inference: one layer's tensors live, the logits of
-# a batch of windows), and TTT: the LoRA batch (TTT_LORA_DOCS windows, a backward through every virtual layer, which
+# Memory per GPU (or, on CPU, per process) of every phase that runs, estimated before any work. Activations saved for
+# the backward pass were measured on CPU under bf16 autocast in eager mode at the default shape: 667 KB per token over
+# 17 virtual layers of width 512, i.e. about 76 bytes per (token, virtual layer, model dim). Compiled graphs save fewer
+# (fused element-wise chains): COMPILED_ACT_FRACTION is an estimate, to be replaced by a GPU measurement. Phases:
+# training with recurrence off, the recurrence ramp (the plain and the looped stack both run and keep their activations:
+# 11 + 17 = 28 virtual layers at the frontier), recurrence on, scoring (inference: one layer's tensors live, the logits
+# of a batch of windows), and TTT: the LoRA batch (TTT_LORA_DOCS windows, a backward through every virtual layer, which
 # saves about what training does: 0.88x its bytes per token and layer, measured on CPU; compiled with the run, as
 # compile_lora does; plus the adapters and their AdamW state) and a phase's SGD step (this rank's share of
 # EVAL_BATCH_SEQS windows, eager).
