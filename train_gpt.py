@@ -15,10 +15,10 @@ The defaults (PRESET=frontier) reproduce the 2026-04-27 1.0611 record
 tests/test_fidelity.py check it stage by stage. The file reads in the order a run goes; each banner owns one stage.
 
 MAP: section -> entry points -> what it owns (change X: edit Y)
-  1. CONFIG        ModelConfig, Hyperparameters, PRESETS, check_ranges, settings_help, public_names
-                   every setting and its default (model shape in ModelConfig, the rest in Hyperparameters), presets,
-                   range tables (POSITIVE, UPPER_BOUNDS, CHOICES ...), --help; BYTE_LIMIT; UserError / ArtifactError.
-                   A new setting: a field here, plus its row in the range tables.
+  1. CONFIG        ModelConfig, Hyperparameters, setting, PRESETS, check_ranges, settings_help, public_names
+                   every setting (model shape in ModelConfig, the rest in Hyperparameters), declared once: type,
+                   default, allowed values and public name in setting(...), --help text in the comment beside it;
+                   presets; BYTE_LIMIT; UserError / ArtifactError. A new setting: one line here.
   2. RUNTIME       init_distributed, Dist, Logger, RunClock, agree_clock, amp_context, atomic_write_bytes
                    ranks and process groups, the log, the wallclock every rank agrees on, bf16 / compile switches.
   3. DATA          load_shard, load_token_split, DistributedTokenLoader, train_loader, check_shard_ids
@@ -145,6 +145,16 @@ PRESETS: dict[str, str] = {
 }
 
 
+def setting(default, *, gt=None, ge=None, le=None, lt=None, choices: tuple = (), public: str = ""):
+    """A setting's declaration beside its name, type, default and (in the comment after it) its --help text: the
+    values it may take (bounds gt / ge / le / lt, or choices; check_ranges reads them, for the settings and for every
+    file's model config) and the public record scripts' name for it (public_names maps that to ours). Upper bounds
+    keep a typo from allocating terabytes or running for days: shard ids are uint16 (VOCAB_SIZE <= 65,536), learning
+    rates are at most 10 (far above any that trains: TTT_PHASE_LR=1e9 ended in nan), TTT passes at most 100."""
+    bounds = {k: v for k, v in (("gt", gt), ("ge", ge), ("le", le), ("lt", lt)) if v is not None}
+    return field(default=default, metadata={**bounds, "choices": choices, "public": public})
+
+
 WINDOWED = ("local", "alternating", "sparse")  # ATTN kinds whose local blocks see only ATTN_WINDOW tokens back
 ADDED_OPTIONS = (
     "attn", "attn_window", "attn_global", "attn_block", "attn_random_blocks", "bigram_hash", "z_loss", "mla_rank",
@@ -156,50 +166,54 @@ ADDED_OPTIONS = (
 class ModelConfig:
     """The network's shape and forward pass: what GPT is built from and what every artifact stores."""
 
-    vocab_size: int = 8192
-    num_layers: int = 11
-    model_dim: int = 512
-    num_heads: int = 8
-    num_kv_heads: int = 4
-    mlp_mult: float = 4.0
-    mlp_act: str = "leaky_relu2"  # leaky_relu2 | relu2 | swiglu (silu(x Wa) * (x Wb), each MLP_MULT x width wide)
+    vocab_size: int = setting(8192, ge=1, le=65_536)
+    num_layers: int = setting(11, ge=1, le=1024)
+    model_dim: int = setting(512, ge=1, le=65_536)
+    num_heads: int = setting(8, gt=0)
+    num_kv_heads: int = setting(4, gt=0)
+    mlp_mult: float = setting(4.0, gt=0)
+    mlp_act: str = setting("leaky_relu2", choices=("leaky_relu2", "relu2", "swiglu"))  # swiglu: silu(x Wa) * (x Wb),
+    # each MLP_MULT x width wide
     leaky_slope: float = 0.5
     tie_embeddings: int = 1
     tied_embed_init_std: float = 0.005
-    logit_softcap: float = 30.0  # 0 = off
+    logit_softcap: float = setting(30.0, ge=0)  # 0 = off
     rope_base: float = 10_000.0
     rope_dims: int = 16  # rotated dims per head; 0 = all
     qk_gain_init: float = 5.0
     ln_scale: int = 1  # norm outputs scaled by 1/sqrt(block index + 1)
     unet_skips: int = 1
-    skip_gates: int = 1
+    skip_gates: int = setting(1, public="SKIP_GATES_ENABLED")
     x0_mix: int = 1  # each block blends its input with the normalised embedding
     xsa: int = 1  # exclusive self-attention: remove each head's own value direction
     doc_isolation: int = 1  # attention stays inside each document (a BOS starts one), in training and scoring
-    attn: str = "global"  # global | local (each token sees the last ATTN_WINDOW) | alternating (local and global
-    # blocks in turn, the last global) | sparse (BigBird: the window, the first ATTN_GLOBAL tokens and, per block of
-    # ATTN_BLOCK queries, ATTN_RANDOM_BLOCKS earlier key blocks chosen by a fixed hash) | mla (DeepSeek-V2: keys
-    # and values up-projected from a rank-MLA_RANK latent of x, the ROPE_DIMS rotated key dims a separate shared
-    # projection of x) | linear (kernel phi = elu + 1, causal; chunked, O(T), without a mask, exact with one)
+    attn: str = setting("global", choices=("global", "local", "alternating", "sparse", "mla", "linear"))  # global |
+    # local (each token sees the last ATTN_WINDOW) | alternating (local and global blocks in turn, the last global) |
+    # sparse (BigBird: the window, the first ATTN_GLOBAL tokens and, per block of ATTN_BLOCK queries, ATTN_RANDOM_BLOCKS
+    # earlier key blocks chosen by a fixed hash) | mla (DeepSeek-V2: keys and values up-projected from a rank-MLA_RANK
+    # latent of x, the ROPE_DIMS rotated key dims a separate shared projection of x) | linear (kernel phi = elu + 1,
+    # causal; chunked, O(T), without a mask, exact with one)
     attn_window: int = 256
-    mla_rank: int = 0  # 0 = MODEL_DIM // 4
-    attn_global: int = 0
-    attn_block: int = 16
-    attn_random_blocks: int = 0
-    bigram_hash: int = 0  # >0: a table of this many vectors, indexed by a hash of (previous, current) token and
-    # added to the input embedding (zero at init)
-    z_loss: float = 0.0  # training adds z_loss * mean(logsumexp(logits)^2)
-    engram_slots: int = 0  # >0: a memory of this many learned (key, value) slots, read by every token at the middle
-    # of the layer order through a zero-initialised gate
-    smear_gate: int = 1
-    attn_out_gate: int = 1  # per-head output gate sigmoid(scale * w . x[:GATE_INPUTS]) (the record's sparse gate)
-    attn_gate_scale: float = 0.5
-    gate_inputs: int = 12  # leading dims of x that drive the smear and attention-output gates
+    mla_rank: int = setting(0, ge=0)  # 0 = MODEL_DIM // 4
+    attn_global: int = setting(0, ge=0)
+    attn_block: int = setting(16, gt=0)
+    attn_random_blocks: int = setting(0, ge=0)
+    bigram_hash: int = setting(0, ge=0)  # >0: a table of this many vectors, indexed by a hash of (previous, current)
+    # token and added to the input embedding (zero at init)
+    z_loss: float = setting(0.0, ge=0)  # training adds z_loss * mean(logsumexp(logits)^2)
+    engram_slots: int = setting(0, ge=0)  # >0: a memory of this many learned (key, value) slots, read by every token at
+    # the middle of the layer order through a zero-initialised gate
+    smear_gate: int = setting(1, public="SMEAR_GATE_ENABLED")
+    attn_out_gate: int = setting(1, public="SPARSE_ATTN_GATE_ENABLED")  # per-head output gate sigmoid(scale * w .
+    # x[:GATE_INPUTS]) (the record's sparse gate)
+    attn_gate_scale: float = setting(0.5, public="SPARSE_ATTN_GATE_SCALE")
+    gate_inputs: int = setting(12, public="GATE_WINDOW")  # leading dims of x driving the smear and attention gates
     loop_start: int = 3  # first block of the recurrent span (unset: round(3/11 of NUM_LAYERS))
     loop_end: int = 5  # last block of the span, inclusive; negative counts from the end (unset: round(5/11 ...))
-    num_loops: int = 3  # times the span runs in training once recurrence is on (1 = off)
-    eval_loops: int = 0  # times the span runs at evaluation (0 = NUM_LOOPS)
-    parallel_start: int = 8  # blocks from here on are parallel-residual; -1 = none (unset: round(8/11 ...))
+    num_loops: int = setting(3, ge=1, le=1024)  # times the span runs in training once recurrence is on (1 = off)
+    eval_loops: int = setting(0, ge=0, le=1024)  # times the span runs at evaluation (0 = NUM_LOOPS)
+    parallel_start: int = setting(8, public="PARALLEL_START_LAYER")  # blocks from here on are parallel-residual; -1 =
+    # none (unset: round(8/11 ...))
 
     @property
     def effective_eval_loops(self) -> int:
@@ -270,122 +284,136 @@ class Hyperparameters:
     data_path: str = "./data/datasets/fineweb10B_sp8192"
     tokenizer_path: str = "./data/tokenizers/fineweb_8192_bpe.model"
     run_id: str = ""  # default: a timestamp and a random suffix
-    seed: int = 1337
+    seed: int = setting(1337, ge=0, lt=1 << 32)  # numpy's seed range
     log_dir: str = "logs"
     artifact_path: str = ""  # default: artifacts/<run_id>.pgz
     # -- training schedule
-    iterations: int = 20_000
-    max_wallclock_seconds: float = 600.0  # 0 = bounded by ITERATIONS alone
-    warmup_steps: int = 20  # compile warm-up steps, rolled back afterwards
-    stop_after: int = 0  # >0, non-record runs (MAX_WALLCLOCK_SECONDS=0): stop after this many steps and save the
-    # whole training state beside the artifact (<artifact>.resume.pt) instead of exporting
+    iterations: int = setting(20_000, gt=0)
+    max_wallclock_seconds: float = setting(600.0, ge=0)  # 0 = bounded by ITERATIONS alone
+    warmup_steps: int = setting(20, ge=0)  # compile warm-up steps, rolled back afterwards
+    stop_after: int = setting(0, ge=0)  # >0, non-record runs (MAX_WALLCLOCK_SECONDS=0): stop after this many steps and
+    # save the whole training state beside the artifact (<artifact>.resume.pt) instead of exporting
     resume_from: str = ""  # a .resume.pt state: continue that run (same settings and train_gpt.py) where it stopped
-    warmdown_frac: float = 0.85  # fraction of the budget (time, or iterations) spent decaying the LR
-    warmdown_iters: int = 0  # >0: fixed-length warm-down in steps instead (the baseline's WARMDOWN_ITERS)
-    min_lr: float = 0.1  # LR floor, as a fraction of each group's base LR
-    lr_schedule: str = "warmdown"  # warmdown (linear over WARMDOWN_FRAC) | wsd (1 - sqrt over it) | cosine (all)
-    train_batch_tokens: int = 786_432  # global tokens per optimiser step
-    train_seq_len: int = 2048
-    grad_accum_steps: int = 0  # 0 = 8 // WORLD_SIZE (the baseline's rule), so the global batch is the same on 1-8 GPUs
-    val_loss_every: int = 0  # 0 = only at the end
-    train_log_every: int = 100
-    val_max_tokens: int = 0  # >0: score only this prefix of val (quick checks; never for a record)
-    grad_clip_norm: float = 0.3  # global gradient norm clip; 0 = off
-    ema_decay: float = 0.9965  # 0 = off; with SCHEDULE_REFERENCE_STEPS its horizon 1/(1-decay) scales with the run
-    loop_start_frac: float = 0.35  # recurrence switches on at this fraction of the budget
-    loop_ramp_frac: float = 0.0  # > 0: the repeated passes fade in over this fraction of it (0 = at once, the record)
-    schedule_reference_steps: int = 0  # > 0 (not the record's): step counts (EMA horizon, momentum warm-up) hold at
-    # this many steps and scale with the run's expected steps (from ITERATIONS, or the measured step time); 0 = use
-    # them as given, the record's constants (the cpu and tiny presets set 4900, the record's step count)
-    muon_momentum_horizon_frac: float = 0.0  # with SCHEDULE_REFERENCE_STEPS: Muon momentum's averaging horizon
-    # 1/(1 - momentum) is capped at this fraction of the expected steps (the record's 0.97, 33 steps, holds from 667
-    # steps on; ~0.85 at 130 steps); 0 = no cap (the record)
+    warmdown_frac: float = setting(0.85, ge=0, le=1)  # fraction of the budget (time or iterations) decaying the LR
+    warmdown_iters: int = setting(0, ge=0)  # >0: a warm-down of this many steps instead (the baseline's)
+    min_lr: float = setting(0.1, ge=0, le=1)  # LR floor, as a fraction of each group's base LR
+    lr_schedule: str = setting("warmdown", choices=("warmdown", "wsd", "cosine"))  # warmdown (linear over
+    # WARMDOWN_FRAC) | wsd (1 - sqrt over it) | cosine (all)
+    train_batch_tokens: int = setting(786_432, ge=1, le=1 << 30)  # global tokens per optimiser step
+    train_seq_len: int = setting(2048, ge=1, le=1 << 20)
+    grad_accum_steps: int = setting(0, ge=0)  # 0 = 8 // WORLD_SIZE (the baseline's rule), so the global batch is the
+    # same on 1-8 GPUs
+    val_loss_every: int = setting(0, ge=0)  # 0 = only at the end
+    train_log_every: int = setting(100, gt=0)
+    val_max_tokens: int = setting(0, ge=0)  # >0: score only this prefix of val (quick checks; never for a record)
+    grad_clip_norm: float = setting(0.3, ge=0)  # global gradient norm clip; 0 = off
+    ema_decay: float = setting(0.9965, ge=0, lt=1)  # 0 = off (1 would export the untrained weights); with
+    # SCHEDULE_REFERENCE_STEPS its horizon 1/(1-decay) scales with the run
+    loop_start_frac: float = setting(0.35, ge=0, le=1, public="ENABLE_LOOPING_AT")  # recurrence switches on at this
+    # fraction of the budget
+    loop_ramp_frac: float = setting(0.0, ge=0, le=1)  # > 0: the repeated passes fade in over this fraction of it (0 =
+    # at once, the record)
+    schedule_reference_steps: int = setting(0, ge=0)  # > 0 (not the record's): step counts (EMA horizon, momentum
+    # warm-up) hold at this many steps and scale with the run's expected steps (from ITERATIONS, or the measured step
+    # time); 0 = use them as given, the record's constants (the cpu and tiny presets set 4900, the record's step count)
+    muon_momentum_horizon_frac: float = setting(0.0, ge=0, le=1)  # with SCHEDULE_REFERENCE_STEPS: Muon momentum's
+    # averaging horizon 1/(1 - momentum) is capped at this fraction of the expected steps (the record's 0.97, 33 steps,
+    # holds from 667 steps on; ~0.85 at 130 steps); 0 = no cap (the record)
     # -- model (every field of ModelConfig, set by its upper-case name: NUM_LAYERS, MODEL_DIM, ...)
     model: ModelConfig = field(default_factory=ModelConfig)
     ortho_init: int = 1  # Q, K, V and MLP-input matrices start orthogonal (gain 1), as the record's do
     # -- optimisers
-    optimizer: str = "muon"  # muon | adamw (the matrices too, at ADAMW_MATRIX_LR: for comparisons)
-    matrix_lr: float = 0.026  # Muon, attention and MLP matrices
-    adamw_matrix_lr: float = 0.003
-    tied_embed_lr: float = 0.03
-    embed_lr: float = 0.6  # untied input embedding
-    head_lr: float = 0.008  # untied output head
-    scalar_lr: float = 0.02  # control tensors (gains, gates, mixes)
-    beta1: float = 0.9
-    beta2: float = 0.99
-    adam_eps: float = 1e-8
-    adam_wd: float = 0.02  # decoupled weight decay of the Adam groups but the embedding
-    embed_wd: float = 0.085  # ... and of the embedding
-    muon_momentum: float = 0.97
-    muon_momentum_warmup_start: float = 0.92
-    muon_momentum_warmup_steps: int = 1500  # scales with the run under SCHEDULE_REFERENCE_STEPS
+    optimizer: str = setting("muon", choices=("muon", "adamw"))  # adamw: the matrices too, at ADAMW_MATRIX_LR
+    matrix_lr: float = setting(0.026, ge=0, le=10.0)  # Muon, attention and MLP matrices
+    adamw_matrix_lr: float = setting(0.003, ge=0, le=10.0)
+    tied_embed_lr: float = setting(0.03, ge=0, le=10.0)
+    embed_lr: float = setting(0.6, ge=0, le=10.0)  # untied input embedding
+    head_lr: float = setting(0.008, ge=0, le=10.0)  # untied output head
+    scalar_lr: float = setting(0.02, ge=0, le=10.0)  # control tensors (gains, gates, mixes)
+    beta1: float = setting(0.9, ge=0, lt=1)
+    beta2: float = setting(0.99, ge=0, lt=1)
+    adam_eps: float = setting(1e-8, ge=0)
+    adam_wd: float = setting(0.02, ge=0)  # decoupled weight decay of the Adam groups but the embedding
+    embed_wd: float = setting(0.085, ge=0)  # ... and of the embedding
+    muon_momentum: float = setting(0.97, ge=0, lt=1)
+    muon_momentum_warmup_start: float = setting(0.92, ge=0, lt=1)
+    muon_momentum_warmup_steps: int = setting(1500, ge=0)  # scales with the run under SCHEDULE_REFERENCE_STEPS
     muon_nesterov: int = 1
-    muon_backend_steps: int = 5  # Newton-Schulz iterations
+    muon_backend_steps: int = setting(5, gt=0)  # Newton-Schulz iterations
     muon_polar_express: int = 1  # per-step Polar Express coefficients instead of the classic quintic
-    muon_eq_r: int = 1  # MuonEq-R: normalise rows before orthogonalising
-    muon_wd: float = 0.095  # decoupled weight decay of Muon matrices
+    muon_eq_r: int = setting(1, public="MUON_ROW_NORMALIZE")  # MuonEq-R: normalise rows before orthogonalising
+    muon_wd: float = setting(0.095, ge=0)  # decoupled weight decay of Muon matrices
     # -- evaluation
-    eval_seq_len: int = 0  # 0 = TRAIN_SEQ_LEN
-    eval_stride: int = 64  # sliding-window stride; 0 = skip the sliding score
-    eval_batch_seqs: int = 32  # windows per forward
+    eval_seq_len: int = setting(0, ge=0, le=1 << 20)  # 0 = TRAIN_SEQ_LEN
+    eval_stride: int = setting(64, ge=0)  # sliding-window stride; 0 = skip the sliding score
+    eval_batch_seqs: int = setting(32, gt=0)  # windows per forward
     include_tail: int = 0  # 1 = also score the val tail the official loader drops
-    caseops: int = 0  # val is CaseOps text (data/export.py --caseops): bytes from its fineweb_val_bytes_* sidecars
-    ttt_mode: str = "phased"  # off | sgd (score-first, full-parameter) | lora (per-document adapters) | phased (lora,
-    # and in phases the model itself trains on the documents scored so far: the record's)
-    ttt_order: str = "length"  # lora, phased: length (the record's: documents sorted by length, the batch holding the
-    # longest first; a phase then trains on documents that come later in the stream than some it precedes, so a
-    # score may depend on later tokens, as in the record: score-first holds, rule 1 only in stream order) | stream
-    # (batches of consecutive documents: no score depends on a later token)
-    ttt_chunk_tokens: int = 32_768  # sgd, phased: targets per chunk (cosine LR over chunks)
-    ttt_lr: float = 0.003  # sgd
-    ttt_epochs: int = 3  # sgd
-    ttt_momentum: float = 0.9
-    ttt_grad_clip: float = 1.0
-    ttt_lora_rank: int = 80
-    ttt_lora_alpha: float = 144.0  # adapter outputs scaled by alpha / rank
-    ttt_lora_lr: float = 1e-4
-    ttt_lora_wd: float = 0.5  # AdamW weight decay of the adapters (betas 0, 0.99)
-    ttt_lora_warm_a: int = 1  # A carries over from one batch of documents to the next (of its chain); 0 = fresh A
-    ttt_lora_chains: int = 8  # ... along this many chains of batches, as along each of the record's 8 GPUs: batches
-    # go to chains as a shared queue hands them to that many workers, chains to ranks; the score depends on this,
-    # never on the number of GPUs (1 = the record run on one GPU)
-    ttt_lora_chunk: int = 48  # targets each LoRA step scores, then trains on
-    ttt_lora_docs: int = 64  # documents adapted side by side
-    ttt_phases: int = 3  # phased: times the model trains on the documents scored so far ...
-    ttt_phase_docs: int = 2500  # ... at equal steps up to this many documents
-    ttt_phase_lr: float = 0.001  # ... with SGD (TTT_MOMENTUM, TTT_GRAD_CLIP) at this LR, cosine over chunks
-    ttt_phase_epochs: int = 1
+    caseops: int = setting(0, public="CASEOPS_ENABLED")  # val is CaseOps text (data/export.py --caseops): bytes
+    # from its fineweb_val_bytes_* sidecars
+    ttt_mode: str = setting("phased", choices=("off", "sgd", "lora", "phased"))  # off | sgd (score-first,
+    # full-parameter) | lora (per-document adapters) | phased (lora, and in phases the model itself trains on the
+    # documents scored so far: the record's)
+    ttt_order: str = setting("length", choices=("length", "stream"))  # lora, phased: length (the record's: documents
+    # sorted by length, the batch holding the longest first; a phase then trains on documents that come later in the
+    # stream than some it precedes, so a score may depend on later tokens, as in the record: score-first holds, rule 1
+    # only in stream order) | stream (batches of consecutive documents: no score depends on a later token)
+    ttt_chunk_tokens: int = setting(32_768, gt=0, public="GLOBAL_TTT_CHUNK_TOKENS")  # sgd, phased: targets per chunk
+    # (cosine LR over chunks)
+    ttt_lr: float = setting(0.003, ge=0, le=10.0)  # sgd
+    ttt_epochs: int = setting(3, ge=0, le=100)  # sgd
+    ttt_momentum: float = setting(0.9, ge=0, le=1, public="GLOBAL_TTT_MOMENTUM")
+    ttt_grad_clip: float = setting(1.0, ge=0, public="GLOBAL_TTT_GRAD_CLIP")
+    ttt_lora_rank: int = setting(80, gt=0)
+    ttt_lora_alpha: float = setting(144.0, ge=0)  # adapter outputs scaled by alpha / rank
+    ttt_lora_lr: float = setting(1e-4, ge=0, le=10.0)
+    ttt_lora_wd: float = setting(0.5, ge=0, public="TTT_WEIGHT_DECAY")  # the adapters' AdamW (betas 0, 0.99) decay
+    ttt_lora_warm_a: int = setting(1, public="TTT_WARM_START_A")  # A carries over from one batch of documents to the
+    # next (of its chain); 0 = fresh A
+    ttt_lora_chains: int = setting(8, gt=0)  # ... along this many chains of batches, as along each of the record's 8
+    # GPUs: batches go to chains as a shared queue hands them to that many workers, chains to ranks; the score depends
+    # on this, never on the number of GPUs (1 = the record run on one GPU)
+    ttt_lora_chunk: int = setting(48, gt=0, public="TTT_CHUNK_SIZE")  # targets each LoRA step scores, then trains on
+    ttt_lora_docs: int = setting(64, gt=0, public="TTT_BATCH_SIZE")  # documents adapted side by side
+    ttt_phases: int = setting(3, ge=0, le=100, public="PHASED_TTT_NUM_PHASES")  # phased: times the model trains on the
+    # documents scored so far ...
+    ttt_phase_docs: int = setting(2500, ge=0, public="PHASED_TTT_PREFIX_DOCS")  # ... at equal steps up to this many
+    ttt_phase_lr: float = setting(0.001, ge=0, le=10.0, public="GLOBAL_TTT_LR")  # ... with SGD (TTT_MOMENTUM,
+    # TTT_GRAD_CLIP) at this LR, cosine over chunks
+    ttt_phase_epochs: int = setting(1, ge=0, le=100, public="GLOBAL_TTT_EPOCHS")
     # -- quantisation and artifact
-    quant_matrix_bits: int = 6
-    quant_embed_bits: int = 7
-    clip_k_attn: float = 13.0  # SDClip: rows clipped at k standard deviations
-    clip_k_mlp: float = 11.5
-    clip_k_embed: float = 14.0
-    quant_scale_bits: int = 0  # 0 = row scales in fp16 (the record); 1-10 = rounded to this many significant bits
-    control_bits: int = 16  # control tensors (gains, gates, mixes) in fp16, or 32 (the baseline's fp32)
-    quant_clip: str = "sdclip"  # sdclip (CLIP_K_*) | percentile: the official baseline's int8 rule (see PERCENTILE_*)
+    quant_matrix_bits: int = setting(6, ge=2, le=8, public="MATRIX_BITS")
+    quant_embed_bits: int = setting(7, ge=2, le=8, public="EMBED_BITS")
+    clip_k_attn: float = setting(13.0, gt=0, public="ATTN_CLIP_SIGMAS")  # SDClip: rows clipped at k standard deviations
+    clip_k_mlp: float = setting(11.5, gt=0, public="MLP_CLIP_SIGMAS")
+    clip_k_embed: float = setting(14.0, gt=0, public="EMBED_CLIP_SIGMAS")
+    quant_scale_bits: int = setting(0, ge=0, le=10)  # 0 = fp16 row scales (the record's); else rounded to N bits
+    control_bits: int = setting(16, choices=(16, 32))  # control tensors (gains, gates, mixes): fp16 or fp32
+    quant_clip: str = setting("sdclip", choices=("sdclip", "percentile"))  # sdclip (CLIP_K_*) | percentile: the
+    # official baseline's int8 rule (see PERCENTILE_*)
     gptq: int = 1
-    gptq_calib_batches: int = 32
-    gptq_block: int = 128
-    gptq_damp: float = 0.01
-    gptq_reserve_seconds: float = 8.0  # taken off the training budget for calibration
-    lqer_rank: int = 4  # low-rank correction (A int2, B int4) of the worst quantisation errors; 0 = off
-    lqer_top: int = 3  # ... of this many matrices
-    compressor: str = "zstd"  # zstd | lzma | zlib
-    compress_level: int = 22
-    code_policy: str = "packed"  # packed | raw: which code bytes the size line counts (packed: the lzma+base85 form)
+    gptq_calib_batches: int = setting(32, ge=0, public="GPTQ_CALIBRATION_BATCHES")
+    gptq_block: int = setting(128, gt=0)
+    gptq_damp: float = setting(0.01, ge=0)
+    gptq_reserve_seconds: float = setting(8.0, ge=0)  # taken off the training budget for calibration
+    lqer_rank: int = setting(4, ge=0)  # low-rank correction (A int2, B int4) of the worst quantisation errors; 0 = off
+    lqer_top: int = setting(3, public="LQER_TOP_K")  # ... of this many matrices
+    compressor: str = setting("zstd", choices=("zstd", "lzma", "zlib"))
+    compress_level: int = setting(22, ge=0, le=22)  # zstd uses it as is; lzma and zlib at most 9
+    code_policy: str = setting("packed", choices=("raw", "packed"))  # the code bytes counted (packed: lzma + base85)
     overwrite: int = 0  # 1 = an existing artifact at ARTIFACT_PATH (and its checkpoint) may be replaced
-    target_bytes: int = BYTE_LIMIT  # total (code + model) to land just under by scaling every clip k; 0 = k as set
+    target_bytes: int = setting(BYTE_LIMIT, ge=0)  # code + model bytes to land just under by scaling every clip k;
+    # 0 = k as set
     # -- runtime
-    device: str = "auto"  # auto | cuda | cpu
+    device: str = setting("auto", choices=("auto", "cuda", "cpu"))
     compile: int = -1  # -1 = on for CUDA, off for CPU
     autocast_bf16: int = -1  # -1 = on for CUDA, off for CPU
-    attn_backend: str = "auto"  # document-isolated attention's kernel: auto (fa3, else torch, on a CUDA GPU; sdpa on
-    # CPU) | sdpa (a dense mask) | fa3 (flash_attn_interface's varlen kernel, the record's) | torch (torch's own varlen
-    # kernel) | reference (the varlen path as a loop over documents, for tests); chosen at start-up and logged
-    varlen_segment_tokens: int = 128  # the varlen offsets have room for B * (1 + (T-1)/this) documents per batch of
-    # B rows of T tokens (a fixed size: compiled graphs never recompile); a batch of shorter documents stops the run
-    dist_timeout_seconds: float = 1800.0  # how long a collective may wait for the slowest rank before the run fails
+    attn_backend: str = setting("auto", choices=("auto", "sdpa", "fa3", "torch", "reference"))  # document-isolated
+    # attention's kernel: auto (fa3, else torch, on a CUDA GPU; sdpa on CPU) | sdpa (a dense mask) | fa3
+    # (flash_attn_interface's varlen kernel, the record's) | torch (torch's own varlen kernel) | reference (the varlen
+    # path as a loop over documents, for tests); chosen at start-up and logged
+    varlen_segment_tokens: int = setting(128, gt=0)  # the varlen offsets hold B * (1 + (T-1)/this) documents per batch
+    # of B rows of T tokens (a fixed size: compiled graphs never recompile); a batch of shorter documents stops the run
+    dist_timeout_seconds: float = setting(1800.0, gt=0)  # how long a collective waits for the slowest rank, then fails
     memory_check: int = 1  # refuse, before any GPU time, a config a phase of which is estimated not to fit the GPU;
     # 0 = only log the estimate
 
@@ -438,27 +466,19 @@ class Hyperparameters:
 
         check_ranges(flat, need)
         m.check(need)
-        for name in ("quant_matrix_bits", "quant_embed_bits"):
-            need(2 <= getattr(h, name) <= 8, name, "must be between 2 and 8")
         need(m.attn not in WINDOWED or 0 < m.attn_window <= h.train_seq_len, "attn_window",
              f"must be in [1, TRAIN_SEQ_LEN={h.train_seq_len}] for ATTN={m.attn}")  # fmt: skip
-        need(h.control_bits in (16, 32), "control_bits", "must be 16 or 32")
-        need(0 <= h.quant_scale_bits <= 10, "quant_scale_bits", "must be in [0, 10] (0 = fp16 scales, the record's)")
         need(h.quant_clip == "sdclip" or not h.target_bytes, "target_bytes", "cannot steer QUANT_CLIP=percentile "
              "(its clip is fixed, not a k to scale): set TARGET_BYTES=0 and check the size line")  # fmt: skip
         need(not (h.stop_after or h.resume_from) or h.max_wallclock_seconds == 0, "stop_after" if h.stop_after else
              "resume_from", "splits a non-record run: set MAX_WALLCLOCK_SECONDS=0 (a wallclock-bounded run cannot be "
              "split; run it whole)")  # fmt: skip
         need(not h.resume_from or Path(h.resume_from).is_file(), "resume_from", "no such file")
-        need(h.ema_decay < 1.0, "ema_decay", "must be below 1 (1 would export the untrained weights); 0 = off")
         window = f"is longer than the window EVAL_SEQ_LEN={h.effective_eval_seq_len}"
         need(h.eval_stride <= h.effective_eval_seq_len, "eval_stride", f"{window}: targets would go unscored")
         need(h.ttt_mode in ("off", "sgd") or h.ttt_lora_chunk <= h.effective_eval_seq_len, "ttt_lora_chunk", window)
         need(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", h.run_id) is not None, "run_id", "must be a plain name "
              "(letters, digits, '.', '_', '-'): it names files under LOG_DIR and artifacts/")  # fmt: skip
-        need(0 <= h.seed < 1 << 32, "seed", "must be in [0, 2^32) (numpy's seed range)")
-        need(0 <= h.compress_level <= 22, "compress_level", "must be in [0, 22] (zstd uses it as is; lzma and zlib "
-             "at most 9)")  # fmt: skip
         need(not h.stop_after or h.stop_after < h.iterations, "stop_after", f"cannot happen: the run ends at "
              f"ITERATIONS={h.iterations} first; set it below ITERATIONS or unset it")  # fmt: skip
         if h.ttt_mode == "phased":
@@ -479,96 +499,50 @@ class Hyperparameters:
         return self.eval_seq_len or self.train_seq_len
 
 
-POSITIVE = {
-    "iterations", "train_batch_tokens", "train_seq_len", "vocab_size", "num_layers", "model_dim", "num_heads",
-    "num_kv_heads", "num_loops", "muon_backend_steps", "eval_batch_seqs", "ttt_chunk_tokens", "ttt_lora_rank",
-    "ttt_lora_chunk", "ttt_lora_docs", "ttt_lora_chains", "gptq_block", "train_log_every", "mlp_mult", "attn_block",
-    "clip_k_attn", "clip_k_mlp", "clip_k_embed", "varlen_segment_tokens", "dist_timeout_seconds",
-}  # fmt: skip
-NON_NEGATIVE = {
-    "max_wallclock_seconds", "warmup_steps", "stop_after", "warmdown_iters", "val_loss_every", "eval_stride",
-    "eval_loops", "eval_seq_len", "val_max_tokens", "grad_clip_norm", "ttt_epochs", "ttt_phases", "ttt_phase_docs",
-    "ttt_phase_epochs", "ttt_lora_wd", "ttt_lr", "ttt_lora_lr", "ttt_phase_lr", "ttt_grad_clip", "ttt_lora_alpha",
-    "lqer_rank", "bigram_hash", "z_loss", "adamw_matrix_lr", "engram_slots", "mla_rank", "attn_global",
-    "attn_random_blocks", "gptq_calib_batches", "gptq_reserve_seconds", "logit_softcap", "schedule_reference_steps",
-    "adam_wd", "embed_wd", "muon_wd", "matrix_lr", "tied_embed_lr", "embed_lr", "head_lr", "scalar_lr",
-    "muon_momentum_warmup_steps", "target_bytes", "grad_accum_steps", "adam_eps", "gptq_damp",
-}  # fmt: skip
-UPPER_BOUNDS = {
-    "vocab_size": 65_536,  # shard tokens are uint16
-    "train_seq_len": 1 << 20,
-    "eval_seq_len": 1 << 20,
-    "train_batch_tokens": 1 << 30,
-    "model_dim": 1 << 16,
-    "num_layers": 1024,
-    "num_loops": 1024,
-    "eval_loops": 1024,
-    "ttt_epochs": 100,  # each epoch, phase and phase epoch is a pass over the scored documents: bounds the time
-    "ttt_phases": 100,
-    "ttt_phase_epochs": 100,
-}
-LEARNING_RATES = (
-    "matrix_lr", "adamw_matrix_lr", "tied_embed_lr", "embed_lr", "head_lr", "scalar_lr", "ttt_lr", "ttt_lora_lr",
-    "ttt_phase_lr",
-)  # fmt: skip
-UPPER_BOUNDS.update(dict.fromkeys(LEARNING_RATES, 10.0))  # far above any that trains (TTT_PHASE_LR=1e9 ended in nan)
-BELOW_ONE = {"beta1", "beta2", "muon_momentum", "muon_momentum_warmup_start"}  # moment averages: 1 never forgets
 MAX_TABLE_PARAMS = 8 * BYTE_LIMIT  # the embedding, BIGRAM_HASH and ENGRAM_SLOTS tables: parameters each
 LAYER_POSITIONS = {"loop_start": 3, "loop_end": 5, "parallel_start": 8}  # of 11 layers, when not set
-FRACTIONS = {
-    "warmdown_frac", "loop_start_frac", "loop_ramp_frac", "min_lr", "ema_decay", "ttt_momentum",
-    "muon_momentum_horizon_frac",
-}  # fmt: skip
-CHOICES = {
-    "mlp_act": ("leaky_relu2", "relu2", "swiglu"),
-    "attn": ("global", "local", "alternating", "sparse", "mla", "linear"),
-    "lr_schedule": ("warmdown", "wsd", "cosine"),
-    "optimizer": ("muon", "adamw"),
-    "ttt_mode": ("off", "sgd", "lora", "phased"),
-    "ttt_order": ("length", "stream"),
-    "compressor": ("zstd", "lzma", "zlib"),
-    "code_policy": ("raw", "packed"),
-    "quant_clip": ("sdclip", "percentile"),
-    "device": ("auto", "cuda", "cpu"),
-    "attn_backend": ("auto", "sdpa", "fa3", "torch", "reference"),
-}
+
+
+def number(v: float) -> str:
+    """A bound as a message shows it: 65,536; 10.0; 2^32 for the powers of two above 2^16."""
+    if isinstance(v, int) and v > 1 << 16 and v & (v - 1) == 0:
+        return f"2^{v.bit_length() - 1}"
+    return f"{v:,}"
+
+
+def allowed(bounds: dict) -> str:
+    """A setting's declared values (field metadata from setting()) in words: 'positive', 'in [0, 1)', 'one of a, b'."""
+    if bounds.get("choices"):
+        return f"one of {', '.join(map(str, bounds['choices']))}"
+    lo, hi = bounds.get("ge", bounds.get("gt")), bounds.get("le", bounds.get("lt"))
+    if lo is not None and hi is not None:
+        return f"in {'[' if 'ge' in bounds else '('}{number(lo)}, {number(hi)}{']' if 'le' in bounds else ')'}"
+    if lo is not None:
+        return "positive" if bounds.get("gt") == 0 else f"{'>=' if 'ge' in bounds else '>'} {number(lo)}"
+    return "" if hi is None else f"{'at most' if 'le' in bounds else 'below'} {number(hi)}"
+
+
+def range_error(value: object, bounds: dict) -> str | None:
+    """Why value falls outside a setting's declared values, or None."""
+    if isinstance(value, float) and not math.isfinite(value):  # nan fails every bound, inf passes the lower ones
+        return "must be a finite number"
+    lo, hi = bounds.get("ge", bounds.get("gt")), bounds.get("le", bounds.get("lt"))
+    ok = (not bounds.get("choices") or value in bounds["choices"]) and (
+        (lo is None or value > lo or (value == lo and "ge" in bounds))
+        and (hi is None or value < hi or (value == hi and "le" in bounds))
+    )
+    return None if ok else f"must be {allowed(bounds)}"
 
 
 def check_ranges(values: dict[str, object], need) -> None:
-    """The ranges the tables above give, by field name (need(ok, name, why) raises)."""
-    for name, value in values.items():
-        if isinstance(value, float):  # nan fails every range below, inf passes the lower bounds
-            need(math.isfinite(value), name, "must be a finite number")
-        if name in UPPER_BOUNDS:  # beyond these an allocation overflows or a shard cannot hold the ids
-            need(value <= UPPER_BOUNDS[name], name, f"must be at most {UPPER_BOUNDS[name]:,}")
-        if name in BELOW_ONE:
-            need(0.0 <= value < 1.0, name, "must be in [0, 1): at 1 or above the average never forgets")
-        if name in POSITIVE:
-            need(value > 0, name, "must be positive")
-        elif name in NON_NEGATIVE:
-            need(value >= 0, name, "must be >= 0")
-        elif name in FRACTIONS:
-            need(0.0 <= value <= 1.0, name, "must be in [0, 1]")
-        elif name in CHOICES:
-            need(value in CHOICES[name], name, f"must be one of {', '.join(CHOICES[name])}")
+    """Each value against its setting's declared values, by field name (need(ok, name, why) raises)."""
+    for f, _ in setting_fields():
+        if f.name in values:
+            why = range_error(values[f.name], f.metadata)
+            need(why is None, f.name, why or "")
 
 
-# Settings of the public challenge scripts: ours under another name, or refused by name (never silently ignored).
-PUBLIC_RENAMES = dict(
-    pair.split("=")
-    for pair in (
-        "ENABLE_LOOPING_AT=LOOP_START_FRAC PARALLEL_START_LAYER=PARALLEL_START MATRIX_BITS=QUANT_MATRIX_BITS "
-        "EMBED_BITS=QUANT_EMBED_BITS ATTN_CLIP_SIGMAS=CLIP_K_ATTN MLP_CLIP_SIGMAS=CLIP_K_MLP "
-        "EMBED_CLIP_SIGMAS=CLIP_K_EMBED GPTQ_CALIBRATION_BATCHES=GPTQ_CALIB_BATCHES LQER_TOP_K=LQER_TOP "
-        "MUON_ROW_NORMALIZE=MUON_EQ_R SMEAR_GATE_ENABLED=SMEAR_GATE SKIP_GATES_ENABLED=SKIP_GATES "
-        "TTT_CHUNK_SIZE=TTT_LORA_CHUNK SPARSE_ATTN_GATE_ENABLED=ATTN_OUT_GATE SPARSE_ATTN_GATE_SCALE=ATTN_GATE_SCALE "
-        "GATE_WINDOW=GATE_INPUTS GLOBAL_TTT_LR=TTT_PHASE_LR GLOBAL_TTT_EPOCHS=TTT_PHASE_EPOCHS "
-        "GLOBAL_TTT_MOMENTUM=TTT_MOMENTUM "
-        "GLOBAL_TTT_CHUNK_TOKENS=TTT_CHUNK_TOKENS GLOBAL_TTT_GRAD_CLIP=TTT_GRAD_CLIP PHASED_TTT_NUM_PHASES=TTT_PHASES "
-        "PHASED_TTT_PREFIX_DOCS=TTT_PHASE_DOCS TTT_BATCH_SIZE=TTT_LORA_DOCS TTT_WEIGHT_DECAY=TTT_LORA_WD "
-        "TTT_WARM_START_A=TTT_LORA_WARM_A CASEOPS_ENABLED=CASEOPS"
-    ).split()
-)
+# Settings of the public record scripts that we lack: refused by name when on (never silently ignored).
 PUBLIC_UNSUPPORTED = set(
     "ARTIFACT_DIR ATTN_OUT_GATE_SRC DATA_DIR FUSED_CE_ENABLED GATED_ATTN_ENABLED GATED_ATTN_INIT_STD "
     "GATED_ATTN_QUANT_GATE GLOBAL_TTT_BATCH_SEQS "
@@ -590,12 +564,13 @@ def public_names(env: dict[str, str]) -> dict[str, str]:
     import difflib
 
     ours = {f.name.upper() for f, _ in setting_fields()} | {"PRESET"}
+    renames = {f.metadata["public"]: f.name.upper() for f, _ in setting_fields() if f.metadata.get("public")}
     out = dict(env)
     for name, value in env.items():
         if name in ours or not name.isupper() or name in NOT_SETTINGS:
             continue
-        if name in PUBLIC_RENAMES:
-            ours_name = PUBLIC_RENAMES[name]
+        if name in renames:
+            ours_name = renames[name]
             if ours_name in env and env[ours_name].strip() != value.strip():
                 raise UserError(f"{name}={value} and {ours_name}={env[ours_name]} name the same setting; set one")
             out[ours_name] = value
@@ -628,25 +603,29 @@ def setting_fields() -> list[tuple[dataclasses.Field, type]]:
 
 
 def settings_help() -> str:
-    """--help: every setting with its default and the comment beside it in this file, grouped by section."""
+    """--help: every setting with its default, the values it may take and the comment beside it here, by section."""
     src = Path(__file__).read_text(encoding="utf-8")
     defaults, out = Hyperparameters().flat(), [__doc__.split("\n\n")[0]]
+    rules = {f.name: allowed(f.metadata) for f, _ in setting_fields()}
+
+    def row(name: str, note: str = "") -> str:
+        return f"  {name.upper():<27} {defaults[name]!r:<14} {'; '.join(filter(None, (rules[name], note)))}"
+
     if "class ModelConfig:" not in src:  # the packed form has no comments to show
-        return "\n".join(out + [f"  {n.upper():<27} {v!r}" for n, v in defaults.items() if n != "preset"])
+        return "\n".join(out + [row(n) for n in defaults if n != "preset"])
 
     def lines_of(cls: type) -> list[str]:
         start = src.index(f"class {cls.__name__}:")
         return src[start : src.index("    @classmethod", start)].splitlines()
 
-    for line in lines_of(Hyperparameters):
-        if line.startswith("    # -- "):  # a section
-            out.append(f"\n[{line.removeprefix('    # -- ')}]")
-        elif line.startswith("    # "):  # the comment of the setting above, continued
-            out[-1] += " " + line.removeprefix("    # ")
-        elif line.startswith("    model: "):
-            out += [f"  {n.upper():<27} {defaults[n]!r:<14} {note}" for n, note in _rows(lines_of(ModelConfig))]
-        else:
-            out += [f"  {n.upper():<27} {defaults[n]!r:<14} {note}" for n, note in _rows([line])]
+    for outer in lines_of(Hyperparameters):
+        for line in lines_of(ModelConfig)[1:] if outer.startswith("    model: ") else [outer]:
+            if line.startswith("    # -- "):  # a section
+                out.append(f"\n[{line.removeprefix('    # -- ')}]")
+            elif line.startswith("    # "):  # the comment of the setting above, continued
+                out[-1] += " " + line.removeprefix("    # ")
+            else:
+                out += [row(n, note) for n, note in _rows([line])]
     out.append(f"\nPRESET picks the base these override: {', '.join(PRESETS)}. The log lists the resolved config.")
     return "\n".join(s.rstrip() for s in out)
 
