@@ -94,6 +94,8 @@ import torch.nn.functional as F
 
 BYTE_LIMIT = 16_000_000
 EVAL_LIMIT_MS = 600_000  # evaluation gets its own 10 minutes
+MAX_TABLE_PARAMS = 8 * BYTE_LIMIT  # the embedding, BIGRAM_HASH and ENGRAM_SLOTS tables: parameters each
+LAYER_POSITIONS = {"loop_start": 3, "loop_end": 5, "parallel_start": 8}  # of 11 layers, when not set
 
 
 class UserError(Exception):
@@ -497,10 +499,6 @@ class Hyperparameters:
     @property
     def effective_eval_seq_len(self) -> int:
         return self.eval_seq_len or self.train_seq_len
-
-
-MAX_TABLE_PARAMS = 8 * BYTE_LIMIT  # the embedding, BIGRAM_HASH and ENGRAM_SLOTS tables: parameters each
-LAYER_POSITIONS = {"loop_start": 3, "loop_end": 5, "parallel_start": 8}  # of 11 layers, when not set
 
 
 def number(v: float) -> str:
