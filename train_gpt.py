@@ -1715,16 +1715,7 @@ def grad_accum_steps(h: Hyperparameters, d: Dist) -> int:
     return accum
 
 
-def train_step(
-    model: nn.Module,
-    loader: DistributedTokenLoader,
-    optimizers: list,
-    h: Hyperparameters,
-    d: Dist,
-    accum_steps: int,
-    lr_mult: float,
-    momentum: float,
-) -> torch.Tensor:
+def train_step(model: nn.Module, loader, optimizers: list, h, d, accum_steps: int, lr_mult: float, momentum: float):
     """One optimiser step over ACCUM micro-batches; returns the mean loss as a device tensor (no host sync)."""
     bf16 = use_bf16(h, d.device)
     total = torch.zeros((), device=d.device)
@@ -1737,31 +1728,21 @@ def train_step(
                 loss = model(x, y)
             (loss / accum_steps).backward()
         total += loss.detach()
-    for opt in optimizers:
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * lr_mult
-            if isinstance(opt, Muon):
-                g["momentum"] = momentum
     if h.grad_clip_norm > 0:
         nn.utils.clip_grad_norm_(
             [p for opt in optimizers for g in opt.param_groups for p in g["params"]], h.grad_clip_norm
         )
     for opt in optimizers:
+        for g in opt.param_groups:
+            g["lr"] = g["base_lr"] * lr_mult
+            if isinstance(opt, Muon):
+                g["momentum"] = momentum
         opt.step()
         opt.zero_grad(set_to_none=True)
     return total / accum_steps
 
 
-def warmup_and_restore(
-    model: nn.Module,
-    base: GPT,
-    loader: DistributedTokenLoader,
-    optimizers: list,
-    h: Hyperparameters,
-    d: Dist,
-    accum_steps: int,
-    log: Logger,
-) -> None:
+def warmup_and_restore(model: nn.Module, base: GPT, loader, optimizers: list, h, d, accum_steps: int, log) -> None:
     """Run WARMUP_STEPS real steps so every graph compiles (with and without recurrence), then restore weights,
     optimiser state and loader position: the timed run starts from exactly the initial state."""
     if h.warmup_steps == 0:
@@ -1816,16 +1797,7 @@ class TrainStats:
     calib_ms: float | None = None  # calibrate's time (None: GPTQ=0)
 
 
-def train(
-    learner: Learner,
-    loader: DistributedTokenLoader,
-    h: Hyperparameters,
-    d: Dist,
-    accum_steps: int,
-    validate,
-    log: Logger,
-    resumed: dict | None = None,
-) -> TrainStats:
+def train(learner: Learner, loader, h, d, accum_steps: int, validate, log, resumed: dict | None = None) -> TrainStats:
     """The wallclock-bounded loop (from a saved state's step when resumed). The clock is read (a host sync) and agreed
     across ranks only on logging steps and on a few extra checks: steps 1, 2, 4, ... at the start and ever closer ones
     as the budget runs out. Between them every rank estimates the time the same way and takes the same decisions
@@ -1848,7 +1820,6 @@ def train(
                 f"step:{step}/{h.iterations} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} "
                 f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms"
             )
-            model.train()
             t0 = synced_clock(d)
         if last:
             break
@@ -1986,8 +1957,8 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tok
         model = torch.compile(model, dynamic=False)
     eval_loops = h.model.effective_eval_loops
 
-    def validate(m: GPT) -> EvalResult:
-        loops, gain = m.loops, float(m.loop_gain)  # the recurrence ramp's gain too
+    def validate(m: GPT) -> EvalResult:  # leaves m as it found it: training, its loops and gain
+        loops, gain = m.loops, float(m.loop_gain)
         m.eval()
         m.set_loops(eval_loops)
         res = eval_flat(m, val_tokens, tables, h, d)
@@ -2012,9 +1983,7 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tok
     base.set_loops(eval_loops)
     raw = copy.deepcopy(base) if ema is not None else None
     if ema is not None:
-        with torch.no_grad():
-            for name, p in base.named_parameters():
-                p.copy_(ema.state_dict()[name])
+        base.load_state_dict(ema.state_dict(), strict=False)  # the EMA's parameters (buffers stay)
     stats.hessians, stats.calib_ms = calibrate(base, h, d, stats, log)  # training data: right after the loop
     if raw is not None:
         res = eval_flat(raw, val_tokens, tables, h, d)
@@ -2144,12 +2113,7 @@ def _quant_setting(role: str, h: Hyperparameters) -> tuple[int, float]:
     return bits, {"attn": h.clip_k_attn, "mlp": h.clip_k_mlp}.get(role, h.clip_k_embed)
 
 
-def quantize_state_dict(
-    state_dict: dict[str, torch.Tensor],
-    roles: dict[str, str],
-    h: Hyperparameters,
-    hessians: dict[str, torch.Tensor] | None = None,
-) -> list[dict]:
+def quantize_state_dict(state_dict: dict, roles: dict, h: Hyperparameters, hessians: dict | None = None) -> list[dict]:
     """Quantise per role (SDClip RTN; GPTQ where a Hessian is given and GPTQ=1, the tied embedding included, as the
     record; LQER on the LQER_TOP worst matrices) into storage entries in stream order."""
     missing = sorted(set(roles) - set(state_dict))
@@ -2183,12 +2147,12 @@ def quantize_state_dict(
             (w, scale), k = percentile_clip(w, bits), 0.0
         else:
             scale = sdclip_scale(w, k, bits, h.quant_scale_bits)
-        q, method, scale = quantize_rtn(w, scale, bits), "rtn", scale.half()
         if H is not None and h.gptq:
-            qg = gptq_quantize(w.to(H.device), H, scale, bits, h.gptq_block, h.gptq_damp).to(w.device)
-            q, method = qg, "gptq"
+            q, method = gptq_quantize(w.to(H.device), H, scale.half(), bits, h.gptq_block, h.gptq_damp), "gptq"
+        else:  # the percentile rule rounds with its fp32 scale
+            q, method = quantize_rtn(w, scale, bits), "rtn"
         meta.update(store="q", bits=bits, k=k, method=method)
-        entries.append({"meta": meta, "q": q.cpu(), "scale": scale.cpu()})
+        entries.append({"meta": meta, "q": q.cpu(), "scale": scale.half().cpu()})
         floats[name] = w
     if h.lqer_rank > 0:
         _add_lqer(entries, floats, h.lqer_rank, h.lqer_top)
@@ -2237,9 +2201,7 @@ def calibration_batches(h: Hyperparameters, d: Dist, n: int) -> Iterator[torch.T
 
 
 @torch.no_grad()
-def collect_hessians(
-    model: nn.Module, batches: Iterable[torch.Tensor], roles: dict[str, str], d: Dist
-) -> dict[str, torch.Tensor]:
+def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor], roles: dict[str, str], d: Dist) -> dict:
     """H = mean X^T X of the inputs of every attn/mlp matrix (a looped block adds every pass) and of the output head
     or tied embedding (the final hidden states), all-reduced over ranks. Pass the uncompiled model."""
     out_name = next((n for want in ("head", "embed") for n, r in roles.items() if r == want), None)
@@ -2270,9 +2232,7 @@ def collect_hessians(
     }
 
 
-def calibrate(
-    base: GPT, h: Hyperparameters, d: Dist, stats: TrainStats, log: Logger
-) -> tuple[dict | None, float | None]:
+def calibrate(base: GPT, h: Hyperparameters, d: Dist, stats: TrainStats, log: Logger) -> tuple:
     """GPTQ's Hessians from as many training batches as fit the reserve; the compliance line says whether training
     plus calibration (the time training data is read) stayed within MAX_WALLCLOCK_SECONDS."""
     if not h.gptq:
@@ -2323,11 +2283,11 @@ def fit_artifact(state: dict, roles: dict, cfg: ModelConfig, h: Hyperparameters,
     for _ in range(FIT_STEPS):
         if len(best[0]) >= budget * (1 - FIT_SLACK):
             break
-        mid = attempt(math.exp((lo + hi) / 2))
-        if len(mid[0]) <= budget:
-            best, hi = mid, (lo + hi) / 2
+        mid = (lo + hi) / 2
+        if len((fit := attempt(math.exp(mid)))[0]) <= budget:
+            best, hi = fit, mid
         else:
-            lo = (lo + hi) / 2
+            lo = mid
     return best
 
 
@@ -2335,14 +2295,14 @@ def export_phase(base: GPT, hessians: dict | None, h: Hyperparameters, d: Dist, 
     """Checkpoint and artifact, written atomically by rank 0; every rank reads the artifact back from disk."""
     state = {k: v.detach() for k, v in base.state_dict().items()}
     artifact_path = artifact_path_of(h)
-    failed, error = False, None
+    error = None
     if d.is_main:  # alone (the byte-target search takes many encodes); the others wait, then all read the file back
         try:
             save_checkpoint(Path(artifact_path).with_suffix(".ckpt.pt"), h.model, state, h.flat())
-            blob, entries = write_artifact(state, param_roles(base), h, hessians, source, artifact_path, log)
+            write_artifact(state, param_roles(base), h, hessians, source, artifact_path, log)
         except Exception as e:  # the other ranks learn of it (instead of waiting); rank 0 raises it below
-            failed, error = True, e
-    if wait_for_main(failed, d):
+            error = e
+    if wait_for_main(error is not None, d):
         raise error if d.is_main else UserError("rank 0 could not write the artifact (its log says why)")
     log(f"artifact_path:{artifact_path}")
     blob = Path(artifact_path).read_bytes()  # every rank scores what is on disk
@@ -2445,18 +2405,12 @@ def decompress_bytes(data: bytes, codec: str, size: int) -> bytes:
 ARTIFACT_RECORDED = ("train_seq_len", "eval_seq_len")
 
 
-def encode_artifact(
-    model_config: dict, entries: list[dict], codec: str, level: int, recorded: dict | None = None
-) -> bytes:
-    data = {
-        s: b"".join(
-            t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-            for e in entries
-            for stream, t in entry_parts(e)
-            if stream == s
-        )
-        for s in STREAM_WIDTHS
-    }
+def encode_artifact(model_config: dict, entries: list[dict], codec: str, level: int, recorded: dict | None = None):
+    chunks = {s: [] for s in STREAM_WIDTHS}  # each stream's tensors' bytes, in entry order
+    for e in entries:
+        for stream, t in entry_parts(e):
+            chunks[stream].append(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    data = {s: b"".join(c) for s, c in chunks.items()}
     header = {
         "model_config": model_config,
         "tensors": [e["meta"] for e in entries],
@@ -2465,8 +2419,7 @@ def encode_artifact(
     }
     hbytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     parts = [struct.pack("<I", len(hbytes)) + hbytes] + [_shuffle(data[s], STREAM_WIDTHS[s]) for s in data]
-    q_sizes = [t.numel() for e in entries for stream, t in entry_parts(e) if stream == "q"]
-    body = compress_parts(parts, codec, level, {1 + list(data).index("q"): q_sizes})
+    body = compress_parts(parts, codec, level, {1 + list(data).index("q"): [len(c) for c in chunks["q"]]})
     size = sum(map(len, parts))
     frame = ARTIFACT_FRAME.pack(ARTIFACT_MAGIC, ARTIFACT_VERSION, ARTIFACT_CODECS[codec], size, bytes(16))[:-16]
     return frame + hashlib.blake2b(frame + body, digest_size=16).digest() + body
@@ -2686,20 +2639,12 @@ def decode_artifact(blob: bytes) -> tuple[dict, list[dict], dict]:
             entries.append(e)
         if any(cursor[s] != len(streams[s]) for s in streams):
             raise ValueError("streams hold bytes no tensor claims")
-    except ArtifactError:
-        raise
     except Exception as e:
         raise ArtifactError(f"artifact header is malformed ({type(e).__name__}: {e}): corrupt or not ours") from None
     return model_config, entries, recorded
 
 
-def build_artifact(
-    state_dict: dict[str, torch.Tensor],
-    roles: dict[str, str],
-    cfg: ModelConfig,
-    h: Hyperparameters,
-    hessians: dict | None = None,
-) -> tuple[bytes, list[dict]]:
+def build_artifact(state_dict: dict, roles: dict, cfg: ModelConfig, h: Hyperparameters, hessians=None) -> tuple:
     """Quantise a float state_dict and encode it: (artifact bytes, storage entries)."""
     entries = quantize_state_dict(state_dict, roles, h, hessians)
     recorded = {k: getattr(h, k) for k in ARTIFACT_RECORDED}
@@ -2750,8 +2695,7 @@ def write_artifact(state: dict, roles: dict, h: Hyperparameters, hessians, sourc
 
 def load_artifact_model(blob: bytes, expected: ModelConfig | None = None) -> tuple[GPT, ModelConfig]:
     """Build the model an artifact describes and load its weights strictly (one-line errors on any mismatch)."""
-    cfg, state, _ = read_artifact(blob)
-    check_shapes(cfg, state, "artifact")
+    cfg, state, _ = read_artifact(blob)  # its shapes already checked against cfg
     if expected is not None and cfg != expected:
         diff = [
             f"{k}={v!r} (expected {getattr(expected, k)!r})" for k, v in vars(cfg).items() if v != getattr(expected, k)
