@@ -1664,10 +1664,10 @@ class EMA:
 
 
 def scaled_schedule(h: Hyperparameters, expected_steps: float) -> tuple[float, float, float]:
-    """(EMA decay, Muon momentum warm-up steps, Muon momentum cap) for a run of `expected_steps`: the settings hold
-    at SCHEDULE_REFERENCE_STEPS (the record's 4,900) and keep the same fraction of the run at any other length; the
-    momentum's horizon stays under MUON_MOMENTUM_HORIZON_FRAC of the run (0.97 averages over ~33 steps: a quarter
-    of a 130-step run, which cost the CPU golf 0.1 bpb; benchmarks/README.md)."""
+    """(EMA decay, Muon momentum warm-up steps, Muon momentum cap) for a run of `expected_steps`: as set at
+    SCHEDULE_REFERENCE_STEPS (the record's 4,900), the same fraction of the run at other lengths; the momentum's
+    horizon stays under MUON_MOMENTUM_HORIZON_FRAC of the run (0.97 averages ~33 steps, a quarter of a 130-step
+    run: that cost the CPU golf 0.1 bpb; benchmarks/README.md)."""
     if not h.schedule_reference_steps:
         return h.ema_decay, float(h.muon_momentum_warmup_steps), 1.0
     steps = max(expected_steps, 1.0)
@@ -1768,9 +1768,8 @@ def train_flops_per_token(base: GPT, seq_len: int) -> float:
     """6 x (matrix parameters a token passes through, counting loops) + 6 x causal attention per virtual layer."""
     block_params = [sum(p.numel() for p in b.parameters() if p.ndim == 2) for b in base.blocks]
     order = base.layer_order()
-    dim = base.tok_emb.weight.size(1)
     matmul = sum(block_params[i] for i in order) + base.tok_emb.weight.numel()
-    return 6.0 * matmul + 6.0 * len(order) * seq_len * dim
+    return 6.0 * matmul + 6.0 * len(order) * seq_len * base.tok_emb.weight.size(1)
 
 
 @dataclass
@@ -1933,8 +1932,7 @@ def _load_resume_state(state: dict, h, base: GPT, optimizers: list, ema, loader,
             if any(isinstance(v, torch.Tensor) and v.dim() and v.shape != p.shape for v in kept.values()):
                 raise ValueError(f"an optimiser state of another shape than its {tuple(p.shape)} parameter")
     if ema is not None:
-        for mine, saved in zip(ema.shadow, state["ema"]):
-            mine.copy_(saved)
+        torch._foreach_copy_(ema.shadow, state["ema"])
     loader.load_state_dict(at)
     torch.set_rng_state(state["rng"])
     log(f"resumed_from:{h.resume_from} step:{state['step']}")
@@ -2013,10 +2011,9 @@ def int_max(bits: int) -> int:
 
 
 def sdclip_scale(w: torch.Tensor, k: float, bits: int, mantissa_bits: int = 0) -> torch.Tensor:
-    """SDClip, the record's rule: per-row fp16 scale clipping each row at k standard deviations (unbiased),
-    scale = k*std / (2^(bits-1) - 1). mantissa_bits > 0 (QUANT_SCALE_BITS, not the record's) rounds each scale to
-    that many significant bits, which makes the scale stream compress to about half (every quantiser uses the rounded
-    scale, so nothing is mismatched). A constant row gets scale 1."""
+    """SDClip, the record's rule: per-row fp16 scale k*std / int_max(bits) (unbiased std; a constant row gets 1).
+    mantissa_bits > 0 (QUANT_SCALE_BITS, not the record's) rounds each scale to that many significant bits: the scale
+    stream compresses to about half, and every quantiser uses the rounded scale."""
     std = w.float().std(dim=1, correction=1) if w.size(1) > 1 else torch.zeros(w.size(0), device=w.device)
     scale = torch.where(std > 0, k * std / int_max(bits), torch.ones_like(std)).clamp(FP16_TINY, FP16_SCALE_MAX)
     if mantissa_bits <= 0:
@@ -2233,8 +2230,8 @@ def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor], roles: d
 
 
 def calibrate(base: GPT, h: Hyperparameters, d: Dist, stats: TrainStats, log: Logger) -> tuple:
-    """GPTQ's Hessians from as many training batches as fit the reserve; the compliance line says whether training
-    plus calibration (the time training data is read) stayed within MAX_WALLCLOCK_SECONDS."""
+    """(GPTQ's Hessians, ms taken) from as many training batches as fit the reserve ((None, None): GPTQ=0); the
+    compliance line says whether training plus calibration (training data read) stayed in MAX_WALLCLOCK_SECONDS."""
     if not h.gptq:
         return None, None
     n = calibration_budget(h, d, stats.step_ms)
@@ -2256,16 +2253,13 @@ FIT_SLACK = 0.001  # ... stopping once the artifact is within 0.1% under the bud
 
 
 def fit_artifact(state: dict, roles: dict, cfg: ModelConfig, h: Hyperparameters, hessians: dict | None, budget: int):
-    """(blob, entries, settings) of the artifact at CLIP_K_* as set when it fits `budget` model bytes; otherwise of
-    a multiplier of every k that lands it just under: a larger k spreads the integers over fewer levels, so the
-    artifact shrinks as k grows. Multipliers 1.01, 1.02, 1.04, ... bracket the budget (an encode takes about a
-    minute at full size, so a small excess costs few), then bisection until within FIT_SLACK. k is never lowered
-    below its setting (that would clip more, not help)."""
+    """(blob, entries, settings) of the artifact at CLIP_K_* as set when it fits `budget` model bytes, else at the
+    multiplier of every k (FIT_*) that lands it just under: a larger k spreads the integers over fewer levels, so the
+    artifact shrinks; k is never lowered (that would clip more, not help). An encode takes a minute at full size."""
 
     def attempt(mult: float) -> tuple[bytes, list[dict], Hyperparameters]:
-        hh = dataclasses.replace(
-            h, **{f"clip_k_{r}": getattr(h, f"clip_k_{r}") * mult for r in ("attn", "mlp", "embed")}
-        )
+        ks = {f"clip_k_{r}": getattr(h, f"clip_k_{r}") * mult for r in ("attn", "mlp", "embed")}
+        hh = dataclasses.replace(h, **ks)
         return (*build_artifact(state, roles, cfg, hh, hessians), hh)
 
     best = attempt(1.0)
@@ -2690,7 +2684,6 @@ def write_artifact(state: dict, roles: dict, h: Hyperparameters, hessians, sourc
             f"quant_role:{role} tensors:{len(ms)} params:{sum(math.prod(m['shape']) for m in ms)} "
             f"bits:{how['bits']} k:{how['k']} method:{'/'.join(sorted({m.get('method', m['store']) for m in ms}))}"
         )
-    return blob, entries
 
 
 def load_artifact_model(blob: bytes, expected: ModelConfig | None = None) -> tuple[GPT, ModelConfig]:
