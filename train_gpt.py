@@ -1641,10 +1641,10 @@ class EMA:
 
 
 def scaled_schedule(h: Hyperparameters, expected_steps: float) -> tuple[float, float, float]:
-    """(EMA decay, Muon momentum warm-up steps, Muon momentum cap) for a run of `expected_steps`: the settings hold
-    at SCHEDULE_REFERENCE_STEPS (the record's 4,900) and keep the same fraction of the run at any other length; the
-    momentum's horizon stays under MUON_MOMENTUM_HORIZON_FRAC of the run (0.97 averages over ~33 steps: a quarter
-    of a 130-step run, which cost the CPU golf 0.1 bpb; benchmarks/README.md)."""
+    """(EMA decay, Muon momentum warm-up steps, Muon momentum cap) for a run of `expected_steps`: as set at
+    SCHEDULE_REFERENCE_STEPS (the record's 4,900), the same fraction of the run at other lengths; the momentum's
+    horizon stays under MUON_MOMENTUM_HORIZON_FRAC of the run (0.97 averages ~33 steps, a quarter of a 130-step
+    run: that cost the CPU golf 0.1 bpb; benchmarks/README.md)."""
     if not h.schedule_reference_steps:
         return h.ema_decay, float(h.muon_momentum_warmup_steps), 1.0
     steps = max(expected_steps, 1.0)
@@ -1692,16 +1692,7 @@ def grad_accum_steps(h: Hyperparameters, d: Dist) -> int:
     return accum
 
 
-def train_step(
-    model: nn.Module,
-    loader: DistributedTokenLoader,
-    optimizers: list,
-    h: Hyperparameters,
-    d: Dist,
-    accum_steps: int,
-    lr_mult: float,
-    momentum: float,
-) -> torch.Tensor:
+def train_step(model: nn.Module, loader, optimizers: list, h, d, accum_steps: int, lr_mult: float, momentum: float):
     """One optimiser step over ACCUM micro-batches; returns the mean loss as a device tensor (no host sync)."""
     bf16 = use_bf16(h, d.device)
     total = torch.zeros((), device=d.device)
@@ -1714,31 +1705,21 @@ def train_step(
                 loss = model(x, y)
             (loss / accum_steps).backward()
         total += loss.detach()
-    for opt in optimizers:
-        for g in opt.param_groups:
-            g["lr"] = g["base_lr"] * lr_mult
-            if isinstance(opt, Muon):
-                g["momentum"] = momentum
     if h.grad_clip_norm > 0:
         nn.utils.clip_grad_norm_(
             [p for opt in optimizers for g in opt.param_groups for p in g["params"]], h.grad_clip_norm
         )
     for opt in optimizers:
+        for g in opt.param_groups:
+            g["lr"] = g["base_lr"] * lr_mult
+            if isinstance(opt, Muon):
+                g["momentum"] = momentum
         opt.step()
         opt.zero_grad(set_to_none=True)
     return total / accum_steps
 
 
-def warmup_and_restore(
-    model: nn.Module,
-    base: GPT,
-    loader: DistributedTokenLoader,
-    optimizers: list,
-    h: Hyperparameters,
-    d: Dist,
-    accum_steps: int,
-    log: Logger,
-) -> None:
+def warmup_and_restore(model: nn.Module, base: GPT, loader, optimizers: list, h, d, accum_steps: int, log) -> None:
     """Run WARMUP_STEPS real steps so every graph compiles (with and without recurrence), then restore weights,
     optimiser state and loader position: the timed run starts from exactly the initial state."""
     if h.warmup_steps == 0:
@@ -1764,9 +1745,8 @@ def train_flops_per_token(base: GPT, seq_len: int) -> float:
     """6 x (matrix parameters a token passes through, counting loops) + 6 x causal attention per virtual layer."""
     block_params = [sum(p.numel() for p in b.parameters() if p.ndim == 2) for b in base.blocks]
     order = base.layer_order()
-    dim = base.tok_emb.weight.size(1)
     matmul = sum(block_params[i] for i in order) + base.tok_emb.weight.numel()
-    return 6.0 * matmul + 6.0 * len(order) * seq_len * dim
+    return 6.0 * matmul + 6.0 * len(order) * seq_len * base.tok_emb.weight.size(1)
 
 
 @dataclass
@@ -1793,16 +1773,7 @@ class TrainStats:
     calib_ms: float | None = None  # calibrate's time (None: GPTQ=0)
 
 
-def train(
-    learner: Learner,
-    loader: DistributedTokenLoader,
-    h: Hyperparameters,
-    d: Dist,
-    accum_steps: int,
-    validate,
-    log: Logger,
-    resumed: dict | None = None,
-) -> TrainStats:
+def train(learner: Learner, loader, h, d, accum_steps: int, validate, log, resumed: dict | None = None) -> TrainStats:
     """The wallclock-bounded loop (from a saved state's step when resumed). The clock is read (a host sync) and agreed
     across ranks only on logging steps and on a few extra checks: steps 1, 2, 4, ... at the start and ever closer ones
     as the budget runs out. Between them every rank estimates the time the same way and takes the same decisions
@@ -1825,7 +1796,6 @@ def train(
                 f"step:{step}/{h.iterations} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} "
                 f"train_time:{train_ms:.0f}ms step_avg:{train_ms / max(step, 1):.2f}ms"
             )
-            model.train()
             t0 = synced_clock(d)
         if last:
             break
@@ -1939,8 +1909,7 @@ def _load_resume_state(state: dict, h, base: GPT, optimizers: list, ema, loader,
             if any(isinstance(v, torch.Tensor) and v.dim() and v.shape != p.shape for v in kept.values()):
                 raise ValueError(f"an optimiser state of another shape than its {tuple(p.shape)} parameter")
     if ema is not None:
-        for mine, saved in zip(ema.shadow, state["ema"]):
-            mine.copy_(saved)
+        torch._foreach_copy_(ema.shadow, state["ema"])
     loader.load_state_dict(at)
     torch.set_rng_state(state["rng"])
     log(f"resumed_from:{h.resume_from} step:{state['step']}")
@@ -1963,8 +1932,8 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tok
         model = torch.compile(model, dynamic=False)
     eval_loops = h.model.effective_eval_loops
 
-    def validate(m: GPT) -> EvalResult:
-        loops, gain = m.loops, float(m.loop_gain)  # the recurrence ramp's gain too
+    def validate(m: GPT) -> EvalResult:  # leaves m as it found it: training, its loops and gain
+        loops, gain = m.loops, float(m.loop_gain)
         m.eval()
         m.set_loops(eval_loops)
         res = eval_flat(m, val_tokens, tables, h, d)
@@ -1989,9 +1958,7 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tok
     base.set_loops(eval_loops)
     raw = copy.deepcopy(base) if ema is not None else None
     if ema is not None:
-        with torch.no_grad():
-            for name, p in base.named_parameters():
-                p.copy_(ema.state_dict()[name])
+        base.load_state_dict(ema.state_dict(), strict=False)  # the EMA's parameters (buffers stay)
     stats.hessians, stats.calib_ms = calibrate(base, h, d, stats, log)  # training data: right after the loop
     if raw is not None:
         res = eval_flat(raw, val_tokens, tables, h, d)
@@ -2021,10 +1988,9 @@ def int_max(bits: int) -> int:
 
 
 def sdclip_scale(w: torch.Tensor, k: float, bits: int, mantissa_bits: int = 0) -> torch.Tensor:
-    """SDClip, the record's rule: per-row fp16 scale clipping each row at k standard deviations (unbiased),
-    scale = k*std / (2^(bits-1) - 1). mantissa_bits > 0 (QUANT_SCALE_BITS, not the record's) rounds each scale to
-    that many significant bits, which makes the scale stream compress to about half (every quantiser uses the rounded
-    scale, so nothing is mismatched). A constant row gets scale 1."""
+    """SDClip, the record's rule: per-row fp16 scale k*std / int_max(bits) (unbiased std; a constant row gets 1).
+    mantissa_bits > 0 (QUANT_SCALE_BITS, not the record's) rounds each scale to that many significant bits: the scale
+    stream compresses to about half, and every quantiser uses the rounded scale."""
     std = w.float().std(dim=1, correction=1) if w.size(1) > 1 else torch.zeros(w.size(0), device=w.device)
     scale = torch.where(std > 0, k * std / int_max(bits), torch.ones_like(std)).clamp(FP16_TINY, FP16_SCALE_MAX)
     if mantissa_bits <= 0:
@@ -2121,12 +2087,7 @@ def _quant_setting(role: str, h: Hyperparameters) -> tuple[int, float]:
     return bits, {"attn": h.clip_k_attn, "mlp": h.clip_k_mlp}.get(role, h.clip_k_embed)
 
 
-def quantize_state_dict(
-    state_dict: dict[str, torch.Tensor],
-    roles: dict[str, str],
-    h: Hyperparameters,
-    hessians: dict[str, torch.Tensor] | None = None,
-) -> list[dict]:
+def quantize_state_dict(state_dict: dict, roles: dict, h: Hyperparameters, hessians: dict | None = None) -> list[dict]:
     """Quantise per role (SDClip RTN; GPTQ where a Hessian is given and GPTQ=1, the tied embedding included, as the
     record; LQER on the LQER_TOP worst matrices) into storage entries in stream order."""
     missing = sorted(set(roles) - set(state_dict))
@@ -2160,12 +2121,12 @@ def quantize_state_dict(
             (w, scale), k = percentile_clip(w, bits), 0.0
         else:
             scale = sdclip_scale(w, k, bits, h.quant_scale_bits)
-        q, method, scale = quantize_rtn(w, scale, bits), "rtn", scale.half()
         if H is not None and h.gptq:
-            qg = gptq_quantize(w.to(H.device), H, scale, bits, h.gptq_block, h.gptq_damp).to(w.device)
-            q, method = qg, "gptq"
+            q, method = gptq_quantize(w.to(H.device), H, scale.half(), bits, h.gptq_block, h.gptq_damp), "gptq"
+        else:  # the percentile rule rounds with its fp32 scale
+            q, method = quantize_rtn(w, scale, bits), "rtn"
         meta.update(store="q", bits=bits, k=k, method=method)
-        entries.append({"meta": meta, "q": q.cpu(), "scale": scale.cpu()})
+        entries.append({"meta": meta, "q": q.cpu(), "scale": scale.half().cpu()})
         floats[name] = w
     if h.lqer_rank > 0:
         _add_lqer(entries, floats, h.lqer_rank, h.lqer_top)
@@ -2214,9 +2175,7 @@ def calibration_batches(h: Hyperparameters, d: Dist, n: int) -> Iterator[torch.T
 
 
 @torch.no_grad()
-def collect_hessians(
-    model: nn.Module, batches: Iterable[torch.Tensor], roles: dict[str, str], d: Dist
-) -> dict[str, torch.Tensor]:
+def collect_hessians(model: nn.Module, batches: Iterable[torch.Tensor], roles: dict[str, str], d: Dist) -> dict:
     """H = mean X^T X of the inputs of every attn/mlp matrix (a looped block adds every pass) and of the output head
     or tied embedding (the final hidden states), all-reduced over ranks. Pass the uncompiled model."""
     out_name = next((n for want in ("head", "embed") for n, r in roles.items() if r == want), None)
@@ -2247,11 +2206,9 @@ def collect_hessians(
     }
 
 
-def calibrate(
-    base: GPT, h: Hyperparameters, d: Dist, stats: TrainStats, log: Logger
-) -> tuple[dict | None, float | None]:
-    """GPTQ's Hessians from as many training batches as fit the reserve; the compliance line says whether training
-    plus calibration (the time training data is read) stayed within MAX_WALLCLOCK_SECONDS."""
+def calibrate(base: GPT, h: Hyperparameters, d: Dist, stats: TrainStats, log: Logger) -> tuple:
+    """(GPTQ's Hessians, ms taken) from as many training batches as fit the reserve ((None, None): GPTQ=0); the
+    compliance line says whether training plus calibration (training data read) stayed in MAX_WALLCLOCK_SECONDS."""
     if not h.gptq:
         return None, None
     n = calibration_budget(h, d, stats.step_ms)
@@ -2273,16 +2230,13 @@ FIT_SLACK = 0.001  # ... stopping once the artifact is within 0.1% under the bud
 
 
 def fit_artifact(state: dict, roles: dict, cfg: ModelConfig, h: Hyperparameters, hessians: dict | None, budget: int):
-    """(blob, entries, settings) of the artifact at CLIP_K_* as set when it fits `budget` model bytes; otherwise of
-    a multiplier of every k that lands it just under: a larger k spreads the integers over fewer levels, so the
-    artifact shrinks as k grows. Multipliers 1.01, 1.02, 1.04, ... bracket the budget (an encode takes about a
-    minute at full size, so a small excess costs few), then bisection until within FIT_SLACK. k is never lowered
-    below its setting (that would clip more, not help)."""
+    """(blob, entries, settings) of the artifact at CLIP_K_* as set when it fits `budget` model bytes, else at the
+    multiplier of every k (FIT_*) that lands it just under: a larger k spreads the integers over fewer levels, so the
+    artifact shrinks; k is never lowered (that would clip more, not help). An encode takes a minute at full size."""
 
     def attempt(mult: float) -> tuple[bytes, list[dict], Hyperparameters]:
-        hh = dataclasses.replace(
-            h, **{f"clip_k_{r}": getattr(h, f"clip_k_{r}") * mult for r in ("attn", "mlp", "embed")}
-        )
+        ks = {f"clip_k_{r}": getattr(h, f"clip_k_{r}") * mult for r in ("attn", "mlp", "embed")}
+        hh = dataclasses.replace(h, **ks)
         return (*build_artifact(state, roles, cfg, hh, hessians), hh)
 
     best = attempt(1.0)
@@ -2300,11 +2254,11 @@ def fit_artifact(state: dict, roles: dict, cfg: ModelConfig, h: Hyperparameters,
     for _ in range(FIT_STEPS):
         if len(best[0]) >= budget * (1 - FIT_SLACK):
             break
-        mid = attempt(math.exp((lo + hi) / 2))
-        if len(mid[0]) <= budget:
-            best, hi = mid, (lo + hi) / 2
+        mid = (lo + hi) / 2
+        if len((fit := attempt(math.exp(mid)))[0]) <= budget:
+            best, hi = fit, mid
         else:
-            lo = (lo + hi) / 2
+            lo = mid
     return best
 
 
@@ -2312,14 +2266,14 @@ def export_phase(base: GPT, hessians: dict | None, h: Hyperparameters, d: Dist, 
     """Checkpoint and artifact, written atomically by rank 0; every rank reads the artifact back from disk."""
     state = {k: v.detach() for k, v in base.state_dict().items()}
     artifact_path = artifact_path_of(h)
-    failed, error = False, None
+    error = None
     if d.is_main:  # alone (the byte-target search takes many encodes); the others wait, then all read the file back
         try:
             save_checkpoint(Path(artifact_path).with_suffix(".ckpt.pt"), h.model, state, h.flat())
-            blob, entries = write_artifact(state, param_roles(base), h, hessians, source, artifact_path, log)
+            write_artifact(state, param_roles(base), h, hessians, source, artifact_path, log)
         except Exception as e:  # the other ranks learn of it (instead of waiting); rank 0 raises it below
-            failed, error = True, e
-    if wait_for_main(failed, d):
+            error = e
+    if wait_for_main(error is not None, d):
         raise error if d.is_main else UserError("rank 0 could not write the artifact (its log says why)")
     log(f"artifact_path:{artifact_path}")
     blob = Path(artifact_path).read_bytes()  # every rank scores what is on disk
@@ -2422,18 +2376,12 @@ def decompress_bytes(data: bytes, codec: str, size: int) -> bytes:
 ARTIFACT_RECORDED = ("train_seq_len", "eval_seq_len")
 
 
-def encode_artifact(
-    model_config: dict, entries: list[dict], codec: str, level: int, recorded: dict | None = None
-) -> bytes:
-    data = {
-        s: b"".join(
-            t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-            for e in entries
-            for stream, t in entry_parts(e)
-            if stream == s
-        )
-        for s in STREAM_WIDTHS
-    }
+def encode_artifact(model_config: dict, entries: list[dict], codec: str, level: int, recorded: dict | None = None):
+    chunks = {s: [] for s in STREAM_WIDTHS}  # each stream's tensors' bytes, in entry order
+    for e in entries:
+        for stream, t in entry_parts(e):
+            chunks[stream].append(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    data = {s: b"".join(c) for s, c in chunks.items()}
     header = {
         "model_config": model_config,
         "tensors": [e["meta"] for e in entries],
@@ -2442,8 +2390,7 @@ def encode_artifact(
     }
     hbytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     parts = [struct.pack("<I", len(hbytes)) + hbytes] + [_shuffle(data[s], STREAM_WIDTHS[s]) for s in data]
-    q_sizes = [t.numel() for e in entries for stream, t in entry_parts(e) if stream == "q"]
-    body = compress_parts(parts, codec, level, {1 + list(data).index("q"): q_sizes})
+    body = compress_parts(parts, codec, level, {1 + list(data).index("q"): [len(c) for c in chunks["q"]]})
     size = sum(map(len, parts))
     frame = ARTIFACT_FRAME.pack(ARTIFACT_MAGIC, ARTIFACT_VERSION, ARTIFACT_CODECS[codec], size, bytes(16))[:-16]
     return frame + hashlib.blake2b(frame + body, digest_size=16).digest() + body
@@ -2663,20 +2610,12 @@ def decode_artifact(blob: bytes) -> tuple[dict, list[dict], dict]:
             entries.append(e)
         if any(cursor[s] != len(streams[s]) for s in streams):
             raise ValueError("streams hold bytes no tensor claims")
-    except ArtifactError:
-        raise
     except Exception as e:
         raise ArtifactError(f"artifact header is malformed ({type(e).__name__}: {e}): corrupt or not ours") from None
     return model_config, entries, recorded
 
 
-def build_artifact(
-    state_dict: dict[str, torch.Tensor],
-    roles: dict[str, str],
-    cfg: ModelConfig,
-    h: Hyperparameters,
-    hessians: dict | None = None,
-) -> tuple[bytes, list[dict]]:
+def build_artifact(state_dict: dict, roles: dict, cfg: ModelConfig, h: Hyperparameters, hessians=None) -> tuple:
     """Quantise a float state_dict and encode it: (artifact bytes, storage entries)."""
     entries = quantize_state_dict(state_dict, roles, h, hessians)
     recorded = {k: getattr(h, k) for k in ARTIFACT_RECORDED}
@@ -2722,13 +2661,11 @@ def write_artifact(state: dict, roles: dict, h: Hyperparameters, hessians, sourc
             f"quant_role:{role} tensors:{len(ms)} params:{sum(math.prod(m['shape']) for m in ms)} "
             f"bits:{how['bits']} k:{how['k']} method:{'/'.join(sorted({m.get('method', m['store']) for m in ms}))}"
         )
-    return blob, entries
 
 
 def load_artifact_model(blob: bytes, expected: ModelConfig | None = None) -> tuple[GPT, ModelConfig]:
     """Build the model an artifact describes and load its weights strictly (one-line errors on any mismatch)."""
-    cfg, state, _ = read_artifact(blob)
-    check_shapes(cfg, state, "artifact")
+    cfg, state, _ = read_artifact(blob)  # its shapes already checked against cfg
     if expected is not None and cfg != expected:
         diff = [
             f"{k}={v!r} (expected {getattr(expected, k)!r})" for k, v in vars(cfg).items() if v != getattr(expected, k)
