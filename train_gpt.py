@@ -55,13 +55,17 @@ MAP: section -> entry points -> what it owns (change X: edit Y)
 
 from __future__ import annotations
 
+import ast
+import base64
 import contextlib
 import copy
 import dataclasses
+import difflib
 import glob
 import hashlib
 import io
 import json
+import lzma
 import math
 import os
 import platform
@@ -559,8 +563,6 @@ NOT_SETTINGS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_
 def public_names(env: dict[str, str]) -> dict[str, str]:
     """The environment with the public scripts' names mapped to ours; a public setting we lack (unless it is set
     to off) or a name close to one of ours is refused in one line, so a typo never runs the defaults silently."""
-    import difflib
-
     ours = {f.name.upper() for f, _ in setting_fields()} | {"PRESET"}
     renames = {f.metadata["public"]: f.name.upper() for f, _ in setting_fields() if f.metadata.get("public")}
     out = dict(env)
@@ -2347,8 +2349,6 @@ def _codec(name: str):
         except ImportError:
             raise ArtifactError("codec zstd is not installed: pip install zstandard (or set COMPRESSOR=lzma)") from None
         return zstandard
-    import lzma
-
     return {"lzma": lzma, "zlib": zlib}[name]
 
 
@@ -2704,9 +2704,8 @@ PACK_STUB = 'import lzma,base64\nexec(lzma.decompress(base64.b85decode("{}")))\n
 
 
 def strip_docstrings(source: str) -> str:
-    """A script with its docstrings and comments stripped (parsed and unparsed by ast): what pack_source packs."""
-    import ast
-
+    """A script with its docstrings and comments stripped (parsed and unparsed by ast): what pack_source packs. Any
+    change here changes every packed size, and records/rules.py checks a log's packed size by this function."""
     tree = ast.parse(source)
     for node in ast.walk(tree):
         scope = isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
@@ -2717,9 +2716,6 @@ def strip_docstrings(source: str) -> str:
 
 def pack_source(source: str) -> str:
     """Self-extracting form of a script: strip_docstrings, lzma, base85, a two-line exec stub."""
-    import base64
-    import lzma
-
     packed = lzma.compress(strip_docstrings(source).encode(), preset=9 | lzma.PRESET_EXTREME)
     return PACK_STUB.format(base64.b85encode(packed).decode())
 
