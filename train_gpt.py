@@ -3197,12 +3197,6 @@ def eval_flat(
     return eval_sliding(model, val_tokens, tables, flat, d, **ledger_kw)
 
 
-def _all_reduce_grads(params: list[nn.Parameter]) -> None:
-    flat = all_reduce_(torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in params]))
-    for p, g in zip(params, flat.split([p.numel() for p in params])):
-        p.grad = g.view_as(p)
-
-
 # The SGD shared by score-first TTT (_ttt_sgd) and the phases of phased TTT (_ttt_phase): every parameter, momentum
 # TTT_MOMENTUM, the LR cosine over the chunks, gradients all-reduced over the ranks and clipped at TTT_GRAD_CLIP.
 def _ttt_optimizer(net: nn.Module, lr: float, h: Hyperparameters) -> tuple[list[nn.Parameter], torch.optim.SGD]:
@@ -3215,7 +3209,9 @@ def _ttt_cosine_lr(lr: float, chunk: int, n_chunks: int) -> float:
 
 
 def _ttt_sgd_step(opt: torch.optim.SGD, params: list[nn.Parameter], h: Hyperparameters) -> None:
-    _all_reduce_grads(params)
+    flat = all_reduce_(torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in params]))
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad = g.view_as(p)
     if h.ttt_grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, h.ttt_grad_clip)
     opt.step()
@@ -3276,15 +3272,10 @@ def _lora_init(model: GPT, n: int, rank: int, key: int) -> list[torch.Tensor]:
     gen, order, targets = torch.Generator().manual_seed(key), model.layer_order(), _lora_targets(model)
     out = [torch.empty(passes, n, n_in, rank) for _, _, _, n_in, _, passes in targets]
     where = {(t[0], t[1]): j for j, t in enumerate(targets)}
-
-    def draw(j: int, k: int) -> None:
+    draws = [(where[kind, i], order[:s].count(i)) for kind in TTT_LORA_KINDS for s, i in enumerate(order)]
+    for j, k in [(0, 0), *draws]:  # (target, pass)
         bound = 1.0 / math.sqrt(targets[j][3])
         out[j][k] = torch.empty(n, rank, targets[j][3]).uniform_(-bound, bound, generator=gen).transpose(1, 2)
-
-    draw(0, 0)
-    for kind in TTT_LORA_KINDS:
-        for s, i in enumerate(order):
-            draw(where[kind, i], order[:s].count(i))
     return out
 
 
@@ -3329,11 +3320,11 @@ def _attach_lora(
 
 
 def _lora_batch(net: GPT, fwd: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, lo0: np.ndarray, hi0: np.ndarray,
-                a: list[torch.Tensor] | None, key: int, h: Hyperparameters, d: Dist) -> list:  # fmt: skip
+                a: list[torch.Tensor] | None, key: int, h: Hyperparameters, d: Dist) -> None:  # fmt: skip
     """One batch of documents (target ranges [lo0, hi0), one row each): each step scores the next h.ttt_lora_chunk
     targets of every document with its context (that document only, at most one window back), then takes one AdamW
     step on exactly those targets of the documents that have more to score (as the record, never on a document's
-    last chunk). `fwd` is `net` or its compiled form (the adapters hook into `net`). Returns the A tensors."""
+    last chunk). `fwd` is `net` or its compiled form (the adapters hook into `net`). A given `a` is trained in place."""
     window, chunk = h.effective_eval_seq_len, h.ttt_lora_chunk
     params, handles = _attach_lora(net, lo0, h, a, key)
     opt = torch.optim.AdamW(params, lr=h.ttt_lora_lr, betas=TTT_LORA_BETAS, eps=1e-10, weight_decay=h.ttt_lora_wd,
@@ -3357,7 +3348,6 @@ def _lora_batch(net: GPT, fwd: nn.Module, vt: torch.Tensor, ledger: ScoreLedger,
             opt.zero_grad(set_to_none=True)
     for handle in handles:
         handle.remove()
-    return params[0::2]
 
 
 def _phase_pieces(x: np.ndarray, window: int) -> np.ndarray:
@@ -3367,21 +3357,14 @@ def _phase_pieces(x: np.ndarray, window: int) -> np.ndarray:
     return np.concatenate([np.arange(s, e, window) for s, e in zip(bounds, np.append(bounds[1:], len(x)))])
 
 
-def _deal(costs: Iterable[float], workers: int) -> list[int]:
-    """The worker of each item, in order: the least loaded so far (the lowest on ties), as a shared queue hands items
-    to equal workers that each take the next one when free."""
-    load, owner = [0.0] * workers, []
-    for c in costs:
-        owner.append(min(range(workers), key=lambda w: (load[w], w)))
-        load[owner[-1]] += c
-    return owner
-
-
 def _deal_longest_first(costs: np.ndarray, workers: int) -> np.ndarray:
-    """The worker of each item, the longest dealt first (balances the load: LPT)."""
-    order = np.argsort(-np.asarray(costs, dtype=np.float64), kind="stable")
-    owner = np.empty(len(order), dtype=np.int64)
-    owner[order] = _deal(np.asarray(costs)[order], workers)
+    """The worker of each item: the longest dealt first, each to the least loaded so far (the lowest on ties), which
+    balances the load (LPT)."""
+    costs = np.asarray(costs, dtype=np.float64)
+    load, owner = [0.0] * workers, np.empty(len(costs), dtype=np.int64)
+    for i in np.argsort(-costs, kind="stable").tolist():
+        owner[i] = min(range(workers), key=lambda w: (load[w], w))
+        load[owner[i]] += costs[i]
     return owner
 
 
@@ -3440,18 +3423,14 @@ def _phase_step(net: GPT, part: torch.Tensor, x: np.ndarray, u: int, at: np.ndar
     mine = np.flatnonzero(_deal_longest_first(ends - cuts, d.world_size) == d.rank)
     if not len(mine):
         return
-    index, real, starts = [], [], []
+    spans = []  # (start, end, trained) of the row's pieces in x
     for k in mine.tolist():
         a, b = int(cuts[k]), int(ends[k])
-        if a > 0 and x[a] != BOS_ID and (not index or index[-1][-1] != a - 1):  # SmearGate reads the token before
-            starts.append(sum(len(i) for i in index))
-            index.append(np.array([a - 1]))
-            real.append(np.zeros(1, dtype=bool))
-        starts.append(sum(len(i) for i in index))
-        index.append(np.arange(a, b))
-        real.append(np.ones(b - a, dtype=bool))
-    index_t = torch.from_numpy(np.concatenate(index)).to(part.device)
-    row, target = part[index_t][None], part[index_t + 1][None]
+        if a > 0 and x[a] != BOS_ID and (not spans or spans[-1][1] != a):  # SmearGate reads the token before
+            spans.append((a - 1, a, False))
+        spans.append((a, b, True))
+    index = torch.from_numpy(np.concatenate([np.arange(a, b) for a, b, _ in spans])).to(part.device)
+    row, target = part[index][None], part[index + 1][None]
     for a, b in zip(cuts[mine].tolist(), ends[mine].tolist()):  # the val targets this step trains on
         first = np.searchsorted(at, u + a, "right") - 1
         last = np.searchsorted(at, u + b, "left")
@@ -3459,10 +3438,10 @@ def _phase_step(net: GPT, part: torch.Tensor, x: np.ndarray, u: int, at: np.ndar
         s, e = np.maximum(u + a, at[docs]), np.minimum(u + b, at[docs + 1] - 1)  # each document's last token
         ok = s < e  # ... predicts the next one's BOS: no val target
         ledger.check_trainable(lo[docs][ok] + s[ok] - at[docs][ok], lo[docs][ok] + e[ok] - at[docs][ok])
-    masks = _piece_masks(net, row, np.array(starts))
-    with _masks_of(net, lambda idx: masks), torch.enable_grad():
+    masks = _piece_masks(net, row, np.cumsum([0] + [b - a for a, b, _ in spans[:-1]]))
+    with _masks_of(net, masks), torch.enable_grad():
         ce = _per_token_ce(net, row, target, h, d)[0]
-        keep = torch.from_numpy(np.concatenate(real)).to(ce.device)
+        keep = torch.from_numpy(np.concatenate([np.full(b - a, t) for a, b, t in spans])).to(ce.device)
         (torch.where(keep, ce, 0.0).sum() / len(x)).backward()
 
 
@@ -3540,16 +3519,14 @@ def _ttt_lora(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameter
     for p, (chains, phase_docs) in enumerate(plan):
         owner = _deal_longest_first(np.array([sum(costs[q] for q in c) for c in chains]), d.world_size)
         for c in np.flatnonzero(owner == d.rank).tolist():
-            full = [q for q in chains[c] if len(batches[q]) == h.ttt_lora_docs]
-            warm = None
-            if h.ttt_lora_warm_a and full:  # drawn at the phase's start, as the record's reusable adapters
+            full = [len(batches[q]) == h.ttt_lora_docs for q in chains[c]]
+            warm = None  # the chain's A, trained in place batch after batch
+            if h.ttt_lora_warm_a and any(full):  # drawn at the phase's start, as the record's reusable adapters
                 key = _lora_key(h, p, "chain", c)
                 warm = [nn.Parameter(t.to(vt.device)) for t in _lora_init(net, h.ttt_lora_docs, h.ttt_lora_rank, key)]
-            for q in chains[c]:
-                carry = warm if q in full else None
-                a = _lora_batch(net, fwd, vt, ledger, lo[batches[q]], hi[batches[q]], carry,
-                                _lora_key(h, p, "batch", q), h, d)  # fmt: skip
-                warm = a if carry is not None else warm
+            for q, is_full in zip(chains[c], full):
+                _lora_batch(net, fwd, vt, ledger, lo[batches[q]], hi[batches[q]], warm if is_full else None,
+                            _lora_key(h, p, "batch", q), h, d)  # fmt: skip
         scored += [batches[q] for c in chains for q in c]
         if phase_docs:
             docs = np.concatenate(scored)
@@ -3557,20 +3534,15 @@ def _ttt_lora(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameter
             _ttt_phase(net, vt, ledger, lo[docs], hi[docs], h, d)
 
 
-def _causal_masks(idx: torch.Tensor) -> tuple[None, None]:
-    """Plain causal attention: what a LoRA TTT row (one document's window, padding after it) needs."""
-    return None, None
-
-
 @contextlib.contextmanager
-def _masks_of(net: GPT, fn: Callable | None):
-    """Within: fn(idx) gives `net` its attention masks (an instance attribute over GPT.attention_masks); None: the
-    model's own."""
-    if fn is None:
+def _masks_of(net: GPT, masks: tuple | None):
+    """Within: `net` attends with these masks, whatever its input (an instance attribute over GPT.attention_masks);
+    None: with its own."""
+    if masks is None:
         yield
         return
     before = net.__dict__.get("attention_masks")
-    net.attention_masks = fn
+    net.attention_masks = lambda idx: masks
     try:
         yield
     finally:
@@ -3580,10 +3552,10 @@ def _masks_of(net: GPT, fn: Callable | None):
             net.attention_masks = before
 
 
-def _lora_masks(net: GPT) -> Callable | None:
-    """A LoRA row holds one document, so attention kinds the varlen path serves run plain causal (the record's dense
-    flash call); windowed and linear attention keep the model's masks."""
-    return _causal_masks if net.cfg.attn in VARLEN_ATTNS else None
+def _lora_masks(net: GPT) -> tuple | None:
+    """A LoRA row holds one document (padding after it), so attention kinds the varlen path serves run plain causal
+    (None, None: the record's dense flash call); windowed and linear attention keep the model's masks."""
+    return (None, None) if net.cfg.attn in VARLEN_ATTNS else None
 
 
 def compile_lora(net: GPT, h: Hyperparameters, d: Dist, backend: str = "inductor") -> nn.Module:
