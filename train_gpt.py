@@ -2846,12 +2846,9 @@ class ByteTables(NamedTuple):
 
 
 def build_byte_tables(sp, vocab_size: int) -> ByteTables:
-    """Per token id: base_bytes (int16), has_leading_space (bool), is_boundary (bool).
-
-    A target y after input x carries base_bytes[y] + (has_leading_space[y] and not is_boundary[x]) bytes; summed over
-    the scored targets this equals the UTF-8 length of the normalised text. Ids past the tokenizer's vocab (padding
-    of the embedding) are boundaries with 0 bytes.
-    """
+    """A target y after input x carries base[y] + (space[y] and not boundary[x]) bytes; summed over the scored
+    targets this equals the UTF-8 length of the normalised text. Ids past the tokenizer's vocab (padding of the
+    embedding) are boundaries with 0 bytes."""
     n = int(sp.vocab_size())
     if vocab_size < n:
         raise UserError(f"VOCAB_SIZE={vocab_size} is smaller than the tokenizer's vocabulary ({n})")
@@ -3220,8 +3217,7 @@ def _ttt_sgd_step(opt: torch.optim.SGD, params: list[nn.Parameter], h: Hyperpara
 
 def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameters, d: Dist) -> None:
     """Score-first full-parameter TTT: per chunk of h.ttt_chunk_tokens targets, score its sliding windows (split over
-    ranks), then, unless it is the last chunk, train on exactly those scored targets for h.ttt_epochs SGD steps
-    (momentum, cosine LR over chunks, gradients all-reduced, clipped)."""
+    ranks), then, unless it is the last chunk, train on exactly those scored targets for h.ttt_epochs SGD steps."""
     window = h.effective_eval_seq_len
     plan = sliding_plan(vt.numel(), window, h.eval_stride or window)
     chunks = np.split(plan, np.flatnonzero(np.diff((plan[1] - 1) // h.ttt_chunk_tokens)) + 1, axis=1)
@@ -3249,10 +3245,9 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
 
 def _lora_targets(model: GPT) -> list[tuple[str, int, nn.Module | None, int, int, int]]:
     """(kind, block, module, in, out, passes) of every adapted map, in the record's order: the logits (module None),
-    then Q, V, K, the MLP and O of each block that runs. O adds to the attention's output and reads the block's
-    normalised input (the attention module's input, as the record's O adapter does); the MLP's adapter reads its
-    normalised input too. A looped block has one adapter per pass (every virtual layer its own, as the record's
-    slots)."""
+    then Q, V, K, the MLP and O of each block that runs. O adds to the attention's output and, as the MLP's, reads
+    the module's normalised input (as the record's O adapter does); a looped block has one adapter per pass (every
+    virtual layer its own, as the record's slots)."""
     order, dim = model.layer_order(), model.tok_emb.embedding_dim
     out = [("head", -1, None, dim, model.tok_emb.num_embeddings, 1)]
     for kind in TTT_LORA_KINDS:
@@ -3329,7 +3324,7 @@ def _lora_batch(net: GPT, fwd: nn.Module, vt: torch.Tensor, ledger: ScoreLedger,
     params, handles = _attach_lora(net, lo0, h, a, key)
     opt = torch.optim.AdamW(params, lr=h.ttt_lora_lr, betas=TTT_LORA_BETAS, eps=1e-10, weight_decay=h.ttt_lora_wd,
                             fused=True)  # fmt: skip
-    with _masks_of(net, _lora_masks(net)):
+    with _lora_masks(net):
         for k in range(-(-int((hi0 - lo0).max()) // chunk)):
             lo = np.minimum(lo0 + k * chunk, hi0)
             hi = np.minimum(lo + chunk, hi0)
@@ -3389,14 +3384,10 @@ def _piece_masks(net: GPT, row: torch.Tensor, cuts: np.ndarray) -> tuple:
 def _ttt_phase(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, lo: np.ndarray, hi: np.ndarray, h: Hyperparameters,
                d: Dist) -> None:  # fmt: skip
     """A phase of phased TTT, the record's global SGD on documents already scored (target ranges [lo, hi), in this
-    order). They are joined into one stream, each as its tokens from its BOS to its last target (the next document's
-    BOS, which the joined next document's own BOS then follows: a BOS -> BOS pair that is no val target). The stream
-    is cut into chunks of TTT_CHUNK_TOKENS; every chunk but the last (never trained on, as the record) is cut into
-    rows of the eval length (a remainder shorter than a row is dropped), and each h.eval_batch_seqs rows are one SGD
-    step (momentum TTT_MOMENTUM, the LR cosine over the chunks, the gradient clipped at TTT_GRAD_CLIP) on the mean
-    loss of their targets. A step's rows are one packed sequence, its attention cut as the record's varlen cut
-    (_phase_pieces); the pieces are dealt to the ranks longest first, each with the token before it when SmearGate
-    reads one, so the step's gradient does not depend on the world size."""
+    order), joined into one stream, each from its BOS to its last target (the next document's BOS, so each join is a
+    BOS -> BOS pair that is no val target). The stream is cut into chunks of TTT_CHUNK_TOKENS, every chunk but the
+    last (never trained on, as the record) into rows of the eval length (a shorter remainder is dropped), and each
+    h.eval_batch_seqs rows are one SGD step on the mean loss of their targets (_phase_step)."""
     ledger.sync(0, len(ledger.val))  # which targets any rank has scored
     window, size = h.effective_eval_seq_len, h.ttt_chunk_tokens
     at = np.concatenate(([0], np.cumsum(hi - lo + 1)))  # where each document starts in the stream
@@ -3417,7 +3408,9 @@ def _ttt_phase(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, lo: np.ndarray, 
 def _phase_step(net: GPT, part: torch.Tensor, x: np.ndarray, u: int, at: np.ndarray, lo: np.ndarray,
                 ledger: ScoreLedger, h: Hyperparameters, d: Dist) -> None:  # fmt: skip
     """This rank's share of one phase step on stream[u : u + len(x) + 1] (`part`; `x` its inputs on the host): the
-    gradient of (its targets' summed loss) / (the step's target count), accumulated into the parameters."""
+    gradient of (its targets' summed loss) / (the step's target count), accumulated into the parameters. The rows
+    are one packed sequence cut as the record's varlen cut (_phase_pieces); the pieces are dealt to the ranks longest
+    first, each with the token before it when SmearGate reads one, so the gradient does not depend on the world size."""
     cuts = _phase_pieces(x, h.effective_eval_seq_len)
     ends = np.append(cuts[1:], len(x))
     mine = np.flatnonzero(_deal_longest_first(ends - cuts, d.world_size) == d.rank)
@@ -3432,12 +3425,10 @@ def _phase_step(net: GPT, part: torch.Tensor, x: np.ndarray, u: int, at: np.ndar
     index = torch.from_numpy(np.concatenate([np.arange(a, b) for a, b, _ in spans])).to(part.device)
     row, target = part[index][None], part[index + 1][None]
     for a, b in zip(cuts[mine].tolist(), ends[mine].tolist()):  # the val targets this step trains on
-        first = np.searchsorted(at, u + a, "right") - 1
-        last = np.searchsorted(at, u + b, "left")
-        docs = np.arange(first, last)
+        docs = np.arange(np.searchsorted(at, u + a, "right") - 1, np.searchsorted(at, u + b, "left"))
         s, e = np.maximum(u + a, at[docs]), np.minimum(u + b, at[docs + 1] - 1)  # each document's last token
-        ok = s < e  # ... predicts the next one's BOS: no val target
-        ledger.check_trainable(lo[docs][ok] + s[ok] - at[docs][ok], lo[docs][ok] + e[ok] - at[docs][ok])
+        shift, ok = lo[docs] - at[docs], s < e  # ... predicts the next one's BOS: no val target
+        ledger.check_trainable(shift[ok] + s[ok], shift[ok] + e[ok])
     masks = _piece_masks(net, row, np.cumsum([0] + [b - a for a, b, _ in spans[:-1]]))
     with _masks_of(net, masks), torch.enable_grad():
         ce = _per_token_ce(net, row, target, h, d)[0]
@@ -3500,16 +3491,14 @@ def _ttt_plan(sizes: list[int], costs: list[float], h: Hyperparameters) -> list[
         hand[w], free[w], q = q, free[w] + costs[q], q + 1
 
 
-def _ttt_lora(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameters, d: Dist,
-              fwd: nn.Module | None = None) -> None:  # fmt: skip
+def _ttt_lora(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameters, d: Dist, fwd: nn.Module) -> None:
     """LoRA TTT, the record's procedure: documents (split at BOS) in batches of h.ttt_lora_docs (_ttt_queue), scored
     and adapted per document (_lora_batch) along chains of batches (_ttt_plan); TTT_MODE=phased: between segments
     of the plan the model itself trains on documents already scored (_ttt_phase). Along a chain A carries over from
     batch to batch (TTT_LORA_WARM_A; B and AdamW start afresh each batch) and starts fresh after each phase; a batch
     of another size (the short one) gets fresh A and leaves its chain's alone, as the record. Chains go to ranks
     longest first; every draw is seeded by SEED, the phase and the chain or batch (_lora_key): the score depends on
-    TTT_LORA_CHAINS, never on the world size. All ranks meet at each phase."""
-    fwd = net if fwd is None else fwd
+    TTT_LORA_CHAINS, never on the world size. All ranks meet at each phase. `fwd`: `net` or its compiled form."""
     lo, hi = document_spans(vt.cpu().numpy())
     batches, place = _ttt_queue(lo, hi, h)
     costs = [_batch_cost(hi[b] - lo[b], h) for b in batches]
@@ -3535,27 +3524,20 @@ def _ttt_lora(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameter
 
 
 @contextlib.contextmanager
-def _masks_of(net: GPT, masks: tuple | None):
-    """Within: `net` attends with these masks, whatever its input (an instance attribute over GPT.attention_masks);
-    None: with its own."""
-    if masks is None:
-        yield
-        return
-    before = net.__dict__.get("attention_masks")
+def _masks_of(net: GPT, masks: tuple):
+    """Within (never nested): `net` attends with these masks whatever its input (an instance attribute over
+    GPT.attention_masks)."""
     net.attention_masks = lambda idx: masks
     try:
         yield
     finally:
-        if before is None:
-            del net.attention_masks
-        else:
-            net.attention_masks = before
+        del net.attention_masks
 
 
-def _lora_masks(net: GPT) -> tuple | None:
+def _lora_masks(net: GPT) -> contextlib.AbstractContextManager:
     """A LoRA row holds one document (padding after it), so attention kinds the varlen path serves run plain causal
     (None, None: the record's dense flash call); windowed and linear attention keep the model's masks."""
-    return (None, None) if net.cfg.attn in VARLEN_ATTNS else None
+    return _masks_of(net, (None, None)) if net.cfg.attn in VARLEN_ATTNS else contextlib.nullcontext()
 
 
 def compile_lora(net: GPT, h: Hyperparameters, d: Dist, backend: str = "inductor") -> nn.Module:
@@ -3566,10 +3548,9 @@ def compile_lora(net: GPT, h: Hyperparameters, d: Dist, backend: str = "inductor
     net.requires_grad_(False)
     gen = torch.Generator().manual_seed(h.seed)
     for width in (h.ttt_lora_chunk, h.effective_eval_seq_len):
-        ids = torch.randint(0, net.tok_emb.num_embeddings, (h.ttt_lora_docs, width + 1), generator=gen)
-        ids = ids.to(d.device)
-        params, handles = _attach_lora(net, np.arange(h.ttt_lora_docs), h)
-        with _masks_of(net, _lora_masks(net)), torch.enable_grad():
+        ids = torch.randint(0, net.tok_emb.num_embeddings, (h.ttt_lora_docs, width + 1), generator=gen).to(d.device)
+        _, handles = _attach_lora(net, np.arange(h.ttt_lora_docs), h)
+        with _lora_masks(net), torch.enable_grad():
             _per_token_ce(fwd, ids[:, :-1], ids[:, 1:], h, d).mean().backward()
         for handle in handles:
             handle.remove()
@@ -3789,10 +3770,6 @@ def memory_estimate(h: Hyperparameters, world_size: int, accum: int, compiled: b
     return out
 
 
-def memory_line(est: dict[str, dict[str, float]]) -> str:
-    return "memory_estimate " + " ".join(f"{k}:{v['total'] / 2**30:.1f}GiB" for k, v in est.items())
-
-
 def check_memory(h: Hyperparameters, d: Dist, accum: int, gpu_bytes: int | None = None,
                  ram_bytes: int | None = None) -> dict | None:  # fmt: skip
     """Refuse a config any of whose phases is estimated not to fit, before any work, naming the phase and what to
@@ -3864,7 +3841,7 @@ def run(h: Hyperparameters, d: Dist) -> None:
         environment = log_header(log, source, h, d, accum)
         log(f"attention_backend:{attention.backend} ({attention.reason})")
         if memory is not None:
-            log(memory_line(memory))
+            log("memory_estimate " + " ".join(f"{k}:{v['total'] / 2**30:.1f}GiB" for k, v in memory.items()))
         base, compile_on, stats = train_phase(h, d, accum, loader, tables, val_tokens, log)
         if stats.stop_reason == "stop_after":
             log("run_stopped")
@@ -3904,7 +3881,7 @@ def run(h: Hyperparameters, d: Dist) -> None:
             final=scores[-1]["name"],
             val_targets=results[-1].targets,
             val_bytes=results[-1].bytes,
-            eval_time_total_ms=1000 * sum(r.seconds for r in results),
+            eval_time_total_ms=eval_ms,
             config=h.flat(),
         )
         log("run_summary " + json.dumps(summary, sort_keys=True, separators=(",", ":")))
