@@ -3467,28 +3467,26 @@ def _ttt_plan(sizes: list[int], costs: list[float], h: Hyperparameters) -> list[
     many of the finished documents. Returns the segments between phases: (each chain's batches, in order; the
     documents the phase after it trains on, 0 for none). One chain is the record on one GPU; a phase due when no
     batch is left to score is left out."""
-    k, n_docs = h.ttt_lora_chains, sum(sizes)
-    limit = min(n_docs, h.ttt_phase_docs) if h.ttt_mode == "phased" else 0
+    k = h.ttt_lora_chains
+    limit = min(sum(sizes), h.ttt_phase_docs) if h.ttt_mode == "phased" else 0
     bounds = [limit * (p + 1) // h.ttt_phases for p in range(h.ttt_phases)] if limit else []
-    plan, chains, free, hand, stopped = [], [[] for _ in range(k)], [0.0] * k, [-1] * k, set()
-    done, q, pausing = 0, 0, False
-    while True:
-        w = min((w for w in range(k) if w not in stopped), key=lambda w: (free[w], w), default=None)
-        if w is None:  # every worker has stopped: a phase, or the end
-            plan.append((chains, bounds[len(plan)] if pausing else 0))
-            if not pausing:
-                return plan
-            chains, free, pausing, stopped = [[] for _ in range(k)], [max(free)] * k, False, set()
-            continue
-        if hand[w] >= 0 and len(plan) < len(bounds):
-            done += sizes[hand[w]]
-            pausing = pausing or (done >= bounds[len(plan)] and q < len(sizes))
-        hand[w] = -1
-        if pausing or q == len(sizes):
-            stopped.add(w)
-            continue
-        chains[w].append(q)
-        hand[w], free[w], q = q, free[w] + costs[q], q + 1
+    plan, done, q, start = [], 0, 0, 0.0
+    while True:  # a segment: the workers take batches until every one has stopped, for a phase or at the end
+        chains, free, hand, working, pausing = [[] for _ in range(k)], [start] * k, [-1] * k, set(range(k)), False
+        while working:
+            w = min(working, key=lambda w: (free[w], w))  # the next to be free: its batch in hand is done
+            if hand[w] >= 0 and len(plan) < len(bounds):
+                done += sizes[hand[w]]
+                pausing = pausing or (done >= bounds[len(plan)] and q < len(sizes))
+            if pausing or q == len(sizes):
+                working.remove(w)
+                continue
+            chains[w].append(q)
+            hand[w], free[w], q = q, free[w] + costs[q], q + 1
+        plan.append((chains, bounds[len(plan)] if pausing else 0))
+        if not pausing:
+            return plan
+        start = max(free)
 
 
 def _ttt_lora(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameters, d: Dist, fwd: nn.Module) -> None:
@@ -3617,8 +3615,7 @@ def score_phase(
     blob: bytes, h: Hyperparameters, d: Dist, compile_on: bool, tables: ByteTables, val_tokens, log: Logger
 ) -> list:
     """Load the artifact strictly and score it flat, sliding and (TTT_MODE) with test-time training."""
-    qmodel = load_artifact_model(blob, h.model)[0].to(d.device)
-    qmodel.eval()
+    qmodel = load_artifact_model(blob, h.model)[0].to(d.device).eval()
     qmodel.set_loops(h.model.effective_eval_loops)
     scored = qmodel
     if compile_on:  # compile on random tokens (never val) before any scoring clock starts
@@ -3682,8 +3679,7 @@ def log_header(log: Logger, src: bytes, h: Hyperparameters, d: Dist, accum_steps
     """The log opens with the exact source that ran (a records tool compares it to the submitted file), then the
     environment and every setting. Returns the environment, which the run summary repeats."""
     log(f"==== train_gpt.py source sha256:{hashlib.sha256(src).hexdigest()} bytes:{len(src)} ====", console=False)
-    text = src.decode("utf-8")
-    log(text[:-1] if text.endswith("\n") else text, console=False)
+    log(src.decode("utf-8").removesuffix("\n"), console=False)
     log("==== end of source ====", console=False)
     env = dict(python=platform.python_version(), torch=torch.__version__, cuda=torch.version.cuda or "none")
     env.update(device=describe_device(d), git_commit=git_commit())
@@ -3755,11 +3751,11 @@ def memory_estimate(h: Hyperparameters, world_size: int, accum: int, compiled: b
         out["looped"] = phase(rows, h.train_seq_len, looped, True, frac)
         if h.loop_ramp_frac > 0:
             out["ramp"] = phase(rows, h.train_seq_len, plain + looped, True, frac)
-    T, eval_layers = h.effective_eval_seq_len, len(model.layer_order(m.effective_eval_loops))
+    T, eval_order = h.effective_eval_seq_len, model.layer_order(m.effective_eval_loops)
+    eval_layers = len(eval_order)
     out["score"] = phase(h.eval_batch_seqs, T, eval_layers, False)
     if h.ttt_mode in ("lora", "phased"):  # every row as long as a window: the batch is padded to its longest
-        order = model.layer_order(m.effective_eval_loops)
-        blocks = [model.blocks[i] for i in order]
+        blocks = [model.blocks[i] for i in eval_order]
         per_doc = sum(sum(t.in_features + t.out_features for t in (b.attn.c_q, b.attn.c_k, b.attn.c_v, b.attn.proj))
                       + 2 * m.model_dim for b in blocks) + m.model_dim + m.vocab_size  # fmt: skip
         adapters = h.ttt_lora_docs * h.ttt_lora_rank * per_doc * LORA_STATE_BYTES
@@ -3777,7 +3773,7 @@ def check_memory(h: Hyperparameters, d: Dist, accum: int, gpu_bytes: int | None 
     machine's memory (or `ram_bytes`) shared by its WORLD_SIZE processes, float32, eager, SDPA's math kernel with its
     scores. Returns the GPU estimate (None on CPU)."""
     if d.device.type == "cuda" or gpu_bytes is not None:
-        compiled = True if h.compile < 0 else bool(h.compile)
+        compiled = h.compile != 0  # -1: on for CUDA
         est = memory_estimate(h, d.world_size, accum, compiled, use_bf16(h, torch.device("cuda")), ATTENTION.backend)
         have, where = gpu_bytes or torch.cuda.get_device_properties(d.device).total_memory, "GPU"
         room = f"the GPU has {have / 2**30:.0f} GiB"
