@@ -3695,14 +3695,10 @@ def log_header(log: Logger, src: bytes, h: Hyperparameters, d: Dist, accum_steps
 
 # Memory per GPU (or, on CPU, per process) of every phase that runs, estimated before any work. Activations saved for
 # the backward pass were measured on CPU under bf16 autocast in eager mode at the default shape: 667 KB per token over
-# 17 virtual layers of width 512, i.e. about 76 bytes per (token, virtual layer, model dim). Compiled graphs save fewer
-# (fused element-wise chains): COMPILED_ACT_FRACTION is an estimate, to be replaced by a GPU measurement. Phases:
-# training with recurrence off, the recurrence ramp (the plain and the looped stack both run and keep their activations:
-# 11 + 17 = 28 virtual layers at the frontier), recurrence on, scoring (inference: one layer's tensors live, the logits
-# of a batch of windows), and TTT: the LoRA batch (TTT_LORA_DOCS windows, a backward through every virtual layer, which
-# saves about what training does: 0.88x its bytes per token and layer, measured on CPU; compiled with the run, as
-# compile_lora does; plus the adapters and their AdamW state) and a phase's SGD step (this rank's share of
-# EVAL_BATCH_SEQS windows, eager).
+# 17 virtual layers of width 512, i.e. about 76 bytes per (token, virtual layer, model dim); the LoRA TTT backward
+# saves about as much (0.88x, measured on CPU). Compiled graphs save fewer (fused element-wise chains):
+# COMPILED_ACT_FRACTION is an estimate, to be replaced by a GPU measurement. The recurrence ramp runs the plain and the
+# looped stack together (11 + 17 = 28 virtual layers at the frontier); scoring keeps one layer's tensors live.
 ACT_BYTES = 76
 COMPILED_ACT_FRACTION = 0.5
 INFER_ACT_BYTES = 48  # per (token, model dim) live at once without autograd: lanes, x0, a block's q/k/v/MLP (estimate)
@@ -3852,34 +3848,17 @@ def run(h: Hyperparameters, d: Dist) -> None:
         log(f"val_targets:{results[-1].targets} val_bytes:{results[-1].bytes}")
         eval_ms = 1000 * sum(r.seconds for r in results)
         log(f"eval_time_total:{eval_ms:.0f}ms")
-        log(
-            f"compliance evaluation_time:{eval_ms:.0f}ms limit:{EVAL_LIMIT_MS}ms within:{int(eval_ms <= EVAL_LIMIT_MS)}"
-        )
+        within = int(eval_ms <= EVAL_LIMIT_MS)
+        log(f"compliance evaluation_time:{eval_ms:.0f}ms limit:{EVAL_LIMIT_MS}ms within:{within}")
         log(f"train_steps:{stats.steps} train_time_total:{stats.train_ms:.0f}ms")
         scores = [
             dict(name=n, val_loss=r.val_loss, val_bpb=r.val_bpb, eval_time_ms=1000 * r.seconds) for n, r in scored
         ]
-        summary = dict(
-            format="pgolf-run-summary",
-            version=1,
-            run_id=h.run_id,
-            seed=h.seed,
-            preset=h.preset,
-            world_size=d.world_size,
-            **environment,
-            source_sha256=hashlib.sha256(source).hexdigest(),
-            **sizes,
-            train_steps=stats.steps,
-            train_time_ms=stats.train_ms,
-            stop_reason=stats.stop_reason,
-            gptq_calibration_ms=stats.calib_ms,
-            scores=scores,
-            final=scores[-1]["name"],
-            val_targets=results[-1].targets,
-            val_bytes=results[-1].bytes,
-            eval_time_total_ms=eval_ms,
-            config=h.flat(),
-        )
+        summary = dict(format="pgolf-run-summary", version=1, run_id=h.run_id, seed=h.seed, preset=h.preset)
+        summary.update(world_size=d.world_size, **environment, source_sha256=hashlib.sha256(source).hexdigest())
+        summary.update(sizes, train_steps=stats.steps, train_time_ms=stats.train_ms, stop_reason=stats.stop_reason)
+        summary.update(gptq_calibration_ms=stats.calib_ms, scores=scores, final=scores[-1]["name"], config=h.flat())
+        summary.update(val_targets=results[-1].targets, val_bytes=results[-1].bytes, eval_time_total_ms=eval_ms)
         log("run_summary " + json.dumps(summary, sort_keys=True, separators=(",", ":")))
         log("run_complete")
     except BaseException as e:  # every failure is in the log too; user errors as one line, bugs with a traceback
