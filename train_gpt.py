@@ -2753,12 +2753,9 @@ class ByteTables(NamedTuple):
 
 
 def build_byte_tables(sp, vocab_size: int) -> ByteTables:
-    """Per token id: base_bytes (int16), has_leading_space (bool), is_boundary (bool).
-
-    A target y after input x carries base_bytes[y] + (has_leading_space[y] and not is_boundary[x]) bytes; summed over
-    the scored targets this equals the UTF-8 length of the normalised text. Ids past the tokenizer's vocab (padding
-    of the embedding) are boundaries with 0 bytes.
-    """
+    """A target y after input x carries base[y] + (space[y] and not boundary[x]) bytes; summed over the scored
+    targets this equals the UTF-8 length of the normalised text. Ids past the tokenizer's vocab (padding of the
+    embedding) are boundaries with 0 bytes."""
     n = int(sp.vocab_size())
     if vocab_size < n:
         raise UserError(f"VOCAB_SIZE={vocab_size} is smaller than the tokenizer's vocabulary ({n})")
@@ -3104,12 +3101,6 @@ def eval_flat(
     return eval_sliding(model, val_tokens, tables, flat, d, **ledger_kw)
 
 
-def _all_reduce_grads(params: list[nn.Parameter]) -> None:
-    flat = all_reduce_(torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in params]))
-    for p, g in zip(params, flat.split([p.numel() for p in params])):
-        p.grad = g.view_as(p)
-
-
 # The SGD shared by score-first TTT (_ttt_sgd) and the phases of phased TTT (_ttt_phase): every parameter, momentum
 # TTT_MOMENTUM, the LR cosine over the chunks, gradients all-reduced over the ranks and clipped at TTT_GRAD_CLIP.
 def _ttt_optimizer(net: nn.Module, lr: float, h: Hyperparameters) -> tuple[list[nn.Parameter], torch.optim.SGD]:
@@ -3122,7 +3113,9 @@ def _ttt_cosine_lr(lr: float, chunk: int, n_chunks: int) -> float:
 
 
 def _ttt_sgd_step(opt: torch.optim.SGD, params: list[nn.Parameter], h: Hyperparameters) -> None:
-    _all_reduce_grads(params)
+    flat = all_reduce_(torch.cat([(torch.zeros_like(p) if p.grad is None else p.grad).flatten() for p in params]))
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad = g.view_as(p)
     if h.ttt_grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, h.ttt_grad_clip)
     opt.step()
@@ -3131,8 +3124,7 @@ def _ttt_sgd_step(opt: torch.optim.SGD, params: list[nn.Parameter], h: Hyperpara
 
 def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameters, d: Dist) -> None:
     """Score-first full-parameter TTT: per chunk of h.ttt_chunk_tokens targets, score its sliding windows (split over
-    ranks), then, unless it is the last chunk, train on exactly those scored targets for h.ttt_epochs SGD steps
-    (momentum, cosine LR over chunks, gradients all-reduced, clipped)."""
+    ranks), then, unless it is the last chunk, train on exactly those scored targets for h.ttt_epochs SGD steps."""
     window = h.effective_eval_seq_len
     plan = sliding_plan(vt.numel(), window, h.eval_stride or window)
     chunks = np.split(plan, np.flatnonzero(np.diff((plan[1] - 1) // h.ttt_chunk_tokens)) + 1, axis=1)
@@ -3160,10 +3152,9 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
 
 def _lora_targets(model: GPT) -> list[tuple[str, int, nn.Module | None, int, int, int]]:
     """(kind, block, module, in, out, passes) of every adapted map, in the record's order: the logits (module None),
-    then Q, V, K, the MLP and O of each block that runs. O adds to the attention's output and reads the block's
-    normalised input (the attention module's input, as the record's O adapter does); the MLP's adapter reads its
-    normalised input too. A looped block has one adapter per pass (every virtual layer its own, as the record's
-    slots)."""
+    then Q, V, K, the MLP and O of each block that runs. O adds to the attention's output and, as the MLP's, reads
+    the module's normalised input (as the record's O adapter does); a looped block has one adapter per pass (every
+    virtual layer its own, as the record's slots)."""
     order, dim = model.layer_order(), model.tok_emb.embedding_dim
     out = [("head", -1, None, dim, model.tok_emb.num_embeddings, 1)]
     for kind in TTT_LORA_KINDS:
@@ -3183,15 +3174,10 @@ def _lora_init(model: GPT, n: int, rank: int, key: int) -> list[torch.Tensor]:
     gen, order, targets = torch.Generator().manual_seed(key), model.layer_order(), _lora_targets(model)
     out = [torch.empty(passes, n, n_in, rank) for _, _, _, n_in, _, passes in targets]
     where = {(t[0], t[1]): j for j, t in enumerate(targets)}
-
-    def draw(j: int, k: int) -> None:
+    draws = [(where[kind, i], order[:s].count(i)) for kind in TTT_LORA_KINDS for s, i in enumerate(order)]
+    for j, k in [(0, 0), *draws]:  # (target, pass)
         bound = 1.0 / math.sqrt(targets[j][3])
         out[j][k] = torch.empty(n, rank, targets[j][3]).uniform_(-bound, bound, generator=gen).transpose(1, 2)
-
-    draw(0, 0)
-    for kind in TTT_LORA_KINDS:
-        for s, i in enumerate(order):
-            draw(where[kind, i], order[:s].count(i))
     return out
 
 
@@ -3236,16 +3222,16 @@ def _attach_lora(
 
 
 def _lora_batch(net: GPT, fwd: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, lo0: np.ndarray, hi0: np.ndarray,
-                a: list[torch.Tensor] | None, key: int, h: Hyperparameters, d: Dist) -> list:  # fmt: skip
+                a: list[torch.Tensor] | None, key: int, h: Hyperparameters, d: Dist) -> None:  # fmt: skip
     """One batch of documents (target ranges [lo0, hi0), one row each): each step scores the next h.ttt_lora_chunk
     targets of every document with its context (that document only, at most one window back), then takes one AdamW
     step on exactly those targets of the documents that have more to score (as the record, never on a document's
-    last chunk). `fwd` is `net` or its compiled form (the adapters hook into `net`). Returns the A tensors."""
+    last chunk). `fwd` is `net` or its compiled form (the adapters hook into `net`). A given `a` is trained in place."""
     window, chunk = h.effective_eval_seq_len, h.ttt_lora_chunk
     params, handles = _attach_lora(net, lo0, h, a, key)
     opt = torch.optim.AdamW(params, lr=h.ttt_lora_lr, betas=TTT_LORA_BETAS, eps=1e-10, weight_decay=h.ttt_lora_wd,
                             fused=True)  # fmt: skip
-    with _masks_of(net, _lora_masks(net)):
+    with _lora_masks(net):
         for k in range(-(-int((hi0 - lo0).max()) // chunk)):
             lo = np.minimum(lo0 + k * chunk, hi0)
             hi = np.minimum(lo + chunk, hi0)
@@ -3264,7 +3250,6 @@ def _lora_batch(net: GPT, fwd: nn.Module, vt: torch.Tensor, ledger: ScoreLedger,
             opt.zero_grad(set_to_none=True)
     for handle in handles:
         handle.remove()
-    return params[0::2]
 
 
 def _phase_pieces(x: np.ndarray, window: int) -> np.ndarray:
@@ -3274,21 +3259,14 @@ def _phase_pieces(x: np.ndarray, window: int) -> np.ndarray:
     return np.concatenate([np.arange(s, e, window) for s, e in zip(bounds, np.append(bounds[1:], len(x)))])
 
 
-def _deal(costs: Iterable[float], workers: int) -> list[int]:
-    """The worker of each item, in order: the least loaded so far (the lowest on ties), as a shared queue hands items
-    to equal workers that each take the next one when free."""
-    load, owner = [0.0] * workers, []
-    for c in costs:
-        owner.append(min(range(workers), key=lambda w: (load[w], w)))
-        load[owner[-1]] += c
-    return owner
-
-
 def _deal_longest_first(costs: np.ndarray, workers: int) -> np.ndarray:
-    """The worker of each item, the longest dealt first (balances the load: LPT)."""
-    order = np.argsort(-np.asarray(costs, dtype=np.float64), kind="stable")
-    owner = np.empty(len(order), dtype=np.int64)
-    owner[order] = _deal(np.asarray(costs)[order], workers)
+    """The worker of each item: the longest dealt first, each to the least loaded so far (the lowest on ties), which
+    balances the load (LPT)."""
+    costs = np.asarray(costs, dtype=np.float64)
+    load, owner = [0.0] * workers, np.empty(len(costs), dtype=np.int64)
+    for i in np.argsort(-costs, kind="stable").tolist():
+        owner[i] = min(range(workers), key=lambda w: (load[w], w))
+        load[owner[i]] += costs[i]
     return owner
 
 
@@ -3313,14 +3291,10 @@ def _piece_masks(net: GPT, row: torch.Tensor, cuts: np.ndarray) -> tuple:
 def _ttt_phase(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, lo: np.ndarray, hi: np.ndarray, h: Hyperparameters,
                d: Dist) -> None:  # fmt: skip
     """A phase of phased TTT, the record's global SGD on documents already scored (target ranges [lo, hi), in this
-    order). They are joined into one stream, each as its tokens from its BOS to its last target (the next document's
-    BOS, which the joined next document's own BOS then follows: a BOS -> BOS pair that is no val target). The stream
-    is cut into chunks of TTT_CHUNK_TOKENS; every chunk but the last (never trained on, as the record) is cut into
-    rows of the eval length (a remainder shorter than a row is dropped), and each h.eval_batch_seqs rows are one SGD
-    step (momentum TTT_MOMENTUM, the LR cosine over the chunks, the gradient clipped at TTT_GRAD_CLIP) on the mean
-    loss of their targets. A step's rows are one packed sequence, its attention cut as the record's varlen cut
-    (_phase_pieces); the pieces are dealt to the ranks longest first, each with the token before it when SmearGate
-    reads one, so the step's gradient does not depend on the world size."""
+    order), joined into one stream, each from its BOS to its last target (the next document's BOS, so each join is a
+    BOS -> BOS pair that is no val target). The stream is cut into chunks of TTT_CHUNK_TOKENS, every chunk but the
+    last (never trained on, as the record) into rows of the eval length (a shorter remainder is dropped), and each
+    h.eval_batch_seqs rows are one SGD step on the mean loss of their targets (_phase_step)."""
     ledger.sync(0, len(ledger.val))  # which targets any rank has scored
     window, size = h.effective_eval_seq_len, h.ttt_chunk_tokens
     at = np.concatenate(([0], np.cumsum(hi - lo + 1)))  # where each document starts in the stream
@@ -3341,35 +3315,31 @@ def _ttt_phase(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, lo: np.ndarray, 
 def _phase_step(net: GPT, part: torch.Tensor, x: np.ndarray, u: int, at: np.ndarray, lo: np.ndarray,
                 ledger: ScoreLedger, h: Hyperparameters, d: Dist) -> None:  # fmt: skip
     """This rank's share of one phase step on stream[u : u + len(x) + 1] (`part`; `x` its inputs on the host): the
-    gradient of (its targets' summed loss) / (the step's target count), accumulated into the parameters."""
+    gradient of (its targets' summed loss) / (the step's target count), accumulated into the parameters. The rows
+    are one packed sequence cut as the record's varlen cut (_phase_pieces); the pieces are dealt to the ranks longest
+    first, each with the token before it when SmearGate reads one, so the gradient does not depend on the world size."""
     cuts = _phase_pieces(x, h.effective_eval_seq_len)
     ends = np.append(cuts[1:], len(x))
     mine = np.flatnonzero(_deal_longest_first(ends - cuts, d.world_size) == d.rank)
     if not len(mine):
         return
-    index, real, starts = [], [], []
+    spans = []  # (start, end, trained) of the row's pieces in x
     for k in mine.tolist():
         a, b = int(cuts[k]), int(ends[k])
-        if a > 0 and x[a] != BOS_ID and (not index or index[-1][-1] != a - 1):  # SmearGate reads the token before
-            starts.append(sum(len(i) for i in index))
-            index.append(np.array([a - 1]))
-            real.append(np.zeros(1, dtype=bool))
-        starts.append(sum(len(i) for i in index))
-        index.append(np.arange(a, b))
-        real.append(np.ones(b - a, dtype=bool))
-    index_t = torch.from_numpy(np.concatenate(index)).to(part.device)
-    row, target = part[index_t][None], part[index_t + 1][None]
+        if a > 0 and x[a] != BOS_ID and (not spans or spans[-1][1] != a):  # SmearGate reads the token before
+            spans.append((a - 1, a, False))
+        spans.append((a, b, True))
+    index = torch.from_numpy(np.concatenate([np.arange(a, b) for a, b, _ in spans])).to(part.device)
+    row, target = part[index][None], part[index + 1][None]
     for a, b in zip(cuts[mine].tolist(), ends[mine].tolist()):  # the val targets this step trains on
-        first = np.searchsorted(at, u + a, "right") - 1
-        last = np.searchsorted(at, u + b, "left")
-        docs = np.arange(first, last)
+        docs = np.arange(np.searchsorted(at, u + a, "right") - 1, np.searchsorted(at, u + b, "left"))
         s, e = np.maximum(u + a, at[docs]), np.minimum(u + b, at[docs + 1] - 1)  # each document's last token
-        ok = s < e  # ... predicts the next one's BOS: no val target
-        ledger.check_trainable(lo[docs][ok] + s[ok] - at[docs][ok], lo[docs][ok] + e[ok] - at[docs][ok])
-    masks = _piece_masks(net, row, np.array(starts))
-    with _masks_of(net, lambda idx: masks), torch.enable_grad():
+        shift, ok = lo[docs] - at[docs], s < e  # ... predicts the next one's BOS: no val target
+        ledger.check_trainable(shift[ok] + s[ok], shift[ok] + e[ok])
+    masks = _piece_masks(net, row, np.cumsum([0] + [b - a for a, b, _ in spans[:-1]]))
+    with _masks_of(net, masks), torch.enable_grad():
         ce = _per_token_ce(net, row, target, h, d)[0]
-        keep = torch.from_numpy(np.concatenate(real)).to(ce.device)
+        keep = torch.from_numpy(np.concatenate([np.full(b - a, t) for a, b, t in spans])).to(ce.device)
         (torch.where(keep, ce, 0.0).sum() / len(x)).backward()
 
 
@@ -3404,40 +3374,36 @@ def _ttt_plan(sizes: list[int], costs: list[float], h: Hyperparameters) -> list[
     many of the finished documents. Returns the segments between phases: (each chain's batches, in order; the
     documents the phase after it trains on, 0 for none). One chain is the record on one GPU; a phase due when no
     batch is left to score is left out."""
-    k, n_docs = h.ttt_lora_chains, sum(sizes)
-    limit = min(n_docs, h.ttt_phase_docs) if h.ttt_mode == "phased" else 0
+    k = h.ttt_lora_chains
+    limit = min(sum(sizes), h.ttt_phase_docs) if h.ttt_mode == "phased" else 0
     bounds = [limit * (p + 1) // h.ttt_phases for p in range(h.ttt_phases)] if limit else []
-    plan, chains, free, hand, stopped = [], [[] for _ in range(k)], [0.0] * k, [-1] * k, set()
-    done, q, pausing = 0, 0, False
-    while True:
-        w = min((w for w in range(k) if w not in stopped), key=lambda w: (free[w], w), default=None)
-        if w is None:  # every worker has stopped: a phase, or the end
-            plan.append((chains, bounds[len(plan)] if pausing else 0))
-            if not pausing:
-                return plan
-            chains, free, pausing, stopped = [[] for _ in range(k)], [max(free)] * k, False, set()
-            continue
-        if hand[w] >= 0 and len(plan) < len(bounds):
-            done += sizes[hand[w]]
-            pausing = pausing or (done >= bounds[len(plan)] and q < len(sizes))
-        hand[w] = -1
-        if pausing or q == len(sizes):
-            stopped.add(w)
-            continue
-        chains[w].append(q)
-        hand[w], free[w], q = q, free[w] + costs[q], q + 1
+    plan, done, q, start = [], 0, 0, 0.0
+    while True:  # a segment: the workers take batches until every one has stopped, for a phase or at the end
+        chains, free, hand, working, pausing = [[] for _ in range(k)], [start] * k, [-1] * k, set(range(k)), False
+        while working:
+            w = min(working, key=lambda w: (free[w], w))  # the next to be free: its batch in hand is done
+            if hand[w] >= 0 and len(plan) < len(bounds):
+                done += sizes[hand[w]]
+                pausing = pausing or (done >= bounds[len(plan)] and q < len(sizes))
+            if pausing or q == len(sizes):
+                working.remove(w)
+                continue
+            chains[w].append(q)
+            hand[w], free[w], q = q, free[w] + costs[q], q + 1
+        plan.append((chains, bounds[len(plan)] if pausing else 0))
+        if not pausing:
+            return plan
+        start = max(free)
 
 
-def _ttt_lora(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameters, d: Dist,
-              fwd: nn.Module | None = None) -> None:  # fmt: skip
+def _ttt_lora(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameters, d: Dist, fwd: nn.Module) -> None:
     """LoRA TTT, the record's procedure: documents (split at BOS) in batches of h.ttt_lora_docs (_ttt_queue), scored
     and adapted per document (_lora_batch) along chains of batches (_ttt_plan); TTT_MODE=phased: between segments
     of the plan the model itself trains on documents already scored (_ttt_phase). Along a chain A carries over from
     batch to batch (TTT_LORA_WARM_A; B and AdamW start afresh each batch) and starts fresh after each phase; a batch
     of another size (the short one) gets fresh A and leaves its chain's alone, as the record. Chains go to ranks
     longest first; every draw is seeded by SEED, the phase and the chain or batch (_lora_key): the score depends on
-    TTT_LORA_CHAINS, never on the world size. All ranks meet at each phase."""
-    fwd = net if fwd is None else fwd
+    TTT_LORA_CHAINS, never on the world size. All ranks meet at each phase. `fwd`: `net` or its compiled form."""
     lo, hi = document_spans(vt.cpu().numpy())
     batches, place = _ttt_queue(lo, hi, h)
     costs = [_batch_cost(hi[b] - lo[b], h) for b in batches]
@@ -3447,16 +3413,14 @@ def _ttt_lora(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameter
     for p, (chains, phase_docs) in enumerate(plan):
         owner = _deal_longest_first(np.array([sum(costs[q] for q in c) for c in chains]), d.world_size)
         for c in np.flatnonzero(owner == d.rank).tolist():
-            full = [q for q in chains[c] if len(batches[q]) == h.ttt_lora_docs]
-            warm = None
-            if h.ttt_lora_warm_a and full:  # drawn at the phase's start, as the record's reusable adapters
+            full = [len(batches[q]) == h.ttt_lora_docs for q in chains[c]]
+            warm = None  # the chain's A, trained in place batch after batch
+            if h.ttt_lora_warm_a and any(full):  # drawn at the phase's start, as the record's reusable adapters
                 key = _lora_key(h, p, "chain", c)
                 warm = [nn.Parameter(t.to(vt.device)) for t in _lora_init(net, h.ttt_lora_docs, h.ttt_lora_rank, key)]
-            for q in chains[c]:
-                carry = warm if q in full else None
-                a = _lora_batch(net, fwd, vt, ledger, lo[batches[q]], hi[batches[q]], carry,
-                                _lora_key(h, p, "batch", q), h, d)  # fmt: skip
-                warm = a if carry is not None else warm
+            for q, is_full in zip(chains[c], full):
+                _lora_batch(net, fwd, vt, ledger, lo[batches[q]], hi[batches[q]], warm if is_full else None,
+                            _lora_key(h, p, "batch", q), h, d)  # fmt: skip
         scored += [batches[q] for c in chains for q in c]
         if phase_docs:
             docs = np.concatenate(scored)
@@ -3464,33 +3428,21 @@ def _ttt_lora(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameter
             _ttt_phase(net, vt, ledger, lo[docs], hi[docs], h, d)
 
 
-def _causal_masks(idx: torch.Tensor) -> tuple[None, None]:
-    """Plain causal attention: what a LoRA TTT row (one document's window, padding after it) needs."""
-    return None, None
-
-
 @contextlib.contextmanager
-def _masks_of(net: GPT, fn: Callable | None):
-    """Within: fn(idx) gives `net` its attention masks (an instance attribute over GPT.attention_masks); None: the
-    model's own."""
-    if fn is None:
-        yield
-        return
-    before = net.__dict__.get("attention_masks")
-    net.attention_masks = fn
+def _masks_of(net: GPT, masks: tuple):
+    """Within (never nested): `net` attends with these masks whatever its input (an instance attribute over
+    GPT.attention_masks)."""
+    net.attention_masks = lambda idx: masks
     try:
         yield
     finally:
-        if before is None:
-            del net.attention_masks
-        else:
-            net.attention_masks = before
+        del net.attention_masks
 
 
-def _lora_masks(net: GPT) -> Callable | None:
-    """A LoRA row holds one document, so attention kinds the varlen path serves run plain causal (the record's dense
-    flash call); windowed and linear attention keep the model's masks."""
-    return _causal_masks if net.cfg.attn in VARLEN_ATTNS else None
+def _lora_masks(net: GPT) -> contextlib.AbstractContextManager:
+    """A LoRA row holds one document (padding after it), so attention kinds the varlen path serves run plain causal
+    (None, None: the record's dense flash call); windowed and linear attention keep the model's masks."""
+    return _masks_of(net, (None, None)) if net.cfg.attn in VARLEN_ATTNS else contextlib.nullcontext()
 
 
 def compile_lora(net: GPT, h: Hyperparameters, d: Dist, backend: str = "inductor") -> nn.Module:
@@ -3501,10 +3453,9 @@ def compile_lora(net: GPT, h: Hyperparameters, d: Dist, backend: str = "inductor
     net.requires_grad_(False)
     gen = torch.Generator().manual_seed(h.seed)
     for width in (h.ttt_lora_chunk, h.effective_eval_seq_len):
-        ids = torch.randint(0, net.tok_emb.num_embeddings, (h.ttt_lora_docs, width + 1), generator=gen)
-        ids = ids.to(d.device)
-        params, handles = _attach_lora(net, np.arange(h.ttt_lora_docs), h)
-        with _masks_of(net, _lora_masks(net)), torch.enable_grad():
+        ids = torch.randint(0, net.tok_emb.num_embeddings, (h.ttt_lora_docs, width + 1), generator=gen).to(d.device)
+        _, handles = _attach_lora(net, np.arange(h.ttt_lora_docs), h)
+        with _lora_masks(net), torch.enable_grad():
             _per_token_ce(fwd, ids[:, :-1], ids[:, 1:], h, d).mean().backward()
         for handle in handles:
             handle.remove()
@@ -3571,8 +3522,7 @@ def score_phase(
     blob: bytes, h: Hyperparameters, d: Dist, compile_on: bool, tables: ByteTables, val_tokens, log: Logger
 ) -> list:
     """Load the artifact strictly and score it flat, sliding and (TTT_MODE) with test-time training."""
-    qmodel = load_artifact_model(blob, h.model)[0].to(d.device)
-    qmodel.eval()
+    qmodel = load_artifact_model(blob, h.model)[0].to(d.device).eval()
     qmodel.set_loops(h.model.effective_eval_loops)
     scored = qmodel
     if compile_on:  # compile on random tokens (never val) before any scoring clock starts
@@ -3636,8 +3586,7 @@ def log_header(log: Logger, src: bytes, h: Hyperparameters, d: Dist, accum_steps
     """The log opens with the exact source that ran (a records tool compares it to the submitted file), then the
     environment and every setting. Returns the environment, which the run summary repeats."""
     log(f"==== train_gpt.py source sha256:{hashlib.sha256(src).hexdigest()} bytes:{len(src)} ====", console=False)
-    text = src.decode("utf-8")
-    log(text[:-1] if text.endswith("\n") else text, console=False)
+    log(src.decode("utf-8").removesuffix("\n"), console=False)
     log("==== end of source ====", console=False)
     env = dict(python=platform.python_version(), torch=torch.__version__, cuda=torch.version.cuda or "none")
     env.update(device=describe_device(d), git_commit=git_commit())
@@ -3653,14 +3602,10 @@ def log_header(log: Logger, src: bytes, h: Hyperparameters, d: Dist, accum_steps
 
 # Memory per GPU (or, on CPU, per process) of every phase that runs, estimated before any work. Activations saved for
 # the backward pass were measured on CPU under bf16 autocast in eager mode at the default shape: 667 KB per token over
-# 17 virtual layers of width 512, i.e. about 76 bytes per (token, virtual layer, model dim). Compiled graphs save fewer
-# (fused element-wise chains): COMPILED_ACT_FRACTION is an estimate, to be replaced by a GPU measurement. Phases:
-# training with recurrence off, the recurrence ramp (the plain and the looped stack both run and keep their activations:
-# 11 + 17 = 28 virtual layers at the frontier), recurrence on, scoring (inference: one layer's tensors live, the logits
-# of a batch of windows), and TTT: the LoRA batch (TTT_LORA_DOCS windows, a backward through every virtual layer, which
-# saves about what training does: 0.88x its bytes per token and layer, measured on CPU; compiled with the run, as
-# compile_lora does; plus the adapters and their AdamW state) and a phase's SGD step (this rank's share of
-# EVAL_BATCH_SEQS windows, eager).
+# 17 virtual layers of width 512, i.e. about 76 bytes per (token, virtual layer, model dim); the LoRA TTT backward
+# saves about as much (0.88x, measured on CPU). Compiled graphs save fewer (fused element-wise chains):
+# COMPILED_ACT_FRACTION is an estimate, to be replaced by a GPU measurement. The recurrence ramp runs the plain and the
+# looped stack together (11 + 17 = 28 virtual layers at the frontier); scoring keeps one layer's tensors live.
 ACT_BYTES = 76
 COMPILED_ACT_FRACTION = 0.5
 INFER_ACT_BYTES = 48  # per (token, model dim) live at once without autograd: lanes, x0, a block's q/k/v/MLP (estimate)
@@ -3709,11 +3654,11 @@ def memory_estimate(h: Hyperparameters, world_size: int, accum: int, compiled: b
         out["looped"] = phase(rows, h.train_seq_len, looped, True, frac)
         if h.loop_ramp_frac > 0:
             out["ramp"] = phase(rows, h.train_seq_len, plain + looped, True, frac)
-    T, eval_layers = h.effective_eval_seq_len, len(model.layer_order(m.effective_eval_loops))
+    T, eval_order = h.effective_eval_seq_len, model.layer_order(m.effective_eval_loops)
+    eval_layers = len(eval_order)
     out["score"] = phase(h.eval_batch_seqs, T, eval_layers, False)
     if h.ttt_mode in ("lora", "phased"):  # every row as long as a window: the batch is padded to its longest
-        order = model.layer_order(m.effective_eval_loops)
-        blocks = [model.blocks[i] for i in order]
+        blocks = [model.blocks[i] for i in eval_order]
         per_doc = sum(sum(t.in_features + t.out_features for t in (b.attn.c_q, b.attn.c_k, b.attn.c_v, b.attn.proj))
                       + 2 * m.model_dim for b in blocks) + m.model_dim + m.vocab_size  # fmt: skip
         adapters = h.ttt_lora_docs * h.ttt_lora_rank * per_doc * LORA_STATE_BYTES
@@ -3724,10 +3669,6 @@ def memory_estimate(h: Hyperparameters, world_size: int, accum: int, compiled: b
     return out
 
 
-def memory_line(est: dict[str, dict[str, float]]) -> str:
-    return "memory_estimate " + " ".join(f"{k}:{v['total'] / 2**30:.1f}GiB" for k, v in est.items())
-
-
 def check_memory(h: Hyperparameters, d: Dist, accum: int, gpu_bytes: int | None = None,
                  ram_bytes: int | None = None) -> dict | None:  # fmt: skip
     """Refuse a config any of whose phases is estimated not to fit, before any work, naming the phase and what to
@@ -3735,7 +3676,7 @@ def check_memory(h: Hyperparameters, d: Dist, accum: int, gpu_bytes: int | None 
     machine's memory (or `ram_bytes`) shared by its WORLD_SIZE processes, float32, eager, SDPA's math kernel with its
     scores. Returns the GPU estimate (None on CPU)."""
     if d.device.type == "cuda" or gpu_bytes is not None:
-        compiled = True if h.compile < 0 else bool(h.compile)
+        compiled = h.compile != 0  # -1: on for CUDA
         est = memory_estimate(h, d.world_size, accum, compiled, use_bf16(h, torch.device("cuda")), ATTENTION.backend)
         have, where = gpu_bytes or torch.cuda.get_device_properties(d.device).total_memory, "GPU"
         room = f"the GPU has {have / 2**30:.0f} GiB"
@@ -3799,7 +3740,7 @@ def run(h: Hyperparameters, d: Dist) -> None:
         environment = log_header(log, source, h, d, accum)
         log(f"attention_backend:{attention.backend} ({attention.reason})")
         if memory is not None:
-            log(memory_line(memory))
+            log("memory_estimate " + " ".join(f"{k}:{v['total'] / 2**30:.1f}GiB" for k, v in memory.items()))
         base, compile_on, stats = train_phase(h, d, accum, loader, tables, val_tokens, log)
         if stats.stop_reason == "stop_after":
             log("run_stopped")
@@ -3814,34 +3755,17 @@ def run(h: Hyperparameters, d: Dist) -> None:
         log(f"val_targets:{results[-1].targets} val_bytes:{results[-1].bytes}")
         eval_ms = 1000 * sum(r.seconds for r in results)
         log(f"eval_time_total:{eval_ms:.0f}ms")
-        log(
-            f"compliance evaluation_time:{eval_ms:.0f}ms limit:{EVAL_LIMIT_MS}ms within:{int(eval_ms <= EVAL_LIMIT_MS)}"
-        )
+        within = int(eval_ms <= EVAL_LIMIT_MS)
+        log(f"compliance evaluation_time:{eval_ms:.0f}ms limit:{EVAL_LIMIT_MS}ms within:{within}")
         log(f"train_steps:{stats.steps} train_time_total:{stats.train_ms:.0f}ms")
         scores = [
             dict(name=n, val_loss=r.val_loss, val_bpb=r.val_bpb, eval_time_ms=1000 * r.seconds) for n, r in scored
         ]
-        summary = dict(
-            format="pgolf-run-summary",
-            version=1,
-            run_id=h.run_id,
-            seed=h.seed,
-            preset=h.preset,
-            world_size=d.world_size,
-            **environment,
-            source_sha256=hashlib.sha256(source).hexdigest(),
-            **sizes,
-            train_steps=stats.steps,
-            train_time_ms=stats.train_ms,
-            stop_reason=stats.stop_reason,
-            gptq_calibration_ms=stats.calib_ms,
-            scores=scores,
-            final=scores[-1]["name"],
-            val_targets=results[-1].targets,
-            val_bytes=results[-1].bytes,
-            eval_time_total_ms=1000 * sum(r.seconds for r in results),
-            config=h.flat(),
-        )
+        summary = dict(format="pgolf-run-summary", version=1, run_id=h.run_id, seed=h.seed, preset=h.preset)
+        summary.update(world_size=d.world_size, **environment, source_sha256=hashlib.sha256(source).hexdigest())
+        summary.update(sizes, train_steps=stats.steps, train_time_ms=stats.train_ms, stop_reason=stats.stop_reason)
+        summary.update(gptq_calibration_ms=stats.calib_ms, scores=scores, final=scores[-1]["name"], config=h.flat())
+        summary.update(val_targets=results[-1].targets, val_bytes=results[-1].bytes, eval_time_total_ms=eval_ms)
         log("run_summary " + json.dumps(summary, sort_keys=True, separators=(",", ":")))
         log("run_complete")
     except BaseException as e:  # every failure is in the log too; user errors as one line, bugs with a traceback
