@@ -355,12 +355,9 @@ def score(tg: ModuleType, model: torch.nn.Module, tok_path: str, args: argparse.
     res = fn(model, val, tables, h, d, progress=lines, progress_every=args.progress_every)
     if main:
         wall = time.perf_counter() - t_start
-        print(f"{name} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f} eval_time:{1000 * res.seconds:.0f}ms")
-        print(
-            f"{name}_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f} targets:{res.targets} "
-            f"bytes:{res.bytes} eval_time:{1000 * res.seconds:.0f}ms wall_time:{1000 * wall:.0f}ms",
-            flush=True,
-        )
+        times = f" eval_time:{1000 * res.seconds:.0f}ms wall_time:{1000 * wall:.0f}ms"
+        print("\n".join(tk.tg.score_lines(name, res, exact_extra=f" targets:{res.targets} bytes:{res.bytes}{times}")))
+        sys.stdout.flush()
 
 
 def _main(argv: list[str] | None = None) -> int:

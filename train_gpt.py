@@ -3512,10 +3512,17 @@ def score(
     """Score a model (flat, sliding or TTT) and log the conventional line plus its _exact twin."""
     progress = (lambda m: log(f"progress {label}: {m}")) if d.is_main else None
     res = evaluate(model, val_tokens, tables, h, d, mode, progress)
-    extra = f" stride:{h.eval_stride}" if mode == "sliding" else ""
-    log(f"{label} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f}{extra} eval_time:{1000 * res.seconds:.0f}ms")
-    log(f"{label}_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f}")
+    for line in score_lines(label, res, f" stride:{h.eval_stride}" if mode == "sliding" else ""):
+        log(line)
     return label, res
+
+
+def score_lines(label: str, res: EvalResult, extra: str = "", exact_extra: str = "") -> tuple[str, str]:
+    """The conventional score line (4 decimals, what records parse) and its _exact twin (8 decimals)."""
+    return (
+        f"{label} val_loss:{res.val_loss:.4f} val_bpb:{res.val_bpb:.4f}{extra} eval_time:{1000 * res.seconds:.0f}ms",
+        f"{label}_exact val_loss:{res.val_loss:.8f} val_bpb:{res.val_bpb:.8f}{exact_extra}",
+    )
 
 
 def score_phase(
