@@ -738,9 +738,7 @@ class Logger:
             self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (lives as long as the run)
 
     def __call__(self, msg: str, console: bool = True) -> None:
-        if not self.enabled:
-            return
-        if console:
+        if console and self.enabled:  # a disabled logger has no file either
             print(msg, flush=True)
         if self.file:
             self.file.write(msg + "\n")
@@ -1033,11 +1031,10 @@ def rotate_half_dims(x: torch.Tensor, rope_dims: int, base: float) -> torch.Tens
 
 
 # Document-isolated attention (DOC_ISOLATION=1) without a dense mask: the batch's rows are flattened into one sequence
-# cut at every row start and every BOS, the cuts given as cumulative offsets (cu_seqlens), and a varlen kernel attends
-# causally inside each piece only (on FineWeb's documents ~0.28 of the T x T square at T = 2048; causal is 0.5). How
-# many pieces a batch holds varies; the offsets are padded with empty pieces to a size that depends on the batch's
-# shape alone, so a compiled graph sees one shape and never recompiles. SDPA with the dense (B, 1, T, T) mask stays
-# the CPU path and the reference every varlen backend is tested against.
+# cut at every row start and every BOS (cumulative offsets, cu_seqlens), and a varlen kernel attends causally inside
+# each piece only (on FineWeb's documents ~0.28 of the T x T square at T = 2048; causal is 0.5). The offsets are padded
+# with empty pieces to a size fixed by the batch's shape, so a compiled graph never recompiles. SDPA with the dense
+# (B, 1, T, T) mask stays the CPU path and the reference every varlen backend is tested against.
 VARLEN_ATTNS = ("global", "mla")  # ATTN kinds the varlen path serves (windows and linear attention keep the mask)
 
 
@@ -1159,10 +1156,9 @@ def select_attention(h: Hyperparameters, d: Dist, support: dict[str, str | None]
     on CPU). A backend named explicitly that cannot run here is refused, naming the setting."""
     m, want, tokens = h.model, h.attn_backend, h.varlen_segment_tokens
     support = varlen_support(d.device) if support is None else support
-    served = bool(m.doc_isolation) and m.attn in VARLEN_ATTNS
     if want == "sdpa":
         return AttentionChoice("sdpa", tokens, "ATTN_BACKEND=sdpa")
-    if not served:
+    if not (m.doc_isolation and m.attn in VARLEN_ATTNS):  # not served by a varlen kernel
         if want != "auto":
             here = f"here DOC_ISOLATION={m.doc_isolation}, ATTN={m.attn}"
             raise UserError(f"ATTN_BACKEND={want}: the varlen kernels serve DOC_ISOLATION=1 with ATTN=global or mla "
@@ -1205,8 +1201,9 @@ class Attention(nn.Module):
             self.c_kv = CastedLinear(dim, rank, "attn")
             self.c_kr = CastedLinear(dim, c.rope_dims, "attn")
             self.c_k = CastedLinear(rank, c.num_kv_heads * (self.head_dim - c.rope_dims), "attn")
-        self.c_k = self.c_k if self.mla else CastedLinear(dim, kv_dim, "attn")
-        self.c_v = CastedLinear(self.c_kv.out_features if self.mla else dim, kv_dim, "attn")
+        else:
+            self.c_k = CastedLinear(dim, kv_dim, "attn")
+        self.c_v = CastedLinear(rank if self.mla else dim, kv_dim, "attn")
         self.proj = CastedLinear(dim, dim, "attn", zero_init=True)
         self.q_gain = tag(nn.Parameter(torch.full((c.num_heads,), float(c.qk_gain_init))), "control")
         self.gate = CastedLinear(c.gate_inputs, c.num_heads, "control", zero_init=True) if c.attn_out_gate else None
