@@ -664,18 +664,15 @@ SOLO_WAIT_TIMEOUT_S = 24 * 3600.0  # the other ranks' wait for rank 0's solo wor
 
 def init_distributed(device_pref: str = "auto", timeout_s: float = Hyperparameters.dist_timeout_seconds) -> Dist:
     """Detect torchrun from the environment; NCCL on CUDA, gloo on CPU; world_size 1 needs no process group. Every
-    collective may wait `timeout_s` (DIST_TIMEOUT_SECONDS) for the slowest rank; waits for work rank 0 does alone
-    go through a second, gloo group (on the CPU, out of NCCL's watchdog) whose timeout that work cannot reach."""
+    collective may wait `timeout_s` (DIST_TIMEOUT_SECONDS); rank 0's solo work is awaited on a gloo group instead."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available() if device_pref == "auto" else device_pref == "cuda"
     if use_cuda and not torch.cuda.is_available():
         raise UserError("DEVICE=cuda but torch sees no CUDA device (set DEVICE=cpu or auto)")
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None,
                                 timeout=timedelta(seconds=timeout_s))  # fmt: skip
@@ -684,9 +681,8 @@ def init_distributed(device_pref: str = "auto", timeout_s: float = Hyperparamete
 
 
 def wait_for_main(failed: bool, d: Dist) -> bool:
-    """Every rank calls it after rank 0's solo work: whether that work failed (rank 0 says). The others wait here on
-    the solo group, a CPU collective with a day's timeout, so neither DIST_TIMEOUT_SECONDS nor NCCL's watchdog can
-    fire however long rank 0 searches the byte target."""
+    """Every rank calls it after rank 0's solo work: whether that work failed (rank 0 says). The others wait on the
+    solo group, on the CPU with a day's timeout, out of reach of DIST_TIMEOUT_SECONDS and NCCL's watchdog."""
     flag = torch.tensor([float(failed)])
     if d.enabled and d.solo_group is not None:
         dist.all_reduce(flag, group=d.solo_group)
@@ -718,9 +714,7 @@ class Logger:
             self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (lives as long as the run)
 
     def __call__(self, msg: str, console: bool = True) -> None:
-        if not self.enabled:
-            return
-        if console:
+        if console and self.enabled:  # a disabled logger has no file either
             print(msg, flush=True)
         if self.file:
             self.file.write(msg + "\n")
@@ -889,15 +883,16 @@ def load_token_split(pattern: str, vocab_size: int | None = None) -> np.ndarray:
     return tokens
 
 
-class TokenStream:
-    """Reads training shards in order, wrapping around, one contiguous span at a time. Its state is two ints, so a
-    warm-up can be rolled back exactly."""
+class DistributedTokenLoader:
+    """Reads the training shards in order, wrapping around. Each step every rank reads the same global span and keeps
+    its own slice, so the global batch is identical for any world size and accumulation split. The state is two
+    ints, so a warm-up can be rolled back exactly."""
 
-    def __init__(self, pattern: str, vocab_size: int | None = None):
+    def __init__(self, pattern: str, rank: int, world_size: int, device: torch.device, vocab_size: int | None = None):
         """Every shard's header is checked here, before any training; token ids as each shard is first read."""
         self.files, self.vocab_size = list_shards(pattern), vocab_size
-        self.total = sum(read_shard_header(f) for f in self.files)
-        if self.total == 0:
+        self.rank, self.world_size, self.device = rank, world_size, device
+        if sum(read_shard_header(f) for f in self.files) == 0:
             raise ShardError(f"{pattern}: the {len(self.files)} train shard(s) hold no tokens")
         self.file_idx, self.pos = 0, 0
         self.tokens = load_shard(self.files[0], vocab_size)
@@ -910,17 +905,14 @@ class TokenStream:
             self.tokens = load_shard(self.files[state["file_idx"]], self.vocab_size)
         self.file_idx, self.pos = state["file_idx"], state["pos"]
 
-    def _advance_file(self) -> None:
-        self.file_idx = (self.file_idx + 1) % len(self.files)
-        self.tokens, self.pos = load_shard(self.files[self.file_idx], self.vocab_size), 0
-
     def take(self, n: int, overlap: int = 0) -> np.ndarray:
         """Return the next n tokens; the last `overlap` of them are read again by the next call (y's last target
         is x's next input, so consecutive steps tile the stream exactly)."""
         out, need = [], n
         while need > 0:
             if self.pos >= len(self.tokens):
-                self._advance_file()
+                self.file_idx = (self.file_idx + 1) % len(self.files)
+                self.tokens, self.pos = load_shard(self.files[self.file_idx], self.vocab_size), 0
                 continue
             chunk = self.tokens[self.pos : self.pos + need]
             out.append(chunk)
@@ -929,25 +921,10 @@ class TokenStream:
         self.pos -= overlap  # the last chunk holds >= 1 token of the current file, so this stays in it
         return np.concatenate(out) if len(out) > 1 else np.array(out[0])
 
-
-class DistributedTokenLoader:
-    """Each step every rank reads the same global span of the stream and keeps its own slice, so the global batch
-    is identical for any world size and accumulation split."""
-
-    def __init__(self, pattern: str, rank: int, world_size: int, device: torch.device, vocab_size: int | None = None):
-        self.stream = TokenStream(pattern, vocab_size)
-        self.rank, self.world_size, self.device = rank, world_size, device
-
-    def state_dict(self) -> dict[str, int]:
-        return self.stream.state_dict()
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.stream.load_state_dict(state)
-
     def next_batch(self, global_tokens: int, seq_len: int, accum_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (x, y) of shape (B, seq_len) for one micro-step of this rank."""
         local = global_tokens // (self.world_size * accum_steps)
-        span = self.stream.take(local * self.world_size + 1, overlap=1)
+        span = self.take(local * self.world_size + 1, overlap=1)
         start = self.rank * local
         chunk = torch.from_numpy(span[start : start + local + 1].astype(np.int64))
         x, y = chunk[:-1].view(-1, seq_len), chunk[1:].view(-1, seq_len)
@@ -958,7 +935,7 @@ def train_loader(h: Hyperparameters, d: Dist) -> DistributedTokenLoader:
     """The run's loader, after every train shard's token ids are checked against the vocab (check_shard_ids)."""
     pattern = os.path.join(h.data_path, TRAIN_GLOB)
     loader = DistributedTokenLoader(pattern, d.rank, d.world_size, d.device, h.model.vocab_size)
-    check_shard_ids(loader.stream.files, h.model.vocab_size, d)
+    check_shard_ids(loader.files, h.model.vocab_size, d)
     return loader
 
 
@@ -971,10 +948,7 @@ def check_shard_ids(files: list[Path], vocab_size: int, d: Dist) -> None:
     the first bad shard, whose error every rank then raises."""
     first_bad = len(files)
     for i in range(d.rank, len(files), d.world_size):
-        n = read_shard_header(files[i])
-        tokens = (
-            np.memmap(files[i], dtype=SHARD_TOKEN_DTYPE, mode="r", offset=SHARD_HEADER_BYTES, shape=(n,)) if n else []
-        )
+        tokens = load_shard(files[i])
         if any(int(tokens[a : a + SHARD_ID_CHECK_TOKENS].max()) >= vocab_size
                for a in range(0, len(tokens), SHARD_ID_CHECK_TOKENS)):  # fmt: skip
             first_bad = i
@@ -994,8 +968,6 @@ def check_shard_ids(files: list[Path], vocab_size: int, d: Dist) -> None:
 ROLES = ("attn", "mlp", "embed", "head", "control")
 CHECKPOINT_FORMAT = "pgolf-float-checkpoint"
 CHECKPOINT_VERSION = 1
-
-
 BIGRAM_HASH_MULT = 1_000_003  # BIGRAM_HASH index: (previous * this + current) mod the table size
 
 
@@ -1035,18 +1007,16 @@ def rotate_half_dims(x: torch.Tensor, rope_dims: int, base: float) -> torch.Tens
 
 
 # Document-isolated attention (DOC_ISOLATION=1) without a dense mask: the batch's rows are flattened into one sequence
-# cut at every row start and every BOS, the cuts given as cumulative offsets (cu_seqlens), and a varlen kernel attends
-# causally inside each piece only (on FineWeb's documents ~0.28 of the T x T square at T = 2048; causal is 0.5). How
-# many pieces a batch holds varies; the offsets are padded with empty pieces to a size that depends on the batch's
-# shape alone, so a compiled graph sees one shape and never recompiles. SDPA with the dense (B, 1, T, T) mask stays
-# the CPU path and the reference every varlen backend is tested against.
+# cut at every row start and every BOS (cumulative offsets, cu_seqlens), and a varlen kernel attends causally inside
+# each piece only (on FineWeb's documents ~0.28 of the T x T square at T = 2048; causal is 0.5). The offsets are padded
+# with empty pieces to a size fixed by the batch's shape, so a compiled graph never recompiles. SDPA with the dense
+# (B, 1, T, T) mask stays the CPU path and the reference every varlen backend is tested against.
 VARLEN_ATTNS = ("global", "mla")  # ATTN kinds the varlen path serves (windows and linear attention keep the mask)
 
 
 class Segments(NamedTuple):
-    """What a varlen kernel needs: offsets (capacity + 1,) int32 of the pieces of the flattened batch (the first
-    `count` + 1 real, the rest = B*T), the number of real pieces (a device scalar), the longest piece possible (the
-    row length: a constant, so compiled graphs do not depend on the data) and the backend's name."""
+    """What a varlen kernel needs: the offsets (capacity + 1,) int32 (the first `count` + 1 real, the rest B*T), the
+    number of real pieces (a device scalar), the longest piece possible (the row length, a constant) and the backend."""
 
     cu: torch.Tensor
     count: torch.Tensor
@@ -1073,9 +1043,8 @@ def segment_capacity(rows: int, T: int, segment_tokens: int) -> int:
 
 
 def build_cu_seqlens(idx: torch.Tensor, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(offsets (capacity + 1,) int32, pieces) of (B, T) tokens flattened: a piece starts at every row start and at
-    every BOS; offsets past the last piece equal B*T (empty pieces). Tensor ops with shapes fixed by (B, T, capacity),
-    no host sync: the same graph for every batch."""
+    """(offsets (capacity + 1,) int32, pieces) of (B, T) tokens flattened, a piece starting at every row start and
+    every BOS; shapes fixed by (B, T, capacity) and no host sync, so every batch runs the same graph."""
     T = idx.size(1)
     starts = (idx == BOS_ID) | (torch.arange(T, device=idx.device) == 0)
     cum = starts.reshape(-1).cumsum(0)  # pieces begun up to each token
@@ -1119,11 +1088,10 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: Seg
     computed in bf16, as autocast would have SDPA do."""
     B, H, T, hd = q.shape
     capacity = seg.cu.numel() - 1
-    if seg.backend == "reference":  # eager: a plain error
-        if int(seg.count) > capacity:
-            raise UserError(segment_overflow(int(seg.count), capacity))
-    else:  # a device-side check: no host sync, and still no silent merge of documents
+    if seg.backend != "reference":  # a device-side check: no host sync, and still no silent merge of documents
         torch._assert_async(seg.count <= capacity, segment_overflow(-1, capacity))
+    elif int(seg.count) > capacity:  # eager: a plain error
+        raise UserError(segment_overflow(int(seg.count), capacity))
     dtype = q.dtype if q.dtype in (torch.bfloat16, torch.float16) or seg.backend == "reference" else torch.bfloat16
     flat = [t.transpose(1, 2).reshape(B * T, t.size(1), hd).to(dtype) for t in (q, k, v)]  # (B*T, heads, hd)
     y = VARLEN_KERNELS[seg.backend](*flat, seg)
@@ -1142,18 +1110,17 @@ def varlen_support(device: torch.device) -> dict[str, str | None]:
     if device.type != "cuda":
         return {"fa3": "needs a CUDA GPU", "torch": "needs a CUDA GPU", "reference": None}
     major, minor = torch.cuda.get_device_capability(device)
+    gpu = f"this GPU is sm{major}{minor}"
     try:
         import flash_attn_interface  # noqa: F401
 
-        fa3 = (
-            None if major == 9 else f"flash_attn_interface's kernels are Hopper's (sm90), this GPU is sm{major}{minor}"
-        )
+        fa3 = None if major == 9 else f"flash_attn_interface's kernels are Hopper's (sm90), {gpu}"
     except Exception as e:  # not installed, or built for another torch / CUDA
         fa3 = f"flash_attn_interface does not import ({type(e).__name__}: {str(e)[:120]})"
     try:
         from torch.nn.attention.varlen import varlen_attn  # noqa: F401
 
-        tv = None if major >= 8 else f"torch's flash kernels need sm80 or newer, this GPU is sm{major}{minor}"
+        tv = None if major >= 8 else f"torch's flash kernels need sm80 or newer, {gpu}"
     except ImportError:
         tv = f"torch {torch.__version__} has no torch.nn.attention.varlen"
     return {"fa3": fa3, "torch": tv, "reference": None}
@@ -1161,15 +1128,13 @@ def varlen_support(device: torch.device) -> dict[str, str | None]:
 
 def select_attention(h: Hyperparameters, d: Dist, support: dict[str, str | None] | None = None) -> AttentionChoice:
     """The attention kernel of the run, from ATTN_BACKEND. auto: with document isolation on a CUDA GPU under bf16,
-    FA3's varlen kernel when flash_attn_interface imports on Hopper (the record's), else torch's own varlen kernel,
-    else SDPA with the dense mask; on CPU SDPA with the mask. A backend named explicitly that cannot run here is
-    refused, naming the setting."""
+    FA3's varlen kernel on Hopper (the record's), else torch's own varlen kernel, else SDPA with the dense mask (always
+    on CPU). A backend named explicitly that cannot run here is refused, naming the setting."""
     m, want, tokens = h.model, h.attn_backend, h.varlen_segment_tokens
     support = varlen_support(d.device) if support is None else support
-    served = bool(m.doc_isolation) and m.attn in VARLEN_ATTNS
     if want == "sdpa":
         return AttentionChoice("sdpa", tokens, "ATTN_BACKEND=sdpa")
-    if not served:
+    if not (m.doc_isolation and m.attn in VARLEN_ATTNS):  # not served by a varlen kernel
         if want != "auto":
             here = f"here DOC_ISOLATION={m.doc_isolation}, ATTN={m.attn}"
             raise UserError(f"ATTN_BACKEND={want}: the varlen kernels serve DOC_ISOLATION=1 with ATTN=global or mla "
@@ -1212,8 +1177,9 @@ class Attention(nn.Module):
             self.c_kv = CastedLinear(dim, rank, "attn")
             self.c_kr = CastedLinear(dim, c.rope_dims, "attn")
             self.c_k = CastedLinear(rank, c.num_kv_heads * (self.head_dim - c.rope_dims), "attn")
-        self.c_k = self.c_k if self.mla else CastedLinear(dim, kv_dim, "attn")
-        self.c_v = CastedLinear(self.c_kv.out_features if self.mla else dim, kv_dim, "attn")
+        else:
+            self.c_k = CastedLinear(dim, kv_dim, "attn")
+        self.c_v = CastedLinear(rank if self.mla else dim, kv_dim, "attn")
         self.proj = CastedLinear(dim, dim, "attn", zero_init=True)
         self.q_gain = tag(nn.Parameter(torch.full((c.num_heads,), float(c.qk_gain_init))), "control")
         self.gate = CastedLinear(c.gate_inputs, c.num_heads, "control", zero_init=True) if c.attn_out_gate else None
@@ -1324,8 +1290,7 @@ class GPT(nn.Module):
         self.loops = 1  # recurrence is switched on by set_loops() (the trainer does it at LOOP_START_FRAC)
         self.register_buffer("loop_gain", torch.ones(()), persistent=False)
         self.tok_emb = nn.Embedding(c.vocab_size, c.model_dim)
-        tag(self.tok_emb.weight, "embed")
-        nn.init.normal_(self.tok_emb.weight, std=c.tied_embed_init_std if c.tie_embeddings else 1.0)
+        nn.init.normal_(tag(self.tok_emb.weight, "embed"), std=c.tied_embed_init_std if c.tie_embeddings else 1.0)
         self.lm_head = None if c.tie_embeddings else CastedLinear(c.model_dim, c.vocab_size, "head", zero_init=True)
         self.smear = SmearGate(c.gate_inputs) if c.smear_gate else None
         self.bigram = nn.Embedding(c.bigram_hash, c.model_dim) if c.bigram_hash else None
@@ -1430,11 +1395,11 @@ class GPT(nn.Module):
             mask = mask & (doc[:, :, None] == doc[:, None, :])
         return mask.expand(idx.size(0), T, T).unsqueeze(1) if mask.dim() == 3 else mask[None, None]
 
-    def project(self, h: torch.Tensor) -> torch.Tensor:
+    def project(self, x: torch.Tensor) -> torch.Tensor:
         w = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        logits = F.linear(h, w.to(h.dtype)).float()
+        logits = F.linear(x, w.to(x.dtype)).float()
         if self.head_adapter is not None:
-            logits = logits + self.head_adapter(h).float()
+            logits = logits + self.head_adapter(x).float()
         if self.logit_softcap > 0:
             logits = self.logit_softcap * torch.tanh(logits / self.logit_softcap)
         return logits
@@ -1476,17 +1441,10 @@ def param_roles(model: nn.Module) -> dict[str, str]:
 
 def save_checkpoint(path: str | os.PathLike, cfg: ModelConfig, state_dict: dict, hparams: dict) -> None:
     """The float weights beside the artifact (toolkit.load_checkpoint reads them back, for quantize.py/eval_bpb.py)."""
+    header = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model_config": dataclasses.asdict(cfg)}
+    weights = {k: v.detach().cpu() for k, v in state_dict.items()}
     buf = io.BytesIO()
-    torch.save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "model_config": dataclasses.asdict(cfg),
-            "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
-            "hparams": hparams,
-        },
-        buf,
-    )
+    torch.save({**header, "state_dict": weights, "hparams": hparams}, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -1526,11 +1484,10 @@ def orthogonalize(g: torch.Tensor, steps: int, polar_express: bool, row_normaliz
 
 class Muon(torch.optim.Optimizer):
     """Momentum (optionally Nesterov) + Newton-Schulz orthogonalisation for 2-D matrices, decoupled weight decay.
-    Matrices of one shape are stacked and orthogonalised in one batched call (compiled on CUDA). The momentum buffer
-    and the iteration run in `dtype` (default: bf16 on CUDA as the record, fp32 on CPU). Distributed: the stack is
-    padded with zero matrices (whose update is zero) to a multiple of the world size, each rank orthogonalises its
-    equal share, and one all-gather per stack gives every rank every update, so the weights stay identical for any
-    world size and stack size."""
+    Matrices of one shape are orthogonalised as one stack (one compiled call on CUDA); the momentum and the iteration
+    run in `dtype` (default: bf16 on CUDA as the record, fp32 on CPU). Distributed: each rank orthogonalises its share
+    of the stack, padded with zero matrices to a multiple of the world size, and one all-gather gives every rank every
+    update, so the weights are identical for any world size."""
 
     def __init__(self, params, lr: float, momentum: float, nesterov: bool, backend_steps: int, polar_express: bool,
                  row_normalize: bool, weight_decay: float, rank: int = 0, world_size: int = 1,
@@ -1570,8 +1527,8 @@ class Muon(torch.optim.Optimizer):
                 n, share = len(params), -(-len(params) // self.world_size)  # matrices per rank
                 grads = [torch.zeros_like(p, dtype=self.dtype) if p.grad is None else p.grad.to(self.dtype)
                          for p in params]  # fmt: skip
-                bufs = [self._buffer(p).mul_(group["momentum"]).add_(g) for p, g in zip(params, grads)]  # as the
-                # record: the _foreach_ form rounds a bf16 buffer differently (0.03 after one step)
+                # per matrix as the record: the _foreach_ form rounds a bf16 buffer differently (0.03 after one step)
+                bufs = [self._buffer(p).mul_(group["momentum"]).add_(g) for p, g in zip(params, grads)]
                 u = [g.add(b, alpha=group["momentum"]) for g, b in zip(grads, bufs)] if group["nesterov"] else bufs
                 mine = list(u[self.rank * share : (self.rank + 1) * share])
                 mine = torch.stack(mine + [torch.zeros_like(u[0])] * (share - len(mine)))  # (share, rows, cols)
@@ -1893,7 +1850,7 @@ def _load_resume_state(state: dict, h, base: GPT, optimizers: list, ema, loader,
     if differ:
         raise UserError(f"RESUME_FROM={h.resume_from} ran other settings: " + ", ".join(
             f"{k.upper()}={state['config'].get(k)!r} there, {ours.get(k)!r} here" for k in differ[:6]))  # fmt: skip
-    files, at = loader.stream.files, state["loader"]
+    files, at = loader.files, state["loader"]
     i, pos = at["file_idx"], at["pos"]
     if not (type(i) is type(pos) is int and 0 <= i < len(files) and 0 <= pos <= read_shard_header(files[i])):
         raise UserError(f"RESUME_FROM={h.resume_from}: its loader stands at shard {i!r} token {pos!r}, past the "
@@ -3873,10 +3830,10 @@ def random_blocks(cfg: ModelConfig, T: int, device: torch.device) -> torch.Tenso
         return torch.zeros(T, T, dtype=torch.bool, device=device)
     qb, kb = torch.arange(n, device=device)[:, None], torch.arange(n, device=device)[None, :]
     qm, km, mix = RANDOM_BLOCKS_HASH
-    h = ((qb * qm + kb * km) * mix) % (1 << 31)
-    h = torch.where(kb < qb, h, 1 << 32)  # only earlier blocks
+    key = ((qb * qm + kb * km) * mix) % (1 << 31)
+    key = torch.where(kb < qb, key, 1 << 32)  # only earlier blocks
     pick = torch.zeros(n, n, dtype=torch.bool, device=device)
-    pick.scatter_(1, h.topk(min(r, n), dim=1, largest=False).indices, True)
+    pick.scatter_(1, key.topk(min(r, n), dim=1, largest=False).indices, True)
     pick &= kb < qb
     pos = torch.arange(T, device=device) // bs
     return pick[pos[:, None], pos[None, :]]
