@@ -16,6 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import train_gpt as tg
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 for _p in (REPO, REPO / "data"):
@@ -45,6 +47,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def attention_restored():
+    """The process's attention kernel (tg.ATTENTION, set by every run) is put back after each test: a test that runs
+    with ATTN_BACKEND=reference must not leave the next test's model on that path."""
+    before = dataclasses.replace(tg.ATTENTION)
+    yield
+    tg.use_attention(before)
 
 
 # ---------------------------------------------------------------- a small real run
