@@ -621,8 +621,8 @@ def settings_help() -> str:
                 out.append(f"\n[{line.removeprefix('    # -- ')}]")
             elif line.startswith("    # "):  # the comment of the setting above, continued
                 out[-1] += " " + line.removeprefix("    # ")
-            else:
-                out += [row(n, note) for n, note in _rows([line])]
+            elif (m := re.match(r"    (\w+): [^=]+ = .*?(?:  # (.*))?$", line)) and m[1] != "preset":
+                out.append(row(m[1], m[2] or ""))
     out.append(f"\nPRESET picks the base these override: {', '.join(PRESETS)}. The log lists the resolved config.")
     return "\n".join(s.rstrip() for s in out)
 
@@ -630,11 +630,6 @@ def settings_help() -> str:
 def artifact_path_of(h: Hyperparameters) -> str:
     """Where the run writes its artifact: ARTIFACT_PATH, else artifacts/<run_id>.pgz."""
     return h.artifact_path or os.path.join("artifacts", f"{h.run_id}.pgz")
-
-
-def _rows(lines: list[str]) -> list[tuple[str, str]]:
-    matches = (re.match(r"    (\w+): [^=]+ = .*?(?:  # (.*))?$", line) for line in lines)
-    return [(m[1], m[2] or "") for m in matches if m and m[1] != "preset"]
 
 
 # =====================================================================================================================
