@@ -105,3 +105,19 @@ def test_help_lists_every_setting_and_touches_nothing(tmp_path):
         "data", "training", "model", "optimisers", "evaluation", "quantisation", "runtime"
     ]  # a wrapped comment continues its setting's help and never becomes a section  # fmt: skip
     assert "instead of exporting" in next(line for line in out.stdout.splitlines() if line.startswith("  STOP_AFTER "))
+
+
+def test_the_docstring_map_names_only_what_exists_in_section_order():
+    """The MAP at the top of train_gpt.py is how a forker finds where to change a thing: every entry point it names
+    exists (a function, class or a GPT method), and its sections are the file's banners, in order."""
+    import re
+
+    doc = tg.__doc__.split("MAP:")[1]
+    names = {n for n in re.findall(r"\b[A-Za-z_]\w*\b", doc) if "_" in n.strip("_") or n[1:] != n[1:].lower()}
+    names = {n for n in names if not n.isupper()} - {"AdamW", "LoRA"}  # settings and section titles are upper case
+    missing = {n for n in names if not hasattr(tg, n) and not hasattr(tg.GPT, n)}
+    assert len(names) > 50 and not missing, sorted(missing)
+    source = Path(tg.__file__).read_text(encoding="utf-8")
+    banners = re.findall(r"^# (\d+)\. ([A-Z]+)", source, flags=re.M)
+    listed = re.findall(r"^ *(\d+)\. +([A-Z]+)", doc, flags=re.M)
+    assert banners == listed and [int(n) for n, _ in banners] == list(range(1, len(banners) + 1)), (banners, listed)
