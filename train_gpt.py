@@ -2524,9 +2524,8 @@ def decode_artifact(blob: bytes) -> tuple[dict, list[dict], dict]:
         if not isinstance(metas, list) or len(metas) > ARTIFACT_MAX_TENSORS:
             raise ValueError(f"the tensor list is not a list of at most {ARTIFACT_MAX_TENSORS} entries")
         recorded = header.get("recorded", {})
-        if not isinstance(recorded, dict) or not all(
-            k in ARTIFACT_RECORDED and type(v) is int and v >= 0 for k, v in recorded.items()
-        ):
+        known = isinstance(recorded, dict) and set(recorded) <= set(ARTIFACT_RECORDED)
+        if not known or not all(type(v) is int and v >= 0 for v in recorded.values()):
             raise ValueError(f"bad recorded settings {recorded!r}")
         pos, streams = 4 + hlen, {}
         for s, n, width in stream_info:
