@@ -2245,15 +2245,14 @@ def export_phase(base: GPT, hessians: dict | None, h: Hyperparameters, d: Dist, 
 #    packed code and the size report
 # =====================================================================================================================
 
-# An artifact is a frame (magic, format version, codec id, payload length, blake2b-128 of frame and payload) followed
-# by the compressed payload: u32 header length, a JSON header (model config; each tensor's name, shape, dtype, role
-# and storage: int bits, SDClip k and method, or float passthrough; the byte streams) and the streams themselves,
-# grouped by kind so the codec sees similar bytes together (ints by role, fp16 scales, passthrough, LQER factors).
-# Reading parses JSON and raw bytes only: nothing in an artifact is ever executed or unpickled.
+# An artifact is a frame (ARTIFACT_FRAME) and the compressed payload: u32 header length, a JSON header (model config;
+# each tensor's name, shape, dtype, role and storage: int bits, SDClip k and method, or float passthrough; the byte
+# streams), then the streams, grouped by kind so the codec sees similar bytes together (ints by role, fp16 scales,
+# passthrough, LQER factors). Reading parses JSON and raw bytes only: nothing in an artifact is executed or unpickled.
 ARTIFACT_MAGIC = b"PGQA"
 ARTIFACT_VERSION = 4  # 4: int codes rANS-coded when smaller; 3: LQER A int2; 2: header and streams in separate frames
 ARTIFACT_PART = struct.Struct("<BII")  # per part: method (0 the codec, 1 rANS), stored bytes, raw bytes
-ARTIFACT_FRAME = struct.Struct("<4sBBQ16s")  # magic, version, codec id, payload bytes, blake2b-128 digest
+ARTIFACT_FRAME = struct.Struct("<4sBBQ16s")  # magic, version, codec id, payload bytes, blake2b-128 of all the rest
 ARTIFACT_CODECS = {"zstd": 1, "lzma": 2, "zlib": 3}
 ARTIFACT_MAX_PAYLOAD = 1 << 28  # 256 MiB, 16x the byte cap: a declared payload above it is refused before inflating
 ARTIFACT_MAX_HEADER = 1 << 24  # JSON header bytes (a model's is tens of KB): bounds what json.loads builds
@@ -2319,8 +2318,7 @@ def decompress_bytes(data: bytes, codec: str, size: int) -> bytes:
         raise ArtifactError(f"artifact payload does not decompress with {codec} ({e}): corrupt file") from None
 
 
-# Settings an artifact records beside its model config, so a tool rescoring it alone uses the window it was trained
-# and scored at (a model trained at 256 tokens scored at the frontier default of 2,048 is a different, worse score).
+# Recorded beside the model config: a tool rescoring the artifact alone must score at the windows the run used.
 ARTIFACT_RECORDED = ("train_seq_len", "eval_seq_len")
 
 
@@ -2345,10 +2343,9 @@ def encode_artifact(model_config: dict, entries: list[dict], codec: str, level: 
 
 
 def compress_parts(parts: list[bytes], codec: str, level: int, segments: dict[int, list[int]] | None = None) -> bytes:
-    """A part index (count, then method, stored and raw bytes of each) and one compressed frame per non-empty part.
-    zstd-22 on a single frame of everything swung by +-3% when the data moved by a few bytes; separate frames are
-    stable and smaller (benchmarks/README.md, Quantisation). A part of int codes (`segments`: its tensors' sizes)
-    is also rANS-coded with a table per tensor, and stored so when that is smaller."""
+    """A part index (count, then method, stored and raw bytes of each) and one compressed frame per non-empty part
+    (one zstd-22 frame of everything swung by +-3% as the data moved a few bytes: benchmarks/README.md). A part of
+    int codes (`segments`: its tensors' sizes) is also rANS-coded, a table per tensor, and kept so when smaller."""
     frames, methods = [compress_bytes(p, codec, level) if p else b"" for p in parts], [0] * len(parts)
     for i, sizes in (segments or {}).items():
         if not parts[i] or len(sizes) > ANS_MAX_SEGMENTS:
@@ -2472,26 +2469,20 @@ def decompress_parts(body: bytes, codec: str, size: int) -> bytes:
         raise ArtifactError(f"artifact part index is malformed ({e}): corrupt or not ours") from None
     parts = []
     for method, comp, raw in index:
-        try:
-            part = b"" if not raw else (ans_decode(body[pos : pos + comp], raw) if method == 1 else None)
+        chunk, pos = body[pos : pos + comp], pos + comp
+        try:  # decompress_bytes raises its own ArtifactError
+            part = b"" if not raw else ans_decode(chunk, raw) if method == 1 else decompress_bytes(chunk, codec, raw)
         except (struct.error, ValueError, IndexError) as e:
             raise ArtifactError(f"artifact's rANS-coded part is malformed ({e}): corrupt file") from None
-        part = decompress_bytes(body[pos : pos + comp], codec, raw) if part is None else part
         if len(part) != raw:
             raise ArtifactError(f"artifact part inflates to {len(part)} bytes, expected {raw}: corrupt file")
         parts.append(part)
-        pos += comp
     return b"".join(parts)
 
 
-class ArtifactFrame(NamedTuple):
-    version: int  # artifact format version
-    codec: str  # a key of ARTIFACT_CODECS
-    payload_bytes: int  # the uncompressed payload
-
-
-def read_frame(blob: bytes) -> ArtifactFrame:
-    """Verify an artifact's frame (magic, version, codec, checksum over the whole blob, payload limit) and return it."""
+def read_frame(blob: bytes) -> tuple[int, str, int]:
+    """Verify an artifact's frame (magic, version, codec, checksum over the whole blob, payload limit): (format version,
+    codec name, uncompressed payload bytes)."""
     if len(blob) < ARTIFACT_FRAME.size:
         raise ArtifactError(
             f"artifact is {len(blob)} bytes, shorter than its {ARTIFACT_FRAME.size}-byte frame (truncated?)"
@@ -2515,14 +2506,14 @@ def read_frame(blob: bytes) -> ArtifactFrame:
         raise ArtifactError(f"artifact checksum mismatch ({len(blob)} bytes): the file is truncated or corrupt")
     if size > ARTIFACT_MAX_PAYLOAD:
         raise ArtifactError(f"artifact claims a {size}-byte payload, over the {ARTIFACT_MAX_PAYLOAD}-byte limit")
-    return ArtifactFrame(version, codec, size)
+    return version, codec, size
 
 
 def decode_artifact(blob: bytes) -> tuple[dict, list[dict], dict]:
     """Verify and parse an artifact into (model_config, storage entries, recorded settings) without executing
     anything from it (recorded: ARTIFACT_RECORDED's values; {} in an artifact written before them)."""
-    frame = read_frame(blob)
-    payload = decompress_parts(blob[ARTIFACT_FRAME.size :], frame.codec, frame.payload_bytes)
+    _, codec, size = read_frame(blob)
+    payload = decompress_parts(blob[ARTIFACT_FRAME.size :], codec, size)
     try:
         (hlen,) = struct.unpack_from("<I", payload)
         if hlen > ARTIFACT_MAX_HEADER:
@@ -2532,9 +2523,8 @@ def decode_artifact(blob: bytes) -> tuple[dict, list[dict], dict]:
         if not isinstance(metas, list) or len(metas) > ARTIFACT_MAX_TENSORS:
             raise ValueError(f"the tensor list is not a list of at most {ARTIFACT_MAX_TENSORS} entries")
         recorded = header.get("recorded", {})
-        if not isinstance(recorded, dict) or not all(
-            k in ARTIFACT_RECORDED and type(v) is int and v >= 0 for k, v in recorded.items()
-        ):
+        known = isinstance(recorded, dict) and set(recorded) <= set(ARTIFACT_RECORDED)
+        if not known or not all(type(v) is int and v >= 0 for v in recorded.values()):
             raise ValueError(f"bad recorded settings {recorded!r}")
         pos, streams = 4 + hlen, {}
         for s, n, width in stream_info:
@@ -2574,8 +2564,7 @@ def read_artifact(blob: bytes) -> tuple[ModelConfig, dict[str, torch.Tensor], di
     """(model config, dequantised float state_dict, recorded settings) of an artifact; the state is strict-loadable
     into build_model(config)."""
     model_config, entries, recorded = decode_artifact(blob)
-    cfg = artifact_config(model_config, entries)
-    return cfg, {e["meta"]["name"]: dequantize_entry(e) for e in entries}, recorded
+    return artifact_config(model_config, entries), {e["meta"]["name"]: dequantize_entry(e) for e in entries}, recorded
 
 
 def artifact_config(model_config: dict, entries: list[dict]) -> ModelConfig:
@@ -2625,9 +2614,8 @@ def load_artifact_model(blob: bytes, expected: ModelConfig | None = None) -> tup
 
 
 def check_shapes(cfg: ModelConfig, state: dict, what: str) -> None:
-    """Compare a file's tensors with the model its config describes, built on the meta device (no memory), so a
-    crafted config that claims a huge model is refused before anything is allocated for it, and one that claims more
-    than the file holds before it is built at all (building 1,024 blocks on the meta device takes seconds)."""
+    """Check a file's tensors against the model its config describes, built on the meta device (nothing allocated;
+    seconds at 1,024 blocks), after a cheap count that refuses a config claiming more than the file holds."""
     have = sum(math.prod(t.shape) for t in state.values())
     least = cfg.vocab_size * cfg.model_dim + cfg.num_layers * 2 * cfg.model_dim**2  # the embedding; c_q, proj a block
     if least > have or 4 * cfg.num_layers > len(state):  # and a block has at least 4 tensors
@@ -3521,9 +3509,8 @@ def describe_device(d: Dist) -> str:
 
 
 def git_commit() -> str:
-    """The commit this file is the train_gpt.py of: HEAD of the repository around it, only when the file is tracked
-    there and byte-identical to HEAD's copy; "unknown" otherwise (a copied or edited script run inside some other
-    repository must not claim that repository's commit as its source)."""
+    """HEAD of the repository around this file when the file is tracked there and byte-identical to HEAD's copy, else
+    "unknown": a copied or edited script run inside another repository must not claim that repository's commit."""
     here = Path(__file__).resolve()
 
     def git(*args: str) -> str:
@@ -3558,12 +3545,10 @@ def log_header(log: Logger, src: bytes, h: Hyperparameters, d: Dist, accum_steps
     return env
 
 
-# Memory per GPU (or, on CPU, per process) of every phase that runs, estimated before any work. Activations saved for
-# the backward pass were measured on CPU under bf16 autocast in eager mode at the default shape: 667 KB per token over
-# 17 virtual layers of width 512, i.e. about 76 bytes per (token, virtual layer, model dim); the LoRA TTT backward
-# saves about as much (0.88x, measured on CPU). Compiled graphs save fewer (fused element-wise chains):
-# COMPILED_ACT_FRACTION is an estimate, to be replaced by a GPU measurement. The recurrence ramp runs the plain and the
-# looped stack together (11 + 17 = 28 virtual layers at the frontier); scoring keeps one layer's tensors live.
+# Activations saved for the backward, measured on CPU under bf16 autocast in eager mode at the default shape: 667 KB
+# per token over 17 virtual layers of width 512, about 76 bytes per (token, virtual layer, model dim); the LoRA TTT
+# backward saves about as much (0.88x). Compiled graphs save fewer (fused element-wise chains): COMPILED_ACT_FRACTION
+# is an estimate, to be replaced by a GPU measurement.
 ACT_BYTES = 76
 COMPILED_ACT_FRACTION = 0.5
 INFER_ACT_BYTES = 48  # per (token, model dim) live at once without autograd: lanes, x0, a block's q/k/v/MLP (estimate)
@@ -3611,7 +3596,7 @@ def memory_estimate(h: Hyperparameters, world_size: int, accum: int, compiled: b
     if m.num_loops > 1:
         out["looped"] = phase(rows, h.train_seq_len, looped, True, frac)
         if h.loop_ramp_frac > 0:
-            out["ramp"] = phase(rows, h.train_seq_len, plain + looped, True, frac)
+            out["ramp"] = phase(rows, h.train_seq_len, plain + looped, True, frac)  # 11 + 17 layers at the frontier
     T, eval_order = h.effective_eval_seq_len, model.layer_order(m.effective_eval_loops)
     eval_layers = len(eval_order)
     out["score"] = phase(h.eval_batch_seqs, T, eval_layers, False)
