@@ -175,15 +175,15 @@ def inspect_cmd(a: argparse.Namespace) -> None:
         tg.artifact_config(model_config, entries)
     except tk.UserError as e:
         raise tk.UserError(f"{a.artifact}: {e}") from None
-    version, codec, payload = tg.read_frame(blob)
+    frame = tg.read_frame(blob)
     if a.json:
         print(
             json.dumps(
                 {
-                    "version": version,
-                    "codec": codec,
+                    "version": frame.version,
+                    "codec": frame.codec,
                     "bytes": len(blob),
-                    "payload_bytes": payload,
+                    "payload_bytes": frame.payload_bytes,
                     "model_config": model_config,
                     "recorded": recorded,
                     "tensors": [e["meta"] for e in entries],
@@ -192,7 +192,10 @@ def inspect_cmd(a: argparse.Namespace) -> None:
             )
         )
         return
-    log(f"{a.artifact}: artifact format v{version}, codec {codec}, {len(blob)} bytes ({payload} uncompressed)")
+    log(
+        f"{a.artifact}: artifact format v{frame.version}, codec {frame.codec}, {len(blob)} bytes "
+        f"({frame.payload_bytes} uncompressed)"
+    )
     log("model_config: " + " ".join(f"{k}={v}" for k, v in model_config.items()))
     log("recorded: " + (" ".join(f"{k}={v}" for k, v in recorded.items()) or "none (an older artifact)"))
     roles: dict[str, dict] = {}

@@ -2480,9 +2480,14 @@ def decompress_parts(body: bytes, codec: str, size: int) -> bytes:
     return b"".join(parts)
 
 
-def read_frame(blob: bytes) -> tuple[int, str, int]:
-    """Verify an artifact's frame (magic, version, codec, checksum over the whole blob, payload limit): (format version,
-    codec name, uncompressed payload bytes)."""
+class ArtifactFrame(NamedTuple):
+    version: int  # artifact format version
+    codec: str  # a key of ARTIFACT_CODECS
+    payload_bytes: int  # the uncompressed payload
+
+
+def read_frame(blob: bytes) -> ArtifactFrame:
+    """Verify an artifact's frame (magic, version, codec, checksum over the whole blob, payload limit) and return it."""
     if len(blob) < ARTIFACT_FRAME.size:
         raise ArtifactError(
             f"artifact is {len(blob)} bytes, shorter than its {ARTIFACT_FRAME.size}-byte frame (truncated?)"
@@ -2506,14 +2511,14 @@ def read_frame(blob: bytes) -> tuple[int, str, int]:
         raise ArtifactError(f"artifact checksum mismatch ({len(blob)} bytes): the file is truncated or corrupt")
     if size > ARTIFACT_MAX_PAYLOAD:
         raise ArtifactError(f"artifact claims a {size}-byte payload, over the {ARTIFACT_MAX_PAYLOAD}-byte limit")
-    return version, codec, size
+    return ArtifactFrame(version, codec, size)
 
 
 def decode_artifact(blob: bytes) -> tuple[dict, list[dict], dict]:
     """Verify and parse an artifact into (model_config, storage entries, recorded settings) without executing
     anything from it (recorded: ARTIFACT_RECORDED's values; {} in an artifact written before them)."""
-    _, codec, size = read_frame(blob)
-    payload = decompress_parts(blob[ARTIFACT_FRAME.size :], codec, size)
+    frame = read_frame(blob)
+    payload = decompress_parts(blob[ARTIFACT_FRAME.size :], frame.codec, frame.payload_bytes)
     try:
         (hlen,) = struct.unpack_from("<I", payload)
         if hlen > ARTIFACT_MAX_HEADER:
