@@ -2695,8 +2695,7 @@ PROOF_DOCS = 64  # val documents a tokenizer is proved on when no manifest recor
 
 
 class ByteTables(NamedTuple):
-    """The byte rule: per token id (build_byte_tables), and with CASEOPS=1 the val byte sidecar's count for every
-    val position (load_val_bytes), which then gives the bytes instead."""
+    """The byte rule per token id (build_byte_tables); with CASEOPS=1 target_bytes (load_val_bytes) counts instead."""
 
     base: np.ndarray  # int16: the UTF-8 bytes of the piece without its leading space
     space: np.ndarray  # bool: the piece has a leading space
@@ -2723,14 +2722,12 @@ def build_byte_tables(sp, vocab_size: int) -> ByteTables:
         if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
             continue
         boundary[i] = False
+        piece = sp.id_to_piece(i)
         if sp.is_byte(i):
             base[i] = 1
-            continue
-        piece = sp.id_to_piece(i)
-        if piece.startswith(SPACE_PIECE):
-            space[i] = True
-            piece = piece[1:]
-        base[i] = len(piece.encode("utf-8"))
+        else:
+            space[i] = piece.startswith(SPACE_PIECE)
+            base[i] = len(piece.removeprefix(SPACE_PIECE).encode("utf-8"))
     return ByteTables(base, space, boundary)
 
 
@@ -2792,8 +2789,7 @@ def load_val_bytes(h: Hyperparameters, val_glob: str, sp, tokenizer_path: str, n
 
 def count_target_bytes(x: np.ndarray, y: np.ndarray, tables: ByteTables) -> int:
     """Bytes carried by targets y given inputs x (same shape), in int64 (by the tables' per-token rule)."""
-    base, space, boundary = tables.base, tables.space, tables.boundary
-    return int(base[y].astype(np.int64).sum() + (space[y] & ~boundary[x]).sum())
+    return int(tables.base[y].astype(np.int64).sum() + (tables.space[y] & ~tables.boundary[x]).sum())
 
 
 def check_tokenizer_matches_data(sp, tokenizer_path: str, val_glob: str, val_tokens: np.ndarray) -> None:
@@ -3435,22 +3431,6 @@ def eval_ttt(
     return ledger.result(synced_clock(d) - t0)
 
 
-def evaluate(
-    model: nn.Module,
-    val_tokens: np.ndarray,
-    tables: ByteTables,
-    h: Hyperparameters,
-    d: Dist,
-    mode: str = "flat",
-    progress: Callable[[str], None] | None = None,
-    progress_every: float = PROGRESS_EVERY_S,
-) -> EvalResult:
-    """A model's score flat, sliding or with TTT (mode), for the caller to report; progress(line) gets a progress line
-    at most every progress_every seconds (None: none)."""
-    fn = {"flat": eval_flat, "sliding": eval_sliding, "ttt": eval_ttt}[mode]
-    return fn(model, val_tokens, tables, h, d, progress=progress, progress_every=progress_every)
-
-
 def score(
     model: nn.Module,
     label: str,
@@ -3461,9 +3441,11 @@ def score(
     log: Logger,
     mode: str = "flat",
 ) -> tuple[str, EvalResult]:
-    """Score a model (flat, sliding or TTT) and log the conventional line plus its _exact twin."""
+    """Score a model flat, sliding or with TTT (mode) and log the conventional line plus its _exact twin; the main
+    rank also logs a progress line at most every PROGRESS_EVERY_S seconds."""
     progress = (lambda m: log(f"progress {label}: {m}")) if d.is_main else None
-    res = evaluate(model, val_tokens, tables, h, d, mode, progress)
+    fn = {"flat": eval_flat, "sliding": eval_sliding, "ttt": eval_ttt}[mode]
+    res = fn(model, val_tokens, tables, h, d, progress=progress)
     for line in score_lines(label, res, f" stride:{h.eval_stride}" if mode == "sliding" else ""):
         log(line)
     return label, res
