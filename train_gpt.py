@@ -2704,9 +2704,8 @@ class ByteTables(NamedTuple):
 
 
 def build_byte_tables(sp, vocab_size: int) -> ByteTables:
-    """A target y after input x carries base[y] + (space[y] and not boundary[x]) bytes; summed over the scored
-    targets this equals the UTF-8 length of the normalised text. Ids past the tokenizer's vocab (padding of the
-    embedding) are boundaries with 0 bytes."""
+    """A target y after input x carries base[y] + (space[y] and not boundary[x]) bytes, summing to the UTF-8 length of
+    the normalised text; ids past the tokenizer's vocab (embedding padding) are boundaries with 0 bytes."""
     n = int(sp.vocab_size())
     if vocab_size < n:
         raise UserError(f"VOCAB_SIZE={vocab_size} is smaller than the tokenizer's vocabulary ({n})")
@@ -2840,11 +2839,10 @@ def load_validation(h: Hyperparameters, tokenizer_path: str | None = None, val_g
     return tables, val_tokens
 
 
-# Target position t (1 <= t < N) is the prediction of val[t] from val[:t]. A window starting at s reads val[s:s+L]
-# and predicts positions s+1 .. s+L; each window scores the positions [lo, hi) it is given. Every mode scores each
-# target exactly once, and a ScoreLedger counts it: test-time training may only train on positions the ledger has
-# seen scored (rules 3 and 4 of SPEC section 1), and the final result refuses to exist unless every target was
-# scored exactly once across all ranks.
+# Target position t (1 <= t < N) is the prediction of val[t] from val[:t]; a window starting at s reads val[s:s+L],
+# predicts positions s+1 .. s+L and scores the range [lo, hi) it is given. A ScoreLedger counts every score: TTT may
+# train only on targets already scored (rules 3 and 4 of SPEC section 1), and no result exists unless every target
+# was scored exactly once across all ranks.
 TTT_LORA_BETAS = (0.0, 0.99)  # AdamW of the LoRA adapters (the record's)
 TTT_LORA_KINDS = ("q", "v", "k", "mlp", "o")  # adapted maps after the logits', in the record's order (its draws')
 PROGRESS_EVERY_S = 30.0  # at most one progress line this often while scoring
@@ -3099,10 +3097,9 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
 
 
 def _lora_targets(model: GPT) -> list[tuple[str, int, nn.Module | None, int, int, int]]:
-    """(kind, block, module, in, out, passes) of every adapted map, in the record's order: the logits (module None),
-    then Q, V, K, the MLP and O of each block that runs. O adds to the attention's output and, as the MLP's, reads
-    the module's normalised input (as the record's O adapter does); a looped block has one adapter per pass (every
-    virtual layer its own, as the record's slots)."""
+    """(kind, block, module, in, out, passes) of every adapted map in the record's order: the logits (module None), then
+    Q, V, K, the MLP and O of each block that runs. O, as the MLP's, reads the module's normalised input and adds to
+    its output (as the record's); a looped block has one adapter per pass (as the record's slot per virtual layer)."""
     order, dim = model.layer_order(), model.tok_emb.embedding_dim
     out = [("head", -1, None, dim, model.tok_emb.num_embeddings, 1)]
     for kind in TTT_LORA_KINDS:
@@ -3130,8 +3127,7 @@ def _lora_init(model: GPT, n: int, rank: int, key: int) -> list[torch.Tensor]:
 
 
 def _lora_key(h: Hyperparameters, phase: int, what: str, index: int) -> int:
-    """The seed of a fresh set of adapters: SEED, the phase and what it is for (a chain or one batch), never the
-    rank, so the draws do not depend on the world size."""
+    """The seed of fresh adapters from SEED, the phase and their use (a chain or a batch); never the rank."""
     digest = hashlib.blake2b(f"ttt-lora {h.seed} {phase} {what} {index}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 
@@ -3143,7 +3139,6 @@ def _attach_lora(
     handles). Row b gets out += alpha/r * (x_b @ A_b) @ B_b on every target (_lora_targets). B starts at zero, so a
     fresh adapter is the unadapted model; A is `a` (carried over from an earlier batch) or drawn from `key`."""
     n, r, scale, device = len(docs), h.ttt_lora_rank, h.ttt_lora_alpha / h.ttt_lora_rank, model.tok_emb.weight.device
-    targets = _lora_targets(model)
     a = a if a is not None else [nn.Parameter(t.to(device)) for t in _lora_init(model, n, r, key)]
     params, handles, calls = [], [], {}
 
@@ -3151,7 +3146,7 @@ def _attach_lora(
         xs = x.reshape(n, -1, x.size(-1))  # (docs, tokens, in)
         return scale * torch.bmm(torch.bmm(xs, a.to(x.dtype)), b.to(x.dtype))
 
-    for j, (_, _, mod, _, n_out, passes) in enumerate(targets):
+    for j, (_, _, mod, _, n_out, passes) in enumerate(_lora_targets(model)):
         b = nn.Parameter(torch.zeros(passes, n, r, n_out, device=device))
         params += [a[j], b]
         if mod is None:
@@ -3208,8 +3203,7 @@ def _phase_pieces(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def _deal_longest_first(costs: np.ndarray, workers: int) -> np.ndarray:
-    """The worker of each item: the longest dealt first, each to the least loaded so far (the lowest on ties), which
-    balances the load (LPT)."""
+    """The worker of each item, dealt longest first to the least loaded so far (the lowest on ties): LPT balancing."""
     costs = np.asarray(costs, dtype=np.float64)
     load, owner = [0.0] * workers, np.empty(len(costs), dtype=np.int64)
     for i in np.argsort(-costs, kind="stable").tolist():
@@ -3232,8 +3226,7 @@ def _piece_masks(net: GPT, row: torch.Tensor, cuts: np.ndarray) -> tuple:
     piece = torch.from_numpy(np.repeat(np.arange(len(cuts)), np.diff(np.append(cuts, L)))).to(device)
     pos = torch.arange(L, device=device)
     mask = ((pos[:, None] >= pos[None, :]) & (piece[:, None] == piece[None, :]))[None, None]
-    local = net.attn_mask(row, local=True) if net.window else None
-    return mask, mask if local is None else mask & local
+    return mask, (mask & net.attn_mask(row, local=True)) if net.window else mask
 
 
 def _ttt_phase(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, lo: np.ndarray, hi: np.ndarray, h: Hyperparameters,
@@ -3314,14 +3307,12 @@ def _batch_cost(n_targets: np.ndarray, h: Hyperparameters) -> float:
 
 
 def _ttt_plan(sizes: list[int], costs: list[float], h: Hyperparameters) -> list[tuple[list[list[int]], int]]:
-    """The record's schedule played out with a cost model instead of clocks, so that it is the same on any number of
-    GPUs: TTT_LORA_CHAINS workers take the batches (queue order) from a shared queue, each the next when it is free
-    (after the batch's cost, _batch_cost; ties to the lower worker). TTT_MODE=phased: the phase boundaries are
-    TTT_PHASES equal steps up to min(TTT_PHASE_DOCS, documents); when a worker finishes a batch and the documents
-    finished reach the next boundary, every worker stops once its batch in hand is done, and the phase trains on that
-    many of the finished documents. Returns the segments between phases: (each chain's batches, in order; the
-    documents the phase after it trains on, 0 for none). One chain is the record on one GPU; a phase due when no
-    batch is left to score is left out."""
+    """The record's schedule played with a cost model (_batch_cost) instead of clocks, so it is the same on any number
+    of GPUs: TTT_LORA_CHAINS workers each take the next batch of the queue when free (ties to the lower worker); one
+    chain is the record on one GPU. TTT_MODE=phased: boundaries at TTT_PHASES equal steps up to min(TTT_PHASE_DOCS,
+    documents); once the finished documents reach the next one, every worker stops after its batch in hand and the
+    phase trains on that many finished documents (a phase due when no batch is left is left out). Returns the segments
+    between phases: (each chain's batches, in order; the documents the phase after it trains on, 0 for none)."""
     k = h.ttt_lora_chains
     limit = min(sum(sizes), h.ttt_phase_docs) if h.ttt_mode == "phased" else 0
     bounds = [limit * (p + 1) // h.ttt_phases for p in range(h.ttt_phases)] if limit else []
@@ -3355,10 +3346,9 @@ def _ttt_lora(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameter
     lo, hi = document_spans(vt.cpu().numpy())
     batches, place = _ttt_queue(lo, hi, h)
     costs = [_batch_cost(hi[b] - lo[b], h) for b in batches]
-    plan = _ttt_plan([len(b) for b in batches], costs, h)
     net.requires_grad_(False)
     scored = []
-    for p, (chains, phase_docs) in enumerate(plan):
+    for p, (chains, phase_docs) in enumerate(_ttt_plan([len(b) for b in batches], costs, h)):
         owner = _deal_longest_first(np.array([sum(costs[q] for q in c) for c in chains]), d.world_size)
         for c in np.flatnonzero(owner == d.rank).tolist():
             full = [len(batches[q]) == h.ttt_lora_docs for q in chains[c]]
@@ -3441,8 +3431,7 @@ def score(
     log: Logger,
     mode: str = "flat",
 ) -> tuple[str, EvalResult]:
-    """Score a model flat, sliding or with TTT (mode) and log the conventional line plus its _exact twin; the main
-    rank also logs a progress line at most every PROGRESS_EVERY_S seconds."""
+    """Score a model flat, sliding or with TTT (mode), logging the score line, its _exact twin and progress lines."""
     progress = (lambda m: log(f"progress {label}: {m}")) if d.is_main else None
     fn = {"flat": eval_flat, "sliding": eval_sliding, "ttt": eval_ttt}[mode]
     res = fn(model, val_tokens, tables, h, d, progress=progress)
