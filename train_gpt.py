@@ -2792,9 +2792,8 @@ def count_target_bytes(x: np.ndarray, y: np.ndarray, tables: ByteTables) -> int:
 
 
 def check_tokenizer_matches_data(sp, tokenizer_path: str, val_glob: str, val_tokens: np.ndarray) -> None:
-    """A wrong tokenizer of the right vocab size would silently mis-count bytes: when the shards' manifest
-    (data/export.py writes one) records the tokenizer's sha256 the file must have it; without one (the official
-    download) the tokenizer is proved on the first PROOF_DOCS val documents by content."""
+    """A wrong tokenizer of the right vocab size would silently mis-count bytes, so it must have the sha256 the shards'
+    manifest records (data/export.py) or, with none (the official download), pass prove_tokenizer on PROOF_DOCS docs."""
     manifest = Path(val_glob).parent / "manifest.json"
     try:
         expected = json.loads(manifest.read_text())["tokenizer"]["sha256"]
@@ -3008,15 +3007,15 @@ def _per_token_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, h: Hyperpa
 
 
 def _score_windows(
-    model: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, plan: np.ndarray, window: int, h: Hyperparameters, d: Dist
+    model: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, plan: np.ndarray, h: Hyperparameters, d: Dist
 ) -> None:
-    """Score every window of `plan` (rows starts, lo, hi), h.eval_batch_seqs windows per forward."""
+    """Score the windows of `plan` (rows starts, lo, hi), h.effective_eval_seq_len long, h.eval_batch_seqs a forward."""
     B = h.eval_batch_seqs
     with torch.inference_mode():
         for i in range(0, plan.shape[1], B):
             # a short last batch is padded with rows that score nothing ([0, 0)): one shape, one compiled graph
             s, a, b = (np.pad(v, (0, B - len(v)), mode=m) for v, m in zip(plan[:, i : i + B], PAD_MODES))
-            x, y, _ = _windows(vt, s, np.full(B, window))
+            x, y, _ = _windows(vt, s, np.full(B, h.effective_eval_seq_len))
             ledger.score(_per_token_ce(model, x, y, h, d), s + 1, a, b)
 
 
@@ -3025,14 +3024,13 @@ def eval_sliding(
 ) -> EvalResult:
     """Windows of h.effective_eval_seq_len every h.eval_stride tokens, each target scored once with >= window -
     stride tokens of context (SPEC section 7)."""
-    window = h.effective_eval_seq_len
-    plan = sliding_plan(len(val_tokens), window, h.eval_stride)
+    plan = sliding_plan(len(val_tokens), h.effective_eval_seq_len, h.eval_stride)
     ledger = ScoreLedger(val_tokens, tables, d, **ledger_kw)
     vt = torch.from_numpy(val_tokens.astype(np.int64)).to(d.device)
     was_training = model.training
     model.eval()
     t0 = synced_clock(d)
-    _score_windows(model, vt, ledger, plan[:, rank_share(plan.shape[1], d)], window, h, d)
+    _score_windows(model, vt, ledger, plan[:, rank_share(plan.shape[1], d)], h, d)
     seconds = synced_clock(d) - t0
     model.train(was_training)
     return ledger.result(seconds)
@@ -3076,7 +3074,7 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
     chunks = np.split(plan, np.flatnonzero(np.diff((plan[1] - 1) // h.ttt_chunk_tokens)) + 1, axis=1)
     params, opt = _ttt_optimizer(net, h.ttt_lr, h)
     for c, chunk in enumerate(chunks):
-        _score_windows(net, vt, ledger, chunk[:, rank_share(chunk.shape[1], d)], window, h, d)
+        _score_windows(net, vt, ledger, chunk[:, rank_share(chunk.shape[1], d)], h, d)
         lo, hi = int(chunk[1, 0]), int(chunk[2, -1])
         ledger.sync(lo, hi)
         if c == len(chunks) - 1 or h.ttt_epochs == 0:
