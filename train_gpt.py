@@ -2860,8 +2860,7 @@ class EvalResult:
 
 
 def prepare_val_tokens(tokens: np.ndarray, seq_len: int, include_tail: bool) -> np.ndarray:
-    """The official truncation to ((N-1)//seq_len)*seq_len + 1 tokens, or all N with include_tail (seq_len > 0, as
-    h.effective_eval_seq_len always is)."""
+    """The official truncation to ((N-1)//seq_len)*seq_len + 1 tokens (seq_len > 0), or all N with include_tail."""
     n = len(tokens)
     if n < seq_len + 1:
         raise UserError(
@@ -3293,9 +3292,7 @@ def _ttt_queue(lo: np.ndarray, hi: np.ndarray, h: Hyperparameters) -> tuple[list
     if h.ttt_order == "length":
         longest = np.array([-(hi - lo)[b].max() for b in batches])
         batches = [batches[i] for i in np.argsort(longest, kind="stable")]
-    place = np.empty(n, dtype=np.int64)
-    place[order] = np.arange(n)
-    return batches, place
+    return batches, np.argsort(order)  # the inverse permutation of `order`
 
 
 def _batch_cost(n_targets: np.ndarray, h: Hyperparameters) -> float:
@@ -3366,8 +3363,7 @@ def _ttt_lora(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameter
 
 @contextlib.contextmanager
 def _masks_of(net: GPT, masks: tuple):
-    """Within (never nested): `net` attends with these masks whatever its input (an instance attribute over
-    GPT.attention_masks)."""
+    """Within (never nested), `net` attends with `masks` whatever its input (an attribute shadowing its method)."""
     net.attention_masks = lambda idx: masks
     try:
         yield
