@@ -2687,8 +2687,7 @@ PROOF_DOCS = 64  # val documents a tokenizer is proved on when no manifest recor
 
 
 class ByteTables(NamedTuple):
-    """The byte rule: per token id (build_byte_tables), and with CASEOPS=1 the val byte sidecar's count for every
-    val position (load_val_bytes), which then gives the bytes instead."""
+    """The byte rule per token id (build_byte_tables); with CASEOPS=1 target_bytes (load_val_bytes) counts instead."""
 
     base: np.ndarray  # int16: the UTF-8 bytes of the piece without its leading space
     space: np.ndarray  # bool: the piece has a leading space
@@ -2697,9 +2696,8 @@ class ByteTables(NamedTuple):
 
 
 def build_byte_tables(sp, vocab_size: int) -> ByteTables:
-    """A target y after input x carries base[y] + (space[y] and not boundary[x]) bytes; summed over the scored
-    targets this equals the UTF-8 length of the normalised text. Ids past the tokenizer's vocab (padding of the
-    embedding) are boundaries with 0 bytes."""
+    """A target y after input x carries base[y] + (space[y] and not boundary[x]) bytes, summing to the UTF-8 length of
+    the normalised text; ids past the tokenizer's vocab (embedding padding) are boundaries with 0 bytes."""
     n = int(sp.vocab_size())
     if vocab_size < n:
         raise UserError(f"VOCAB_SIZE={vocab_size} is smaller than the tokenizer's vocabulary ({n})")
@@ -2715,14 +2713,12 @@ def build_byte_tables(sp, vocab_size: int) -> ByteTables:
         if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i):
             continue
         boundary[i] = False
+        piece = sp.id_to_piece(i)
         if sp.is_byte(i):
             base[i] = 1
-            continue
-        piece = sp.id_to_piece(i)
-        if piece.startswith(SPACE_PIECE):
-            space[i] = True
-            piece = piece[1:]
-        base[i] = len(piece.encode("utf-8"))
+        else:
+            space[i] = piece.startswith(SPACE_PIECE)
+            base[i] = len(piece.removeprefix(SPACE_PIECE).encode("utf-8"))
     return ByteTables(base, space, boundary)
 
 
@@ -2784,14 +2780,12 @@ def load_val_bytes(h: Hyperparameters, val_glob: str, sp, tokenizer_path: str, n
 
 def count_target_bytes(x: np.ndarray, y: np.ndarray, tables: ByteTables) -> int:
     """Bytes carried by targets y given inputs x (same shape), in int64 (by the tables' per-token rule)."""
-    base, space, boundary = tables.base, tables.space, tables.boundary
-    return int(base[y].astype(np.int64).sum() + (space[y] & ~boundary[x]).sum())
+    return int(tables.base[y].astype(np.int64).sum() + (tables.space[y] & ~tables.boundary[x]).sum())
 
 
 def check_tokenizer_matches_data(sp, tokenizer_path: str, val_glob: str, val_tokens: np.ndarray) -> None:
-    """A wrong tokenizer of the right vocab size would silently mis-count bytes: when the shards' manifest
-    (data/export.py writes one) records the tokenizer's sha256 the file must have it; without one (the official
-    download) the tokenizer is proved on the first PROOF_DOCS val documents by content."""
+    """A wrong tokenizer of the right vocab size would silently mis-count bytes, so it must have the sha256 the shards'
+    manifest records (data/export.py) or, with none (the official download), pass prove_tokenizer on PROOF_DOCS docs."""
     manifest = Path(val_glob).parent / "manifest.json"
     try:
         expected = json.loads(manifest.read_text())["tokenizer"]["sha256"]
@@ -2836,11 +2830,10 @@ def load_validation(h: Hyperparameters, tokenizer_path: str | None = None, val_g
     return tables, val_tokens
 
 
-# Target position t (1 <= t < N) is the prediction of val[t] from val[:t]. A window starting at s reads val[s:s+L]
-# and predicts positions s+1 .. s+L; each window scores the positions [lo, hi) it is given. Every mode scores each
-# target exactly once, and a ScoreLedger counts it: test-time training may only train on positions the ledger has
-# seen scored (rules 3 and 4 of SPEC section 1), and the final result refuses to exist unless every target was
-# scored exactly once across all ranks.
+# Target position t (1 <= t < N) is the prediction of val[t] from val[:t]; a window starting at s reads val[s:s+L],
+# predicts positions s+1 .. s+L and scores the range [lo, hi) it is given. A ScoreLedger counts every score: TTT may
+# train only on targets already scored (rules 3 and 4 of SPEC section 1), and no result exists unless every target
+# was scored exactly once across all ranks.
 TTT_LORA_BETAS = (0.0, 0.99)  # AdamW of the LoRA adapters (the record's)
 TTT_LORA_KINDS = ("q", "v", "k", "mlp", "o")  # adapted maps after the logits', in the record's order (its draws')
 PROGRESS_EVERY_S = 30.0  # at most one progress line this often while scoring
@@ -2859,8 +2852,7 @@ class EvalResult:
 
 
 def prepare_val_tokens(tokens: np.ndarray, seq_len: int, include_tail: bool) -> np.ndarray:
-    """The official truncation to ((N-1)//seq_len)*seq_len + 1 tokens, or all N with include_tail (seq_len > 0, as
-    h.effective_eval_seq_len always is)."""
+    """The official truncation to ((N-1)//seq_len)*seq_len + 1 tokens (seq_len > 0), or all N with include_tail."""
     n = len(tokens)
     if n < seq_len + 1:
         raise UserError(
@@ -3006,15 +2998,15 @@ def _per_token_ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, h: Hyperpa
 
 
 def _score_windows(
-    model: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, plan: np.ndarray, window: int, h: Hyperparameters, d: Dist
+    model: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, plan: np.ndarray, h: Hyperparameters, d: Dist
 ) -> None:
-    """Score every window of `plan` (rows starts, lo, hi), h.eval_batch_seqs windows per forward."""
+    """Score the windows of `plan` (rows starts, lo, hi), h.effective_eval_seq_len long, h.eval_batch_seqs a forward."""
     B = h.eval_batch_seqs
     with torch.inference_mode():
         for i in range(0, plan.shape[1], B):
             # a short last batch is padded with rows that score nothing ([0, 0)): one shape, one compiled graph
             s, a, b = (np.pad(v, (0, B - len(v)), mode=m) for v, m in zip(plan[:, i : i + B], PAD_MODES))
-            x, y, _ = _windows(vt, s, np.full(B, window))
+            x, y, _ = _windows(vt, s, np.full(B, h.effective_eval_seq_len))
             ledger.score(_per_token_ce(model, x, y, h, d), s + 1, a, b)
 
 
@@ -3023,14 +3015,13 @@ def eval_sliding(
 ) -> EvalResult:
     """Windows of h.effective_eval_seq_len every h.eval_stride tokens, each target scored once with >= window -
     stride tokens of context (SPEC section 7)."""
-    window = h.effective_eval_seq_len
-    plan = sliding_plan(len(val_tokens), window, h.eval_stride)
+    plan = sliding_plan(len(val_tokens), h.effective_eval_seq_len, h.eval_stride)
     ledger = ScoreLedger(val_tokens, tables, d, **ledger_kw)
     vt = torch.from_numpy(val_tokens.astype(np.int64)).to(d.device)
     was_training = model.training
     model.eval()
     t0 = synced_clock(d)
-    _score_windows(model, vt, ledger, plan[:, rank_share(plan.shape[1], d)], window, h, d)
+    _score_windows(model, vt, ledger, plan[:, rank_share(plan.shape[1], d)], h, d)
     seconds = synced_clock(d) - t0
     model.train(was_training)
     return ledger.result(seconds)
@@ -3074,7 +3065,7 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
     chunks = np.split(plan, np.flatnonzero(np.diff((plan[1] - 1) // h.ttt_chunk_tokens)) + 1, axis=1)
     params, opt = _ttt_optimizer(net, h.ttt_lr, h)
     for c, chunk in enumerate(chunks):
-        _score_windows(net, vt, ledger, chunk[:, rank_share(chunk.shape[1], d)], window, h, d)
+        _score_windows(net, vt, ledger, chunk[:, rank_share(chunk.shape[1], d)], h, d)
         lo, hi = int(chunk[1, 0]), int(chunk[2, -1])
         ledger.sync(lo, hi)
         if c == len(chunks) - 1 or h.ttt_epochs == 0:
@@ -3095,10 +3086,9 @@ def _ttt_sgd(net: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperpara
 
 
 def _lora_targets(model: GPT) -> list[tuple[str, int, nn.Module | None, int, int, int]]:
-    """(kind, block, module, in, out, passes) of every adapted map, in the record's order: the logits (module None),
-    then Q, V, K, the MLP and O of each block that runs. O adds to the attention's output and, as the MLP's, reads
-    the module's normalised input (as the record's O adapter does); a looped block has one adapter per pass (every
-    virtual layer its own, as the record's slots)."""
+    """(kind, block, module, in, out, passes) of every adapted map in the record's order: the logits (module None), then
+    Q, V, K, the MLP and O of each block that runs. O, as the MLP's, reads the module's normalised input and adds to
+    its output (as the record's); a looped block has one adapter per pass (as the record's slot per virtual layer)."""
     order, dim = model.layer_order(), model.tok_emb.embedding_dim
     out = [("head", -1, None, dim, model.tok_emb.num_embeddings, 1)]
     for kind in TTT_LORA_KINDS:
@@ -3126,8 +3116,7 @@ def _lora_init(model: GPT, n: int, rank: int, key: int) -> list[torch.Tensor]:
 
 
 def _lora_key(h: Hyperparameters, phase: int, what: str, index: int) -> int:
-    """The seed of a fresh set of adapters: SEED, the phase and what it is for (a chain or one batch), never the
-    rank, so the draws do not depend on the world size."""
+    """The seed of fresh adapters from SEED, the phase and their use (a chain or a batch); never the rank."""
     digest = hashlib.blake2b(f"ttt-lora {h.seed} {phase} {what} {index}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 
@@ -3139,7 +3128,6 @@ def _attach_lora(
     handles). Row b gets out += alpha/r * (x_b @ A_b) @ B_b on every target (_lora_targets). B starts at zero, so a
     fresh adapter is the unadapted model; A is `a` (carried over from an earlier batch) or drawn from `key`."""
     n, r, scale, device = len(docs), h.ttt_lora_rank, h.ttt_lora_alpha / h.ttt_lora_rank, model.tok_emb.weight.device
-    targets = _lora_targets(model)
     a = a if a is not None else [nn.Parameter(t.to(device)) for t in _lora_init(model, n, r, key)]
     params, handles, calls = [], [], {}
 
@@ -3147,7 +3135,7 @@ def _attach_lora(
         xs = x.reshape(n, -1, x.size(-1))  # (docs, tokens, in)
         return scale * torch.bmm(torch.bmm(xs, a.to(x.dtype)), b.to(x.dtype))
 
-    for j, (_, _, mod, _, n_out, passes) in enumerate(targets):
+    for j, (_, _, mod, _, n_out, passes) in enumerate(_lora_targets(model)):
         b = nn.Parameter(torch.zeros(passes, n, r, n_out, device=device))
         params += [a[j], b]
         if mod is None:
@@ -3204,8 +3192,7 @@ def _phase_pieces(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def _deal_longest_first(costs: np.ndarray, workers: int) -> np.ndarray:
-    """The worker of each item: the longest dealt first, each to the least loaded so far (the lowest on ties), which
-    balances the load (LPT)."""
+    """The worker of each item, dealt longest first to the least loaded so far (the lowest on ties): LPT balancing."""
     costs = np.asarray(costs, dtype=np.float64)
     load, owner = [0.0] * workers, np.empty(len(costs), dtype=np.int64)
     for i in np.argsort(-costs, kind="stable").tolist():
@@ -3228,8 +3215,7 @@ def _piece_masks(net: GPT, row: torch.Tensor, cuts: np.ndarray) -> tuple:
     piece = torch.from_numpy(np.repeat(np.arange(len(cuts)), np.diff(np.append(cuts, L)))).to(device)
     pos = torch.arange(L, device=device)
     mask = ((pos[:, None] >= pos[None, :]) & (piece[:, None] == piece[None, :]))[None, None]
-    local = net.attn_mask(row, local=True) if net.window else None
-    return mask, mask if local is None else mask & local
+    return mask, (mask & net.attn_mask(row, local=True)) if net.window else mask
 
 
 def _ttt_phase(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, lo: np.ndarray, hi: np.ndarray, h: Hyperparameters,
@@ -3298,9 +3284,7 @@ def _ttt_queue(lo: np.ndarray, hi: np.ndarray, h: Hyperparameters) -> tuple[list
     if h.ttt_order == "length":
         longest = np.array([-(hi - lo)[b].max() for b in batches])
         batches = [batches[i] for i in np.argsort(longest, kind="stable")]
-    place = np.empty(n, dtype=np.int64)
-    place[order] = np.arange(n)
-    return batches, place
+    return batches, np.argsort(order)  # the inverse permutation of `order`
 
 
 def _batch_cost(n_targets: np.ndarray, h: Hyperparameters) -> float:
@@ -3310,14 +3294,12 @@ def _batch_cost(n_targets: np.ndarray, h: Hyperparameters) -> float:
 
 
 def _ttt_plan(sizes: list[int], costs: list[float], h: Hyperparameters) -> list[tuple[list[list[int]], int]]:
-    """The record's schedule played out with a cost model instead of clocks, so that it is the same on any number of
-    GPUs: TTT_LORA_CHAINS workers take the batches (queue order) from a shared queue, each the next when it is free
-    (after the batch's cost, _batch_cost; ties to the lower worker). TTT_MODE=phased: the phase boundaries are
-    TTT_PHASES equal steps up to min(TTT_PHASE_DOCS, documents); when a worker finishes a batch and the documents
-    finished reach the next boundary, every worker stops once its batch in hand is done, and the phase trains on that
-    many of the finished documents. Returns the segments between phases: (each chain's batches, in order; the
-    documents the phase after it trains on, 0 for none). One chain is the record on one GPU; a phase due when no
-    batch is left to score is left out."""
+    """The record's schedule played with a cost model (_batch_cost) instead of clocks, so it is the same on any number
+    of GPUs: TTT_LORA_CHAINS workers each take the next batch of the queue when free (ties to the lower worker); one
+    chain is the record on one GPU. TTT_MODE=phased: boundaries at TTT_PHASES equal steps up to min(TTT_PHASE_DOCS,
+    documents); once the finished documents reach the next one, every worker stops after its batch in hand and the
+    phase trains on that many finished documents (a phase due when no batch is left is left out). Returns the segments
+    between phases: (each chain's batches, in order; the documents the phase after it trains on, 0 for none)."""
     k = h.ttt_lora_chains
     limit = min(sum(sizes), h.ttt_phase_docs) if h.ttt_mode == "phased" else 0
     bounds = [limit * (p + 1) // h.ttt_phases for p in range(h.ttt_phases)] if limit else []
@@ -3351,10 +3333,9 @@ def _ttt_lora(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameter
     lo, hi = document_spans(vt.cpu().numpy())
     batches, place = _ttt_queue(lo, hi, h)
     costs = [_batch_cost(hi[b] - lo[b], h) for b in batches]
-    plan = _ttt_plan([len(b) for b in batches], costs, h)
     net.requires_grad_(False)
     scored = []
-    for p, (chains, phase_docs) in enumerate(plan):
+    for p, (chains, phase_docs) in enumerate(_ttt_plan([len(b) for b in batches], costs, h)):
         owner = _deal_longest_first(np.array([sum(costs[q] for q in c) for c in chains]), d.world_size)
         for c in np.flatnonzero(owner == d.rank).tolist():
             full = [len(batches[q]) == h.ttt_lora_docs for q in chains[c]]
@@ -3374,8 +3355,7 @@ def _ttt_lora(net: GPT, vt: torch.Tensor, ledger: ScoreLedger, h: Hyperparameter
 
 @contextlib.contextmanager
 def _masks_of(net: GPT, masks: tuple):
-    """Within (never nested): `net` attends with these masks whatever its input (an instance attribute over
-    GPT.attention_masks)."""
+    """Within (never nested), `net` attends with `masks` whatever its input (an attribute shadowing its method)."""
     net.attention_masks = lambda idx: masks
     try:
         yield
@@ -3427,22 +3407,6 @@ def eval_ttt(
     return ledger.result(synced_clock(d) - t0)
 
 
-def evaluate(
-    model: nn.Module,
-    val_tokens: np.ndarray,
-    tables: ByteTables,
-    h: Hyperparameters,
-    d: Dist,
-    mode: str = "flat",
-    progress: Callable[[str], None] | None = None,
-    progress_every: float = PROGRESS_EVERY_S,
-) -> EvalResult:
-    """A model's score flat, sliding or with TTT (mode), for the caller to report; progress(line) gets a progress line
-    at most every progress_every seconds (None: none)."""
-    fn = {"flat": eval_flat, "sliding": eval_sliding, "ttt": eval_ttt}[mode]
-    return fn(model, val_tokens, tables, h, d, progress=progress, progress_every=progress_every)
-
-
 def score(
     model: nn.Module,
     label: str,
@@ -3453,9 +3417,10 @@ def score(
     log: Logger,
     mode: str = "flat",
 ) -> tuple[str, EvalResult]:
-    """Score a model (flat, sliding or TTT) and log the conventional line plus its _exact twin."""
+    """Score a model flat, sliding or with TTT (mode), logging the score line, its _exact twin and progress lines."""
     progress = (lambda m: log(f"progress {label}: {m}")) if d.is_main else None
-    res = evaluate(model, val_tokens, tables, h, d, mode, progress)
+    fn = {"flat": eval_flat, "sliding": eval_sliding, "ttt": eval_ttt}[mode]
+    res = fn(model, val_tokens, tables, h, d, progress=progress)
     for line in score_lines(label, res, f" stride:{h.eval_stride}" if mode == "sliding" else ""):
         log(line)
     return label, res
