@@ -42,8 +42,7 @@ MAP: section -> entry points -> what it owns (change X: edit Y)
                    load_artifact_model, pack_source, size_report
                    the on-disk format: frame, JSON header, byte streams, codecs (compress_bytes, ans_encode), the
                    packed code whose bytes count against the cap.
-  9. SCORING       score_phase -> score -> evaluate -> eval_flat / eval_sliding / eval_ttt; build_byte_tables,
-                   ScoreLedger
+  9. SCORING       score_phase -> score -> eval_flat / eval_sliding / eval_ttt; build_byte_tables, ScoreLedger
                    change the scoring: the byte rule (build_byte_tables, load_val_bytes), the once-each ledger
                    (ScoreLedger), sliding windows (sliding_plan, eval_sliding), test-time training (eval_ttt: the SGD
                    of _ttt_sgd and _ttt_phase in _ttt_optimizer / _ttt_cosine_lr / _ttt_sgd_step, the LoRA path
