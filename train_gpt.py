@@ -81,7 +81,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import NamedTuple
 
 import numpy as np
@@ -3120,12 +3119,14 @@ def _lora_key(h: Hyperparameters, phase: int, what: str, index: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+@contextlib.contextmanager
 def _attach_lora(
     model: GPT, docs: np.ndarray, h: Hyperparameters, a: list[torch.Tensor] | None = None, key: int = 0
-) -> tuple[list, list]:
-    """Per-document low-rank adapters as forward hooks for a batch of len(docs) rows: (parameters as pairs A, B;
-    handles). Row b gets out += alpha/r * (x_b @ A_b) @ B_b on every target (_lora_targets). B starts at zero, so a
-    fresh adapter is the unadapted model; A is `a` (carried over from an earlier batch) or drawn from `key`."""
+) -> Iterator[list[nn.Parameter]]:
+    """Per-document low-rank adapters hooked into `model` for a batch of len(docs) rows while the context lasts (it
+    gives their parameters, pairs A, B). Row b gets out += alpha/r * (x_b @ A_b) @ B_b on every target (_lora_targets).
+    B starts at zero, so a fresh adapter is the unadapted model; A is `a` (carried over from an earlier batch) or drawn
+    from `key`."""
     n, r, scale, device = len(docs), h.ttt_lora_rank, h.ttt_lora_alpha / h.ttt_lora_rank, model.tok_emb.weight.device
     a = a if a is not None else [nn.Parameter(t.to(device)) for t in _lora_init(model, n, r, key)]
     params, handles, calls = [], [], {}
@@ -3148,8 +3149,12 @@ def _attach_lora(
 
         handles.append(mod.register_forward_hook(hook))
     handles.append(model.register_forward_pre_hook(lambda m, args: calls.clear()))
-    handles.append(SimpleNamespace(remove=lambda: setattr(model, "head_adapter", None)))
-    return params, handles
+    try:
+        yield params
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.head_adapter = None
 
 
 def _lora_batch(net: GPT, fwd: nn.Module, vt: torch.Tensor, ledger: ScoreLedger, lo0: np.ndarray, hi0: np.ndarray,
@@ -3159,10 +3164,9 @@ def _lora_batch(net: GPT, fwd: nn.Module, vt: torch.Tensor, ledger: ScoreLedger,
     step on exactly those targets of the documents that have more to score (as the record, never on a document's
     last chunk). `fwd` is `net` or its compiled form (the adapters hook into `net`). A given `a` is trained in place."""
     window, chunk = h.effective_eval_seq_len, h.ttt_lora_chunk
-    params, handles = _attach_lora(net, lo0, h, a, key)
-    opt = torch.optim.AdamW(params, lr=h.ttt_lora_lr, betas=TTT_LORA_BETAS, eps=1e-10, weight_decay=h.ttt_lora_wd,
-                            fused=True)  # fmt: skip
-    with _lora_masks(net):
+    with _attach_lora(net, lo0, h, a, key) as params, _lora_masks(net):
+        opt = torch.optim.AdamW(params, lr=h.ttt_lora_lr, betas=TTT_LORA_BETAS, eps=1e-10, weight_decay=h.ttt_lora_wd,
+                                fused=True)  # fmt: skip
         for k in range(-(-int((hi0 - lo0).max()) // chunk)):
             lo = np.minimum(lo0 + k * chunk, hi0)
             hi = np.minimum(lo + chunk, hi0)
@@ -3179,8 +3183,6 @@ def _lora_batch(net: GPT, fwd: nn.Module, vt: torch.Tensor, ledger: ScoreLedger,
                 torch.where(torch.from_numpy(more).to(ce.device), mean, 0.0).sum().backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-    for handle in handles:
-        handle.remove()
 
 
 def _phase_pieces(x: np.ndarray, window: int) -> np.ndarray:
@@ -3377,11 +3379,8 @@ def compile_lora(net: GPT, h: Hyperparameters, d: Dist, backend: str = "inductor
     gen = torch.Generator().manual_seed(h.seed)
     for width in (h.ttt_lora_chunk, h.effective_eval_seq_len):
         ids = torch.randint(0, net.tok_emb.num_embeddings, (h.ttt_lora_docs, width + 1), generator=gen).to(d.device)
-        _, handles = _attach_lora(net, np.arange(h.ttt_lora_docs), h)
-        with _lora_masks(net), torch.enable_grad():
+        with _attach_lora(net, np.arange(h.ttt_lora_docs), h), _lora_masks(net), torch.enable_grad():
             _per_token_ce(fwd, ids[:, :-1], ids[:, 1:], h, d).mean().backward()
-        for handle in handles:
-            handle.remove()
     return fwd
 
 

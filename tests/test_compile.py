@@ -102,17 +102,13 @@ def run_case(model: tg.GPT, fn, kind: str, amp: bool = False) -> tuple[torch.Ten
     elif kind == "ttt_lora":  # _ttt_lora: frozen model, per-document adapters on every attn/mlp/head linear
         model.eval().requires_grad_(False)
         h = tg.Hyperparameters.from_env({"PRESET": "tiny", "TTT_LORA_RANK": "2", "SEED": "7"})
-        lora, handles = tg._attach_lora(model, np.arange(B), h)
-        with torch.no_grad():
-            for b in lora[1::2]:  # B starts at zero; make it non-zero so the adapters change the output
-                b.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(3))
-        try:
+        with tg._attach_lora(model, np.arange(B), h) as lora:
+            with torch.no_grad():
+                for b in lora[1::2]:  # B starts at zero; make it non-zero so the adapters change the output
+                    b.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(3))
             with tg.amp_context(cpu, amp):
                 out = fn(x, y, reduction="none").float()
             (torch.where(real, out, 0.0).sum(1) / real.sum(1)).sum().backward()
-        finally:
-            for hk in handles:
-                hk.remove()
     else:
         raise AssertionError(kind)
     params = lora or [p for p in model.parameters()]
