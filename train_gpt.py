@@ -858,8 +858,7 @@ def load_shard(path: str | os.PathLike, vocab_size: int | None = None) -> np.nda
 
 
 def list_shards(pattern: str) -> list[Path]:
-    """The token shards matching `pattern`, CaseOps byte sidecars (fineweb_val_bytes_*, which fineweb_val_* also
-    matches) left out unless the pattern names them."""
+    """Sorted shards matching `pattern`; CaseOps byte sidecars (fineweb_val_* matches them) only if it names them."""
     sidecars = VAL_BYTES_MARK in Path(pattern).name
     files = sorted(Path(p) for p in glob.glob(pattern) if sidecars or VAL_BYTES_MARK not in Path(p).name)
     if not files:
@@ -1794,8 +1793,7 @@ def resume_path(h: Hyperparameters) -> Path:
 
 
 def save_resume_state(h, d: Dist, base: GPT, optimizers: list, ema, loader, stats: TrainStats, log: Logger) -> None:
-    """Everything the loop carries from one step to the next (weights, optimiser and EMA state, loader position,
-    step, recurrence gain, RNG), with the settings and the source's hash, for RESUME_FROM (rank 0 writes it)."""
+    """What the loop carries between steps, with the settings and the source's hash, for RESUME_FROM (rank 0 writes)."""
     state = dict(format=RESUME_FORMAT, source_sha256=hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
                  config=h.flat(), step=stats.steps, gain=stats.gain, model=base.state_dict(),
                  optimizers=[o.state_dict() for o in optimizers], ema=None if ema is None else ema.shadow,
@@ -1809,8 +1807,7 @@ def save_resume_state(h, d: Dist, base: GPT, optimizers: list, ema, loader, stat
 
 
 def resume_state(h, base: GPT, optimizers: list, ema, loader, log: Logger) -> dict:
-    """Load a state save_resume_state wrote into the freshly built run; refused in one line when it is not one,
-    came from another train_gpt.py or other settings (naming them), or the run is wallclock-bounded."""
+    """Load what save_resume_state wrote into the freshly built run; any mismatch is refused in one line (UserError)."""
     if h.max_wallclock_seconds > 0:
         raise UserError("RESUME_FROM continues a non-record run: set MAX_WALLCLOCK_SECONDS=0 (a record-track run is "
                         "bounded by its wallclock and cannot be split; run it whole)")  # fmt: skip
@@ -2028,8 +2025,7 @@ def _quant_setting(role: str, h: Hyperparameters) -> tuple[int, float]:
 def quantize_state_dict(state_dict: dict, roles: dict, h: Hyperparameters, hessians: dict | None = None) -> list[dict]:
     """Quantise per role (SDClip RTN; GPTQ where a Hessian is given and GPTQ=1, the tied embedding included, as the
     record; LQER on the LQER_TOP worst matrices) into storage entries in stream order."""
-    missing = sorted(set(roles) - set(state_dict))
-    if missing:
+    if missing := sorted(set(roles) - set(state_dict)):
         raise ArtifactError(
             f"state_dict lacks {len(missing)} tensor(s) of the model, e.g. {missing[:3]}: "
             "the checkpoint does not match the model config"
