@@ -658,7 +658,7 @@ SOLO_WAIT_TIMEOUT_S = 24 * 3600.0  # the other ranks' wait for rank 0's solo wor
 
 
 def init_distributed(device_pref: str = "auto", timeout_s: float = Hyperparameters.dist_timeout_seconds) -> Dist:
-    """torchrun's ranks from the environment; NCCL on CUDA, gloo on CPU, no process group for world_size 1."""
+    """Ranks from torchrun's environment; NCCL on CUDA, gloo on CPU (none for one rank); collectives wait timeout_s."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available() if device_pref == "auto" else device_pref == "cuda"
@@ -935,8 +935,8 @@ SHARD_ID_CHECK_TOKENS = 1 << 24  # tokens read at a time by check_shard_ids (32 
 
 
 def check_shard_ids(files: list[Path], vocab_size: int, d: Dist) -> None:
-    """Every token id of every shard checked below the vocab before training (not minutes in, at a later shard): each
-    rank reads its share in bounded chunks, and every rank raises the error of the first bad shard."""
+    """Every train shard's token ids checked against the vocab before training, not minutes in: each rank reads its
+    share in bounded chunks, and every rank raises the error of the first bad shard."""
     first_bad = len(files)
     for i in range(d.rank, len(files), d.world_size):
         tokens = load_shard(files[i])
@@ -1911,7 +1911,7 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tok
 FP16_TINY = torch.finfo(torch.float16).tiny  # smallest normal fp16: floor of every stored scale
 FP16_SCALE_MAX = 60_000.0  # ceiling of every stored fp16 scale (below fp16's largest finite value, 65,504)
 PERCENTILE_Q = 0.9999984  # QUANT_CLIP=percentile (the official baseline's export): rows clipped at this quantile of |w|
-PERCENTILE_KEEP_NUMEL = 65_536  # and, under it, matrices of at most this many elements kept in fp16
+PERCENTILE_KEEP_NUMEL = 65_536  # QUANT_CLIP=percentile also keeps matrices of at most this many elements in fp16
 LQER_BITS = 4  # the low-rank factor B: ints in [-8, 7], scale absmax / 7.5 per group (A: int2, one scale)
 LQER_GROUP = 64
 GPTQ_CALIB_MAX_RANK_TOKENS = 65_536  # calibration tokens per rank and batch
