@@ -640,7 +640,7 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    solo_group: object = None  # gloo, timeout SOLO_WAIT_TIMEOUT_S: where the others wait for rank 0's solo work
+    solo_group: object = None  # gloo: where the others wait for rank 0's solo work (wait_for_main)
 
     @property
     def is_main(self) -> bool:
@@ -655,8 +655,7 @@ SOLO_WAIT_TIMEOUT_S = 24 * 3600.0  # the other ranks' wait for rank 0's solo wor
 
 
 def init_distributed(device_pref: str = "auto", timeout_s: float = Hyperparameters.dist_timeout_seconds) -> Dist:
-    """Detect torchrun from the environment; NCCL on CUDA, gloo on CPU; world_size 1 needs no process group. Every
-    collective may wait `timeout_s` (DIST_TIMEOUT_SECONDS); rank 0's solo work is awaited on a gloo group instead."""
+    """Ranks from torchrun's environment; NCCL on CUDA, gloo on CPU (none for one rank); collectives wait timeout_s."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available() if device_pref == "auto" else device_pref == "cuda"
@@ -856,8 +855,7 @@ def load_shard(path: str | os.PathLike, vocab_size: int | None = None) -> np.nda
 
 
 def list_shards(pattern: str) -> list[Path]:
-    """The token shards matching `pattern`, CaseOps byte sidecars (fineweb_val_bytes_*, which fineweb_val_* also
-    matches) left out unless the pattern names them."""
+    """Sorted shards matching `pattern`; CaseOps byte sidecars (fineweb_val_* matches them) only if it names them."""
     sidecars = VAL_BYTES_MARK in Path(pattern).name
     files = sorted(Path(p) for p in glob.glob(pattern) if sidecars or VAL_BYTES_MARK not in Path(p).name)
     if not files:
@@ -877,11 +875,10 @@ def load_token_split(pattern: str, vocab_size: int | None = None) -> np.ndarray:
 
 class DistributedTokenLoader:
     """Reads the training shards in order, wrapping around. Each step every rank reads the same global span and keeps
-    its own slice, so the global batch is identical for any world size and accumulation split. The state is two
-    ints, so a warm-up can be rolled back exactly."""
+    its own slice, so the global batch is identical for any world size and accumulation split. Every shard's header
+    is checked on construction, its token ids when first read; the state is two ints: a warm-up rolls back exactly."""
 
     def __init__(self, pattern: str, rank: int, world_size: int, device: torch.device, vocab_size: int | None = None):
-        """Every shard's header is checked here, before any training; token ids as each shard is first read."""
         self.files, self.vocab_size = list_shards(pattern), vocab_size
         self.rank, self.world_size, self.device = rank, world_size, device
         if sum(read_shard_header(f) for f in self.files) == 0:
@@ -935,9 +932,8 @@ SHARD_ID_CHECK_TOKENS = 1 << 24  # tokens read at a time by check_shard_ids (32 
 
 
 def check_shard_ids(files: list[Path], vocab_size: int, d: Dist) -> None:
-    """Every token id of every shard below the vocab, checked before any training (a bad id in a later shard would
-    otherwise stop the run minutes in): each rank reads its share of the shards in bounded chunks, and all agree on
-    the first bad shard, whose error every rank then raises."""
+    """Every train shard's token ids checked against the vocab before training, not minutes in: each rank reads its
+    share in bounded chunks, and every rank raises the error of the first bad shard."""
     first_bad = len(files)
     for i in range(d.rank, len(files), d.world_size):
         tokens = load_shard(files[i])
@@ -1589,10 +1585,9 @@ class EMA:
 
 
 def scaled_schedule(h: Hyperparameters, expected_steps: float) -> tuple[float, float, float]:
-    """(EMA decay, Muon momentum warm-up steps, Muon momentum cap) for a run of `expected_steps`: as set at
-    SCHEDULE_REFERENCE_STEPS (the record's 4,900), the same fraction of the run at other lengths; the momentum's
-    horizon stays under MUON_MOMENTUM_HORIZON_FRAC of the run (0.97 averages ~33 steps, a quarter of a 130-step
-    run: that cost the CPU golf 0.1 bpb; benchmarks/README.md)."""
+    """(EMA decay, Muon momentum warm-up steps, momentum cap) for `expected_steps`: as set at SCHEDULE_REFERENCE_STEPS
+    (the record's 4,900), the same fraction of the run at other lengths; the momentum's horizon stays under
+    MUON_MOMENTUM_HORIZON_FRAC of the run (0.97 is ~33 steps: a 130-step CPU run lost 0.1 bpb; benchmarks/README.md)."""
     if not h.schedule_reference_steps:
         return h.ema_decay, float(h.muon_momentum_warmup_steps), 1.0
     steps = max(expected_steps, 1.0)
@@ -1644,9 +1639,9 @@ def train_step(model: nn.Module, loader, optimizers: list, h, d, accum_steps: in
     """One optimiser step over ACCUM micro-batches; returns the mean loss as a device tensor (no host sync)."""
     bf16 = use_bf16(h, d.device)
     total = torch.zeros((), device=d.device)
+    ddp = getattr(model, "_orig_mod", model)
     for micro in range(accum_steps):
         x, y = loader.next_batch(h.train_batch_tokens, h.train_seq_len, accum_steps)
-        ddp = getattr(model, "_orig_mod", model)
         skip_sync = isinstance(ddp, nn.parallel.DistributedDataParallel) and micro < accum_steps - 1
         with ddp.no_sync() if skip_sync else contextlib.nullcontext():
             with amp_context(d.device, bf16):
@@ -1654,9 +1649,8 @@ def train_step(model: nn.Module, loader, optimizers: list, h, d, accum_steps: in
             (loss / accum_steps).backward()
         total += loss.detach()
     if h.grad_clip_norm > 0:
-        nn.utils.clip_grad_norm_(
-            [p for opt in optimizers for g in opt.param_groups for p in g["params"]], h.grad_clip_norm
-        )
+        params = [p for opt in optimizers for g in opt.param_groups for p in g["params"]]
+        nn.utils.clip_grad_norm_(params, h.grad_clip_norm)
     for opt in optimizers:
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * lr_mult
@@ -1699,13 +1693,12 @@ def train_flops_per_token(base: GPT, seq_len: int) -> float:
 
 @dataclass
 class Learner:
-    """The model being trained: the module each step runs (DDP and/or compiled around base, or base itself), the GPT
-    under it, its optimisers and its EMA (None: EMA_DECAY=0)."""
+    """The model being trained: the module each step runs, the GPT under it, its optimisers and its EMA."""
 
-    model: nn.Module
+    model: nn.Module  # DDP and/or compiled around base, or base itself
     base: GPT
     optimizers: list
-    ema: EMA | None = None
+    ema: EMA | None = None  # None: EMA_DECAY=0
 
 
 @dataclass
@@ -1722,10 +1715,9 @@ class TrainStats:
 
 
 def train(learner: Learner, loader, h, d, accum_steps: int, validate, log, resumed: dict | None = None) -> TrainStats:
-    """The wallclock-bounded loop (from a saved state's step when resumed). The clock is read (a host sync) and agreed
-    across ranks only on logging steps and on a few extra checks: steps 1, 2, 4, ... at the start and ever closer ones
-    as the budget runs out. Between them every rank estimates the time the same way and takes the same decisions
-    (LR, recurrence, stop) each step."""
+    """The wallclock-bounded loop (from a saved state's step when resumed). The ranks read and agree the clock (a host
+    sync) only on logging steps and on checks at steps 1, 2, 4, ... and ever closer as the budget runs out; between
+    them every rank estimates the time alike, so all take the same decisions (LR, recurrence, stop) each step."""
     model, base, optimizers, ema = learner.model, learner.base, learner.optimizers, learner.ema
     budget_ms = 1000.0 * max(h.max_wallclock_seconds - (h.gptq_reserve_seconds if h.gptq else 0.0), 0.0)
     clock = RunClock(h, budget_ms if h.max_wallclock_seconds > 0 else 0.0)
@@ -1768,8 +1760,7 @@ def train(learner: Learner, loader, h, d, accum_steps: int, validate, log, resum
         agree_clock(clock, step, train_ms + 1000.0 * (synced_clock(d) - t0), bad_step, d)
         if log_now:
             log(train_line(base, h, d, clock, step, loss))
-        left_steps = clock.expected_steps() - step
-        next_check = step + max(1, min(h.train_log_every, step, int(0.5 * left_steps)))
+        next_check = step + max(1, min(h.train_log_every, step, int(0.5 * (clock.expected_steps() - step))))
         if clock.budget_ms and clock.agreed_ms + clock.step_ms > clock.budget_ms:  # the next step would end past it
             stop_reason = "wallclock_cap"
             log(f"stopping_early: wallclock_cap train_time:{clock.agreed_ms:.0f}ms step:{step}/{h.iterations}")
@@ -1785,9 +1776,9 @@ def train_line(base: GPT, h: Hyperparameters, d: Dist, clock: RunClock, step: in
     peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), 0.0)
     line = f"step:{step}/{h.iterations} train_loss:{loss.item():.4f} train_time:{clock.agreed_ms:.0f}ms "
     line += f"step_avg:{clock.agreed_ms / step:.2f}ms tok_s:{tok_s:.0f}"
-    return line + (
-        f" mfu:{100 * tok_s * train_flops_per_token(base, h.train_seq_len) / peak / d.world_size:.1f}%" if peak else ""
-    )
+    if peak:
+        line += f" mfu:{100 * tok_s * train_flops_per_token(base, h.train_seq_len) / peak / d.world_size:.1f}%"
+    return line
 
 
 RESUME_FORMAT = "pgolf-resume-state"
@@ -1799,8 +1790,7 @@ def resume_path(h: Hyperparameters) -> Path:
 
 
 def save_resume_state(h, d: Dist, base: GPT, optimizers: list, ema, loader, stats: TrainStats, log: Logger) -> None:
-    """Everything the loop carries from one step to the next (weights, optimiser and EMA state, loader position,
-    step, recurrence gain, RNG), with the settings and the source's hash, for RESUME_FROM (rank 0 writes it)."""
+    """What the loop carries between steps, with the settings and the source's hash, for RESUME_FROM (rank 0 writes)."""
     state = dict(format=RESUME_FORMAT, source_sha256=hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
                  config=h.flat(), step=stats.steps, gain=stats.gain, model=base.state_dict(),
                  optimizers=[o.state_dict() for o in optimizers], ema=None if ema is None else ema.shadow,
@@ -1814,8 +1804,7 @@ def save_resume_state(h, d: Dist, base: GPT, optimizers: list, ema, loader, stat
 
 
 def resume_state(h, base: GPT, optimizers: list, ema, loader, log: Logger) -> dict:
-    """Load a state save_resume_state wrote into the freshly built run; refused in one line when it is not one,
-    came from another train_gpt.py or other settings (naming them), or the run is wallclock-bounded."""
+    """Load what save_resume_state wrote into the freshly built run; any mismatch is refused in one line (UserError)."""
     if h.max_wallclock_seconds > 0:
         raise UserError("RESUME_FROM continues a non-record run: set MAX_WALLCLOCK_SECONDS=0 (a record-track run is "
                         "bounded by its wallclock and cannot be split; run it whole)")  # fmt: skip
@@ -1873,8 +1862,8 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tok
     optimizers = build_optimizers(base, h, d)
     compile_on = compile_enabled(h, d)
     model: nn.Module = base
-    if d.enabled:  # DDP first, then compile: the compiled graph is split at DDP's buckets, so their all-reduce
-        ids = [d.local_rank] if d.device.type == "cuda" else None  # overlaps the rest of the backward pass
+    if d.enabled:  # DDP first, then compile: the graph splits at DDP's buckets, whose all-reduce overlaps the backward
+        ids = [d.local_rank] if d.device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
     if compile_on:
         model = torch.compile(model, dynamic=False)
@@ -1898,10 +1887,8 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tok
         save_resume_state(h, d, base, optimizers, ema, loader, stats, log)
         return base, compile_on, stats
     if d.device.type == "cuda":
-        log(
-            f"peak memory allocated: {torch.cuda.max_memory_allocated() // 2**20} MiB "
-            f"reserved: {torch.cuda.max_memory_reserved() // 2**20} MiB"
-        )
+        allocated, reserved = torch.cuda.max_memory_allocated() // 2**20, torch.cuda.max_memory_reserved() // 2**20
+        log(f"peak memory allocated: {allocated} MiB reserved: {reserved} MiB")
     base.eval()
     base.set_loops(eval_loops)
     raw = copy.deepcopy(base) if ema is not None else None
@@ -1920,10 +1907,8 @@ def train_phase(h: Hyperparameters, d: Dist, accum: int, loader, tables, val_tok
 
 FP16_TINY = torch.finfo(torch.float16).tiny  # smallest normal fp16: floor of every stored scale
 FP16_SCALE_MAX = 60_000.0  # ceiling of every stored fp16 scale (below fp16's largest finite value, 65,504)
-# QUANT_CLIP=percentile, the official baseline's export: each row clipped at this quantile of |w|, scale = clip /
-# qmax but at least 1 / qmax (its floor), fp16 scales; matrices of at most PERCENTILE_KEEP_NUMEL elements stay fp16.
-PERCENTILE_Q = 0.9999984
-PERCENTILE_KEEP_NUMEL = 65_536
+PERCENTILE_Q = 0.9999984  # QUANT_CLIP=percentile (the official baseline's export): rows clipped at this quantile of |w|
+PERCENTILE_KEEP_NUMEL = 65_536  # QUANT_CLIP=percentile also keeps matrices of at most this many elements in fp16
 LQER_BITS = 4  # the low-rank factor B: ints in [-8, 7], scale absmax / 7.5 per group (A: int2, one scale)
 LQER_GROUP = 64
 GPTQ_CALIB_MAX_RANK_TOKENS = 65_536  # calibration tokens per rank and batch
@@ -1936,9 +1921,8 @@ def int_max(bits: int) -> int:
 
 
 def sdclip_scale(w: torch.Tensor, k: float, bits: int, mantissa_bits: int = 0) -> torch.Tensor:
-    """SDClip, the record's rule: per-row fp16 scale k*std / int_max(bits) (unbiased std; a constant row gets 1).
-    mantissa_bits > 0 (QUANT_SCALE_BITS, not the record's) rounds each scale to that many significant bits: the scale
-    stream compresses to about half, and every quantiser uses the rounded scale."""
+    """SDClip, the record's rule: per-row fp16 scale k*std / int_max(bits) (unbiased std; a constant row gets 1),
+    rounded to mantissa_bits significant bits when > 0 (QUANT_SCALE_BITS, not the record's: half the scale stream)."""
     std = w.float().std(dim=1, correction=1) if w.size(1) > 1 else torch.zeros(w.size(0), device=w.device)
     scale = torch.where(std > 0, k * std / int_max(bits), torch.ones_like(std)).clamp(FP16_TINY, FP16_SCALE_MAX)
     if mantissa_bits <= 0:
@@ -2038,13 +2022,11 @@ def _quant_setting(role: str, h: Hyperparameters) -> tuple[int, float]:
 def quantize_state_dict(state_dict: dict, roles: dict, h: Hyperparameters, hessians: dict | None = None) -> list[dict]:
     """Quantise per role (SDClip RTN; GPTQ where a Hessian is given and GPTQ=1, the tied embedding included, as the
     record; LQER on the LQER_TOP worst matrices) into storage entries in stream order."""
-    missing = sorted(set(roles) - set(state_dict))
-    if missing:
+    if missing := sorted(set(roles) - set(state_dict)):
         raise ArtifactError(
             f"state_dict lacks {len(missing)} tensor(s) of the model, e.g. {missing[:3]}: "
             "the checkpoint does not match the model config"
         )
-    hessians = hessians or {}
     entries, floats = [], {}
     for name in sorted(state_dict, key=lambda n: (STORE_ORDER.index(roles.get(n, "buffer")), n)):
         t, role = state_dict[name].detach(), roles.get(name, "buffer")
@@ -2064,7 +2046,7 @@ def quantize_state_dict(state_dict: dict, roles: dict, h: Hyperparameters, hessi
             entries.append({"meta": {**meta, "store": store}, "data": data})
             continue
         bits, k = _quant_setting(role, h)
-        w, H = t.float(), hessians.get(name)
+        w, H = t.float(), (hessians or {}).get(name)
         if h.quant_clip == "percentile":
             (w, scale), k = percentile_clip(w, bits), 0.0
         else:
@@ -2082,9 +2064,8 @@ def quantize_state_dict(state_dict: dict, roles: dict, h: Hyperparameters, hessi
 
 
 def _add_lqer(entries: list[dict], floats: dict[str, torch.Tensor], rank: int, top: int) -> None:
-    """LQER (the record's asymmetric form): a rank-r SVD E ~ A @ B of the quantisation error E = W - W_hat of the
-    `top` matrices with the largest errors; A = U*S in int2 ([-2, 1], one fp16 scale per matrix), B = Vh in
-    LQER_BITS ints with one scale per LQER_GROUP values."""
+    """LQER (the record's asymmetric form): a rank-r SVD E ~ A @ B of the quantisation error E = W - W_hat of the `top`
+    matrices with the largest errors; A = U*S in int2 ([-2, 1], one fp16 scale per matrix), B = Vh by _quant_groups."""
     errors = {
         n: floats[n] - dequantize_entry(e).to(floats[n].device) for e in entries if (n := e["meta"]["name"]) in floats
     }
@@ -2116,10 +2097,9 @@ def calibration_budget(h: Hyperparameters, d: Dist, step_ms: float) -> int:
 
 def calibration_batches(h: Hyperparameters, d: Dist, n: int) -> Iterator[torch.Tensor]:
     """n batches (B, T) of token ids from the TRAINING shards (never val), a slice per rank."""
-    per_rank = calibration_tokens(h, d)
     loader = train_loader(h, d)
     for _ in range(n):
-        yield loader.next_batch(per_rank * d.world_size, h.train_seq_len, 1)[0]
+        yield loader.next_batch(calibration_tokens(h, d) * d.world_size, h.train_seq_len, 1)[0]
 
 
 @torch.no_grad()
@@ -2226,10 +2206,8 @@ def export_phase(base: GPT, hessians: dict | None, h: Hyperparameters, d: Dist, 
     log(f"artifact_path:{artifact_path}")
     blob = Path(artifact_path).read_bytes()  # every rank scores what is on disk
     sizes = size_report(len(blob), source.decode("utf-8"), h.code_policy)
-    log(
-        " ".join(f"{k}:{int(sizes[k])}" for k in ("code_bytes", "model_bytes", "total_bytes", "limit", "under_limit"))
-        + f" code_policy:{sizes['code_policy']}"
-    )
+    counted = ("code_bytes", "model_bytes", "total_bytes", "limit", "under_limit")
+    log(" ".join(f"{k}:{int(sizes[k])}" for k in counted) + f" code_policy:{sizes['code_policy']}")
     log(f"code_bytes_raw:{sizes['code_bytes_raw']} code_bytes_packed:{sizes['code_bytes_packed']}")
     if h.preset == "baseline":  # the official script's size lines too, so its users find what they look for
         log(f"Serialized model int8+zlib: {sizes['model_bytes']} bytes")
