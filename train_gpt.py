@@ -97,6 +97,7 @@ import torch.nn.functional as F
 BYTE_LIMIT = 16_000_000
 EVAL_LIMIT_MS = 600_000  # evaluation gets its own 10 minutes
 MAX_TABLE_PARAMS = 8 * BYTE_LIMIT  # the embedding, BIGRAM_HASH and ENGRAM_SLOTS tables: parameters each
+STATE_BYTES = 20  # per parameter: fp32 weight, gradient, Adam's two moments (Muon's one is less), EMA shadow
 LAYER_POSITIONS = {"loop_start": 3, "loop_end": 5, "parallel_start": 8}  # of 11 layers, when not set
 
 
@@ -3499,7 +3500,6 @@ ACT_BYTES = 76
 COMPILED_ACT_FRACTION = 0.5
 INFER_ACT_BYTES = 48  # per (token, model dim) live at once without autograd: lanes, x0, a block's q/k/v/MLP (estimate)
 LOGIT_BYTES = 12  # per (token, vocab entry): fp32 logits, their soft-capped copy, their gradient
-STATE_BYTES = 20  # per parameter: fp32 weight, gradient, Adam's two moments (Muon's one is less), EMA shadow
 LORA_STATE_BYTES = 16  # per adapter parameter: fp32 value, gradient, AdamW's two moments
 MEMORY_OVERHEAD, CONTEXT_BYTES = 1.15, 1 << 30  # allocator caching and fragmentation; the CUDA context
 MEMORY_REMEDY = {  # what to change when a phase does not fit, by phase
