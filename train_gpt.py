@@ -1019,7 +1019,7 @@ class Segments(NamedTuple):
 
 @dataclass
 class AttentionChoice:
-    """The attention kernel of this process: chosen once at start-up (select_attention), read by GPT.hidden."""
+    """The attention kernel of this process: chosen once at start-up (select_attention), read by GPT.segments."""
 
     backend: str = "sdpa"  # sdpa | fa3 | torch | reference
     segment_tokens: int = 128
@@ -1525,10 +1525,8 @@ class Muon(torch.optim.Optimizer):
 
 def build_optimizers(model: GPT, h: Hyperparameters, d: Dist) -> list[torch.optim.Optimizer]:
     """Muon for attn/mlp matrices (OPTIMIZER=adamw: AdamW at ADAMW_MATRIX_LR), AdamW for the embed/head/control rest."""
-    by_role: dict[str, list[nn.Parameter]] = {r: [] for r in ROLES}
     roles = param_roles(model)
-    for name, p in model.named_parameters():
-        by_role[roles[name]].append(p)
+    by_role = {r: [p for name, p in model.named_parameters() if roles[name] == r] for r in ROLES}
     matrices = by_role["attn"] + by_role["mlp"]
     embed_lr = h.tied_embed_lr if h.model.tie_embeddings else h.embed_lr
     by_role["matrix"] = matrices if h.optimizer == "adamw" else []
@@ -1543,8 +1541,7 @@ def build_optimizers(model: GPT, h: Hyperparameters, d: Dist) -> list[torch.opti
                     world_size=d.world_size)  # fmt: skip
         optimizers.insert(0, muon)
     seen = [id(p) for opt in optimizers for g in opt.param_groups for p in g["params"]]
-    owned = {id(p) for p in model.parameters()}
-    if len(seen) != len(set(seen)) or set(seen) != owned:
+    if sorted(seen) != sorted(id(p) for p in model.parameters()):
         raise RuntimeError("optimiser groups must cover every parameter exactly once")
     return optimizers
 
