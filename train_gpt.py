@@ -1342,8 +1342,7 @@ class GPT(nn.Module):
         return rms_norm(x)
 
     def attention_masks(self, idx: torch.Tensor) -> tuple:
-        """What the global and the local blocks' attention gets: None (plain causal), a dense mask (attn_mask), or,
-        with a varlen backend chosen (ATTENTION) for document isolation, the same pieces as offsets (segments)."""
+        """What the global and the local blocks' attention gets: None (causal), a dense mask or the varlen segments."""
         seg = self.segments(idx)
         if seg is not None:
             return seg, seg
