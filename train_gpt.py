@@ -985,8 +985,7 @@ class CastedLinear(nn.Linear):
 
 def rotate_half_dims(x: torch.Tensor, rope_dims: int, base: float) -> torch.Tensor:
     """Partial RoPE on (B, H, T, D): rotate the first `rope_dims` dims of each head, pass the rest through."""
-    T, D = x.size(-2), x.size(-1)
-    rope_dims = rope_dims or D
+    T, rope_dims = x.size(-2), rope_dims or x.size(-1)  # 0: the whole head
     half = rope_dims // 2
     inv_freq = 1.0 / (base ** (torch.arange(0, half, device=x.device, dtype=torch.float32) / half))
     angles = torch.outer(torch.arange(T, device=x.device, dtype=torch.float32), inv_freq)  # (T, half)
@@ -996,10 +995,9 @@ def rotate_half_dims(x: torch.Tensor, rope_dims: int, base: float) -> torch.Tens
 
 
 # Document-isolated attention (DOC_ISOLATION=1) without a dense mask: the batch's rows are flattened into one sequence
-# cut at every row start and every BOS (cumulative offsets, cu_seqlens), and a varlen kernel attends causally inside
-# each piece only (on FineWeb's documents ~0.28 of the T x T square at T = 2048; causal is 0.5). The offsets are padded
-# with empty pieces to a size fixed by the batch's shape, so a compiled graph never recompiles. SDPA with the dense
-# (B, 1, T, T) mask stays the CPU path and the reference every varlen backend is tested against.
+# cut at every row start and every BOS (cumulative offsets, cu_seqlens) and a varlen kernel attends causally inside
+# each piece (~0.28 of the T x T square on FineWeb at T = 2048; causal is 0.5). SDPA with the dense (B, 1, T, T) mask
+# stays the CPU path and the reference every varlen backend is tested against.
 VARLEN_ATTNS = ("global", "mla")  # ATTN kinds the varlen path serves (windows and linear attention keep the mask)
 
 
@@ -1015,7 +1013,7 @@ class Segments(NamedTuple):
 
 @dataclass
 class AttentionChoice:
-    """The attention kernel of this process: chosen once at start-up (select_attention), read by GPT.hidden."""
+    """The attention kernel of this process: chosen once at start-up (select_attention), read by GPT.segments."""
 
     backend: str = "sdpa"  # sdpa | fa3 | torch | reference
     segment_tokens: int = 128
@@ -1032,8 +1030,8 @@ def segment_capacity(rows: int, T: int, segment_tokens: int) -> int:
 
 
 def build_cu_seqlens(idx: torch.Tensor, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(offsets (capacity + 1,) int32, pieces) of (B, T) tokens flattened, a piece starting at every row start and
-    every BOS; shapes fixed by (B, T, capacity) and no host sync, so every batch runs the same graph."""
+    """(offsets (capacity + 1,) int32, pieces) of (B, T) tokens flattened, a piece from every row start and every BOS;
+    padded with empty pieces to shapes fixed by (B, T, capacity), no host sync: a compiled graph never recompiles."""
     T = idx.size(1)
     starts = (idx == BOS_ID) | (torch.arange(T, device=idx.device) == 0)
     cum = starts.reshape(-1).cumsum(0)  # pieces begun up to each token
@@ -1072,9 +1070,8 @@ VARLEN_OFF_CUDA = {"reference"}  # backends that also run on CPU tensors (the ot
 
 
 def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: Segments) -> torch.Tensor:
-    """Causal attention inside each piece of `seg`: q (B, H, T, hd), k and v (B, Hkv, T, hd) -> (B, H, T, hd), what
-    SDPA with the document mask returns. The flash kernels take bf16/fp16 only: float32 inputs (no autocast) are
-    computed in bf16, as autocast would have SDPA do."""
+    """Causal attention inside each piece of `seg`, as SDPA with the document mask: q (B, H, T, hd), k and v
+    (B, Hkv, T, hd) -> (B, H, T, hd). The flash kernels take bf16/fp16 only: they compute float32 inputs in bf16."""
     B, H, T, hd = q.shape
     capacity = seg.cu.numel() - 1
     if seg.backend != "reference":  # a device-side check: no host sync, and still no silent merge of documents
@@ -1116,9 +1113,8 @@ def varlen_support(device: torch.device) -> dict[str, str | None]:
 
 
 def select_attention(h: Hyperparameters, d: Dist, support: dict[str, str | None] | None = None) -> AttentionChoice:
-    """The attention kernel of the run, from ATTN_BACKEND. auto: with document isolation on a CUDA GPU under bf16,
-    FA3's varlen kernel on Hopper (the record's), else torch's own varlen kernel, else SDPA with the dense mask (always
-    on CPU). A backend named explicitly that cannot run here is refused, naming the setting."""
+    """The attention kernel of the run, from ATTN_BACKEND (one named that cannot run here is refused). auto, for
+    document isolation on a CUDA GPU under bf16: FA3's varlen kernel (Hopper, the record's), else torch's, else SDPA."""
     m, want, tokens = h.model, h.attn_backend, h.varlen_segment_tokens
     support = varlen_support(d.device) if support is None else support
     if want == "sdpa":
@@ -1180,9 +1176,8 @@ class Attention(nn.Module):
         q = self.c_q(x).view(B, T, H, hd).transpose(1, 2)  # (B, H, T, hd)
         if self.mla:
             k, v = mla_keys_values(self, x)
-        else:
-            k = self.c_k(x).view(B, T, Hkv, hd).transpose(1, 2)  # (B, Hkv, T, hd)
-            v = self.c_v(x).view(B, T, Hkv, hd).transpose(1, 2)  # (B, Hkv, T, hd)
+        else:  # (B, Hkv, T, hd) each
+            k, v = (linear(x).view(B, T, Hkv, hd).transpose(1, 2) for linear in (self.c_k, self.c_v))
         q = rotate_half_dims(rms_norm(q), self.rope_dims, self.rope_base)
         k = rotate_half_dims(rms_norm(k), self.rope_dims, self.rope_base)
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
@@ -1217,11 +1212,10 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm block over a tuple of residual lanes. Sequential (one lane; two are averaged first):
-    x += a*attn(n(x)); x += m*mlp(n(x)). Parallel (two lanes, as the record's blocks from PARALLEL_START): attention
-    reads lane 0 and the MLP lane 1, both outputs are written to both lanes through learned 2x2 post-lambdas, and
-    each lane is scaled by its residual lambda (init 1.1). x0 mixing blends the attention's input with the
-    normalised embedding; LN scale multiplies norm outputs by 1/sqrt(index + 1)."""
+    """Pre-norm block over a tuple of residual lanes. Sequential (one lane; two are averaged first): x += a*attn(n(x));
+    x += m*mlp(n(x)). Parallel (two lanes, the record's blocks from PARALLEL_START): attention reads lane 0 and the MLP
+    lane 1, both outputs go to both lanes through learned 2x2 post-lambdas, each lane scaled by its residual lambda
+    (init 1.1). x0 mixing blends attention's input with the normalised embedding; LN scale: norms x 1/sqrt(index+1)."""
 
     def __init__(self, index: int, c: ModelConfig):
         super().__init__()
@@ -1264,8 +1258,7 @@ class SmearGate(nn.Module):
 
     def forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         prev = F.pad(x[:, :-1], (0, 0, 1, 0))  # (B, T, D): x_{t-1}, zeros at t = 0
-        g = self.lam * torch.sigmoid(x[..., : self.w.numel()] @ self.w.to(x.dtype))  # (B, T)
-        g = g * (idx != BOS_ID).to(g.dtype)
+        g = self.lam * torch.sigmoid(x[..., : self.w.numel()] @ self.w.to(x.dtype)) * (idx != BOS_ID)  # (B, T)
         return x + g.unsqueeze(-1) * prev
 
 
@@ -1297,9 +1290,8 @@ class GPT(nn.Module):
         self.role_map = {name: p.role for name, p in self.named_parameters()}
 
     def set_loops(self, loops: int, gain: float = 1.0) -> None:
-        """Run the recurrent span `loops` times. With gain < 1 the looped network's hidden state is blended with
-        the plain one's (plain + gain * (looped - plain)), so recurrence switches on without a jump in the
-        function the model computes; the gain lives in a buffer, so a compiled model follows it."""
+        """Run the recurrent span `loops` times; with gain < 1 the hidden state is plain + gain * (looped - plain), so
+        recurrence switches on without a jump (the gain is a buffer: a compiled model follows it)."""
         self.loops = max(1, int(loops))
         self.ramp = self.loops > 1 and gain < 1.0
         self.loop_gain.fill_(gain)
@@ -1344,8 +1336,7 @@ class GPT(nn.Module):
         return rms_norm(x)
 
     def attention_masks(self, idx: torch.Tensor) -> tuple:
-        """What the global and the local blocks' attention gets: None (plain causal), a dense mask (attn_mask), or,
-        with a varlen backend chosen (ATTENTION) for document isolation, the same pieces as offsets (segments)."""
+        """What the global and the local blocks' attention gets: None (causal), a dense mask or the varlen segments."""
         seg = self.segments(idx)
         if seg is not None:
             return seg, seg
@@ -1356,9 +1347,8 @@ class GPT(nn.Module):
         """The document pieces of a (B, T) batch for the varlen kernel ATTENTION names; None when the dense mask
         serves (no document isolation, windowed or linear attention, the sdpa backend, a CUDA kernel off CUDA)."""
         backend = ATTENTION.backend
-        if backend == "sdpa" or not self.doc_isolation or self.window or self.cfg.attn not in VARLEN_ATTNS:
-            return None
-        if backend not in VARLEN_OFF_CUDA and not idx.is_cuda:
+        on_device = idx.is_cuda or backend in VARLEN_OFF_CUDA
+        if backend == "sdpa" or not (self.doc_isolation and self.cfg.attn in VARLEN_ATTNS and on_device):
             return None
         B, T = idx.shape
         cu, count = build_cu_seqlens(idx, segment_capacity(B, T, ATTENTION.segment_tokens))
@@ -1409,13 +1399,11 @@ def build_model(cfg: ModelConfig | dict) -> GPT:
 
 
 def init_weights(model: GPT, h: Hyperparameters) -> None:
-    """The record's initialisation on top of the modules' own (ORTHO_INIT): every block's Q, K, V and MLP-input
-    matrix orthogonal with gain 1; zero-initialised projections and the embedding are left as they are."""
+    """ORTHO_INIT (the record's), over the modules' own init: every block's Q, K, V and MLP-input matrix orthogonal."""
     if h.ortho_init:
-        with torch.no_grad():
-            for b in model.blocks:
-                for w in (b.attn.c_q.weight, b.attn.c_k.weight, b.attn.c_v.weight, b.mlp.fc.weight):
-                    nn.init.orthogonal_(w, gain=1.0)
+        for b in model.blocks:
+            for w in (b.attn.c_q.weight, b.attn.c_k.weight, b.attn.c_v.weight, b.mlp.fc.weight):
+                nn.init.orthogonal_(w, gain=1.0)
 
 
 def param_roles(model: nn.Module) -> dict[str, str]:
@@ -1461,8 +1449,7 @@ def orthogonalize(g: torch.Tensor, steps: int, polar_express: bool, row_normaliz
     if row_normalize:
         x = x / x.float().norm(dim=-1, keepdim=True).clamp_min(NS_EPS).to(x.dtype)
     transposed = x.size(-2) > x.size(-1)
-    if transposed:
-        x = x.mT
+    x = x.mT if transposed else x
     x = x / (x.norm(dim=(-2, -1), keepdim=True) + NS_EPS)
     for i in range(steps):
         a, b, c = NS_POLAR_EXPRESS[min(i, len(NS_POLAR_EXPRESS) - 1)] if polar_express else NS_CLASSIC
@@ -1472,40 +1459,35 @@ def orthogonalize(g: torch.Tensor, steps: int, polar_express: bool, row_normaliz
 
 
 class Muon(torch.optim.Optimizer):
-    """Momentum (optionally Nesterov) + Newton-Schulz orthogonalisation for 2-D matrices, decoupled weight decay.
-    Matrices of one shape are orthogonalised as one stack (one compiled call on CUDA); the momentum and the iteration
-    run in `dtype` (default: bf16 on CUDA as the record, fp32 on CPU). Distributed: each rank orthogonalises its share
-    of the stack, padded with zero matrices to a multiple of the world size, and one all-gather gives every rank every
-    update, so the weights are identical for any world size."""
+    """Momentum (optionally Nesterov) + Newton-Schulz orthogonalisation for 2-D matrices, decoupled weight decay, the
+    momentum and the iteration in self.dtype (bf16 on CUDA as the record, fp32 on CPU). Matrices of one shape form one
+    stack (one compiled call on CUDA); each rank orthogonalises its share, padded with zero matrices to a multiple of
+    the world size, and one all-gather gives every rank every update, so the weights are the same for any world size."""
 
     def __init__(self, params, lr: float, momentum: float, nesterov: bool, backend_steps: int, polar_express: bool,
-                 row_normalize: bool, weight_decay: float, rank: int = 0, world_size: int = 1,
-                 dtype: torch.dtype | None = None):  # fmt: skip
+                 row_normalize: bool, weight_decay: float, rank: int = 0, world_size: int = 1):  # fmt: skip
         defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, backend_steps=backend_steps)
         defaults.update(base_lr=lr, polar_express=polar_express, row_normalize=row_normalize, weight_decay=weight_decay)
         super().__init__(params, defaults)
         self.rank, self.world_size = rank, world_size
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.ndim != 2:
-                    raise ValueError(f"Muon takes 2-D matrices only, got shape {tuple(p.shape)}")
-        cuda = any(p.is_cuda for g in self.param_groups for p in g["params"])
-        self.dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
+        params = [p for group in self.param_groups for p in group["params"]]
+        not_2d = [tuple(p.shape) for p in params if p.ndim != 2]
+        if not_2d:
+            raise ValueError(f"Muon takes 2-D matrices only, got shape {not_2d[0]}")
+        cuda = any(p.is_cuda for p in params)
+        self.dtype = torch.bfloat16 if cuda else torch.float32
         self.ortho = torch.compile(orthogonalize, dynamic=False) if cuda else orthogonalize
 
     @staticmethod
     def stacks(params: list[nn.Parameter]) -> list[list[nn.Parameter]]:
         """The parameters grouped by shape, in first-seen order (each group is orthogonalised as one stack)."""
-        by_shape: dict[tuple[int, ...], list[nn.Parameter]] = {}
-        for p in params:
-            by_shape.setdefault(tuple(p.shape), []).append(p)
-        return list(by_shape.values())
+        shapes = dict.fromkeys(p.shape for p in params)
+        return [[p for p in params if p.shape == shape] for shape in shapes]
 
     def _buffer(self, p: nn.Parameter) -> torch.Tensor:
-        buf = self.state[p].get("momentum_buffer")
-        if buf is None or buf.dtype != self.dtype:  # new, or saved by a run on another device
-            buf = torch.zeros_like(p, dtype=self.dtype) if buf is None else buf.to(self.dtype)
-            self.state[p]["momentum_buffer"] = buf
+        buf = self.state[p].get("momentum_buffer")  # .to: one saved by a run on another device has its dtype
+        buf = torch.zeros_like(p, dtype=self.dtype) if buf is None else buf.to(self.dtype)
+        self.state[p]["momentum_buffer"] = buf
         return buf
 
     @torch.no_grad()
@@ -1535,21 +1517,16 @@ class Muon(torch.optim.Optimizer):
 
 
 def build_optimizers(model: GPT, h: Hyperparameters, d: Dist) -> list[torch.optim.Optimizer]:
-    """Muon for attn/mlp matrices (OPTIMIZER=adamw: AdamW at ADAMW_MATRIX_LR); AdamW for embedding, head and control
-    tensors. Checks that every parameter is in exactly one group."""
-    by_role: dict[str, list[nn.Parameter]] = {r: [] for r in ROLES}
+    """Muon for attn/mlp matrices (OPTIMIZER=adamw: AdamW at ADAMW_MATRIX_LR), AdamW for the embed/head/control rest."""
     roles = param_roles(model)
-    for name, p in model.named_parameters():
-        by_role[roles[name]].append(p)
+    by_role = {r: [p for name, p in model.named_parameters() if roles[name] == r] for r in ROLES}
     matrices = by_role["attn"] + by_role["mlp"]
     embed_lr = h.tied_embed_lr if h.model.tie_embeddings else h.embed_lr
     by_role["matrix"] = matrices if h.optimizer == "adamw" else []
     settings = (("embed", embed_lr, h.embed_wd), ("head", h.head_lr, h.adam_wd), ("control", h.scalar_lr, h.adam_wd),
                 ("matrix", h.adamw_matrix_lr, h.adam_wd))  # fmt: skip
     groups = [dict(params=by_role[r], lr=lr, base_lr=lr, weight_decay=wd) for r, lr, wd in settings if by_role[r]]
-    optimizers: list[torch.optim.Optimizer] = [
-        torch.optim.AdamW(groups, betas=(h.beta1, h.beta2), eps=h.adam_eps, fused=d.device.type == "cuda")
-    ]
+    optimizers = [torch.optim.AdamW(groups, betas=(h.beta1, h.beta2), eps=h.adam_eps, fused=d.device.type == "cuda")]
     if h.optimizer == "muon":
         muon = Muon(matrices, lr=h.matrix_lr, momentum=h.muon_momentum, nesterov=bool(h.muon_nesterov),
                     backend_steps=h.muon_backend_steps, polar_express=bool(h.muon_polar_express),
@@ -1557,8 +1534,7 @@ def build_optimizers(model: GPT, h: Hyperparameters, d: Dist) -> list[torch.opti
                     world_size=d.world_size)  # fmt: skip
         optimizers.insert(0, muon)
     seen = [id(p) for opt in optimizers for g in opt.param_groups for p in g["params"]]
-    owned = {id(p) for p in model.parameters()}
-    if len(seen) != len(set(seen)) or set(seen) != owned:
+    if sorted(seen) != sorted(id(p) for p in model.parameters()):
         raise RuntimeError("optimiser groups must cover every parameter exactly once")
     return optimizers
 
