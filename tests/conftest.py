@@ -16,13 +16,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import train_gpt as tg
-
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 for _p in (REPO, REPO / "data"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
+
+import train_gpt as tg  # noqa: E402  (after the repository is on the path)
 
 
 def shared_path(*parts: str) -> Path:
